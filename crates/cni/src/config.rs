@@ -1,0 +1,171 @@
+//! Network configurations (`.conf`) and configuration lists (`.conflist`).
+//!
+//! Every plugin reads its own typed config from stdin; the fields every plugin shares
+//! live in [`NetConf`]. Parse errors name the offending field path and the position.
+
+use crate::error::{CniError, ErrorCode};
+use crate::result::Dns;
+use crate::version::Version;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Decodes JSON into `T`, reporting the failing field path, line and column.
+///
+/// Malformed JSON is a decoding failure (6); JSON of the wrong shape is an invalid
+/// network config (7), as with the reference plugins.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CniError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let code = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ErrorCode::DecodingFailure
+            }
+            _ => ErrorCode::InvalidNetworkConfig,
+        };
+        let at = if path == "." || path.is_empty() {
+            String::new()
+        } else {
+            format!(" field `{path}`")
+        };
+        CniError::new(code, format!("{what}:{at} {inner}"))
+    })
+}
+
+/// The `ipam` section as far as the calling plugin needs to know it.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct IpamConf {
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+}
+
+/// Fields common to every plugin's network configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    #[serde(default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub ipam: Option<IpamConf>,
+    #[serde(default)]
+    pub dns: Option<Dns>,
+    #[serde(default)]
+    pub runtime_config: Option<Value>,
+    #[serde(default)]
+    pub prev_result: Option<Value>,
+    #[serde(default)]
+    pub args: Option<Value>,
+}
+
+impl NetConf {
+    /// Parses and validates the common fields; returns the requested spec version too.
+    pub fn load(bytes: &[u8]) -> Result<(Self, Version), CniError> {
+        let conf: NetConf = parse_json(bytes, "network config")?;
+        let version = Version::parse(&conf.cni_version)
+            .map_err(|e| e.context("network config: field `cniVersion`"))?;
+        validate_network_name(&conf.name)?;
+        Ok((conf, version))
+    }
+
+    /// A runtime-config value, either from `runtimeConfig.<key>`.
+    pub fn runtime(&self, key: &str) -> Option<&Value> {
+        self.runtime_config.as_ref()?.get(key)
+    }
+
+    /// `args.cni.<key>` (the conventions document's per-attachment arguments).
+    pub fn args_cni(&self, key: &str) -> Option<&Value> {
+        self.args.as_ref()?.get("cni")?.get(key)
+    }
+}
+
+/// A network name becomes a directory name (host-local's `dataDir/<name>`) and the plugin
+/// runs as root, so it is restricted to the spec's character set.
+pub fn validate_network_name(name: &str) -> Result<(), CniError> {
+    if name.is_empty() {
+        return Err(CniError::config("network config: field `name` is missing or empty"));
+    }
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !first_ok || !rest_ok || name.contains("..") {
+        return Err(CniError::config(format!(
+            "network config: field `name` {name:?} is invalid: it must start with a letter or \
+             digit and contain only letters, digits, '_', '.', '-' (no path separators or '..')"
+        )));
+    }
+    Ok(())
+}
+
+/// A configuration list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConfList {
+    #[serde(default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub cni_versions: Vec<String>,
+    pub name: String,
+    #[serde(default)]
+    pub disable_check: bool,
+    #[serde(default, rename = "disableGC")]
+    pub disable_gc: bool,
+    pub plugins: Vec<Value>,
+}
+
+impl NetConfList {
+    pub fn load(bytes: &[u8]) -> Result<(Self, Version), CniError> {
+        let list: NetConfList = parse_json(bytes, "network config list")?;
+        let version = Version::parse(&list.cni_version)
+            .map_err(|e| e.context("network config list: field `cniVersion`"))?;
+        validate_network_name(&list.name)?;
+        if list.plugins.is_empty() {
+            return Err(CniError::config("network config list: field `plugins` is empty"));
+        }
+        Ok((list, version))
+    }
+
+    /// The config handed to plugin `i`: the plugin's own object plus the list's name and version.
+    pub fn plugin_config(&self, i: usize, prev_result: Option<&Value>) -> Option<Value> {
+        let mut obj = self.plugins.get(i)?.as_object()?.clone();
+        obj.insert("name".into(), Value::String(self.name.clone()));
+        obj.insert("cniVersion".into(), Value::String(self.cni_version.clone()));
+        if let Some(prev) = prev_result {
+            obj.insert("prevResult".into(), prev.clone());
+        }
+        Some(Value::Object(obj))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_field_and_code() {
+        let e = parse_json::<NetConf>(br#"{"name": 5}"#, "network config").expect_err("type");
+        assert_eq!(e.code, ErrorCode::InvalidNetworkConfig);
+        assert!(e.msg.contains("`name`"), "{}", e.msg);
+        let e = parse_json::<NetConf>(br#"{"name": "x""#, "network config").expect_err("eof");
+        assert_eq!(e.code, ErrorCode::DecodingFailure);
+        assert!(e.msg.contains("line 1"), "{}", e.msg);
+    }
+
+    #[test]
+    fn names_with_paths_refused() {
+        for bad in ["", "../x", "a/b", "..", "-x", "a..b", "a b"] {
+            assert!(validate_network_name(bad).is_err(), "{bad}");
+        }
+        for good in ["multus-br", "net_1", "a.b", "0net"] {
+            assert!(validate_network_name(good).is_ok(), "{good}");
+        }
+    }
+}
