@@ -1,0 +1,665 @@
+//! Typed link, address and route operations on a [`Handle`].
+
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
+use netlink_packet_route::link::{
+    AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
+    InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage, MacVlanMode,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+
+/// What oxivirt needs to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    pub master: Option<u32>,
+    pub kind: Option<String>,
+    pub up: bool,
+    pub promisc: bool,
+    /// For veths: the peer's index (in the peer's namespace).
+    pub peer_index: Option<u32>,
+    /// The namespace id of the peer, if it is elsewhere.
+    pub link_netnsid: Option<i32>,
+    pub hairpin: Option<bool>,
+    pub isolated: Option<bool>,
+    pub learning: Option<bool>,
+    pub vlan_filtering: Option<bool>,
+    pub macvlan_mode: Option<MacvlanMode>,
+}
+
+impl Link {
+    pub fn mac_string(&self) -> String {
+        self.mac.map(|m| format_mac(&m)).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacvlanMode {
+    Private,
+    Vepa,
+    Bridge,
+    Passthru,
+}
+
+impl MacvlanMode {
+    fn to_nl(self) -> MacVlanMode {
+        match self {
+            Self::Private => MacVlanMode::Private,
+            Self::Vepa => MacVlanMode::Vepa,
+            Self::Bridge => MacVlanMode::Bridge,
+            Self::Passthru => MacVlanMode::Passthrough,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrInfo {
+    pub index: u32,
+    pub addr: IpNet,
+    pub nodad: bool,
+}
+
+/// A route to install.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteSpec {
+    pub dst: Option<IpNet>,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub table: Option<u32>,
+    pub metric: Option<u32>,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+    pub scope_link: bool,
+    pub src: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub dst: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub table: u32,
+}
+
+pub fn format_mac(m: &[u8]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for slot in out.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *slot = u8::from_str_radix(p, 16).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(out)
+}
+
+fn parse_link(msg: LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        promisc: msg.header.flags.contains(LinkFlags::Promisc),
+        ..Default::default()
+    };
+    for attr in msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(&a);
+                link.mac = Some(m);
+            }
+            LinkAttribute::Mtu(m) => link.mtu = m,
+            LinkAttribute::Controller(m) => link.master = Some(m),
+            LinkAttribute::Link(l) => link.peer_index = Some(l),
+            LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(k) => link.kind = Some(kind_name(&k)),
+                        LinkInfo::Data(InfoData::Bridge(opts)) => {
+                            for o in opts {
+                                if let InfoBridge::VlanFiltering(v) = o {
+                                    link.vlan_filtering = Some(v);
+                                }
+                            }
+                        }
+                        LinkInfo::Data(InfoData::MacVlan(opts)) => {
+                            for o in opts {
+                                if let InfoMacVlan::Mode(m) = o {
+                                    link.macvlan_mode = match m {
+                                        MacVlanMode::Private => Some(MacvlanMode::Private),
+                                        MacVlanMode::Vepa => Some(MacvlanMode::Vepa),
+                                        MacVlanMode::Bridge => Some(MacvlanMode::Bridge),
+                                        MacVlanMode::Passthrough => Some(MacvlanMode::Passthru),
+                                        _ => None,
+                                    }
+                                }
+                            }
+                        }
+                        LinkInfo::PortData(InfoPortData::BridgePort(opts)) => {
+                            for o in opts {
+                                match o {
+                                    InfoBridgePort::HairpinMode(v) => link.hairpin = Some(v),
+                                    InfoBridgePort::Isolated(v) => link.isolated = Some(v),
+                                    InfoBridgePort::Learning(v) => link.learning = Some(v),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn kind_name(k: &InfoKind) -> String {
+    match k {
+        InfoKind::Bridge => "bridge".into(),
+        InfoKind::Veth => "veth".into(),
+        InfoKind::MacVlan => "macvlan".into(),
+        InfoKind::Dummy => "dummy".into(),
+        InfoKind::Tun => "tun".into(),
+        InfoKind::Vlan => "vlan".into(),
+        InfoKind::Other(s) => s.clone(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn family_of(ip: &IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+const CREATE: u16 = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+
+impl Handle {
+    fn new_link(&mut self, op: &str, msg: LinkMessage) -> Result<()> {
+        self.request(op, RouteNetlinkMessage::NewLink(msg), CREATE).map(|_| ())
+    }
+
+    fn set_link(&mut self, op: &str, msg: LinkMessage) -> Result<()> {
+        self.request(op, RouteNetlinkMessage::SetLink(msg), NLM_F_ACK).map(|_| ())
+    }
+
+    /// The link called `name`, or `None` if there is none.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.get_link(&format!("get link {name}"), msg)
+    }
+
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.get_link(&format!("get link #{index}"), msg)
+    }
+
+    fn get_link(&mut self, op: &str, msg: LinkMessage) -> Result<Option<Link>> {
+        match self.request(op, RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Like [`Self::link_by_name`], but a missing link is an error.
+    pub fn require_link(&mut self, name: &str) -> Result<Link> {
+        self.link_by_name(name)?.ok_or_else(|| Error::Kernel {
+            op: format!("find link {name}"),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        })
+    }
+
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let msgs = self.request(
+            "list links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn add_bridge(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        vlan_filtering: bool,
+    ) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
+        if vlan_filtering {
+            info.push(LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(info));
+        self.new_link(&format!("create bridge {name}"), msg)
+    }
+
+    /// Creates a veth pair: `name` here, `peer` moved into `peer_ns` (if given) atomically.
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        mtu: Option<u32>,
+        peer_mac: Option<[u8; 6]>,
+        peer_ns: Option<RawFd>,
+    ) -> Result<()> {
+        let mut peer_msg = LinkMessage::default();
+        peer_msg.attributes.push(LinkAttribute::IfName(peer.into()));
+        if let Some(mtu) = mtu {
+            peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = peer_mac {
+            peer_msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(fd) = peer_ns {
+            peer_msg.attributes.push(LinkAttribute::NetNsFd(fd));
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]));
+        self.new_link(&format!("create veth {name} (peer {peer})"), msg)
+    }
+
+    /// Creates a macvlan on `master` (by index in this namespace) and moves it into `ns`.
+    pub fn add_macvlan(
+        &mut self,
+        name: &str,
+        master: u32,
+        mode: MacvlanMode,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        ns: Option<RawFd>,
+    ) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes.push(LinkAttribute::Link(master));
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(fd) = ns {
+            msg.attributes.push(LinkAttribute::NetNsFd(fd));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode.to_nl())])),
+        ]));
+        self.new_link(&format!("create macvlan {name}"), msg)
+    }
+
+    pub fn add_dummy(&mut self, name: &str) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Dummy)]));
+        self.new_link(&format!("create dummy {name}"), msg)
+    }
+
+    pub fn del_link(&mut self, index: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.request(&format!("delete link #{index}"), RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)
+            .map(|_| ())
+    }
+
+    pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if up {
+            msg.header.flags |= LinkFlags::Up;
+        }
+        msg.header.change_mask |= LinkFlags::Up;
+        self.set_link(&format!("set link #{index} {}", if up { "up" } else { "down" }), msg)
+    }
+
+    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if on {
+            msg.header.flags |= LinkFlags::Promisc;
+        }
+        msg.header.change_mask |= LinkFlags::Promisc;
+        self.set_link(&format!("set link #{index} promisc"), msg)
+    }
+
+    fn set_attr(&mut self, index: u32, what: &str, attr: LinkAttribute) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(attr);
+        self.set_link(&format!("set {what} of link #{index}"), msg)
+    }
+
+    pub fn set_master(&mut self, index: u32, master: u32) -> Result<()> {
+        self.set_attr(index, "master", LinkAttribute::Controller(master))
+    }
+
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        self.set_attr(index, "mtu", LinkAttribute::Mtu(mtu))
+    }
+
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.set_attr(index, "mac", LinkAttribute::Address(mac.to_vec()))
+    }
+
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        self.set_attr(index, "name", LinkAttribute::IfName(name.into()))
+    }
+
+    pub fn set_netns(&mut self, index: u32, ns: RawFd) -> Result<()> {
+        self.set_attr(index, "namespace", LinkAttribute::NetNsFd(ns))
+    }
+
+    /// Sets bridge-port options (hairpin, learning, isolated, …) on an enslaved link.
+    pub fn set_port_options(&mut self, index: u32, opts: Vec<InfoBridgePort>) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(opts)),
+        ]));
+        self.request(
+            &format!("set bridge port options of link #{index}"),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK,
+        )
+        .map(|_| ())
+    }
+
+    pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<()> {
+        self.set_port_options(index, vec![InfoBridgePort::HairpinMode(on)])
+    }
+
+    /// Adds (or removes) VLAN `vid` on a bridge port (or on the bridge itself with `self_`).
+    pub fn bridge_vlan(
+        &mut self,
+        index: u32,
+        vid: u16,
+        pvid_untagged: bool,
+        self_: bool,
+        add: bool,
+    ) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.interface_family = AddressFamily::Bridge;
+        msg.header.index = index;
+        let mut flags = BridgeVlanInfoFlags::empty();
+        if pvid_untagged {
+            flags |= BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
+        }
+        let mut spec = vec![AfSpecBridge::VlanInfo(BridgeVlanInfo { flags, vid })];
+        if self_ {
+            spec.insert(
+                0,
+                AfSpecBridge::Flags(netlink_packet_route::link::BridgeFlag::LowerDev),
+            );
+        }
+        msg.attributes.push(LinkAttribute::AfSpecBridge(spec));
+        let op = format!("{} vlan {vid} on link #{index}", if add { "add" } else { "delete" });
+        let req = if add {
+            RouteNetlinkMessage::SetLink(msg)
+        } else {
+            RouteNetlinkMessage::DelLink(msg)
+        };
+        self.request(&op, req, NLM_F_ACK).map(|_| ())
+    }
+
+    /// VLANs configured on `index` (AF_BRIDGE dump with the VLAN filter).
+    pub fn bridge_vlans(&mut self, index: u32) -> Result<Vec<(u16, bool)>> {
+        let mut msg = LinkMessage::default();
+        msg.header.interface_family = AddressFamily::Bridge;
+        msg.attributes.push(LinkAttribute::ExtMask(vec![
+            netlink_packet_route::link::LinkExtentMask::Brvlan,
+        ]));
+        let msgs = self.request("list bridge vlans", RouteNetlinkMessage::GetLink(msg), NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        for m in msgs {
+            if let RouteNetlinkMessage::NewLink(l) = m {
+                if l.header.index != index {
+                    continue;
+                }
+                for a in l.attributes {
+                    if let LinkAttribute::AfSpecBridge(spec) = a {
+                        for s in spec {
+                            if let AfSpecBridge::VlanInfo(v) = s {
+                                out.push((v.vid, v.flags.contains(BridgeVlanInfoFlags::Pvid)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn add_address(&mut self, index: u32, addr: IpNet, nodad: bool) -> Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = family_of(&addr.addr());
+        msg.header.prefix_len = addr.prefix_len();
+        msg.header.index = index;
+        msg.header.scope = AddressScope::Universe;
+        msg.attributes.push(AddressAttribute::Local(addr.addr()));
+        msg.attributes.push(AddressAttribute::Address(addr.addr()));
+        if let IpNet::V4(v4) = addr {
+            if v4.prefix_len() < 31 {
+                msg.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
+            }
+        }
+        if nodad {
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        self.request(
+            &format!("add address {addr} to link #{index}"),
+            RouteNetlinkMessage::NewAddress(msg),
+            CREATE,
+        )
+        .map(|_| ())
+    }
+
+    pub fn del_address(&mut self, index: u32, addr: IpNet) -> Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = family_of(&addr.addr());
+        msg.header.prefix_len = addr.prefix_len();
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(addr.addr()));
+        msg.attributes.push(AddressAttribute::Address(addr.addr()));
+        self.request(
+            &format!("delete address {addr} from link #{index}"),
+            RouteNetlinkMessage::DelAddress(msg),
+            NLM_F_ACK,
+        )
+        .map(|_| ())
+    }
+
+    /// Addresses, optionally only those on link `index`.
+    pub fn addresses(&mut self, index: Option<u32>) -> Result<Vec<AddrInfo>> {
+        let msgs = self.request(
+            "list addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        let mut out = Vec::new();
+        for m in msgs {
+            let RouteNetlinkMessage::NewAddress(a) = m else { continue };
+            if index.is_some_and(|i| i != a.header.index) {
+                continue;
+            }
+            let mut local = None;
+            let mut address = None;
+            let mut nodad = false;
+            for attr in &a.attributes {
+                match attr {
+                    AddressAttribute::Local(ip) => local = Some(*ip),
+                    AddressAttribute::Address(ip) => address = Some(*ip),
+                    AddressAttribute::Flags(f) => nodad = f.contains(AddressFlags::Nodad),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = local.or(address) {
+                if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
+                    out.push(AddrInfo { index: a.header.index, addr: net, nodad });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn route_message(spec: &RouteSpec) -> RouteMessage {
+        let mut msg = RouteMessage::default();
+        let v4 = match (spec.dst, spec.gateway, spec.src) {
+            (Some(d), _, _) => d.addr().is_ipv4(),
+            (None, Some(g), _) => g.is_ipv4(),
+            (None, None, Some(s)) => s.is_ipv4(),
+            _ => true,
+        };
+        msg.header.address_family = if v4 { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        msg.header.destination_prefix_length = spec.dst.map_or(0, |d| d.prefix_len());
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.kind = RouteType::Unicast;
+        msg.header.scope = if spec.scope_link { RouteScope::Link } else { RouteScope::Universe };
+        let table = spec.table.unwrap_or(RouteHeader::RT_TABLE_MAIN as u32);
+        if table < 256 {
+            msg.header.table = table as u8;
+        } else {
+            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            msg.attributes.push(RouteAttribute::Table(table));
+        }
+        if let Some(dst) = spec.dst {
+            msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst.network())));
+        }
+        if let Some(gw) = spec.gateway {
+            msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        }
+        if let Some(src) = spec.src {
+            msg.attributes.push(RouteAttribute::PrefSource(RouteAddress::from(src)));
+        }
+        if let Some(oif) = spec.oif {
+            msg.attributes.push(RouteAttribute::Oif(oif));
+        }
+        if let Some(m) = spec.metric {
+            msg.attributes.push(RouteAttribute::Priority(m));
+        }
+        let mut metrics = Vec::new();
+        if let Some(mtu) = spec.mtu {
+            metrics.push(RouteMetric::Mtu(mtu));
+        }
+        if let Some(a) = spec.advmss {
+            metrics.push(RouteMetric::Advmss(a));
+        }
+        if !metrics.is_empty() {
+            msg.attributes.push(RouteAttribute::Metrics(metrics));
+        }
+        msg
+    }
+
+    pub fn add_route(&mut self, spec: &RouteSpec) -> Result<()> {
+        let msg = Self::route_message(spec);
+        let what = match spec.dst {
+            Some(d) => d.to_string(),
+            None => "default".into(),
+        };
+        self.request(&format!("add route {what}"), RouteNetlinkMessage::NewRoute(msg), CREATE)
+            .map(|_| ())
+    }
+
+    pub fn replace_route(&mut self, spec: &RouteSpec) -> Result<()> {
+        let msg = Self::route_message(spec);
+        self.request(
+            "replace route",
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(|_| ())
+    }
+
+    pub fn del_route(&mut self, spec: &RouteSpec) -> Result<()> {
+        let msg = Self::route_message(spec);
+        self.request("delete route", RouteNetlinkMessage::DelRoute(msg), NLM_F_ACK).map(|_| ())
+    }
+
+    /// Routes of the main table (and others), both families.
+    pub fn routes(&mut self) -> Result<Vec<RouteInfo>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut q = RouteMessage::default();
+            q.header.address_family = family;
+            let msgs = self.request("list routes", RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
+            for m in msgs {
+                let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+                let v4 = r.header.address_family == AddressFamily::Inet;
+                let mut dst = None;
+                let mut gateway = None;
+                let mut oif = None;
+                let mut table = r.header.table as u32;
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+                        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
+                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(IpAddr::V4(*ip)),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => gateway = Some(IpAddr::V6(*ip)),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        RouteAttribute::Table(t) => table = *t,
+                        _ => {}
+                    }
+                }
+                let base: IpAddr = if v4 {
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                };
+                let Ok(dst) = IpNet::new(dst.unwrap_or(base), r.header.destination_prefix_length)
+                else {
+                    continue;
+                };
+                out.push(RouteInfo { dst, gateway, oif, table });
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,77 @@
+//! Network namespaces, entered only on a dedicated OS thread.
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct NetNs {
+    file: File,
+    path: PathBuf,
+}
+
+impl NetNs {
+    /// Opens a namespace file (e.g. `/run/netns/x`, `/proc/<pid>/ns/net`) and checks it is one.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let err = |source| Error::Netns { path: path.display().to_string(), source };
+        let file = File::open(&path).map_err(err)?;
+        // SAFETY: fstatfs on a valid, owned fd with a zeroed out-struct.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: the fd is valid for the lifetime of `file`; `st` is a valid pointer.
+        let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+        if rc != 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        const NSFS_MAGIC: i64 = 0x6e73_6673;
+        const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+        #[allow(clippy::unnecessary_cast)]
+        let magic = st.f_type as i64;
+        if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+            return Err(err(std::io::Error::other("not a network namespace file")));
+        }
+        Ok(Self { file, path })
+    }
+
+    /// The namespace this process is in.
+    pub fn current() -> Result<Self> {
+        Self::open("/proc/thread-self/ns/net")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Runs `f` on a fresh OS thread that has entered this namespace. The thread ends with
+    /// `f`, so no other code ever runs in the wrong namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let fd = self.raw_fd();
+        let path = self.path.display().to_string();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on a valid namespace fd; it only affects this thread.
+                let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(Error::Netns { path, source: std::io::Error::last_os_error() });
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(Error::Netns {
+                    path: self.path.display().to_string(),
+                    source: std::io::Error::other("thread in namespace panicked"),
+                })
+            })
+        })
+    }
+}
