@@ -26,7 +26,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Cn
             }
             _ => ErrorCode::InvalidNetworkConfig,
         };
-        let at = if path == "." || path.is_empty() {
+        let at = if path == "." || path == "?" || path.is_empty() {
             String::new()
         } else {
             format!(" field `{path}`")
