@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The main job: the seed scenario's secondary network, end to end, with oxivirt's CNI
+# plugins. A "node" namespace holds bridge multus-bridge with an uplink to an "outside"
+# namespace (192.168.100.1, the article's gateway); a "pod" namespace gets net1 from the
+# NetworkAttachmentDefinition's config (bridge + host-local in 192.168.100.0/24), then
+# traffic flows both ways, then DEL leaves nothing behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+cargo build --release --quiet -p oxivirt-cni-plugins
+
+work=$(mktemp -d)
+sfx=$$
+node=oxd-node-$sfx pod=oxd-pod-$sfx out=oxd-out-$sfx
+cleanup() {
+  for ns in "$pod" "$node" "$out"; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/bin"
+for p in bridge host-local static macvlan; do ln -s "$PWD/target/release/oxivirt-cni" "$work/bin/$p"; done
+for ns in "$node" "$pod" "$out"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+
+echo "== node: bridge multus-bridge with uplink enp8s0 (as in the article)"
+ip -n "$node" link add multus-bridge type bridge
+ip -n "$node" link add enp8s0 type veth peer name eth0 netns "$out"
+ip -n "$node" link set enp8s0 master multus-bridge
+ip -n "$node" link set enp8s0 up
+ip -n "$node" link set multus-bridge up
+ip -n "$out" addr add 192.168.100.1/24 dev eth0
+ip -n "$out" link set eth0 up
+
+# The NetworkAttachmentDefinition's spec.config from seed/multus-bridge.yaml.
+cat > "$work/multus-br.json" <<JSON
+{
+  "cniVersion": "0.3.1",
+  "name": "multus-br",
+  "type": "bridge",
+  "bridge": "multus-bridge",
+  "ipam": {
+    "type": "host-local",
+    "subnet": "192.168.100.0/24",
+    "dataDir": "$work/ipam"
+  }
+}
+JSON
+
+cni() {
+  ip netns exec "$node" env CNI_COMMAND="$1" CNI_CONTAINERID=demo-$sfx CNI_NETNS=/run/netns/$pod \
+    CNI_IFNAME=net1 CNI_PATH="$work/bin" "$work/bin/bridge" < "$work/multus-br.json"
+}
+
+echo "== CNI ADD (bridge + host-local)"
+cni ADD | tee "$work/result.json"
+echo
+ip=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ips"][0]["address"].split("/")[0])' "$work/result.json")
+echo "== pod net1 got $ip"
+ip -n "$pod" -br addr show dev net1
+echo "== bridge ports on the node"
+ip -n "$node" -br link show master multus-bridge
+
+echo "== pod -> outside gateway 192.168.100.1"
+ip netns exec "$pod" ping -c 2 -W 2 192.168.100.1
+echo "== outside -> pod $ip"
+ip netns exec "$out" ping -c 2 -W 2 "$ip"
+
+echo "== CNI CHECK"
+python3 - "$work/multus-br.json" "$work/result.json" > "$work/check.json" <<'PY'
+import json, sys
+# CHECK exists from spec 0.4.0 on: check the same attachment with a 1.0.0 config.
+conf = json.load(open(sys.argv[1])); conf["cniVersion"] = "1.0.0"
+conf["prevResult"] = json.load(open(sys.argv[2]))
+print(json.dumps(conf))
+PY
+ip netns exec "$node" env CNI_COMMAND=CHECK CNI_CONTAINERID=demo-$sfx CNI_NETNS=/run/netns/$pod \
+  CNI_IFNAME=net1 CNI_PATH="$work/bin" "$work/bin/bridge" < "$work/check.json"
+echo "CHECK passed"
+
+echo "== CNI DEL"
+cni DEL
+if ip -n "$pod" link show net1 >/dev/null 2>&1; then echo "net1 still present"; exit 1; fi
+if ls "$work/ipam/multus-br" | grep -q '^192\.'; then echo "allocation leaked"; exit 1; fi
+echo "== demo passed: 1 passed, 0 failed"
