@@ -91,7 +91,9 @@ impl NetConf {
 /// runs as root, so it is restricted to the spec's character set.
 pub fn validate_network_name(name: &str) -> Result<(), CniError> {
     if name.is_empty() {
-        return Err(CniError::config("network config: field `name` is missing or empty"));
+        return Err(CniError::config(
+            "network config: field `name` is missing or empty",
+        ));
     }
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
@@ -128,7 +130,9 @@ impl NetConfList {
             .map_err(|e| e.context("network config list: field `cniVersion`"))?;
         validate_network_name(&list.name)?;
         if list.plugins.is_empty() {
-            return Err(CniError::config("network config list: field `plugins` is empty"));
+            return Err(CniError::config(
+                "network config list: field `plugins` is empty",
+            ));
         }
         Ok((list, version))
     }

@@ -57,18 +57,28 @@ impl Environment {
     /// Reads and validates the variables `command` needs, from a lookup function so tests
     /// need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CniError> {
-        let command = Command::parse(&get("CNI_COMMAND").unwrap_or_default())
-            .map_err(|e| if get("CNI_COMMAND").is_none() { CniError::env("CNI_COMMAND is not set") } else { e })?;
+        let command = Command::parse(&get("CNI_COMMAND").unwrap_or_default()).map_err(|e| {
+            if get("CNI_COMMAND").is_none() {
+                CniError::env("CNI_COMMAND is not set")
+            } else {
+                e
+            }
+        })?;
         let need = |name: &str| -> Result<String, CniError> {
             match get(name) {
                 Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(CniError::env(format!("{name} is required for {}", command.as_str()))),
+                _ => Err(CniError::env(format!(
+                    "{name} is required for {}",
+                    command.as_str()
+                ))),
             }
         };
         let (container_id, ifname, netns) = match command {
-            Command::Add | Command::Check => {
-                (need("CNI_CONTAINERID")?, need("CNI_IFNAME")?, Some(need("CNI_NETNS")?))
-            }
+            Command::Add | Command::Check => (
+                need("CNI_CONTAINERID")?,
+                need("CNI_IFNAME")?,
+                Some(need("CNI_NETNS")?),
+            ),
             Command::Del => (
                 need("CNI_CONTAINERID")?,
                 need("CNI_IFNAME")?,
@@ -91,7 +101,14 @@ impl Environment {
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
             .collect();
-        Ok(Self { command, container_id, netns: netns.map(PathBuf::from), ifname, args, path })
+        Ok(Self {
+            command,
+            container_id,
+            netns: netns.map(PathBuf::from),
+            ifname,
+            args,
+            path,
+        })
     }
 
     pub fn from_process() -> Result<Self, CniError> {
@@ -102,7 +119,9 @@ impl Environment {
 /// Container IDs end up in file contents and names; the reference accepts `[a-z0-9_.-]`.
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !ok {
         return Err(CniError::env(format!(
             "CNI_CONTAINERID {id:?} is invalid: letters, digits, '_', '.', '-' only, starting with a letter or digit"
@@ -119,7 +138,10 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         Some("is longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("is a reserved name")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("contains '/', ':' or whitespace")
     } else {
         None
@@ -136,8 +158,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Environment, CniError> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Environment::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -146,8 +170,12 @@ mod tests {
         assert!(env(&[]).is_err());
         assert!(env(&[("CNI_COMMAND", "VERSION")]).is_ok());
         assert!(env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1")]).is_err());
-        let del = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")])
-            .expect("del without netns");
+        let del = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+        ])
+        .expect("del without netns");
         assert!(del.netns.is_none());
         let long = env(&[
             ("CNI_COMMAND", "ADD"),

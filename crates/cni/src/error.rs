@@ -108,7 +108,11 @@ struct WireError<'a> {
 
 impl CniError {
     pub fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
-        Self { code, msg: msg.into(), details: String::new() }
+        Self {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -151,7 +155,10 @@ impl CniError {
             details: &self.details,
         };
         serde_json::to_string(&wire).unwrap_or_else(|_| {
-            format!(r#"{{"code":{},"msg":"unprintable error"}}"#, self.code.as_u32())
+            format!(
+                r#"{{"code":{},"msg":"unprintable error"}}"#,
+                self.code.as_u32()
+            )
         })
     }
 
@@ -166,7 +173,11 @@ impl CniError {
             details: String,
         }
         let e: In = serde_json::from_slice(bytes).ok()?;
-        Some(Self { code: ErrorCode::from_u32(e.code), msg: e.msg, details: e.details })
+        Some(Self {
+            code: ErrorCode::from_u32(e.code),
+            msg: e.msg,
+            details: e.details,
+        })
     }
 }
 

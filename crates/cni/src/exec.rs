@@ -10,7 +10,9 @@ use std::process::Stdio;
 /// Finds plugin `name` in `paths`. A name is a file name, never a path.
 pub fn find_plugin(name: &str, paths: &[PathBuf]) -> Result<PathBuf, CniError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(CniError::config(format!("plugin type {name:?} is not a valid plugin name")));
+        return Err(CniError::config(format!(
+            "plugin type {name:?} is not a valid plugin name"
+        )));
     }
     for dir in paths {
         let candidate = dir.join(name);
@@ -20,7 +22,10 @@ pub fn find_plugin(name: &str, paths: &[PathBuf]) -> Result<PathBuf, CniError> {
     }
     Err(CniError::config(format!(
         "failed to find plugin {name:?} in path {:?}",
-        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
     )))
 }
 
@@ -62,8 +67,9 @@ pub fn exec_plugin(
         cmd.env("CNI_PATH", v);
     }
     let name = plugin.display().to_string();
-    let mut child =
-        cmd.spawn().map_err(|e| CniError::io(format!("failed to run plugin {name}: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CniError::io(format!("failed to run plugin {name}: {e}")))?;
     if let Some(mut input) = child.stdin.take() {
         input
             .write_all(stdin)

@@ -24,9 +24,15 @@ pub fn run(handle: impl FnOnce(Call<'_>) -> Result<Option<String>, CniError>) ->
     }
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
-        return fail(&CniError::io(format!("failed to read config from stdin: {e}")), &[]);
+        return fail(
+            &CniError::io(format!("failed to read config from stdin: {e}")),
+            &[],
+        );
     }
-    match handle(Call { env: &env, stdin: &stdin }) {
+    match handle(Call {
+        env: &env,
+        stdin: &stdin,
+    }) {
         Ok(Some(out)) => emit(&out),
         Ok(None) => 0,
         Err(e) => fail(&e, &stdin),
@@ -47,7 +53,11 @@ pub fn require_check_support(version: Version) -> Result<(), CniError> {
 
 fn emit(out: &str) -> i32 {
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush()).is_err() {
+    if stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
         return 1;
     }
     0

@@ -53,7 +53,15 @@ pub struct Route {
 
 impl Route {
     pub fn new(dst: IpNet, gw: Option<IpAddr>) -> Self {
-        Self { dst, gw, mtu: None, advmss: None, priority: None, table: None, scope: None }
+        Self {
+            dst,
+            gw,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
     }
 }
 
@@ -137,7 +145,11 @@ impl CniResult {
             .map(|ip| {
                 let mut m = Map::new();
                 if version.ips_have_version() {
-                    let v = if ip.address.addr().is_ipv4() { "4" } else { "6" };
+                    let v = if ip.address.addr().is_ipv4() {
+                        "4"
+                    } else {
+                        "6"
+                    };
                     m.insert("version".into(), json!(v));
                 }
                 if let Some(i) = ip.interface {
@@ -154,7 +166,11 @@ impl CniResult {
             .routes
             .iter()
             .map(|r| {
-                let r = if full { r.clone() } else { Route::new(r.dst, r.gw) };
+                let r = if full {
+                    r.clone()
+                } else {
+                    Route::new(r.dst, r.gw)
+                };
                 serde_json::to_value(r).unwrap_or(Value::Null)
             })
             .collect();
@@ -169,7 +185,10 @@ impl CniResult {
         if !routes.is_empty() {
             out.insert("routes".into(), Value::Array(routes));
         }
-        out.insert("dns".into(), serde_json::to_value(&self.dns).unwrap_or_else(|_| json!({})));
+        out.insert(
+            "dns".into(),
+            serde_json::to_value(&self.dns).unwrap_or_else(|_| json!({})),
+        );
         Value::Object(out)
     }
 
@@ -185,7 +204,11 @@ mod tests {
     fn sample() -> CniResult {
         CniResult {
             interfaces: vec![
-                Interface { name: "br0".into(), mac: "aa:bb:cc:dd:ee:01".into(), ..Default::default() },
+                Interface {
+                    name: "br0".into(),
+                    mac: "aa:bb:cc:dd:ee:01".into(),
+                    ..Default::default()
+                },
                 Interface {
                     name: "eth0".into(),
                     mac: "aa:bb:cc:dd:ee:02".into(),
@@ -200,10 +223,20 @@ mod tests {
                     gateway: Some("192.168.100.1".parse().expect("ip")),
                     interface: Some(1),
                 },
-                IpConfig { address: "fd00::2/64".parse().expect("net"), gateway: None, interface: Some(1) },
+                IpConfig {
+                    address: "fd00::2/64".parse().expect("net"),
+                    gateway: None,
+                    interface: Some(1),
+                },
             ],
-            routes: vec![Route { mtu: Some(1400), ..Route::new("0.0.0.0/0".parse().expect("net"), None) }],
-            dns: Dns { nameservers: vec!["10.0.0.10".into()], ..Default::default() },
+            routes: vec![Route {
+                mtu: Some(1400),
+                ..Route::new("0.0.0.0/0".parse().expect("net"), None)
+            }],
+            dns: Dns {
+                nameservers: vec!["10.0.0.10".into()],
+                ..Default::default()
+            },
         }
     }
 

@@ -13,8 +13,13 @@ pub enum Version {
 }
 
 impl Version {
-    pub const ALL: [Version; 5] =
-        [Self::V0_3_0, Self::V0_3_1, Self::V0_4_0, Self::V1_0_0, Self::V1_1_0];
+    pub const ALL: [Version; 5] = [
+        Self::V0_3_0,
+        Self::V0_3_1,
+        Self::V0_4_0,
+        Self::V1_0_0,
+        Self::V1_1_0,
+    ];
     pub const LATEST: Version = Version::V1_1_0;
 
     pub fn as_str(self) -> &'static str {
@@ -74,7 +79,11 @@ impl Version {
     }
 
     pub fn supported_list() -> String {
-        Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+        Self::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The VERSION command's answer.

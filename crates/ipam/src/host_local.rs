@@ -4,7 +4,9 @@ use crate::node::NodePolicy;
 use crate::range::{RangeConf, RangeSet};
 use crate::store::Store;
 use oxivirt_cni::error::codes;
-use oxivirt_cni::{parse_json, CniArgs, CniError, CniResult, Dns, ErrorCode, IpConfig, NetConf, Route};
+use oxivirt_cni::{
+    parse_json, CniArgs, CniError, CniResult, Dns, ErrorCode, IpConfig, NetConf, Route,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -82,7 +84,9 @@ impl HostLocal {
             confs.push((format!("ipam.ranges[{i}]"), set.clone()));
         }
         if confs.is_empty() {
-            return Err(CniError::config("ipam: no IP ranges specified (`subnet` or `ranges`)"));
+            return Err(CniError::config(
+                "ipam: no IP ranges specified (`subnet` or `ranges`)",
+            ));
         }
         let mut range_sets: Vec<RangeSet> = Vec::new();
         for (field, set) in &confs {
@@ -91,13 +95,18 @@ impl HostLocal {
                 if rs.overlaps(other) {
                     return Err(CniError::config(format!(
                         "{field}: range set overlaps with {}",
-                        confs.get(j).map(|c| c.0.as_str()).unwrap_or("another range set")
+                        confs
+                            .get(j)
+                            .map(|c| c.0.as_str())
+                            .unwrap_or("another range set")
                     )));
                 }
             }
             range_sets.push(rs);
         }
-        let data_dir = ipam.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = ipam
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         policy.check_data_dir(&data_dir)?;
         Ok(Self {
             name: name.to_string(),
@@ -128,7 +137,12 @@ impl HostLocal {
         }
         store.close()?;
         let ips = result?;
-        Ok(CniResult { interfaces: vec![], ips, routes: self.routes.clone(), dns })
+        Ok(CniResult {
+            interfaces: vec![],
+            ips,
+            routes: self.routes.clone(),
+            dns,
+        })
     }
 
     fn allocate(
@@ -148,10 +162,15 @@ impl HostLocal {
                     "{ip} has been allocated to {id}, duplicate allocation is not allowed"
                 )));
             }
-            let want = left.iter().position(|ip| set.range_for(*ip).is_some()).map(|p| left.remove(p));
+            let want = left
+                .iter()
+                .position(|ip| set.range_for(*ip).is_some())
+                .map(|p| left.remove(p));
             let ip = match want {
                 Some(ip) => {
-                    let range = set.range_for(ip).ok_or_else(|| ipam_err(format!("{ip} not in range set")))?;
+                    let range = set
+                        .range_for(ip)
+                        .ok_or_else(|| ipam_err(format!("{ip} not in range set")))?;
                     if Some(ip) == range.gateway {
                         return Err(ipam_err(format!("requested ip {ip} is subnet's gateway")));
                     }
@@ -172,18 +191,30 @@ impl HostLocal {
                         }
                     }
                     got.ok_or_else(|| {
-                        ipam_err(format!("no IP addresses available in range set: {}", set.describe()))
+                        ipam_err(format!(
+                            "no IP addresses available in range set: {}",
+                            set.describe()
+                        ))
                     })?
                 }
             };
             taken.push(ip);
-            let range = set.range_for(ip).ok_or_else(|| ipam_err(format!("{ip} not in range set")))?;
-            out.push(IpConfig { address: range.with_prefix(ip), gateway: range.gateway, interface: None });
+            let range = set
+                .range_for(ip)
+                .ok_or_else(|| ipam_err(format!("{ip} not in range set")))?;
+            out.push(IpConfig {
+                address: range.with_prefix(ip),
+                gateway: range.gateway,
+                interface: None,
+            });
         }
         if !left.is_empty() {
             return Err(ipam_err(format!(
                 "failed to allocate all requested IPs: {} not in any range set",
-                left.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
+                left.iter()
+                    .map(|ip| ip.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         Ok(out)
@@ -240,11 +271,16 @@ impl HostLocal {
         }
         let store = self.open()?;
         for (i, set) in self.range_sets.iter().enumerate() {
-            let free = set.candidates(None).any(|(_, ip)| !store.dir().join(ip.to_string()).exists());
+            let free = set
+                .candidates(None)
+                .any(|(_, ip)| !store.dir().join(ip.to_string()).exists());
             if !free {
                 return Err(CniError::new(
                     ErrorCode::PluginNotAvailable,
-                    format!("host-local: range set {i} ({}) has no free addresses", set.describe()),
+                    format!(
+                        "host-local: range set {i} ({}) has no free addresses",
+                        set.describe()
+                    ),
                 ));
             }
         }
@@ -275,7 +311,10 @@ pub fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<IpAddr>, CniE
             push(part, "CNI_ARGS IP")?;
         }
     }
-    for (val, from) in [(conf.args_cni("ips"), "args.cni.ips"), (conf.runtime("ips"), "runtimeConfig.ips")] {
+    for (val, from) in [
+        (conf.args_cni("ips"), "args.cni.ips"),
+        (conf.runtime("ips"), "runtimeConfig.ips"),
+    ] {
         match val {
             None | Some(Value::Null) => {}
             Some(Value::Array(items)) => {
@@ -286,7 +325,11 @@ pub fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<IpAddr>, CniE
                     push(s, &format!("{from}[{i}]"))?;
                 }
             }
-            Some(_) => return Err(CniError::config(format!("{from} must be a list of strings"))),
+            Some(_) => {
+                return Err(CniError::config(format!(
+                    "{from} must be a list of strings"
+                )))
+            }
         }
     }
     Ok(out)
@@ -310,10 +353,16 @@ mod tests {
         let h = hl(tmp.path(), r#""subnet":"10.1.2.0/29""#);
         let a = h.add("c1", "eth0", &[]).expect("add");
         assert_eq!(a.ips[0].address.to_string(), "10.1.2.2/29");
-        assert_eq!(a.ips[0].gateway.map(|g| g.to_string()).as_deref(), Some("10.1.2.1"));
+        assert_eq!(
+            a.ips[0].gateway.map(|g| g.to_string()).as_deref(),
+            Some("10.1.2.1")
+        );
         let f = std::fs::read(tmp.path().join("net1/10.1.2.2")).expect("file");
         assert_eq!(f, b"c1\r\neth0");
-        assert_eq!(std::fs::read_to_string(tmp.path().join("net1/last_reserved_ip.0")).expect("last"), "10.1.2.2");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("net1/last_reserved_ip.0")).expect("last"),
+            "10.1.2.2"
+        );
         assert!(h.add("c1", "eth0", &[]).is_err(), "duplicate allocation");
         let b = h.add("c2", "eth0", &[]).expect("add");
         assert_eq!(b.ips[0].address.to_string(), "10.1.2.3/29");
@@ -330,7 +379,10 @@ mod tests {
         assert_eq!(d.ips[0].address.to_string(), "10.1.2.2/29");
         let e = h.add("c10", "eth0", &[]).expect_err("full");
         assert!(e.msg.contains("no IP addresses available"), "{}", e.msg);
-        assert_eq!(h.status().expect_err("exhausted").code, ErrorCode::PluginNotAvailable);
+        assert_eq!(
+            h.status().expect_err("exhausted").code,
+            ErrorCode::PluginNotAvailable
+        );
     }
 
     #[test]
@@ -341,7 +393,10 @@ mod tests {
         // Another implementation allocates and releases behind our back.
         std::fs::write(tmp.path().join("net1/10.1.2.50"), "other\r\neth1").expect("write");
         std::fs::remove_file(tmp.path().join("net1/10.1.2.2")).expect("rm");
-        assert_eq!(h.del("other", "eth1").expect("del"), vec!["10.1.2.50".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(
+            h.del("other", "eth1").expect("del"),
+            vec!["10.1.2.50".parse::<IpAddr>().expect("ip")]
+        );
         assert!(h.del("c1", "eth0").expect("del").is_empty());
         // Legacy files holding only the container id.
         std::fs::write(tmp.path().join("net1/10.1.2.60"), "legacy").expect("write");
@@ -351,19 +406,42 @@ mod tests {
     #[test]
     fn requested_and_gc() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let h = hl(tmp.path(), r#""ranges":[[{"subnet":"10.1.2.0/24"}],[{"subnet":"fd00::/64"}]]"#);
-        let r = h.add("c1", "eth0", &["10.1.2.77".parse().expect("ip")]).expect("add");
+        let h = hl(
+            tmp.path(),
+            r#""ranges":[[{"subnet":"10.1.2.0/24"}],[{"subnet":"fd00::/64"}]]"#,
+        );
+        let r = h
+            .add("c1", "eth0", &["10.1.2.77".parse().expect("ip")])
+            .expect("add");
         assert_eq!(r.ips.len(), 2);
         assert_eq!(r.ips[0].address.to_string(), "10.1.2.77/24");
         assert_eq!(r.ips[1].address.to_string(), "fd00::2/64");
-        assert!(h.add("c2", "eth0", &["10.1.2.77".parse().expect("ip")]).is_err());
-        assert!(h.add("c2", "eth0", &["10.9.9.9".parse().expect("ip")]).is_err());
+        assert!(h
+            .add("c2", "eth0", &["10.1.2.77".parse().expect("ip")])
+            .is_err());
+        assert!(h
+            .add("c2", "eth0", &["10.9.9.9".parse().expect("ip")])
+            .is_err());
         // Nothing leaked by the failures.
-        assert_eq!(Store::open(tmp.path(), "net1").expect("open").allocated_count().expect("count"), 2);
+        assert_eq!(
+            Store::open(tmp.path(), "net1")
+                .expect("open")
+                .allocated_count()
+                .expect("count"),
+            2
+        );
         h.add("c3", "eth0", &[]).expect("add");
-        let valid: HashSet<_> = [("c3".to_string(), "eth0".to_string())].into_iter().collect();
+        let valid: HashSet<_> = [("c3".to_string(), "eth0".to_string())]
+            .into_iter()
+            .collect();
         let freed = h.gc(&valid).expect("gc");
         assert_eq!(freed.len(), 2);
-        assert_eq!(Store::open(tmp.path(), "net1").expect("open").allocated_count().expect("count"), 2);
+        assert_eq!(
+            Store::open(tmp.path(), "net1")
+                .expect("open")
+                .allocated_count()
+                .expect("count"),
+            2
+        );
     }
 }

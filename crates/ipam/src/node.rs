@@ -45,7 +45,10 @@ impl NodePolicy {
             )));
         }
         if self.host_local_data_dir_roots.is_empty()
-            || self.host_local_data_dir_roots.iter().any(|root| dir.starts_with(root))
+            || self
+                .host_local_data_dir_roots
+                .iter()
+                .any(|root| dir.starts_with(root))
         {
             return Ok(());
         }

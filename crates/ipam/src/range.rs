@@ -95,7 +95,12 @@ impl Range {
                 "{field}: rangeStart {start} is after rangeEnd {end}"
             )));
         }
-        Ok(Self { subnet, start, end, gateway })
+        Ok(Self {
+            subnet,
+            start,
+            end,
+            gateway,
+        })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -164,7 +169,9 @@ impl RangeSet {
     }
 
     pub fn overlaps(&self, other: &RangeSet) -> bool {
-        self.ranges.iter().any(|a| other.ranges.iter().any(|b| a.overlaps(b)))
+        self.ranges
+            .iter()
+            .any(|a| other.ranges.iter().any(|b| a.overlaps(b)))
     }
 
     pub fn size(&self) -> u128 {
@@ -172,7 +179,11 @@ impl RangeSet {
     }
 
     pub fn describe(&self) -> String {
-        self.ranges.iter().map(|r| format!("{}-{}", r.start, r.end)).collect::<Vec<_>>().join(",")
+        self.ranges
+            .iter()
+            .map(|r| format!("{}-{}", r.start, r.end))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Candidates in the reference's round-robin order: the address after `last` (if it is
@@ -180,7 +191,10 @@ impl RangeSet {
     /// around; gateways skipped.
     pub fn candidates(&self, last: Option<IpAddr>) -> impl Iterator<Item = (usize, IpAddr)> + '_ {
         let (start_range, start_off) = match last.and_then(|l| {
-            self.ranges.iter().position(|r| r.contains(l)).map(|i| (i, l))
+            self.ranges
+                .iter()
+                .position(|r| r.contains(l))
+                .map(|i| (i, l))
         }) {
             Some((i, l)) => {
                 let r = &self.ranges[i];
@@ -197,14 +211,22 @@ impl RangeSet {
         // Visit: start range from offset, the others fully, then the start range's head.
         let mut segments: Vec<(usize, u128, u128)> = Vec::with_capacity(n + 1);
         let first = &self.ranges[start_range];
-        segments.push((start_range, to_u128(first.start) + start_off, to_u128(first.end)));
+        segments.push((
+            start_range,
+            to_u128(first.start) + start_off,
+            to_u128(first.end),
+        ));
         for k in 1..n {
             let i = (start_range + k) % n;
             let r = &self.ranges[i];
             segments.push((i, to_u128(r.start), to_u128(r.end)));
         }
         if start_off > 0 {
-            segments.push((start_range, to_u128(first.start), to_u128(first.start) + start_off - 1));
+            segments.push((
+                start_range,
+                to_u128(first.start),
+                to_u128(first.start) + start_off - 1,
+            ));
         }
         segments.into_iter().flat_map(move |(i, a, b)| {
             let r = &self.ranges[i];
@@ -223,7 +245,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn rc(subnet: &str) -> RangeConf {
-        RangeConf { subnet: subnet.parse().expect("net"), range_start: None, range_end: None, gateway: None }
+        RangeConf {
+            subnet: subnet.parse().expect("net"),
+            range_start: None,
+            range_end: None,
+            gateway: None,
+        }
     }
 
     #[test]
@@ -231,7 +258,10 @@ mod tests {
         let r = Range::from_conf(&rc("192.168.100.0/24"), "r").expect("range");
         assert_eq!(r.start.to_string(), "192.168.100.1");
         assert_eq!(r.end.to_string(), "192.168.100.254");
-        assert_eq!(r.gateway.map(|g| g.to_string()).as_deref(), Some("192.168.100.1"));
+        assert_eq!(
+            r.gateway.map(|g| g.to_string()).as_deref(),
+            Some("192.168.100.1")
+        );
         let r6 = Range::from_conf(&rc("fd00::/120"), "r").expect("range");
         assert_eq!(r6.end.to_string(), "fd00::ff");
     }
@@ -243,7 +273,10 @@ mod tests {
         assert!(Range::from_conf(&rc("10.0.0.5/24"), "r").is_err());
         let mut c = rc("10.0.0.0/24");
         c.gateway = Some("10.0.1.1".parse().expect("ip"));
-        assert!(Range::from_conf(&c, "r").expect_err("gw").msg.contains("gateway"));
+        assert!(Range::from_conf(&c, "r")
+            .expect_err("gw")
+            .msg
+            .contains("gateway"));
         let mut c = rc("10.0.0.0/24");
         c.range_start = Some("10.0.0.100".parse().expect("ip"));
         c.range_end = Some("10.0.0.50".parse().expect("ip"));
@@ -255,8 +288,17 @@ mod tests {
     #[test]
     fn round_robin_order() {
         let set = RangeSet::from_conf(&[rc("10.0.0.0/29"), rc("10.0.1.0/29")], "s").expect("set");
-        let all: Vec<String> = set.candidates(Some("10.0.0.5".parse().expect("ip"))).map(|(_, i)| i.to_string()).collect();
-        assert_eq!(all, ["10.0.0.6", "10.0.1.2", "10.0.1.3", "10.0.1.4", "10.0.1.5", "10.0.1.6", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+        let all: Vec<String> = set
+            .candidates(Some("10.0.0.5".parse().expect("ip")))
+            .map(|(_, i)| i.to_string())
+            .collect();
+        assert_eq!(
+            all,
+            [
+                "10.0.0.6", "10.0.1.2", "10.0.1.3", "10.0.1.4", "10.0.1.5", "10.0.1.6", "10.0.0.2",
+                "10.0.0.3", "10.0.0.4"
+            ]
+        );
     }
 
     proptest! {

@@ -21,7 +21,10 @@ pub fn parse(text: &str) -> Dns {
 
 pub fn load(path: &Path) -> Result<Dns, CniError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        CniError::config(format!("ipam.resolvConf: cannot read {}: {e}", path.display()))
+        CniError::config(format!(
+            "ipam.resolvConf: cannot read {}: {e}",
+            path.display()
+        ))
     })?;
     Ok(parse(&text))
 }

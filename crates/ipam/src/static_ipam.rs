@@ -32,36 +32,51 @@ struct Outer {
 /// Builds the static result for `conf`.
 pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult, CniError> {
     let outer: Outer = parse_json(bytes, "network config")?;
-    let ipam = outer.ipam.ok_or_else(|| CniError::config("network config: field `ipam` is missing"))?;
+    let ipam = outer
+        .ipam
+        .ok_or_else(|| CniError::config("network config: field `ipam` is missing"))?;
     let mut addrs: Vec<AddressConf> = ipam.addresses;
     // Runtime-provided addresses replace the configured ones, as the reference does.
     let mut runtime: Vec<AddressConf> = Vec::new();
     if let Some(ips) = args.get("IP") {
         for s in ips.split(',').filter(|s| !s.is_empty()) {
             let address = s.parse().map_err(|_| {
-                CniError::config(format!("CNI_ARGS IP: {s:?} is not an address with a prefix (CIDR)"))
+                CniError::config(format!(
+                    "CNI_ARGS IP: {s:?} is not an address with a prefix (CIDR)"
+                ))
             })?;
-            runtime.push(AddressConf { address, gateway: None });
+            runtime.push(AddressConf {
+                address,
+                gateway: None,
+            });
         }
         if let Some(gws) = args.get("GATEWAY") {
             for (i, g) in gws.split(',').filter(|s| !s.is_empty()).enumerate() {
-                let gw: IpAddr = g
-                    .parse()
-                    .map_err(|_| CniError::config(format!("CNI_ARGS GATEWAY: {g:?} is not an IP address")))?;
+                let gw: IpAddr = g.parse().map_err(|_| {
+                    CniError::config(format!("CNI_ARGS GATEWAY: {g:?} is not an IP address"))
+                })?;
                 if let Some(a) = runtime.get_mut(i) {
                     a.gateway = Some(gw);
                 }
             }
         }
     }
-    for (val, from) in [(conf.args_cni("ips"), "args.cni.ips"), (conf.runtime("ips"), "runtimeConfig.ips")] {
+    for (val, from) in [
+        (conf.args_cni("ips"), "args.cni.ips"),
+        (conf.runtime("ips"), "runtimeConfig.ips"),
+    ] {
         if let Some(Value::Array(items)) = val {
             for (i, item) in items.iter().enumerate() {
                 let s = item.as_str().unwrap_or_default();
                 let address = s.parse().map_err(|_| {
-                    CniError::config(format!("{from}[{i}]: {s:?} is not an address with a prefix (CIDR)"))
+                    CniError::config(format!(
+                        "{from}[{i}]: {s:?} is not an address with a prefix (CIDR)"
+                    ))
                 })?;
-                runtime.push(AddressConf { address, gateway: None });
+                runtime.push(AddressConf {
+                    address,
+                    gateway: None,
+                });
             }
         }
     }
@@ -80,7 +95,16 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
     }
     let ips = addrs
         .into_iter()
-        .map(|a| IpConfig { address: a.address, gateway: a.gateway, interface: None })
+        .map(|a| IpConfig {
+            address: a.address,
+            gateway: a.gateway,
+            interface: None,
+        })
         .collect();
-    Ok(CniResult { interfaces: vec![], ips, routes: ipam.routes, dns: ipam.dns.unwrap_or_default() })
+    Ok(CniResult {
+        interfaces: vec![],
+        ips,
+        routes: ipam.routes,
+        dns: ipam.dns.unwrap_or_default(),
+    })
 }

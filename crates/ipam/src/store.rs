@@ -90,7 +90,13 @@ impl Store {
             }
         }
         let index_dir = data_dir.join(INDEX_DIR).join(network);
-        let mut store = Self { dir, index_dir, _lock: lock, trusted: false, dirty: false };
+        let mut store = Self {
+            dir,
+            index_dir,
+            _lock: lock,
+            trusted: false,
+            dirty: false,
+        };
         store.trusted = store.stamp_matches();
         Ok(store)
     }
@@ -108,8 +114,12 @@ impl Store {
     }
 
     fn stamp_matches(&self) -> bool {
-        let Ok(now) = mtime_of(&self.dir) else { return false };
-        let Ok(stamp) = fs::read_to_string(self.stamp_path()) else { return false };
+        let Ok(now) = mtime_of(&self.dir) else {
+            return false;
+        };
+        let Ok(stamp) = fs::read_to_string(self.stamp_path()) else {
+            return false;
+        };
         stamp.trim() == format!("{} {}", now.0, now.1)
     }
 
@@ -128,7 +138,10 @@ impl Store {
         fs::create_dir_all(&hints).map_err(|e| io_err("create index", &hints, e))?;
         let mut grouped: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
         for a in all {
-            grouped.entry(hint_name(&a.container_id, &a.ifname)).or_default().push(a.ip);
+            grouped
+                .entry(hint_name(&a.container_id, &a.ifname))
+                .or_default()
+                .push(a.ip);
         }
         for (name, ips) in grouped {
             self.write_hint(&name, &ips)?;
@@ -148,9 +161,15 @@ impl Store {
             let Some(ip) = name.to_str().and_then(|n| n.parse::<IpAddr>().ok()) else {
                 continue;
             };
-            let Ok(content) = fs::read_to_string(entry.path()) else { continue };
+            let Ok(content) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
             let (container_id, ifname) = parse_owner(&content);
-            out.push(Allocation { ip, container_id, ifname });
+            out.push(Allocation {
+                ip,
+                container_id,
+                ifname,
+            });
         }
         Ok(out)
     }
@@ -175,7 +194,9 @@ impl Store {
     }
 
     fn owner_of(&self, ip: IpAddr) -> Option<(String, String)> {
-        fs::read_to_string(self.dir.join(ip.to_string())).ok().map(|c| parse_owner(&c))
+        fs::read_to_string(self.dir.join(ip.to_string()))
+            .ok()
+            .map(|c| parse_owner(&c))
     }
 
     /// Addresses held by `(id, ifname)`.
@@ -183,7 +204,10 @@ impl Store {
         self.ensure_index()?;
         let mut ips = self.read_hint(&hint_name(id, ifname));
         // A hint is advice: keep only what the files confirm.
-        ips.retain(|ip| self.owner_of(*ip).is_some_and(|(i, f)| i == id && f == ifname));
+        ips.retain(|ip| {
+            self.owner_of(*ip)
+                .is_some_and(|(i, f)| i == id && f == ifname)
+        });
         Ok(ips)
     }
 
@@ -203,7 +227,12 @@ impl Store {
     ) -> Result<bool, CniError> {
         self.ensure_index()?;
         let path = self.dir.join(ip.to_string());
-        let mut f = match OpenOptions::new().write(true).create_new(true).mode(0o644).open(&path) {
+        let mut f = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(io_err("create", &path, e)),
@@ -268,7 +297,9 @@ impl Store {
         };
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((id, ifname)) = name.split_once('@') else { continue };
+            let Some((id, ifname)) = name.split_once('@') else {
+                continue;
+            };
             let ips = self.read_hint(&name);
             out.push((id.to_string(), ifname.to_string(), ips));
         }
@@ -280,7 +311,11 @@ impl Store {
         let rd = fs::read_dir(&self.dir).map_err(|e| io_err("read", &self.dir, e))?;
         Ok(rd
             .flatten()
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<IpAddr>().is_ok()))
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<IpAddr>().is_ok())
+            })
             .count())
     }
 
@@ -297,8 +332,14 @@ impl Store {
         let nsec = (u32::from_ne_bytes(rnd) % 1_000_000_000) as i64;
         let (sec, _) = mtime_of(&self.dir)?;
         let times = [
-            libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-            libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as _ },
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: sec as libc::time_t,
+                tv_nsec: nsec as _,
+            },
         ];
         let c = CString::new(self.dir.as_os_str().as_bytes())
             .map_err(|_| CniError::io("host-local store: path contains NUL"))?;

@@ -24,7 +24,10 @@ impl Error {
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self.errno(), Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH))
+        matches!(
+            self.errno(),
+            Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH)
+        )
     }
 
     pub fn is_exists(&self) -> bool {

@@ -19,7 +19,10 @@ impl Handle {
     /// A socket in the calling thread's namespace.
     pub fn new() -> Result<Self> {
         let op = "open netlink socket";
-        let kernel = |source| Error::Kernel { op: op.into(), source };
+        let kernel = |source| Error::Kernel {
+            op: op.into(),
+            source,
+        };
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(kernel)?;
         socket.bind_auto().map_err(kernel)?;
         socket.connect(&SocketAddr::new(0, 0)).map_err(kernel)?;
@@ -48,7 +51,10 @@ impl Handle {
         packet.finalize();
         let mut buf = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut buf);
-        let kernel = |source| Error::Kernel { op: op.to_string(), source };
+        let kernel = |source| Error::Kernel {
+            op: op.to_string(),
+            source,
+        };
         self.socket.send(&buf, 0).map_err(kernel)?;
 
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
@@ -59,13 +65,21 @@ impl Handle {
             let n = self.socket.recv(&mut &mut rbuf[..], 0).map_err(kernel)?;
             let mut off = 0;
             while off + 16 <= n {
-                let len = u32::from_ne_bytes([rbuf[off], rbuf[off + 1], rbuf[off + 2], rbuf[off + 3]])
-                    as usize;
+                let len =
+                    u32::from_ne_bytes([rbuf[off], rbuf[off + 1], rbuf[off + 2], rbuf[off + 3]])
+                        as usize;
                 if len < 16 || off + len > n {
-                    return Err(Error::Decode { op: op.into(), detail: format!("bad length {len}") });
+                    return Err(Error::Decode {
+                        op: op.into(),
+                        detail: format!("bad length {len}"),
+                    });
                 }
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..off + len])
-                    .map_err(|e| Error::Decode { op: op.into(), detail: e.to_string() })?;
+                let parsed =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..off + len])
+                        .map_err(|e| Error::Decode {
+                            op: op.into(),
+                            detail: e.to_string(),
+                        })?;
                 off += (len + 3) & !3;
                 if parsed.header.sequence_number != self.seq {
                     continue;

@@ -95,7 +95,10 @@ pub struct RouteInfo {
 }
 
 pub fn format_mac(m: &[u8]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -202,11 +205,13 @@ const CREATE: u16 = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 
 impl Handle {
     fn new_link(&mut self, op: &str, msg: LinkMessage) -> Result<()> {
-        self.request(op, RouteNetlinkMessage::NewLink(msg), CREATE).map(|_| ())
+        self.request(op, RouteNetlinkMessage::NewLink(msg), CREATE)
+            .map(|_| ())
     }
 
     fn set_link(&mut self, op: &str, msg: LinkMessage) -> Result<()> {
-        self.request(op, RouteNetlinkMessage::SetLink(msg), NLM_F_ACK).map(|_| ())
+        self.request(op, RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+            .map(|_| ())
     }
 
     /// The link called `name`, or `None` if there is none.
@@ -256,12 +261,7 @@ impl Handle {
             .collect())
     }
 
-    pub fn add_bridge(
-        &mut self,
-        name: &str,
-        mtu: Option<u32>,
-        vlan_filtering: bool,
-    ) -> Result<()> {
+    pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
         if let Some(mtu) = mtu {
@@ -269,7 +269,9 @@ impl Handle {
         }
         let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
         if vlan_filtering {
-            info.push(LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])));
+            info.push(LinkInfo::Data(InfoData::Bridge(vec![
+                InfoBridge::VlanFiltering(true),
+            ])));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(info));
         self.new_link(&format!("create bridge {name}"), msg)
@@ -290,7 +292,9 @@ impl Handle {
             peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
         if let Some(mac) = peer_mac {
-            peer_msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+            peer_msg
+                .attributes
+                .push(LinkAttribute::Address(mac.to_vec()));
         }
         if let Some(fd) = peer_ns {
             peer_msg.attributes.push(LinkAttribute::NetNsFd(fd));
@@ -339,15 +343,22 @@ impl Handle {
     pub fn add_dummy(&mut self, name: &str) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Dummy)]));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Dummy,
+            )]));
         self.new_link(&format!("create dummy {name}"), msg)
     }
 
     pub fn del_link(&mut self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        self.request(&format!("delete link #{index}"), RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)
-            .map(|_| ())
+        self.request(
+            &format!("delete link #{index}"),
+            RouteNetlinkMessage::DelLink(msg),
+            NLM_F_ACK,
+        )
+        .map(|_| ())
     }
 
     pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
@@ -357,7 +368,10 @@ impl Handle {
             msg.header.flags |= LinkFlags::Up;
         }
         msg.header.change_mask |= LinkFlags::Up;
-        self.set_link(&format!("set link #{index} {}", if up { "up" } else { "down" }), msg)
+        self.set_link(
+            &format!("set link #{index} {}", if up { "up" } else { "down" }),
+            msg,
+        )
     }
 
     pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
@@ -441,7 +455,10 @@ impl Handle {
             );
         }
         msg.attributes.push(LinkAttribute::AfSpecBridge(spec));
-        let op = format!("{} vlan {vid} on link #{index}", if add { "add" } else { "delete" });
+        let op = format!(
+            "{} vlan {vid} on link #{index}",
+            if add { "add" } else { "delete" }
+        );
         let req = if add {
             RouteNetlinkMessage::SetLink(msg)
         } else {
@@ -457,7 +474,11 @@ impl Handle {
         msg.attributes.push(LinkAttribute::ExtMask(vec![
             netlink_packet_route::link::LinkExtentMask::Brvlan,
         ]));
-        let msgs = self.request("list bridge vlans", RouteNetlinkMessage::GetLink(msg), NLM_F_DUMP)?;
+        let msgs = self.request(
+            "list bridge vlans",
+            RouteNetlinkMessage::GetLink(msg),
+            NLM_F_DUMP,
+        )?;
         let mut out = Vec::new();
         for m in msgs {
             if let RouteNetlinkMessage::NewLink(l) = m {
@@ -488,11 +509,13 @@ impl Handle {
         msg.attributes.push(AddressAttribute::Address(addr.addr()));
         if let IpNet::V4(v4) = addr {
             if v4.prefix_len() < 31 {
-                msg.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
+                msg.attributes
+                    .push(AddressAttribute::Broadcast(v4.broadcast()));
             }
         }
         if nodad {
-            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         self.request(
             &format!("add address {addr} to link #{index}"),
@@ -526,7 +549,9 @@ impl Handle {
         )?;
         let mut out = Vec::new();
         for m in msgs {
-            let RouteNetlinkMessage::NewAddress(a) = m else { continue };
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
             if index.is_some_and(|i| i != a.header.index) {
                 continue;
             }
@@ -543,7 +568,11 @@ impl Handle {
             }
             if let Some(ip) = local.or(address) {
                 if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
-                    out.push(AddrInfo { index: a.header.index, addr: net, nodad });
+                    out.push(AddrInfo {
+                        index: a.header.index,
+                        addr: net,
+                        nodad,
+                    });
                 }
             }
         }
@@ -558,11 +587,19 @@ impl Handle {
             (None, None, Some(s)) => s.is_ipv4(),
             _ => true,
         };
-        msg.header.address_family = if v4 { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        msg.header.address_family = if v4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
         msg.header.destination_prefix_length = spec.dst.map_or(0, |d| d.prefix_len());
         msg.header.protocol = RouteProtocol::Boot;
         msg.header.kind = RouteType::Unicast;
-        msg.header.scope = if spec.scope_link { RouteScope::Link } else { RouteScope::Universe };
+        msg.header.scope = if spec.scope_link {
+            RouteScope::Link
+        } else {
+            RouteScope::Universe
+        };
         let table = spec.table.unwrap_or(RouteHeader::RT_TABLE_MAIN as u32);
         if table < 256 {
             msg.header.table = table as u8;
@@ -571,13 +608,18 @@ impl Handle {
             msg.attributes.push(RouteAttribute::Table(table));
         }
         if let Some(dst) = spec.dst {
-            msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst.network())));
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(
+                    dst.network(),
+                )));
         }
         if let Some(gw) = spec.gateway {
-            msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
         }
         if let Some(src) = spec.src {
-            msg.attributes.push(RouteAttribute::PrefSource(RouteAddress::from(src)));
+            msg.attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::from(src)));
         }
         if let Some(oif) = spec.oif {
             msg.attributes.push(RouteAttribute::Oif(oif));
@@ -604,8 +646,12 @@ impl Handle {
             Some(d) => d.to_string(),
             None => "default".into(),
         };
-        self.request(&format!("add route {what}"), RouteNetlinkMessage::NewRoute(msg), CREATE)
-            .map(|_| ())
+        self.request(
+            &format!("add route {what}"),
+            RouteNetlinkMessage::NewRoute(msg),
+            CREATE,
+        )
+        .map(|_| ())
     }
 
     pub fn replace_route(&mut self, spec: &RouteSpec) -> Result<()> {
@@ -620,7 +666,12 @@ impl Handle {
 
     pub fn del_route(&mut self, spec: &RouteSpec) -> Result<()> {
         let msg = Self::route_message(spec);
-        self.request("delete route", RouteNetlinkMessage::DelRoute(msg), NLM_F_ACK).map(|_| ())
+        self.request(
+            "delete route",
+            RouteNetlinkMessage::DelRoute(msg),
+            NLM_F_ACK,
+        )
+        .map(|_| ())
     }
 
     /// Routes of the main table (and others), both families.
@@ -631,7 +682,9 @@ impl Handle {
             q.header.address_family = family;
             let msgs = self.request("list routes", RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
             for m in msgs {
-                let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+                let RouteNetlinkMessage::NewRoute(r) = m else {
+                    continue;
+                };
                 let v4 = r.header.address_family == AddressFamily::Inet;
                 let mut dst = None;
                 let mut gateway = None;
@@ -639,10 +692,18 @@ impl Handle {
                 let mut table = r.header.table as u32;
                 for a in &r.attributes {
                     match a {
-                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
-                        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
-                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(IpAddr::V4(*ip)),
-                        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => gateway = Some(IpAddr::V6(*ip)),
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                            dst = Some(IpAddr::V4(*ip))
+                        }
+                        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
+                            dst = Some(IpAddr::V6(*ip))
+                        }
+                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => {
+                            gateway = Some(IpAddr::V4(*ip))
+                        }
+                        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => {
+                            gateway = Some(IpAddr::V6(*ip))
+                        }
                         RouteAttribute::Oif(i) => oif = Some(*i),
                         RouteAttribute::Table(t) => table = *t,
                         _ => {}
@@ -657,7 +718,12 @@ impl Handle {
                 else {
                     continue;
                 };
-                out.push(RouteInfo { dst, gateway, oif, table });
+                out.push(RouteInfo {
+                    dst,
+                    gateway,
+                    oif,
+                    table,
+                });
             }
         }
         Ok(out)

@@ -15,7 +15,10 @@ impl NetNs {
     /// Opens a namespace file (e.g. `/run/netns/x`, `/proc/<pid>/ns/net`) and checks it is one.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let err = |source| Error::Netns { path: path.display().to_string(), source };
+        let err = |source| Error::Netns {
+            path: path.display().to_string(),
+            source,
+        };
         let file = File::open(&path).map_err(err)?;
         // SAFETY: fstatfs on a valid, owned fd with a zeroed out-struct.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -61,7 +64,10 @@ impl NetNs {
                 // SAFETY: setns on a valid namespace fd; it only affects this thread.
                 let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
                 if rc != 0 {
-                    return Err(Error::Netns { path, source: std::io::Error::last_os_error() });
+                    return Err(Error::Netns {
+                        path,
+                        source: std::io::Error::last_os_error(),
+                    });
                 }
                 Ok(f())
             })

@@ -9,7 +9,7 @@ use netlink_packet_route::link::InfoBridgePort;
 use oxivirt_cni::env::validate_ifname;
 use oxivirt_cni::error::codes;
 use oxivirt_cni::plugin::{require_check_support, Call};
-use oxivirt_cni::{parse_json, Command, CniError, CniResult, ErrorCode, Interface, NetConf, Route};
+use oxivirt_cni::{parse_json, CniError, CniResult, Command, ErrorCode, Interface, NetConf, Route};
 use oxivirt_netlink::{parse_mac, sysctl, Handle, Link, NetNs};
 use serde::Deserialize;
 use serde_json::Value;
@@ -89,13 +89,19 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>, CniError> {
         match (t.min_id, t.max_id) {
             (Some(lo), Some(hi)) => {
                 if !ok(lo) {
-                    return Err(CniError::config(format!("{at}.minID {lo} is not in 1..4094")));
+                    return Err(CniError::config(format!(
+                        "{at}.minID {lo} is not in 1..4094"
+                    )));
                 }
                 if !ok(hi) {
-                    return Err(CniError::config(format!("{at}.maxID {hi} is not in 1..4094")));
+                    return Err(CniError::config(format!(
+                        "{at}.maxID {hi} is not in 1..4094"
+                    )));
                 }
                 if hi < lo {
-                    return Err(CniError::config(format!("{at}: minID {lo} is greater than maxID {hi}")));
+                    return Err(CniError::config(format!(
+                        "{at}: minID {lo} is greater than maxID {hi}"
+                    )));
                 }
                 set.extend(lo..=hi);
             }
@@ -127,8 +133,12 @@ fn mac_from(v: Option<&Value>, from: &str) -> Result<Option<[u8; 6]>, CniError> 
 fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
     let (conf, version) = NetConf::load(call.stdin)?;
     let br: BridgeConf = parse_json(call.stdin, "network config")?;
-    validate_ifname(&br.bridge)
-        .map_err(|e| CniError::config(format!("network config: field `bridge`: {}", e.msg.replace("CNI_IFNAME ", ""))))?;
+    validate_ifname(&br.bridge).map_err(|e| {
+        CniError::config(format!(
+            "network config: field `bridge`: {}",
+            e.msg.replace("CNI_IFNAME ", "")
+        ))
+    })?;
     if !(0..=4094).contains(&br.vlan) {
         return Err(CniError::config(format!(
             "network config: field `vlan`: invalid VLAN ID {} (must be between 0 and 4094)",
@@ -137,23 +147,31 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
     }
     let vlans = collect_trunk(br.vlan_trunk.as_deref().unwrap_or(&[]))?;
     if br.vlan > 0 && !vlans.is_empty() {
-        return Err(CniError::config("network config: cannot set `vlan` and `vlanTrunk` at the same time"));
+        return Err(CniError::config(
+            "network config: cannot set `vlan` and `vlanTrunk` at the same time",
+        ));
     }
     if !(0..=65535).contains(&br.mtu) {
-        return Err(CniError::config(format!("network config: field `mtu`: {} is not a valid MTU", br.mtu)));
+        return Err(CniError::config(format!(
+            "network config: field `mtu`: {} is not a valid MTU",
+            br.mtu
+        )));
     }
     match br.ip_masq_backend.as_deref() {
         None | Some("nftables") | Some("iptables") => {}
-        Some(other) => {
-            return Err(CniError::config(format!(
-                "network config: field `ipMasqBackend`: {other:?} is not \"iptables\" or \"nftables\""
-            )))
-        }
+        Some(other) => return Err(CniError::config(format!(
+            "network config: field `ipMasqBackend`: {other:?} is not \"iptables\" or \"nftables\""
+        ))),
     }
     if br.hairpin_mode && br.promisc_mode {
-        return Err(CniError::config("cannot set hairpin mode and promiscuous mode at the same time"));
+        return Err(CniError::config(
+            "cannot set hairpin mode and promiscuous mode at the same time",
+        ));
     }
-    let layer3 = conf.ipam.as_ref().is_some_and(|i| !i.plugin_type.is_empty());
+    let layer3 = conf
+        .ipam
+        .as_ref()
+        .is_some_and(|i| !i.plugin_type.is_empty());
     if br.disable_container_interface && layer3 {
         return Err(CniError::config(
             "network config: `disableContainerInterface` cannot be used with IPAM (the interface would be down)",
@@ -174,7 +192,17 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
         mac = Some(m);
     }
     let mtu = (br.mtu > 0).then_some(br.mtu as u32);
-    Ok((Config { conf, br, mtu, vlans, mac, layer3 }, version))
+    Ok((
+        Config {
+            conf,
+            br,
+            mtu,
+            vlans,
+            mac,
+            layer3,
+        },
+        version,
+    ))
 }
 
 pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
@@ -201,8 +229,17 @@ fn owner(call: &Call<'_>, cfg: &Config) -> Owner {
 }
 
 fn open_netns(call: &Call<'_>) -> Result<NetNs, CniError> {
-    let path = call.env.netns.as_ref().ok_or_else(|| CniError::env("CNI_NETNS is required"))?;
-    NetNs::open(path).map_err(|e| CniError::new(ErrorCode::UnknownContainer, format!("failed to open netns: {e}")))
+    let path = call
+        .env
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::env("CNI_NETNS is required"))?;
+    NetNs::open(path).map_err(|e| {
+        CniError::new(
+            ErrorCode::UnknownContainer,
+            format!("failed to open netns: {e}"),
+        )
+    })
 }
 
 fn random_veth_name() -> String {
@@ -210,7 +247,10 @@ fn random_veth_name() -> String {
     // SAFETY: getrandom writes at most b.len() bytes into a valid buffer.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     if n != b.len() as isize {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         b = (t ^ std::process::id()).to_ne_bytes();
     }
     format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
@@ -266,7 +306,9 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
             match host.add_bridge(name, cfg.mtu, vlan_filtering) {
                 Ok(()) => {}
                 Err(e) if e.is_exists() => {}
-                Err(e) => return Err(nl_err(e).context(format!("failed to create bridge {name:?}"))),
+                Err(e) => {
+                    return Err(nl_err(e).context(format!("failed to create bridge {name:?}")))
+                }
             }
             let l = host.require_link(name).map_err(nl_err)?;
             undo.bridge = Some(l.index);
@@ -274,7 +316,9 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
         }
     };
     if br.kind.as_deref() != Some("bridge") {
-        return Err(CniError::config(format!("{name:?} already exists but is not a bridge")));
+        return Err(CniError::config(format!(
+            "{name:?} already exists but is not a bridge"
+        )));
     }
     if cfg.br.promisc_mode && !br.promisc {
         host.set_promisc(br.index, true).map_err(nl_err)?;
@@ -291,7 +335,10 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
 /// error unless `forceAddress`, as in the reference.
 fn ensure_addr(host: &mut Handle, br: &Link, gw: IpNet, force: bool) -> Result<(), CniError> {
     let addrs = host.addresses(Some(br.index)).map_err(nl_err)?;
-    for a in addrs.iter().filter(|a| a.addr.addr().is_ipv4() == gw.addr().is_ipv4()) {
+    for a in addrs
+        .iter()
+        .filter(|a| a.addr.addr().is_ipv4() == gw.addr().is_ipv4())
+    {
         if a.addr == gw {
             return Ok(());
         }
@@ -315,7 +362,11 @@ fn ensure_addr(host: &mut Handle, br: &Link, gw: IpNet, force: bool) -> Result<(
         Err(e) => return Err(nl_err(e)),
     }
     // Pin the bridge MAC so it does not follow the lowest port MAC as ports churn.
-    if let Some(mac) = br.mac {
+    let now = host.link_by_index(br.index).map_err(nl_err)?;
+    if let Some(mac) = now
+        .and_then(|l| l.mac)
+        .filter(|m| m.iter().any(|b| *b != 0))
+    {
         host.set_mac(br.index, mac).map_err(nl_err)?;
     }
     Ok(())
@@ -344,11 +395,17 @@ fn add_inner(
 
     let veth_name = random_veth_name();
     host.add_veth(&veth_name, ifname, cfg.mtu, cfg.mac, Some(ns.raw_fd()))
-        .map_err(|e| nl_err(e).context(format!("failed to create veth pair {veth_name}/{ifname}")))?;
+        .map_err(|e| {
+            nl_err(e).context(format!("failed to create veth pair {veth_name}/{ifname}"))
+        })?;
     let veth = host.require_link(&veth_name).map_err(nl_err)?;
     undo.host_veth = Some(veth.index);
-    host.set_master(veth.index, br.index)
-        .map_err(|e| nl_err(e).context(format!("failed to connect {veth_name:?} to bridge {:?}", br.name)))?;
+    host.set_master(veth.index, br.index).map_err(|e| {
+        nl_err(e).context(format!(
+            "failed to connect {veth_name:?} to bridge {:?}",
+            br.name
+        ))
+    })?;
     let mut port_opts = Vec::new();
     if cfg.br.hairpin_mode {
         port_opts.push(InfoBridgePort::HairpinMode(true));
@@ -357,11 +414,13 @@ fn add_inner(
         port_opts.push(InfoBridgePort::Isolated(true));
     }
     if !port_opts.is_empty() {
-        host.set_port_options(veth.index, port_opts).map_err(nl_err)?;
+        host.set_port_options(veth.index, port_opts)
+            .map_err(nl_err)?;
     }
     if (cfg.br.vlan != 0 || !cfg.vlans.is_empty()) && !cfg.br.preserve_default_vlan {
         for (vid, _) in host.bridge_vlans(veth.index).map_err(nl_err)? {
-            host.bridge_vlan(veth.index, vid, false, false, false).map_err(nl_err)?;
+            host.bridge_vlan(veth.index, vid, false, false, false)
+                .map_err(nl_err)?;
         }
     }
     if cfg.br.vlan != 0 {
@@ -381,15 +440,24 @@ fn add_inner(
             .ok_or_else(|| CniError::plugin(codes::IPAM, "IPAM plugin returned no result"))?;
         undo.ipam = true;
         if r.ips.is_empty() {
-            return Err(CniError::plugin(codes::IPAM, "IPAM plugin returned missing IP config"));
+            return Err(CniError::plugin(
+                codes::IPAM,
+                "IPAM plugin returned missing IP config",
+            ));
         }
         result.ips = r.ips;
         result.routes = r.routes;
         result.dns = r.dns;
         let is_gw = cfg.br.is_gateway || cfg.br.is_default_gateway;
         let mut gateways: Vec<IpNet> = Vec::new();
-        let mut default_v4 = result.routes.iter().any(|r| r.gw.is_some() && r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4());
-        let mut default_v6 = result.routes.iter().any(|r| r.gw.is_some() && r.dst.prefix_len() == 0 && r.dst.addr().is_ipv6());
+        let mut default_v4 = result
+            .routes
+            .iter()
+            .any(|r| r.gw.is_some() && r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4());
+        let mut default_v6 = result
+            .routes
+            .iter()
+            .any(|r| r.gw.is_some() && r.dst.prefix_len() == 0 && r.dst.addr().is_ipv6());
         let mut extra_routes = Vec::new();
         for ip in result.ips.iter_mut() {
             ip.interface = Some(2);
@@ -401,7 +469,9 @@ fn add_inner(
             if cfg.br.is_default_gateway {
                 let found = if v4 { &mut default_v4 } else { &mut default_v6 };
                 if !*found {
-                    let dst: IpNet = if v4 { "0.0.0.0/0" } else { "::/0" }.parse().map_err(|_| CniError::io("default route"))?;
+                    let dst: IpNet = if v4 { "0.0.0.0/0" } else { "::/0" }
+                        .parse()
+                        .map_err(|_| CniError::io("default route"))?;
                     extra_routes.push(Route::new(dst, ip.gateway));
                     *found = true;
                 }
@@ -443,8 +513,16 @@ fn add_inner(
     let br_now = host.require_link(&cfg.br.bridge).map_err(nl_err)?;
     let veth_now = host.require_link(&veth_name).map_err(nl_err)?;
     result.interfaces = vec![
-        Interface { name: br_now.name.clone(), mac: br_now.mac_string(), ..Default::default() },
-        Interface { name: veth_now.name.clone(), mac: veth_now.mac_string(), ..Default::default() },
+        Interface {
+            name: br_now.name.clone(),
+            mac: br_now.mac_string(),
+            ..Default::default()
+        },
+        Interface {
+            name: veth_now.name.clone(),
+            mac: veth_now.mac_string(),
+            ..Default::default()
+        },
         Interface {
             name: ifname.to_string(),
             mac: cont_link.mac_string(),
@@ -491,11 +569,9 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Check)?;
     }
-    let prev = cfg
-        .conf
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::config("network config: field `prevResult` is required for CHECK"))?;
+    let prev = cfg.conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::config("network config: field `prevResult` is required for CHECK")
+    })?;
     let prev = CniResult::from_value(prev)?;
     let netns = ns.path().display().to_string();
     let br_if = prev
@@ -507,7 +583,12 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
         .interfaces
         .iter()
         .find(|i| i.name == call.env.ifname && i.sandbox == netns)
-        .ok_or_else(|| mismatch(format!("interface {} in {netns} is not in prevResult", call.env.ifname)))?;
+        .ok_or_else(|| {
+            mismatch(format!(
+                "interface {} in {netns} is not in prevResult",
+                call.env.ifname
+            ))
+        })?;
     let mut host = Handle::new().map_err(nl_err)?;
     let br = host
         .link_by_name(&cfg.br.bridge)
@@ -517,23 +598,46 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
         return Err(mismatch(format!("{} is not a bridge", br.name)));
     }
     if !br_if.mac.is_empty() && br_if.mac != br.mac_string() {
-        return Err(mismatch(format!("bridge {} MAC {} does not match prevResult {}", br.name, br.mac_string(), br_if.mac)));
+        return Err(mismatch(format!(
+            "bridge {} MAC {} does not match prevResult {}",
+            br.name,
+            br.mac_string(),
+            br_if.mac
+        )));
     }
     if br.promisc != cfg.br.promisc_mode {
-        return Err(mismatch(format!("bridge {} promiscuous mode is {}, config says {}", br.name, br.promisc, cfg.br.promisc_mode)));
+        return Err(mismatch(format!(
+            "bridge {} promiscuous mode is {}, config says {}",
+            br.name, br.promisc, cfg.br.promisc_mode
+        )));
     }
     let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
     let c = cont
         .link_by_name(&call.env.ifname)
         .map_err(nl_err)?
-        .ok_or_else(|| mismatch(format!("interface {} not found in {netns}", call.env.ifname)))?;
+        .ok_or_else(|| {
+            mismatch(format!(
+                "interface {} not found in {netns}",
+                call.env.ifname
+            ))
+        })?;
     if c.kind.as_deref() != Some("veth") {
-        return Err(mismatch(format!("container interface {} is not a veth", c.name)));
+        return Err(mismatch(format!(
+            "container interface {} is not a veth",
+            c.name
+        )));
     }
     if !cont_if.mac.is_empty() && cont_if.mac != c.mac_string() {
-        return Err(mismatch(format!("container interface {} MAC {} does not match prevResult {}", c.name, c.mac_string(), cont_if.mac)));
+        return Err(mismatch(format!(
+            "container interface {} MAC {} does not match prevResult {}",
+            c.name,
+            c.mac_string(),
+            cont_if.mac
+        )));
     }
-    let peer = c.peer_index.ok_or_else(|| mismatch(format!("{} has no veth peer", c.name)))?;
+    let peer = c
+        .peer_index
+        .ok_or_else(|| mismatch(format!("{} has no veth peer", c.name)))?;
     let veth_ok = prev
         .interfaces
         .iter()
@@ -541,7 +645,10 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
         .filter_map(|i| host.link_by_name(&i.name).ok().flatten())
         .any(|l| l.index == peer && l.master == Some(br.index) && l.peer_index == Some(c.index));
     if !veth_ok {
-        return Err(mismatch(format!("the host veth of {} attached to bridge {} was not found", c.name, br.name)));
+        return Err(mismatch(format!(
+            "the host veth of {} attached to bridge {} was not found",
+            c.name, br.name
+        )));
     }
     iface::validate(&mut cont, c.index, &c.name, &prev, 2)
 }
@@ -555,7 +662,12 @@ fn gc(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
         let keep: Vec<String> = valid
             .iter()
             .map(|(id, ifname)| {
-                Owner { network: cfg.conf.name.clone(), container_id: id.clone(), ifname: ifname.clone() }.comment()
+                Owner {
+                    network: cfg.conf.name.clone(),
+                    container_id: id.clone(),
+                    ifname: ifname.clone(),
+                }
+                .comment()
             })
             .collect();
         let prefix = format!("oxivirt:{}:", cfg.conf.name);

@@ -21,8 +21,19 @@ pub struct Owner {
 
 impl Owner {
     pub fn comment(&self) -> String {
-        let raw = format!("oxivirt:{}:{}:{}", self.network, self.container_id, self.ifname);
-        raw.chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c }).collect()
+        let raw = format!(
+            "oxivirt:{}:{}:{}",
+            self.network, self.container_id, self.ifname
+        );
+        raw.chars()
+            .map(|c| {
+                if c == '"' || c == '\\' || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect()
     }
 }
 
@@ -55,9 +66,13 @@ fn run_nft(args: &[&str], script: Option<&str>) -> Result<String, CniError> {
         .spawn()
         .map_err(|e| fw_err(format!("cannot run nft (is nftables installed?): {e}")))?;
     if let (Some(s), Some(mut stdin)) = (script, child.stdin.take()) {
-        stdin.write_all(s.as_bytes()).map_err(|e| fw_err(format!("nft: {e}")))?;
+        stdin
+            .write_all(s.as_bytes())
+            .map_err(|e| fw_err(format!("nft: {e}")))?;
     }
-    let out = child.wait_with_output().map_err(|e| fw_err(format!("nft: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fw_err(format!("nft: {e}")))?;
     if !out.status.success() {
         return Err(fw_err(format!(
             "nft {}: {}",
@@ -73,12 +88,16 @@ pub fn masquerade_script(owner: &Owner, addrs: &[IpNet]) -> String {
     let c = owner.comment();
     let mut s = format!(
         "add table inet {TABLE}\n\
-         add chain inet {TABLE} masquerade {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
+         add chain inet {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
     );
     for a in addrs {
-        let (fam, mcast) = if a.addr().is_ipv4() { ("ip", "224.0.0.0/4") } else { ("ip6", "ff00::/8") };
+        let (fam, mcast) = if a.addr().is_ipv4() {
+            ("ip", "224.0.0.0/4")
+        } else {
+            ("ip6", "ff00::/8")
+        };
         s.push_str(&format!(
-            "add rule inet {TABLE} masquerade {fam} saddr {} {fam} daddr != {} {fam} daddr != {mcast} masquerade comment \"{c}\"\n",
+            "add rule inet {TABLE} postrouting {fam} saddr {} {fam} daddr != {} {fam} daddr != {mcast} masquerade comment \"{c}\"\n",
             a.addr(),
             a.trunc()
         ));
@@ -91,8 +110,8 @@ pub fn spoofcheck_script(owner: &Owner, host_if: &str, mac: &str) -> String {
     let c = owner.comment();
     format!(
         "add table bridge {TABLE}\n\
-         add chain bridge {TABLE} macspoof {{ type filter hook prerouting priority -300; policy accept; }}\n\
-         add rule bridge {TABLE} macspoof iifname \"{host_if}\" ether saddr != {mac} drop comment \"{c}\"\n"
+         add chain bridge {TABLE} prerouting {{ type filter hook prerouting priority -300; policy accept; }}\n\
+         add rule bridge {TABLE} prerouting iifname \"{host_if}\" ether saddr != {mac} drop comment \"{c}\"\n"
     )
 }
 
@@ -103,18 +122,40 @@ fn list_rules() -> Result<Vec<(String, String, u64, String)>, CniError> {
         let json = match run_nft(&["-j", "list", "table", family, TABLE], None) {
             Ok(j) => j,
             // No table: nothing of ours.
-            Err(e) if e.msg.contains("No such file") || e.msg.contains("does not exist") => continue,
+            Err(e) if e.msg.contains("No such file") || e.msg.contains("does not exist") => {
+                continue
+            }
             Err(e) => return Err(e),
         };
         let v: serde_json::Value =
             serde_json::from_str(&json).map_err(|e| fw_err(format!("nft JSON: {e}")))?;
-        let items = v.get("nftables").and_then(|n| n.as_array()).cloned().unwrap_or_default();
+        let items = v
+            .get("nftables")
+            .and_then(|n| n.as_array())
+            .cloned()
+            .unwrap_or_default();
         for item in items {
-            let Some(rule) = item.get("rule") else { continue };
-            let chain = rule.get("chain").and_then(|c| c.as_str()).unwrap_or_default();
-            let handle = rule.get("handle").and_then(|h| h.as_u64()).unwrap_or_default();
-            let comment = rule.get("comment").and_then(|c| c.as_str()).unwrap_or_default();
-            out.push((family.to_string(), chain.to_string(), handle, comment.to_string()));
+            let Some(rule) = item.get("rule") else {
+                continue;
+            };
+            let chain = rule
+                .get("chain")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default();
+            let handle = rule
+                .get("handle")
+                .and_then(|h| h.as_u64())
+                .unwrap_or_default();
+            let comment = rule
+                .get("comment")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default();
+            out.push((
+                family.to_string(),
+                chain.to_string(),
+                handle,
+                comment.to_string(),
+            ));
         }
     }
     Ok(out)
@@ -134,14 +175,20 @@ impl Firewall for NftCli {
     }
 
     fn comments(&self) -> Result<Vec<String>, CniError> {
-        Ok(list_rules()?.into_iter().map(|r| r.3).filter(|c| c.starts_with("oxivirt:")).collect())
+        Ok(list_rules()?
+            .into_iter()
+            .map(|r| r.3)
+            .filter(|c| c.starts_with("oxivirt:"))
+            .collect())
     }
 
     fn remove_comments(&self, comments: &[String]) -> Result<(), CniError> {
         let script: String = list_rules()?
             .into_iter()
             .filter(|r| comments.contains(&r.3))
-            .map(|(fam, chain, handle, _)| format!("delete rule {fam} {TABLE} {chain} handle {handle}\n"))
+            .map(|(fam, chain, handle, _)| {
+                format!("delete rule {fam} {TABLE} {chain} handle {handle}\n")
+            })
             .collect();
         if script.is_empty() {
             return Ok(());
@@ -155,23 +202,38 @@ mod tests {
     use super::*;
 
     fn owner() -> Owner {
-        Owner { network: "multus-br".into(), container_id: "c0ffee".into(), ifname: "net1".into() }
+        Owner {
+            network: "multus-br".into(),
+            container_id: "c0ffee".into(),
+            ifname: "net1".into(),
+        }
     }
 
     #[test]
     fn masquerade_rules() {
-        let addrs: Vec<IpNet> = vec!["192.168.100.2/24".parse().expect("v4"), "fd00::2/64".parse().expect("v6")];
+        let addrs: Vec<IpNet> = vec![
+            "192.168.100.2/24".parse().expect("v4"),
+            "fd00::2/64".parse().expect("v6"),
+        ];
         insta::assert_snapshot!(masquerade_script(&owner(), &addrs));
     }
 
     #[test]
     fn spoofcheck_rule() {
-        insta::assert_snapshot!(spoofcheck_script(&owner(), "veth12345678", "0a:58:c0:a8:64:02"));
+        insta::assert_snapshot!(spoofcheck_script(
+            &owner(),
+            "veth12345678",
+            "0a:58:c0:a8:64:02"
+        ));
     }
 
     #[test]
     fn comments_are_sanitised() {
-        let o = Owner { network: "n".into(), container_id: "c".into(), ifname: "a\"b".into() };
+        let o = Owner {
+            network: "n".into(),
+            container_id: "c".into(),
+            ifname: "a\"b".into(),
+        };
         assert_eq!(o.comment(), "oxivirt:n:c:a_b");
     }
 }

@@ -43,7 +43,8 @@ pub fn configure(
         if ip.interface.is_some_and(|i| i != result_if) {
             continue;
         }
-        nl.add_address(link_index, ip.address, nodad).map_err(nl_err)?;
+        nl.add_address(link_index, ip.address, nodad)
+            .map_err(nl_err)?;
         if let Some(gw) = ip.gateway {
             match gw {
                 IpAddr::V4(_) if gw4.is_none() => gw4 = Some(gw),
@@ -75,7 +76,13 @@ pub fn configure(
 }
 
 /// CHECK: every address of the result is on the link and every route is present.
-pub fn validate(nl: &mut Handle, link_index: u32, ifname: &str, result: &CniResult, result_if: usize) -> Result<(), CniError> {
+pub fn validate(
+    nl: &mut Handle,
+    link_index: u32,
+    ifname: &str,
+    result: &CniResult,
+    result_if: usize,
+) -> Result<(), CniError> {
     let addrs = nl.addresses(Some(link_index)).map_err(nl_err)?;
     for ip in &result.ips {
         if ip.interface.is_some_and(|i| i != result_if) {
@@ -84,17 +91,26 @@ pub fn validate(nl: &mut Handle, link_index: u32, ifname: &str, result: &CniResu
         if !addrs.iter().any(|a| a.addr == ip.address) {
             return Err(CniError::plugin(
                 codes::CHECK_MISMATCH,
-                format!("{ifname}: address {} from prevResult is not configured", ip.address),
+                format!(
+                    "{ifname}: address {} from prevResult is not configured",
+                    ip.address
+                ),
             ));
         }
     }
     let routes = nl.routes().map_err(nl_err)?;
     for r in &result.routes {
         let dst = r.dst.trunc();
-        if !routes.iter().any(|x| x.dst == dst && (r.gw.is_none() || x.gateway == r.gw)) {
+        if !routes
+            .iter()
+            .any(|x| x.dst == dst && (r.gw.is_none() || x.gateway == r.gw))
+        {
             return Err(CniError::plugin(
                 codes::CHECK_MISMATCH,
-                format!("route {} via {:?} from prevResult is not installed", r.dst, r.gw),
+                format!(
+                    "route {} via {:?} from prevResult is not installed",
+                    r.dst, r.gw
+                ),
             ));
         }
     }

@@ -6,7 +6,7 @@
 
 use oxivirt_cni::exec::{exec_plugin, find_plugin, ExecArgs};
 use oxivirt_cni::plugin::{require_check_support, Call};
-use oxivirt_cni::{parse_json, Command, CniError, CniResult, NetConf};
+use oxivirt_cni::{parse_json, CniError, CniResult, Command, NetConf};
 use oxivirt_ipam::node::NodePolicy;
 use oxivirt_ipam::{static_ipam, HostLocal};
 use serde::Deserialize;
@@ -38,7 +38,11 @@ pub fn valid_attachments(stdin: &[u8]) -> Result<HashSet<(String, String)>, CniE
         valid: Vec<Attachment>,
     }
     let gc: Gc = parse_json(stdin, "GC config")?;
-    Ok(gc.valid.into_iter().map(|a| (a.container_id, a.ifname)).collect())
+    Ok(gc
+        .valid
+        .into_iter()
+        .map(|a| (a.container_id, a.ifname))
+        .collect())
 }
 
 fn host_local(call: &Call<'_>, conf: &NetConf) -> Result<HostLocal, CniError> {
@@ -46,16 +50,23 @@ fn host_local(call: &Call<'_>, conf: &NetConf) -> Result<HostLocal, CniError> {
 }
 
 fn prev_result(conf: &NetConf) -> Result<CniResult, CniError> {
-    let prev = conf
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::config("network config: field `prevResult` is required for CHECK"))?;
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::config("network config: field `prevResult` is required for CHECK")
+    })?;
     CniResult::from_value(prev).map_err(|e| e.context("network config: field `prevResult`"))
 }
 
 /// Runs the config's IPAM for `command`; returns the result for ADD.
-pub fn delegate(call: &Call<'_>, conf: &NetConf, command: Command) -> Result<Option<CniResult>, CniError> {
-    let ipam_type = conf.ipam.as_ref().map(|i| i.plugin_type.as_str()).unwrap_or("");
+pub fn delegate(
+    call: &Call<'_>,
+    conf: &NetConf,
+    command: Command,
+) -> Result<Option<CniResult>, CniError> {
+    let ipam_type = conf
+        .ipam
+        .as_ref()
+        .map(|i| i.plugin_type.as_str())
+        .unwrap_or("");
     match ipam_type {
         "host-local" => host_local_command(call, conf, command),
         "static" => static_command(call, conf, command),
@@ -72,7 +83,10 @@ pub fn delegate(call: &Call<'_>, conf: &NetConf, command: Command) -> Result<Opt
             };
             let out = exec_plugin(&path, command, &args, call.stdin)?;
             if command == Command::Add {
-                Ok(Some(CniResult::from_slice(&out).map_err(|e| e.context(format!("IPAM plugin {other}")))?))
+                Ok(Some(
+                    CniResult::from_slice(&out)
+                        .map_err(|e| e.context(format!("IPAM plugin {other}")))?,
+                ))
             } else {
                 Ok(None)
             }
@@ -80,7 +94,11 @@ pub fn delegate(call: &Call<'_>, conf: &NetConf, command: Command) -> Result<Opt
     }
 }
 
-fn host_local_command(call: &Call<'_>, conf: &NetConf, command: Command) -> Result<Option<CniResult>, CniError> {
+fn host_local_command(
+    call: &Call<'_>,
+    conf: &NetConf,
+    command: Command,
+) -> Result<Option<CniResult>, CniError> {
     let hl = host_local(call, conf)?;
     let env = call.env;
     match command {
@@ -109,13 +127,20 @@ fn host_local_command(call: &Call<'_>, conf: &NetConf, command: Command) -> Resu
     }
 }
 
-fn static_command(call: &Call<'_>, conf: &NetConf, command: Command) -> Result<Option<CniResult>, CniError> {
+fn static_command(
+    call: &Call<'_>,
+    conf: &NetConf,
+    command: Command,
+) -> Result<Option<CniResult>, CniError> {
     // Validate on every command so a broken config is reported, as the reference does.
     let result = static_ipam::result(call.stdin, conf, &call.env.args)?;
     Ok((command == Command::Add).then_some(result))
 }
 
-fn standalone(call: Call<'_>, run: fn(&Call<'_>, &NetConf, Command) -> Result<Option<CniResult>, CniError>) -> Result<Option<String>, CniError> {
+fn standalone(
+    call: Call<'_>,
+    run: fn(&Call<'_>, &NetConf, Command) -> Result<Option<CniResult>, CniError>,
+) -> Result<Option<String>, CniError> {
     let (conf, version) = NetConf::load(call.stdin)?;
     if call.env.command == Command::Check {
         require_check_support(version)?;

@@ -4,7 +4,7 @@ use crate::iface::{self, nl_err};
 use crate::ipam;
 use oxivirt_cni::error::codes;
 use oxivirt_cni::plugin::{require_check_support, Call};
-use oxivirt_cni::{parse_json, Command, CniError, CniResult, ErrorCode, Interface, NetConf};
+use oxivirt_cni::{parse_json, CniError, CniResult, Command, ErrorCode, Interface, NetConf};
 use oxivirt_netlink::{parse_mac, Handle, MacvlanMode, NetNs};
 use serde::Deserialize;
 use serde_json::Value;
@@ -60,8 +60,16 @@ fn default_route_interface(nl: &mut Handle) -> Result<String, CniError> {
         .iter()
         .find(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() && r.oif.is_some())
         .and_then(|r| r.oif)
-        .ok_or_else(|| CniError::config("network config: field `master` is missing and there is no default route"))?;
-    Ok(nl.link_by_index(oif).map_err(nl_err)?.map(|l| l.name).unwrap_or_default())
+        .ok_or_else(|| {
+            CniError::config(
+                "network config: field `master` is missing and there is no default route",
+            )
+        })?;
+    Ok(nl
+        .link_by_index(oif)
+        .map_err(nl_err)?
+        .map(|l| l.name)
+        .unwrap_or_default())
 }
 
 fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
@@ -69,29 +77,54 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
     let mv: MacvlanConf = parse_json(call.stdin, "network config")?;
     let mode = parse_mode(&mv.mode)?;
     if mv.mtu < 0 || mv.mtu > 65535 {
-        return Err(CniError::config(format!("network config: field `mtu`: {} is not a valid MTU", mv.mtu)));
+        return Err(CniError::config(format!(
+            "network config: field `mtu`: {} is not a valid MTU",
+            mv.mtu
+        )));
     }
     if call.env.command == Command::Add {
         call.env.args.check_known(&ipam::KNOWN_ARGS)?;
     }
     let mut mac = None;
     let sources = [
-        (call.env.args.get("MAC").map(|s| Value::String(s.to_string())), "CNI_ARGS MAC"),
+        (
+            call.env
+                .args
+                .get("MAC")
+                .map(|s| Value::String(s.to_string())),
+            "CNI_ARGS MAC",
+        ),
         (conf.args_cni("mac").cloned(), "args.cni.mac"),
         (conf.runtime("mac").cloned(), "runtimeConfig.mac"),
     ];
     for (v, from) in sources {
         if let Some(Value::String(s)) = v {
             if !s.is_empty() {
-                mac = Some(parse_mac(&s).ok_or_else(|| CniError::config(format!("{from}: {s:?} is not a MAC address")))?);
+                mac = Some(parse_mac(&s).ok_or_else(|| {
+                    CniError::config(format!("{from}: {s:?} is not a MAC address"))
+                })?);
             }
         }
     }
     if mac.is_some() && mode == MacvlanMode::Passthru {
-        return Err(CniError::config("a MAC address cannot be set in passthru mode"));
+        return Err(CniError::config(
+            "a MAC address cannot be set in passthru mode",
+        ));
     }
-    let layer3 = conf.ipam.as_ref().is_some_and(|i| !i.plugin_type.is_empty());
-    Ok((Config { conf, mv, mode, mac, layer3 }, version))
+    let layer3 = conf
+        .ipam
+        .as_ref()
+        .is_some_and(|i| !i.plugin_type.is_empty());
+    Ok((
+        Config {
+            conf,
+            mv,
+            mode,
+            mac,
+            layer3,
+        },
+        version,
+    ))
 }
 
 pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
@@ -114,8 +147,17 @@ pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
 }
 
 fn open_netns(call: &Call<'_>) -> Result<NetNs, CniError> {
-    let path = call.env.netns.as_ref().ok_or_else(|| CniError::env("CNI_NETNS is required"))?;
-    NetNs::open(path).map_err(|e| CniError::new(ErrorCode::UnknownContainer, format!("failed to open netns: {e}")))
+    let path = call
+        .env
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::env("CNI_NETNS is required"))?;
+    NetNs::open(path).map_err(|e| {
+        CniError::new(
+            ErrorCode::UnknownContainer,
+            format!("failed to open netns: {e}"),
+        )
+    })
 }
 
 fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
@@ -123,15 +165,31 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
     let ifname = call.env.ifname.as_str();
     let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
     if cont.link_by_name(ifname).map_err(nl_err)?.is_some() {
-        return Err(CniError::plugin(codes::NETLINK, format!("container already has an interface named {ifname:?}")));
+        return Err(CniError::plugin(
+            codes::NETLINK,
+            format!("container already has an interface named {ifname:?}"),
+        ));
     }
     // With linkInContainer the master lives in the container and the link is made there.
-    let mut host = if cfg.mv.link_in_container { Handle::in_netns(&ns) } else { Handle::new() }.map_err(nl_err)?;
-    let master_name = if cfg.mv.master.is_empty() { default_route_interface(&mut host)? } else { cfg.mv.master.clone() };
+    let mut host = if cfg.mv.link_in_container {
+        Handle::in_netns(&ns)
+    } else {
+        Handle::new()
+    }
+    .map_err(nl_err)?;
+    let master_name = if cfg.mv.master.is_empty() {
+        default_route_interface(&mut host)?
+    } else {
+        cfg.mv.master.clone()
+    };
     let master = host
         .link_by_name(&master_name)
         .map_err(nl_err)?
-        .ok_or_else(|| CniError::config(format!("network config: field `master`: link {master_name:?} not found")))?;
+        .ok_or_else(|| {
+            CniError::config(format!(
+                "network config: field `master`: link {master_name:?} not found"
+            ))
+        })?;
     let mtu = (cfg.mv.mtu > 0).then_some(cfg.mv.mtu as u32);
     if let Some(m) = mtu {
         if m > master.mtu {
@@ -143,7 +201,11 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
     }
     let target_ns = (!cfg.mv.link_in_container).then(|| ns.raw_fd());
     host.add_macvlan(ifname, master.index, cfg.mode, mtu, cfg.mac, target_ns)
-        .map_err(|e| nl_err(e).context(format!("failed to create macvlan {ifname} on {master_name}")))?;
+        .map_err(|e| {
+            nl_err(e).context(format!(
+                "failed to create macvlan {ifname} on {master_name}"
+            ))
+        })?;
     let link = cont.require_link(ifname).map_err(nl_err)?;
     let mut ipam_done = false;
     let res = (|| -> Result<CniResult, CniError> {
@@ -153,7 +215,10 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
                 .ok_or_else(|| CniError::plugin(codes::IPAM, "IPAM plugin returned no result"))?;
             ipam_done = true;
             if r.ips.is_empty() {
-                return Err(CniError::plugin(codes::IPAM, "IPAM plugin returned missing IP config"));
+                return Err(CniError::plugin(
+                    codes::IPAM,
+                    "IPAM plugin returned missing IP config",
+                ));
             }
             result.ips = r.ips;
             result.routes = r.routes;
@@ -212,29 +277,43 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Check)?;
     }
-    let prev = cfg
-        .conf
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::config("network config: field `prevResult` is required for CHECK"))?;
+    let prev = cfg.conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::config("network config: field `prevResult` is required for CHECK")
+    })?;
     let prev = CniResult::from_value(prev)?;
     let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
     let link = cont
         .link_by_name(&call.env.ifname)
         .map_err(nl_err)?
-        .ok_or_else(|| CniError::plugin(codes::CHECK_MISMATCH, format!("interface {} not found", call.env.ifname)))?;
+        .ok_or_else(|| {
+            CniError::plugin(
+                codes::CHECK_MISMATCH,
+                format!("interface {} not found", call.env.ifname),
+            )
+        })?;
     if link.kind.as_deref() != Some("macvlan") {
-        return Err(CniError::plugin(codes::CHECK_MISMATCH, format!("{} is not a macvlan", link.name)));
+        return Err(CniError::plugin(
+            codes::CHECK_MISMATCH,
+            format!("{} is not a macvlan", link.name),
+        ));
     }
     if link.macvlan_mode != Some(cfg.mode) {
         return Err(CniError::plugin(
             codes::CHECK_MISMATCH,
-            format!("{} mode is {:?}, config says {}", link.name, link.macvlan_mode, mode_name(cfg.mode)),
+            format!(
+                "{} mode is {:?}, config says {}",
+                link.name,
+                link.macvlan_mode,
+                mode_name(cfg.mode)
+            ),
         ));
     }
     if let Some(i) = prev.interfaces.iter().find(|i| i.name == link.name) {
         if !i.mac.is_empty() && i.mac != link.mac_string() {
-            return Err(CniError::plugin(codes::CHECK_MISMATCH, format!("{} MAC does not match prevResult", link.name)));
+            return Err(CniError::plugin(
+                codes::CHECK_MISMATCH,
+                format!("{} MAC does not match prevResult", link.name),
+            ));
         }
     }
     iface::validate(&mut cont, link.index, &link.name, &prev, 0)

@@ -18,7 +18,11 @@ fn main() {
         .and_then(|s| s.to_str())
         .unwrap_or_default()
         .to_string();
-    let name = if called == "oxivirt-cni" { args.next().unwrap_or_default() } else { called };
+    let name = if called == "oxivirt-cni" {
+        args.next().unwrap_or_default()
+    } else {
+        called
+    };
     let code = match name.as_str() {
         "bridge" => plugin::run(bridge::handle),
         "macvlan" => plugin::run(macvlan::handle),

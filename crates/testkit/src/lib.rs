@@ -23,7 +23,10 @@ pub fn require_root(test: &str) -> bool {
         eprintln!("SKIP {test}: needs root (network namespaces, links)");
         return false;
     }
-    if !Path::new("/usr/sbin/ip").exists() && !Path::new("/sbin/ip").exists() && which("ip").is_none() {
+    if !Path::new("/usr/sbin/ip").exists()
+        && !Path::new("/sbin/ip").exists()
+        && which("ip").is_none()
+    {
         eprintln!("SKIP {test}: iproute2 `ip` is not installed");
         return false;
     }
@@ -36,14 +39,24 @@ extern "C" {
 }
 
 pub fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(cmd)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|p| p.is_file())
+    })
 }
 
 /// Runs a command and returns stdout, panicking with its stderr on failure.
 pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -95,13 +108,17 @@ impl TestNs {
     }
 
     pub fn has_link(&self, name: &str) -> bool {
-        self.exec(&["ip", "link", "show", "dev", name]).status.success()
+        self.exec(&["ip", "link", "show", "dev", name])
+            .status
+            .success()
     }
 }
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -130,12 +147,19 @@ pub struct CniOutput {
 
 impl CniOutput {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("plugin printed no JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "plugin printed no JSON ({e}): {:?} / {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     pub fn code(&self) -> u64 {
-        self.json().get("code").and_then(|c| c.as_u64()).unwrap_or(0)
+        self.json()
+            .get("code")
+            .and_then(|c| c.as_u64())
+            .unwrap_or(0)
     }
 }
 
@@ -164,11 +188,15 @@ pub fn run_cni(call: &CniCall<'_>, stdin: &str) -> CniOutput {
     for (k, v) in &call.extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", call.plugin.display()));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", call.plugin.display()));
     if let Some(mut s) = child.stdin.take() {
         let _ = s.write_all(stdin.as_bytes());
     }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"));
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait: {e}"));
     CniOutput {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
