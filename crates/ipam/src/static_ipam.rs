@@ -36,28 +36,28 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
         .ipam
         .ok_or_else(|| CniError::config("network config: field `ipam` is missing"))?;
     let mut addrs: Vec<AddressConf> = ipam.addresses;
-    // Runtime-provided addresses replace the configured ones, as the reference does.
-    let mut runtime: Vec<AddressConf> = Vec::new();
+    // As the reference: CNI_ARGS IP= appends, GATEWAY= applies to every address whose
+    // subnet holds it; args.cni.ips and then runtimeConfig.ips replace the whole list.
     if let Some(ips) = args.get("IP") {
-        for s in ips.split(',').filter(|s| !s.is_empty()) {
+        for s in ips.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let address = s.parse().map_err(|_| {
                 CniError::config(format!(
                     "CNI_ARGS IP: {s:?} is not an address with a prefix (CIDR)"
                 ))
             })?;
-            runtime.push(AddressConf {
+            addrs.push(AddressConf {
                 address,
                 gateway: None,
             });
         }
-        if let Some(gws) = args.get("GATEWAY") {
-            for (i, g) in gws.split(',').filter(|s| !s.is_empty()).enumerate() {
-                let gw: IpAddr = g.parse().map_err(|_| {
-                    CniError::config(format!("CNI_ARGS GATEWAY: {g:?} is not an IP address"))
-                })?;
-                if let Some(a) = runtime.get_mut(i) {
-                    a.gateway = Some(gw);
-                }
+    }
+    if let Some(gws) = args.get("GATEWAY") {
+        for g in gws.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let gw: IpAddr = g.parse().map_err(|_| {
+                CniError::config(format!("CNI_ARGS GATEWAY: {g:?} is not an IP address"))
+            })?;
+            for a in addrs.iter_mut().filter(|a| a.address.contains(&gw)) {
+                a.gateway = Some(gw);
             }
         }
     }
@@ -66,6 +66,10 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
         (conf.runtime("ips"), "runtimeConfig.ips"),
     ] {
         if let Some(Value::Array(items)) = val {
+            if items.is_empty() {
+                continue;
+            }
+            let mut replaced = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let s = item.as_str().unwrap_or_default();
                 let address = s.parse().map_err(|_| {
@@ -73,15 +77,13 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
                         "{from}[{i}]: {s:?} is not an address with a prefix (CIDR)"
                     ))
                 })?;
-                runtime.push(AddressConf {
+                replaced.push(AddressConf {
                     address,
                     gateway: None,
                 });
             }
+            addrs = replaced;
         }
-    }
-    if !runtime.is_empty() {
-        addrs = runtime;
     }
     for (i, a) in addrs.iter().enumerate() {
         if let Some(gw) = a.gateway {

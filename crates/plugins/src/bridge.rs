@@ -159,9 +159,11 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
     }
     match br.ip_masq_backend.as_deref() {
         None | Some("nftables") | Some("iptables") => {}
-        Some(other) => return Err(CniError::config(format!(
+        Some(other) => {
+            return Err(CniError::config(format!(
             "network config: field `ipMasqBackend`: {other:?} is not \"iptables\" or \"nftables\""
-        ))),
+        )))
+        }
     }
     if br.hairpin_mode && br.promisc_mode {
         return Err(CniError::config(
