@@ -1,0 +1,268 @@
+//! `oxivirt-bench`: times oxivirt's CNI plugins and Debian's reference plugins on the same
+//! work in one run and prints the ratios (the table in BENCHMARKS.md).
+//!
+//! Needs root: it makes a "node" namespace, enters it, and makes one fresh pod namespace
+//! per sample (namespace creation is not timed).
+//!
+//! Usage: `oxivirt-bench [--samples N] [--big-samples N] [--plugins DIR] [--reference DIR]`
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Run {
+    time: Duration,
+    max_rss_kib: i64,
+    ok: bool,
+    stdout: String,
+}
+
+/// Runs a plugin and reports its wall time and peak RSS (from wait4's rusage).
+fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &str) -> Result<Run> {
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("spawn {}", bin.display()))?;
+    if let Some(mut s) = child.stdin.take() {
+        s.write_all(stdin.as_bytes())?;
+    }
+    let mut stdout = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut stdout)?;
+    }
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; status and usage are valid pointers. std's Child is
+    // not waited on afterwards (dropping it does not wait).
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let time = start.elapsed();
+    if pid < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    Ok(Run { time, max_rss_kib: usage.ru_maxrss, ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, stdout })
+}
+
+fn sh(args: &[&str]) -> Result<()> {
+    let st = Command::new(args[0]).args(&args[1..]).status().with_context(|| format!("{args:?}"))?;
+    if !st.success() {
+        bail!("{args:?} failed");
+    }
+    Ok(())
+}
+
+struct Stats {
+    median: Duration,
+    rss: i64,
+}
+
+fn stats(mut runs: Vec<Run>) -> Stats {
+    runs.sort_by_key(|r| r.time);
+    let rss = runs.iter().map(|r| r.max_rss_kib).max().unwrap_or(0);
+    Stats { median: runs.get(runs.len() / 2).map(|r| r.time).unwrap_or_default(), rss }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+struct Args {
+    samples: usize,
+    big_samples: usize,
+    plugins: PathBuf,
+    reference: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        samples: 30,
+        big_samples: 5,
+        plugins: PathBuf::new(),
+        reference: PathBuf::from("/usr/lib/cni"),
+    };
+    let exe = std::env::current_exe()?;
+    let ours = exe.parent().map(|d| d.join("oxivirt-cni")).unwrap_or_default();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().context("missing value");
+        match arg.as_str() {
+            "--samples" => a.samples = val()?.parse()?,
+            "--big-samples" => a.big_samples = val()?.parse()?,
+            "--plugins" => a.plugins = PathBuf::from(val()?),
+            "--reference" => a.reference = PathBuf::from(val()?),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.plugins.as_os_str().is_empty() {
+        let dir = std::env::temp_dir().join(format!("oxivirt-bench-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        for p in ["bridge", "host-local", "static", "macvlan"] {
+            let _ = std::os::unix::fs::symlink(&ours, dir.join(p));
+        }
+        a.plugins = dir;
+    }
+    Ok(a)
+}
+
+/// Enters a fresh "node" namespace for the rest of the process (single-threaded here).
+fn enter_node(name: &str) -> Result<()> {
+    sh(&["ip", "netns", "add", name])?;
+    let f = std::fs::File::open(format!("/run/netns/{name}"))?;
+    // SAFETY: setns on a valid namespace fd; the process has one thread at this point.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn seed_conf(data: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge",
+        "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": data.display().to_string()}
+    })
+    .to_string()
+}
+
+fn cni_env(cmd: &str, id: &str, netns: &str, ifname: &str, path: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("CNI_COMMAND", cmd.to_string()),
+        ("CNI_CONTAINERID", id.to_string()),
+        ("CNI_NETNS", netns.to_string()),
+        ("CNI_IFNAME", ifname.to_string()),
+        ("CNI_PATH", path.display().to_string()),
+        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+    ]
+}
+
+/// bridge + host-local ADD and DEL of the seed network into fresh pod namespaces.
+fn bench_seed(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
+    let mut rows = Vec::new();
+    let mut adds: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let mut dels: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let data = std::env::temp_dir().join(format!("oxivirt-bench-{tag}"));
+    let conf = seed_conf(&data);
+    // Interleave the implementations so drift in the machine hits both alike.
+    for i in 0..args.samples + 2 {
+        for (k, dir) in [&args.plugins, &args.reference].into_iter().enumerate() {
+            let pod = format!("oxbp-{tag}-{k}-{i}");
+            sh(&["ip", "netns", "add", &pod])?;
+            let netns = format!("/run/netns/{pod}");
+            let id = format!("bench{k}x{i}");
+            let bin = dir.join("bridge");
+            let add = run_plugin(&bin, &cni_env("ADD", &id, &netns, "net1", dir), &conf)?;
+            if !add.ok {
+                bail!("{} ADD failed: {}", bin.display(), add.stdout);
+            }
+            let del = run_plugin(&bin, &cni_env("DEL", &id, &netns, "net1", dir), &conf)?;
+            if !del.ok {
+                bail!("{} DEL failed: {}", bin.display(), del.stdout);
+            }
+            sh(&["ip", "netns", "del", &pod])?;
+            // The first two rounds warm the page cache and create the bridge.
+            if i >= 2 {
+                adds[k].push(add);
+                dels[k].push(del);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    let [oa, ra] = adds;
+    let [od, rd] = dels;
+    rows.push(("ADD seed multus-br (bridge + host-local)".into(), stats(oa), stats(ra)));
+    rows.push(("DEL seed multus-br (bridge + host-local)".into(), stats(od), stats(rd)));
+    Ok(rows)
+}
+
+/// host-local ADD and DEL with 60,000 addresses allocated in a /16.
+fn bench_big_store(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
+    let mut add_runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let mut del_runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    for (k, dir) in [&args.plugins, &args.reference].into_iter().enumerate() {
+        let data = std::env::temp_dir().join(format!("oxivirt-bench-big-{tag}-{k}"));
+        let store = data.join("big");
+        std::fs::create_dir_all(&store)?;
+        // 60,000 allocations in the reference's format, allocated in order.
+        let mut last = String::new();
+        for n in 0..60_000u32 {
+            let host = n + 2;
+            let ip = format!("10.77.{}.{}", host >> 8, host & 0xff);
+            std::fs::write(store.join(&ip), format!("filler{n}\r\neth0"))?;
+            last = ip;
+        }
+        std::fs::write(store.join("last_reserved_ip.0"), &last)?;
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "big", "type": "bridge",
+            "ipam": {"type": "host-local", "subnet": "10.77.0.0/16", "dataDir": data.display().to_string()}
+        })
+        .to_string();
+        let bin = dir.join("host-local");
+        // One untimed round: ours builds its index here, once, as it would after the
+        // reference had been in charge of the store.
+        for i in 0..args.big_samples + 1 {
+            let id = format!("big{i}");
+            let add = run_plugin(&bin, &cni_env("ADD", &id, "/run/netns/none", "eth0", dir), &conf)?;
+            if !add.ok {
+                bail!("{} ADD failed: {}", bin.display(), add.stdout);
+            }
+            let del = run_plugin(&bin, &cni_env("DEL", &id, "/run/netns/none", "eth0", dir), &conf)?;
+            if !del.ok {
+                bail!("{} DEL failed: {}", bin.display(), del.stdout);
+            }
+            if i > 0 {
+                add_runs[k].push(add);
+                del_runs[k].push(del);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let [oa, ra] = add_runs;
+    let [od, rd] = del_runs;
+    Ok(vec![
+        ("host-local ADD, 60,000 allocated in a /16".into(), stats(oa), stats(ra)),
+        ("host-local DEL, 60,000 allocated in a /16".into(), stats(od), stats(rd)),
+    ])
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    if !args.reference.join("bridge").is_file() {
+        bail!("reference plugins not found in {} (install containernetworking-plugins)", args.reference.display());
+    }
+    let tag = format!("{}", std::process::id());
+    let node = format!("oxbn-{tag}");
+    enter_node(&node)?;
+    let result = (|| -> Result<Vec<(String, Stats, Stats)>> {
+        let mut rows = bench_seed(&args, &tag)?;
+        rows.extend(bench_big_store(&args, &tag)?);
+        Ok(rows)
+    })();
+    let _ = sh(&["ip", "netns", "del", &node]);
+    let rows = result?;
+    println!("| benchmark | oxivirt (median) | reference (median) | ratio | peak RSS oxivirt / reference |");
+    println!("|---|---|---|---|---|");
+    for (name, ours, theirs) in rows {
+        let ratio = ours.median.as_secs_f64() / theirs.median.as_secs_f64().max(1e-9);
+        println!(
+            "| {name} | {} | {} | {ratio:.3} | {} KiB / {} KiB |",
+            ms(ours.median),
+            ms(theirs.median),
+            ours.rss,
+            theirs.rss
+        );
+    }
+    println!(
+        "\nsamples: {} (seed), {} (60k store); reference: {}",
+        args.samples,
+        args.big_samples,
+        args.reference.display()
+    );
+    Ok(())
+}
