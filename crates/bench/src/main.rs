@@ -48,11 +48,19 @@ fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &str) -> Result<Run> {
     if pid < 0 {
         bail!("wait4: {}", std::io::Error::last_os_error());
     }
-    Ok(Run { time, max_rss_kib: usage.ru_maxrss, ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, stdout })
+    Ok(Run {
+        time,
+        max_rss_kib: usage.ru_maxrss,
+        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        stdout,
+    })
 }
 
 fn sh(args: &[&str]) -> Result<()> {
-    let st = Command::new(args[0]).args(&args[1..]).status().with_context(|| format!("{args:?}"))?;
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .with_context(|| format!("{args:?}"))?;
     if !st.success() {
         bail!("{args:?} failed");
     }
@@ -67,7 +75,10 @@ struct Stats {
 fn stats(mut runs: Vec<Run>) -> Stats {
     runs.sort_by_key(|r| r.time);
     let rss = runs.iter().map(|r| r.max_rss_kib).max().unwrap_or(0);
-    Stats { median: runs.get(runs.len() / 2).map(|r| r.time).unwrap_or_default(), rss }
+    Stats {
+        median: runs.get(runs.len() / 2).map(|r| r.time).unwrap_or_default(),
+        rss,
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -89,7 +100,10 @@ fn parse_args() -> Result<Args> {
         reference: PathBuf::from("/usr/lib/cni"),
     };
     let exe = std::env::current_exe()?;
-    let ours = exe.parent().map(|d| d.join("oxivirt-cni")).unwrap_or_default();
+    let ours = exe
+        .parent()
+        .map(|d| d.join("oxivirt-cni"))
+        .unwrap_or_default();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = || it.next().context("missing value");
@@ -131,7 +145,13 @@ fn seed_conf(data: &Path) -> String {
     .to_string()
 }
 
-fn cni_env(cmd: &str, id: &str, netns: &str, ifname: &str, path: &Path) -> Vec<(&'static str, String)> {
+fn cni_env(
+    cmd: &str,
+    id: &str,
+    netns: &str,
+    ifname: &str,
+    path: &Path,
+) -> Vec<(&'static str, String)> {
     vec![
         ("CNI_COMMAND", cmd.to_string()),
         ("CNI_CONTAINERID", id.to_string()),
@@ -139,46 +159,85 @@ fn cni_env(cmd: &str, id: &str, netns: &str, ifname: &str, path: &Path) -> Vec<(
         ("CNI_IFNAME", ifname.to_string()),
         ("CNI_PATH", path.display().to_string()),
         ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ("OXIVIRT_IPAM_INDEX_DIR", index_dir()),
     ]
 }
 
+/// Our host-local index for this run: on tmpfs as in production, removed at the end.
+fn index_dir() -> String {
+    format!("/run/oxivirt-bench-index-{}", std::process::id())
+}
+
 /// bridge + host-local ADD and DEL of the seed network into fresh pod namespaces.
+///
+/// All pod namespaces are made first and removed last: the kernel tears a namespace down
+/// in the background holding the rtnl lock, which would land on whichever call comes next.
 fn bench_seed(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
-    let mut rows = Vec::new();
-    let mut adds: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-    let mut dels: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-    let data = std::env::temp_dir().join(format!("oxivirt-bench-{tag}"));
-    let conf = seed_conf(&data);
-    // Interleave the implementations so drift in the machine hits both alike.
-    for i in 0..args.samples + 2 {
-        for (k, dir) in [&args.plugins, &args.reference].into_iter().enumerate() {
-            let pod = format!("oxbp-{tag}-{k}-{i}");
-            sh(&["ip", "netns", "add", &pod])?;
-            let netns = format!("/run/netns/{pod}");
-            let id = format!("bench{k}x{i}");
-            let bin = dir.join("bridge");
-            let add = run_plugin(&bin, &cni_env("ADD", &id, &netns, "net1", dir), &conf)?;
-            if !add.ok {
-                bail!("{} ADD failed: {}", bin.display(), add.stdout);
-            }
-            let del = run_plugin(&bin, &cni_env("DEL", &id, &netns, "net1", dir), &conf)?;
-            if !del.ok {
-                bail!("{} DEL failed: {}", bin.display(), del.stdout);
-            }
-            sh(&["ip", "netns", "del", &pod])?;
-            // The first two rounds warm the page cache and create the bridge.
-            if i >= 2 {
-                adds[k].push(add);
-                dels[k].push(del);
+    // One data directory per implementation, as on a node that runs one of them.
+    let data = [0, 1].map(|k| std::env::temp_dir().join(format!("oxivirt-bench-{tag}-{k}")));
+    let confs = [seed_conf(&data[0]), seed_conf(&data[1])];
+    let rounds = args.samples + 2;
+    let dirs = [&args.plugins, &args.reference];
+    let pods: Vec<[String; 2]> = (0..rounds)
+        .map(|i| [format!("oxbp-{tag}-0-{i}"), format!("oxbp-{tag}-1-{i}")])
+        .collect();
+    let result = (|| -> Result<Vec<(String, Stats, Stats)>> {
+        for pair in &pods {
+            for p in pair {
+                sh(&["ip", "netns", "add", p])?;
             }
         }
+        let mut adds: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        let mut dels: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        for (phase, cmd) in ["ADD", "DEL"].into_iter().enumerate() {
+            for (i, pair) in pods.iter().enumerate() {
+                // Alternate which implementation goes first, so neither always follows the other.
+                let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+                for k in order {
+                    let dir = dirs[k];
+                    let bin = dir.join("bridge");
+                    let netns = format!("/run/netns/{}", pair[k]);
+                    let id = format!("bench{k}x{i}");
+                    let run = run_plugin(&bin, &cni_env(cmd, &id, &netns, "net1", dir), &confs[k])?;
+                    if !run.ok {
+                        bail!("{} {cmd} failed: {}", bin.display(), run.stdout);
+                    }
+                    // The first two rounds warm the page cache and create the bridge.
+                    if i >= 2 {
+                        if phase == 0 {
+                            &mut adds[k]
+                        } else {
+                            &mut dels[k]
+                        }
+                        .push(run);
+                    }
+                }
+            }
+        }
+        let [oa, ra] = adds;
+        let [od, rd] = dels;
+        Ok(vec![
+            (
+                "ADD seed multus-br (bridge + host-local)".into(),
+                stats(oa),
+                stats(ra),
+            ),
+            (
+                "DEL seed multus-br (bridge + host-local)".into(),
+                stats(od),
+                stats(rd),
+            ),
+        ])
+    })();
+    for pair in &pods {
+        for p in pair {
+            let _ = sh(&["ip", "netns", "del", p]);
+        }
     }
-    let _ = std::fs::remove_dir_all(&data);
-    let [oa, ra] = adds;
-    let [od, rd] = dels;
-    rows.push(("ADD seed multus-br (bridge + host-local)".into(), stats(oa), stats(ra)));
-    rows.push(("DEL seed multus-br (bridge + host-local)".into(), stats(od), stats(rd)));
-    Ok(rows)
+    for d in &data {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    result
 }
 
 /// host-local ADD and DEL with 60,000 addresses allocated in a /16.
@@ -208,11 +267,19 @@ fn bench_big_store(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>
         // reference had been in charge of the store.
         for i in 0..args.big_samples + 1 {
             let id = format!("big{i}");
-            let add = run_plugin(&bin, &cni_env("ADD", &id, "/run/netns/none", "eth0", dir), &conf)?;
+            let add = run_plugin(
+                &bin,
+                &cni_env("ADD", &id, "/run/netns/none", "eth0", dir),
+                &conf,
+            )?;
             if !add.ok {
                 bail!("{} ADD failed: {}", bin.display(), add.stdout);
             }
-            let del = run_plugin(&bin, &cni_env("DEL", &id, "/run/netns/none", "eth0", dir), &conf)?;
+            let del = run_plugin(
+                &bin,
+                &cni_env("DEL", &id, "/run/netns/none", "eth0", dir),
+                &conf,
+            )?;
             if !del.ok {
                 bail!("{} DEL failed: {}", bin.display(), del.stdout);
             }
@@ -226,15 +293,26 @@ fn bench_big_store(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>
     let [oa, ra] = add_runs;
     let [od, rd] = del_runs;
     Ok(vec![
-        ("host-local ADD, 60,000 allocated in a /16".into(), stats(oa), stats(ra)),
-        ("host-local DEL, 60,000 allocated in a /16".into(), stats(od), stats(rd)),
+        (
+            "host-local ADD, 60,000 allocated in a /16".into(),
+            stats(oa),
+            stats(ra),
+        ),
+        (
+            "host-local DEL, 60,000 allocated in a /16".into(),
+            stats(od),
+            stats(rd),
+        ),
     ])
 }
 
 fn main() -> Result<()> {
     let args = parse_args()?;
     if !args.reference.join("bridge").is_file() {
-        bail!("reference plugins not found in {} (install containernetworking-plugins)", args.reference.display());
+        bail!(
+            "reference plugins not found in {} (install containernetworking-plugins)",
+            args.reference.display()
+        );
     }
     let tag = format!("{}", std::process::id());
     let node = format!("oxbn-{tag}");
@@ -245,6 +323,7 @@ fn main() -> Result<()> {
         Ok(rows)
     })();
     let _ = sh(&["ip", "netns", "del", &node]);
+    let _ = std::fs::remove_dir_all(index_dir());
     let rows = result?;
     println!("| benchmark | oxivirt (median) | reference (median) | ratio | peak RSS oxivirt / reference |");
     println!("|---|---|---|---|---|");

@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod plugin;
 pub mod result;
+pub mod trace;
 pub mod version;
 
 pub use args::CniArgs;

@@ -51,6 +51,8 @@ pub struct HostLocal {
     pub routes: Vec<Route>,
     pub data_dir: PathBuf,
     pub resolv_conf: Option<PathBuf>,
+    /// Where the store's index lives (tmpfs); see [`crate::store::index_root`].
+    pub index_root: PathBuf,
 }
 
 fn ipam_err(msg: String) -> CniError {
@@ -109,6 +111,7 @@ impl HostLocal {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         policy.check_data_dir(&data_dir)?;
         Ok(Self {
+            index_root: crate::store::index_root(&data_dir),
             name: name.to_string(),
             range_sets,
             routes: ipam.routes,
@@ -118,7 +121,7 @@ impl HostLocal {
     }
 
     fn open(&self) -> Result<Store, CniError> {
-        Store::open(&self.data_dir, &self.name)
+        Store::open(&self.data_dir, &self.name, &self.index_root)
     }
 
     /// Allocates one address from each range set (honouring requested ones).
@@ -344,7 +347,10 @@ mod tests {
             r#"{{"cniVersion":"1.0.0","name":"net1","type":"bridge","ipam":{{"type":"host-local","dataDir":"{}",{ipam}}}}}"#,
             dir.display()
         );
-        HostLocal::from_config(conf.as_bytes(), "net1", &NodePolicy::default()).expect("config")
+        let mut h = HostLocal::from_config(conf.as_bytes(), "net1", &NodePolicy::default())
+            .expect("config");
+        h.index_root = dir.join("index");
+        h
     }
 
     #[test]
@@ -424,7 +430,7 @@ mod tests {
             .is_err());
         // Nothing leaked by the failures.
         assert_eq!(
-            Store::open(tmp.path(), "net1")
+            Store::open(tmp.path(), "net1", &tmp.path().join("index"))
                 .expect("open")
                 .allocated_count()
                 .expect("count"),
@@ -437,7 +443,7 @@ mod tests {
         let freed = h.gc(&valid).expect("gc");
         assert_eq!(freed.len(), 2);
         assert_eq!(
-            Store::open(tmp.path(), "net1")
+            Store::open(tmp.path(), "net1", &tmp.path().join("index"))
                 .expect("open")
                 .allocated_count()
                 .expect("count"),

@@ -3,10 +3,11 @@
 //! reference plugin keeps them, so the two can take turns on one node.
 //!
 //! The reference finds a container's addresses by reading every file. We keep an index
-//! beside the store (`<dataDir>/.oxivirt-index/<network>/`), one small hint file per
-//! attachment, and trust it only while the store directory's mtime is the value we stamped
-//! on it after our last change: any create or unlink by anyone else moves the mtime, and
-//! the next call then rebuilds the index from the files (the reference's cost, once).
+//! (one small hint file per attachment) on tmpfs, under `/run/oxivirt/ipam-index/` (see
+//! [`index_root`]), and trust it only while the store directory's mtime is the value we
+//! stamped on it after our last change: any create or unlink by anyone else moves the
+//! mtime, and the next call then rebuilds the index from the files (the reference's cost,
+//! once). A reboot empties /run, which just means one rebuild.
 
 use oxivirt_cni::{CniError, ErrorCode};
 use std::collections::BTreeMap;
@@ -21,7 +22,23 @@ use std::path::{Path, PathBuf};
 
 const LINE_BREAK: &str = "\r\n";
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
-const INDEX_DIR: &str = ".oxivirt-index";
+/// Where indexes live unless `OXIVIRT_IPAM_INDEX_DIR` says otherwise.
+pub const DEFAULT_INDEX_ROOT: &str = "/run/oxivirt/ipam-index";
+
+/// The index directory for the stores under `data_dir`: a tmpfs path keyed by a hash of
+/// `data_dir`, so several data directories never share one.
+pub fn index_root(data_dir: &Path) -> PathBuf {
+    let root = std::env::var_os("OXIVIRT_IPAM_INDEX_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_INDEX_ROOT));
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data_dir.as_os_str().as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    root.join(format!("{h:016x}"))
+}
 
 fn io_err(what: impl std::fmt::Display, path: &Path, e: std::io::Error) -> CniError {
     CniError::io(format!("host-local store: {what} {}: {e}", path.display()))
@@ -65,8 +82,9 @@ fn mtime_of(path: &Path) -> Result<(i64, i64), CniError> {
 }
 
 impl Store {
-    /// Opens (creating if needed) and locks the store of `network` under `data_dir`.
-    pub fn open(data_dir: &Path, network: &str) -> Result<Self, CniError> {
+    /// Opens (creating if needed) and locks the store of `network` under `data_dir`, with
+    /// its index under `index_root` (see [`index_root`]).
+    pub fn open(data_dir: &Path, network: &str, index_root: &Path) -> Result<Self, CniError> {
         let dir = data_dir.join(network);
         fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
         let lock_path = dir.join("lock");
@@ -89,7 +107,7 @@ impl Store {
                 return Err(io_err("lock", &lock_path, e));
             }
         }
-        let index_dir = data_dir.join(INDEX_DIR).join(network);
+        let index_dir = index_root.join(network);
         let mut store = Self {
             dir,
             index_dir,

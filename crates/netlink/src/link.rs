@@ -278,6 +278,9 @@ impl Handle {
     }
 
     /// Creates a veth pair: `name` here, `peer` moved into `peer_ns` (if given) atomically.
+    /// `master` and `up` apply to `name` in the same request (one round trip, and the port
+    /// never exists outside its bridge).
+    #[allow(clippy::too_many_arguments)]
     pub fn add_veth(
         &mut self,
         name: &str,
@@ -285,6 +288,8 @@ impl Handle {
         mtu: Option<u32>,
         peer_mac: Option<[u8; 6]>,
         peer_ns: Option<RawFd>,
+        master: Option<u32>,
+        up: bool,
     ) -> Result<()> {
         let mut peer_msg = LinkMessage::default();
         peer_msg.attributes.push(LinkAttribute::IfName(peer.into()));
@@ -303,6 +308,13 @@ impl Handle {
         msg.attributes.push(LinkAttribute::IfName(name.into()));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(m) = master {
+            msg.attributes.push(LinkAttribute::Controller(m));
+        }
+        if up {
+            msg.header.flags |= LinkFlags::Up;
+            msg.header.change_mask |= LinkFlags::Up;
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),

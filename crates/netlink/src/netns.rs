@@ -5,6 +5,9 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+/// Stack for threads that only do namespace work: small, so spawning is cheap.
+pub const NS_THREAD_STACK: usize = 256 * 1024;
+
 #[derive(Debug)]
 pub struct NetNs {
     file: File,
@@ -54,30 +57,41 @@ impl NetNs {
         self.file.as_fd()
     }
 
+    /// Moves the calling thread into this namespace. Only for a thread made for the purpose
+    /// (as [`Self::run`] does): it must run nothing unrelated afterwards.
+    pub fn enter_current_thread(&self) -> Result<()> {
+        // SAFETY: setns on a valid namespace fd; it only affects the calling thread.
+        let rc = unsafe { libc::setns(self.raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(Error::Netns {
+                path: self.path.display().to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
     /// Runs `f` on a fresh OS thread that has entered this namespace. The thread ends with
     /// `f`, so no other code ever runs in the wrong namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let fd = self.raw_fd();
-        let path = self.path.display().to_string();
         std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: setns on a valid namespace fd; it only affects this thread.
-                let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    return Err(Error::Netns {
-                        path,
-                        source: std::io::Error::last_os_error(),
-                    });
-                }
-                Ok(f())
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(Error::Netns {
-                    path: self.path.display().to_string(),
-                    source: std::io::Error::other("thread in namespace panicked"),
+            std::thread::Builder::new()
+                .stack_size(NS_THREAD_STACK)
+                .spawn_scoped(s, move || {
+                    self.enter_current_thread()?;
+                    Ok(f())
                 })
-            })
+                .map_err(|e| Error::Netns {
+                    path: self.path.display().to_string(),
+                    source: e,
+                })?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Error::Netns {
+                        path: self.path.display().to_string(),
+                        source: std::io::Error::other("thread in namespace panicked"),
+                    })
+                })
         })
     }
 }

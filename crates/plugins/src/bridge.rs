@@ -9,11 +9,13 @@ use netlink_packet_route::link::InfoBridgePort;
 use oxivirt_cni::env::validate_ifname;
 use oxivirt_cni::error::codes;
 use oxivirt_cni::plugin::{require_check_support, Call};
+use oxivirt_cni::trace::mark;
 use oxivirt_cni::{parse_json, CniError, CniResult, Command, ErrorCode, Interface, NetConf, Route};
 use oxivirt_netlink::{parse_mac, sysctl, Handle, Link, NetNs};
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;
+use std::sync::mpsc;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -267,36 +269,83 @@ struct Undo {
     firewall: bool,
 }
 
+type IpamJob<'s> = std::thread::ScopedJoinHandle<'s, Result<Option<CniResult>, CniError>>;
+
+/// Work running beside the main thread during ADD: the IPAM allocation, and a thread in
+/// the container's namespace that opens the netlink socket there and later writes the
+/// interface's sysctls. Both overlap with the host-side netlink work.
+struct Helpers<'s> {
+    ipam: Option<IpamJob<'s>>,
+    cont: mpsc::Receiver<Result<Handle, oxivirt_netlink::Error>>,
+    sysctls_go: Option<mpsc::Sender<()>>,
+    sysctls: Option<std::thread::ScopedJoinHandle<'s, ()>>,
+}
+
+impl Helpers<'_> {
+    fn ipam_result(&mut self, undo: &mut Undo) -> Result<Option<CniResult>, CniError> {
+        let Some(job) = self.ipam.take() else {
+            return Ok(None);
+        };
+        let r = job
+            .join()
+            .unwrap_or_else(|_| Err(CniError::plugin(codes::IPAM, "IPAM thread panicked")));
+        if r.is_ok() {
+            undo.ipam = true;
+        }
+        r
+    }
+}
+
 fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
     let ns = open_netns(call)?;
     let mut host = Handle::new().map_err(nl_err)?;
-    let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
-    let ifname = call.env.ifname.as_str();
-    if cont.link_by_name(ifname).map_err(nl_err)?.is_some() {
-        return Err(CniError::plugin(
-            codes::NETLINK,
-            format!("container already has an interface named {ifname:?}"),
-        ));
-    }
-    let mut undo = Undo::default();
-    match add_inner(call, cfg, &ns, &mut host, &mut cont, &mut undo) {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            if undo.firewall {
-                let _ = NftCli.remove(&owner(call, cfg));
+    std::thread::scope(|s| {
+        let ipam = cfg
+            .layer3
+            .then(|| s.spawn(|| ipam::delegate(call, &cfg.conf, Command::Add)));
+        let (cont_tx, cont_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (ifname, enable_dad, nsref) = (call.env.ifname.as_str(), cfg.br.enabledad, &ns);
+        let worker = std::thread::Builder::new()
+            .stack_size(oxivirt_netlink::netns::NS_THREAD_STACK)
+            .spawn_scoped(s, move || {
+                let handle = nsref.enter_current_thread().and_then(|()| Handle::new());
+                let entered = handle.is_ok();
+                let _ = cont_tx.send(handle);
+                if entered && go_rx.recv().is_ok() {
+                    iface::write_container_sysctls(ifname, enable_dad);
+                }
+            })
+            .map_err(|e| CniError::io(format!("failed to start a thread: {e}")))?;
+        let mut helpers = Helpers {
+            ipam,
+            cont: cont_rx,
+            sysctls_go: Some(go_tx),
+            sysctls: Some(worker),
+        };
+        let mut undo = Undo::default();
+        match add_inner(call, cfg, &ns, &mut host, &mut helpers, &mut undo) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                helpers.sysctls_go = None;
+                // The allocation may have succeeded while the links failed.
+                let _ = helpers.ipam_result(&mut undo);
+                if undo.firewall {
+                    let _ = NftCli.remove(&owner(call, cfg));
+                }
+                if undo.ipam {
+                    let _ = ipam::delegate(call, &cfg.conf, Command::Del);
+                }
+                if let Some(i) = undo.host_veth {
+                    let _ = host.del_link(i);
+                }
+                if let Some(b) = undo.bridge {
+                    let _ = host.del_link(b);
+                }
+                Err(e)
             }
-            if undo.ipam {
-                let _ = ipam::delegate(call, &cfg.conf, Command::Del);
-            }
-            if let Some(i) = undo.host_veth {
-                let _ = host.del_link(i);
-            }
-            if let Some(b) = undo.bridge {
-                let _ = host.del_link(b);
-            }
-            Err(e)
         }
-    }
+    })
 }
 
 fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Link, CniError> {
@@ -389,25 +438,44 @@ fn add_inner(
     cfg: &Config,
     ns: &NetNs,
     host: &mut Handle,
-    cont: &mut Handle,
+    helpers: &mut Helpers<'_>,
     undo: &mut Undo,
 ) -> Result<CniResult, CniError> {
     let ifname = call.env.ifname.as_str();
     let br = ensure_bridge(host, cfg, undo)?;
+    mark("bridge ready");
+    let mut cont = helpers
+        .cont
+        .recv()
+        .map_err(|_| CniError::io("container namespace thread ended"))?
+        .map_err(nl_err)?;
+    mark("container socket ready");
+    if cont.link_by_name(ifname).map_err(nl_err)?.is_some() {
+        return Err(CniError::plugin(
+            codes::NETLINK,
+            format!("container already has an interface named {ifname:?}"),
+        ));
+    }
 
     let veth_name = random_veth_name();
-    host.add_veth(&veth_name, ifname, cfg.mtu, cfg.mac, Some(ns.raw_fd()))
-        .map_err(|e| {
-            nl_err(e).context(format!("failed to create veth pair {veth_name}/{ifname}"))
-        })?;
-    let veth = host.require_link(&veth_name).map_err(nl_err)?;
-    undo.host_veth = Some(veth.index);
-    host.set_master(veth.index, br.index).map_err(|e| {
+    host.add_veth(
+        &veth_name,
+        ifname,
+        cfg.mtu,
+        cfg.mac,
+        Some(ns.raw_fd()),
+        Some(br.index),
+        true,
+    )
+    .map_err(|e| {
         nl_err(e).context(format!(
-            "failed to connect {veth_name:?} to bridge {:?}",
+            "failed to create veth pair {veth_name}/{ifname} on bridge {:?}",
             br.name
         ))
     })?;
+    let veth = host.require_link(&veth_name).map_err(nl_err)?;
+    undo.host_veth = Some(veth.index);
+    mark("veth created");
     let mut port_opts = Vec::new();
     if cfg.br.hairpin_mode {
         port_opts.push(InfoBridgePort::HairpinMode(true));
@@ -433,14 +501,21 @@ fn add_inner(
         host.bridge_vlan(veth.index, *vid, false, false, true)
             .map_err(|e| nl_err(e).context(format!("failed to set trunk vlan on {veth_name:?}")))?;
     }
-    host.set_up(veth.index, true).map_err(nl_err)?;
+    if cfg.layer3 {
+        // The container interface exists now: its sysctls go in while we wait for IPAM.
+        if let Some(go) = helpers.sysctls_go.take() {
+            let _ = go.send(());
+        }
+    }
+    helpers.sysctls_go = None;
 
     let cont_link = cont.require_link(ifname).map_err(nl_err)?;
     let mut result = CniResult::default();
     if cfg.layer3 {
-        let r = ipam::delegate(call, &cfg.conf, Command::Add)?
+        let r = helpers
+            .ipam_result(undo)?
             .ok_or_else(|| CniError::plugin(codes::IPAM, "IPAM plugin returned no result"))?;
-        undo.ipam = true;
+        mark("IPAM done");
         if r.ips.is_empty() {
             return Err(CniError::plugin(
                 codes::IPAM,
@@ -487,8 +562,11 @@ fn add_inner(
             }
         }
         result.routes.extend(extra_routes);
-        iface::container_sysctls(ns, ifname, cfg.br.enabledad)?;
-        iface::configure(cont, cont_link.index, &result, 2, !cfg.br.enabledad)?;
+        if let Some(w) = helpers.sysctls.take() {
+            let _ = w.join();
+        }
+        iface::configure(&mut cont, cont_link.index, &result, 2, !cfg.br.enabledad)?;
+        mark("container configured");
         for gw in &gateways {
             ensure_addr(host, &br, *gw, cfg.br.force_address)
                 .map_err(|e| e.context(format!("failed to set bridge address {gw}")))?;
@@ -540,26 +618,50 @@ fn add_inner(
 }
 
 fn del(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
-    if let Some(path) = &call.env.netns {
-        // A netns that is gone, or an interface that is gone, is already deleted.
-        if let Ok(ns) = NetNs::open(path) {
-            let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
-            if let Some(link) = cont.link_by_name(&call.env.ifname).map_err(nl_err)? {
-                match cont.del_link(link.index) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(nl_err(e)),
-                }
+    std::thread::scope(|s| {
+        // The allocation is released while the kernel tears the veth down.
+        let ipam = cfg
+            .layer3
+            .then(|| s.spawn(|| ipam::delegate(call, &cfg.conf, Command::Del)));
+        let links = del_link(call);
+        mark("container link deleted");
+        let ipam = ipam
+            .map(|j| {
+                j.join()
+                    .unwrap_or_else(|_| Err(CniError::plugin(codes::IPAM, "IPAM thread panicked")))
+            })
+            .unwrap_or(Ok(None));
+        links?;
+        ipam?;
+        if cfg.br.macspoofchk || (cfg.layer3 && cfg.br.ip_masq) {
+            NftCli.remove(&owner(call, cfg))?;
+        }
+        Ok(())
+    })
+}
+
+/// Deletes the container interface (and so the veth pair). A netns or an interface that
+/// is gone is already deleted.
+fn del_link(call: &Call<'_>) -> Result<(), CniError> {
+    let Some(path) = &call.env.netns else {
+        return Ok(());
+    };
+    let Ok(ns) = NetNs::open(path) else {
+        return Ok(());
+    };
+    let ifname = call.env.ifname.as_str();
+    ns.run(|| -> Result<(), CniError> {
+        let mut cont = Handle::new().map_err(nl_err)?;
+        if let Some(link) = cont.link_by_name(ifname).map_err(nl_err)? {
+            match cont.del_link(link.index) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(nl_err(e)),
             }
         }
-    }
-    if cfg.layer3 {
-        ipam::delegate(call, &cfg.conf, Command::Del)?;
-    }
-    if cfg.br.macspoofchk || (cfg.layer3 && cfg.br.ip_masq) {
-        NftCli.remove(&owner(call, cfg))?;
-    }
-    Ok(())
+        Ok(())
+    })
+    .map_err(nl_err)?
 }
 
 fn mismatch(msg: String) -> CniError {

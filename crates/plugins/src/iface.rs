@@ -13,17 +13,19 @@ pub fn nl_err(e: oxivirt_netlink::Error) -> CniError {
 /// Sets the per-interface sysctls the reference sets before addressing: DAD and
 /// `arp_notify`. Failures are ignored (IPv6 may be disabled), as the reference does.
 pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<(), CniError> {
-    let ifname = ifname.to_string();
-    ns.run(move || {
-        if enable_dad {
-            let _ = sysctl::write(&["net", "ipv6", "conf", &ifname, "enhanced_dad"], "1");
-            let _ = sysctl::write(&["net", "ipv6", "conf", &ifname, "accept_dad"], "1");
-        } else {
-            let _ = sysctl::write(&["net", "ipv6", "conf", &ifname, "accept_dad"], "0");
-        }
-        let _ = sysctl::write(&["net", "ipv4", "conf", &ifname, "arp_notify"], "1");
-    })
-    .map_err(nl_err)
+    ns.run(|| write_container_sysctls(ifname, enable_dad))
+        .map_err(nl_err)
+}
+
+/// [`container_sysctls`] for a thread that is already in the container's namespace.
+pub fn write_container_sysctls(ifname: &str, enable_dad: bool) {
+    if enable_dad {
+        let _ = sysctl::write(&["net", "ipv6", "conf", ifname, "enhanced_dad"], "1");
+        let _ = sysctl::write(&["net", "ipv6", "conf", ifname, "accept_dad"], "1");
+    } else {
+        let _ = sysctl::write(&["net", "ipv6", "conf", ifname, "accept_dad"], "0");
+    }
+    let _ = sysctl::write(&["net", "ipv4", "conf", ifname, "arp_notify"], "1");
 }
 
 /// Brings the link up and applies the addresses (those for interface `if_index` in the

@@ -11,6 +11,7 @@ mod macvlan;
 use oxivirt_cni::plugin;
 
 fn main() {
+    oxivirt_cni::trace::mark("start");
     let mut args = std::env::args();
     let argv0 = args.next().unwrap_or_default();
     let called = std::path::Path::new(&argv0)
@@ -36,5 +37,6 @@ fn main() {
             2
         }
     };
+    oxivirt_cni::trace::mark("done");
     std::process::exit(code);
 }

@@ -431,7 +431,8 @@ fn malformed_input_is_answered_with_the_right_code() {
         let mut ifname = "net1";
         let mut netns = pod.path();
         let mut args = "";
-        let mut extra = vec![];
+        let index = tempfile::tempdir().expect("index dir");
+        let mut extra = vec![("OXIVIRT_IPAM_INDEX_DIR", index.path().display().to_string())];
         for (k, v) in &c.env {
             match *k {
                 "CNI_COMMAND" => command = v,

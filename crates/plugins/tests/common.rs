@@ -100,10 +100,15 @@ impl Env {
                 args,
                 cni_path: &cni_path,
                 node: Some(&self.node),
-                extra_env: vec![],
+                extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", self.index_dir())],
             },
             &conf.to_string(),
         )
+    }
+
+    /// Our host-local index for this test (instead of /run), removed with the data dir.
+    pub fn index_dir(&self) -> String {
+        self.data.path().join(".index").display().to_string()
     }
 
     /// IP files in the host-local store of `network`.

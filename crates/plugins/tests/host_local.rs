@@ -29,7 +29,14 @@ fn call(
             args,
             cni_path: &cni_path,
             node: None,
-            extra_env: vec![],
+            // Keep our index beside the test's data (removed with it), not in /run.
+            extra_env: vec![(
+                "OXIVIRT_IPAM_INDEX_DIR",
+                format!(
+                    "{}/.index",
+                    conf["ipam"]["dataDir"].as_str().unwrap_or("/tmp")
+                ),
+            )],
         },
         &conf.to_string(),
     )
