@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$work/bin"
-for p in bridge host-local static macvlan; do ln -s "$PWD/target/release/oxivirt-cni" "$work/bin/$p"; done
+for p in bridge host-local static macvlan; do ln -s "$PWD/target/x86_64-unknown-linux-gnu/release/oxivirt-cni" "$work/bin/$p"; done
 for ns in "$node" "$pod" "$out"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
 
 echo "== node: bridge multus-bridge with uplink enp8s0 (as in the article)"

@@ -163,9 +163,19 @@ fn cni_env(
     ]
 }
 
-/// Our host-local index for this run: on tmpfs as in production, removed at the end.
+/// Our host-local index for this run, removed at the end. In production it lives in /run,
+/// which is a tmpfs on a systemd node; where /run is not (as on some CI machines), the
+/// bench keeps it on /dev/shm so it measures what a node would see.
 fn index_dir() -> String {
-    format!("/run/oxivirt-bench-index-{}", std::process::id())
+    let on_tmpfs = |p: &str| {
+        let c = std::ffi::CString::new(p).unwrap_or_default();
+        // SAFETY: statfs with a valid path and a zeroed out-struct.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC }
+    };
+    let base = if on_tmpfs("/run") { "/run" } else { "/dev/shm" };
+    format!("{base}/oxivirt-bench-index-{}", std::process::id())
 }
 
 /// bridge + host-local ADD and DEL of the seed network into fresh pod namespaces.
@@ -201,6 +211,9 @@ fn bench_seed(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
                     let run = run_plugin(&bin, &cni_env(cmd, &id, &netns, "net1", dir), &confs[k])?;
                     if !run.ok {
                         bail!("{} {cmd} failed: {}", bin.display(), run.stdout);
+                    }
+                    if cmd == "DEL" {
+                        settle(&pair[k])?;
                     }
                     // The first two rounds warm the page cache and create the bridge.
                     if i >= 2 {
@@ -238,6 +251,24 @@ fn bench_seed(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
         let _ = std::fs::remove_dir_all(d);
     }
     result
+}
+
+/// Waits (untimed) until no retired link is left in `pod`: our DEL leaves the kernel's
+/// slow veth teardown to a detached process, which must not overlap the next timed call.
+fn settle(pod: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", pod, "-o", "link", "show"])
+            .output()?;
+        if !String::from_utf8_lossy(&out.stdout).contains("oxdel") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("retired link in {pod} not deleted after 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// host-local ADD and DEL with 60,000 addresses allocated in a /16.

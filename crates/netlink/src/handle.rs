@@ -36,13 +36,8 @@ impl Handle {
         ns.run(Self::new)?
     }
 
-    /// Sends one request and collects the reply messages (dump) or the acknowledgement.
-    pub(crate) fn request(
-        &mut self,
-        op: &str,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+    /// Serialises a request with the next sequence number.
+    pub(crate) fn encode(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
@@ -51,6 +46,21 @@ impl Handle {
         packet.finalize();
         let mut buf = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut buf);
+        buf
+    }
+
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
+    }
+
+    /// Sends one request and collects the reply messages (dump) or the acknowledgement.
+    pub(crate) fn request(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let buf = self.encode(msg, flags);
         let kernel = |source| Error::Kernel {
             op: op.to_string(),
             source,

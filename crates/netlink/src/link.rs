@@ -373,6 +373,46 @@ impl Handle {
         .map(|_| ())
     }
 
+    /// Takes link `index` out of use at once and leaves its deletion to a detached process.
+    ///
+    /// Deleting a veth waits in the kernel for RCU grace periods (15–25 ms here) although
+    /// the device is unusable long before. So: set it down, rename it to `grave` (its
+    /// name is free again immediately), and let a double-forked child send the delete and
+    /// wait for it. If the rename fails, deletes in place instead.
+    pub fn retire_link(&mut self, index: u32, grave: &str) -> Result<()> {
+        self.set_up(index, false)?;
+        if self.set_name(index, grave).is_err() {
+            return self.del_link(index);
+        }
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let buf = self.encode(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK);
+        let fd = self.raw_fd();
+        // SAFETY: after fork only async-signal-safe calls run in the children (setsid,
+        // fork, close, send, recv, _exit) on memory prepared before the fork.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::setsid();
+                if libc::fork() == 0 {
+                    for std_fd in 0..3 {
+                        libc::close(std_fd);
+                    }
+                    libc::send(fd, buf.as_ptr().cast(), buf.len(), 0);
+                    let mut ack = [0u8; 256];
+                    libc::recv(fd, ack.as_mut_ptr().cast(), ack.len(), 0);
+                }
+                libc::_exit(0);
+            }
+            if pid < 0 {
+                return self.del_link(index);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+        }
+        Ok(())
+    }
+
     pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;

@@ -247,6 +247,15 @@ fn open_netns(call: &Call<'_>) -> Result<NetNs, CniError> {
 }
 
 fn random_veth_name() -> String {
+    format!("veth{}", random_hex8())
+}
+
+/// The name a retired container link carries until the kernel has deleted it.
+fn grave_name() -> String {
+    format!("oxdel{}", random_hex8())
+}
+
+fn random_hex8() -> String {
     let mut b = [0u8; 4];
     // SAFETY: getrandom writes at most b.len() bytes into a valid buffer.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
@@ -257,7 +266,7 @@ fn random_veth_name() -> String {
             .unwrap_or(0);
         b = (t ^ std::process::id()).to_ne_bytes();
     }
-    format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+    format!("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
 }
 
 /// Undo actions for a failed ADD, run in reverse.
@@ -653,7 +662,7 @@ fn del_link(call: &Call<'_>) -> Result<(), CniError> {
     ns.run(|| -> Result<(), CniError> {
         let mut cont = Handle::new().map_err(nl_err)?;
         if let Some(link) = cont.link_by_name(ifname).map_err(nl_err)? {
-            match cont.del_link(link.index) {
+            match cont.retire_link(link.index, &grave_name()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(nl_err(e)),

@@ -3,8 +3,9 @@
 mod common;
 
 use common::{bridge_state, must, normalise, Env, Impl};
-use oxivirt_testkit::require_root;
+use oxivirt_testkit::{eventually, require_root};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 const DIFF_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
 const ALL_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -87,12 +88,16 @@ fn seed_network_add_check_del_in_every_version() {
 
         let d = env.run(Impl::Ours, "bridge", "DEL", &id, "net1", &conf);
         assert!(d.ok, "{v} DEL: {}", d.stdout);
+        // The name is free at once; the kernel's teardown of the pair finishes shortly after.
         assert!(!env.pod.has_link("net1"));
         assert!(env.allocations("multus-br").is_empty());
-        assert_eq!(
+        assert!(
+            eventually(Duration::from_secs(5), || env.node_links()
+                == ["lo", "multus-bridge"]
+                && common::links(&env.pod) == ["lo"]),
+            "{v}: veth pair left behind: {:?} / {:?}",
             env.node_links(),
-            vec!["lo", "multus-bridge"],
-            "{v}: host veth left behind"
+            common::links(&env.pod)
         );
         // DEL again: idempotent.
         let d = env.run(Impl::Ours, "bridge", "DEL", &id, "net1", &conf);
@@ -150,11 +155,10 @@ fn same_results_and_state_as_reference() {
                 let files = env.allocations("multus-br");
                 let d = env.run(imp, "bridge", "DEL", "ctr1", "net1", &conf);
                 assert!(d.ok, "{imp:?} {v} {name} DEL: {}", d.stdout);
-                let after = (
-                    env.node_links(),
-                    env.allocations("multus-br"),
-                    env.pod.has_link("net1"),
-                );
+                let gone = eventually(Duration::from_secs(5), || {
+                    env.node_links() == ["lo", "multus-bridge"]
+                });
+                let after = (gone, env.allocations("multus-br"), env.pod.has_link("net1"));
                 seen.push((result, state, files, after));
             }
             let (theirs, ours) = (&seen[0], &seen[1]);
@@ -509,4 +513,53 @@ fn vlan_access_and_trunk() {
             "{v}: {vlans}"
         );
     }
+}
+
+/// DEL frees the interface name at once and the kernel deletes the pair in the background;
+/// an immediate re-ADD with the same name works.
+#[test]
+fn del_frees_the_name_at_once_and_the_pair_goes() {
+    if !require_root("del_frees_the_name_at_once_and_the_pair_goes") {
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf("1.0.0", json!({}));
+    for round in 0..3 {
+        let out = must(
+            env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf),
+            "ADD",
+        );
+        let veth = out.json()["interfaces"][1]["name"]
+            .as_str()
+            .expect("veth")
+            .to_string();
+        must(
+            env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf),
+            "DEL",
+        );
+        assert!(
+            !env.pod.has_link("net1"),
+            "round {round}: net1 still there after DEL"
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || !env.node.has_link(&veth)
+                && common::links(&env.pod) == ["lo"]),
+            "round {round}: retired pair not deleted: {:?}",
+            common::links(&env.pod)
+        );
+    }
+    // Back to back, without waiting for the kernel: the name is free.
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "c2", "net1", &conf),
+        "ADD",
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "c2", "net1", &conf),
+        "DEL",
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "c3", "net1", &conf),
+        "re-ADD right after DEL",
+    );
+    assert_eq!(env.allocations("multus-br").len(), 1);
 }

@@ -222,3 +222,19 @@ pub fn our_plugins_dir(bin: &Path) -> PathBuf {
     }
     dir
 }
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held. For state the
+/// kernel finishes asynchronously (a retired veth's deletion), never as a stand-in for a
+/// result the code under test should already have produced.
+pub fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
