@@ -38,6 +38,7 @@ pub struct Env {
     pub data: tempfile::TempDir,
 }
 
+#[allow(clippy::new_without_default)]
 impl Env {
     pub fn new() -> Self {
         Self {
@@ -64,6 +65,7 @@ impl Env {
         c
     }
 
+    /// Runs `plugin` of `imp` from the node namespace against the pod namespace.
     pub fn run(
         &self,
         imp: Impl,
@@ -71,19 +73,6 @@ impl Env {
         cmd: &str,
         id: &str,
         ifname: &str,
-        conf: &Value,
-    ) -> CniOutput {
-        self.run_args(imp, plugin, cmd, id, ifname, "", conf)
-    }
-
-    pub fn run_args(
-        &self,
-        imp: Impl,
-        plugin: &str,
-        cmd: &str,
-        id: &str,
-        ifname: &str,
-        args: &str,
         conf: &Value,
     ) -> CniOutput {
         let dir = imp.dir();
@@ -97,7 +86,7 @@ impl Env {
                 container_id: id,
                 netns: Some(&netns),
                 ifname,
-                args,
+                args: "",
                 cni_path: &cni_path,
                 node: Some(&self.node),
                 extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", self.index_dir())],
