@@ -3,7 +3,9 @@
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use ipnet::IpNet;
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
@@ -227,7 +229,11 @@ impl Handle {
         self.get_link(&format!("get link #{index}"), msg)
     }
 
-    fn get_link(&mut self, op: &str, msg: LinkMessage) -> Result<Option<Link>> {
+    fn get_link(&mut self, op: &str, mut msg: LinkMessage) -> Result<Option<Link>> {
+        // Stats are most of a link's reply and we never read them.
+        msg.attributes.push(LinkAttribute::ExtMask(vec![
+            netlink_packet_route::link::LinkExtentMask::SkipStats,
+        ]));
         match self.request(op, RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
@@ -290,7 +296,7 @@ impl Handle {
         peer_ns: Option<RawFd>,
         master: Option<u32>,
         up: bool,
-    ) -> Result<()> {
+    ) -> Result<Link> {
         let mut peer_msg = LinkMessage::default();
         peer_msg.attributes.push(LinkAttribute::IfName(peer.into()));
         if let Some(mtu) = mtu {
@@ -320,7 +326,21 @@ impl Handle {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
         ]));
-        self.new_link(&format!("create veth {name} (peer {peer})"), msg)
+        // NLM_F_ECHO hands the new link back in the same round trip (kernels from 6.3);
+        // older kernels send nothing and we look it up.
+        let echoed = self.request(
+            &format!("create veth {name} (peer {peer})"),
+            RouteNetlinkMessage::NewLink(msg),
+            CREATE | NLM_F_ECHO,
+        )?;
+        let link = echoed.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)).filter(|l| l.name == name),
+            _ => None,
+        });
+        match link {
+            Some(l) => Ok(l),
+            None => self.require_link(name),
+        }
     }
 
     /// Creates a macvlan on `master` (by index in this namespace) and moves it into `ns`.

@@ -11,7 +11,7 @@ use oxivirt_cni::error::codes;
 use oxivirt_cni::plugin::{require_check_support, Call};
 use oxivirt_cni::trace::mark;
 use oxivirt_cni::{parse_json, CniError, CniResult, Command, ErrorCode, Interface, NetConf, Route};
-use oxivirt_netlink::{parse_mac, sysctl, Handle, Link, NetNs};
+use oxivirt_netlink::{format_mac, parse_mac, sysctl, Handle, Link, NetNs};
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -393,14 +393,20 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
 
 /// Puts `gw` on the bridge; another IPv4 address (or an overlapping IPv6 one) is an
 /// error unless `forceAddress`, as in the reference.
-fn ensure_addr(host: &mut Handle, br: &Link, gw: IpNet, force: bool) -> Result<(), CniError> {
+/// Returns the bridge MAC if it pinned it.
+fn ensure_addr(
+    host: &mut Handle,
+    br: &Link,
+    gw: IpNet,
+    force: bool,
+) -> Result<Option<[u8; 6]>, CniError> {
     let addrs = host.addresses(Some(br.index)).map_err(nl_err)?;
     for a in addrs
         .iter()
         .filter(|a| a.addr.addr().is_ipv4() == gw.addr().is_ipv4())
     {
         if a.addr == gw {
-            return Ok(());
+            return Ok(None);
         }
         if a.addr.addr().is_link_local_v6() {
             continue;
@@ -422,14 +428,11 @@ fn ensure_addr(host: &mut Handle, br: &Link, gw: IpNet, force: bool) -> Result<(
         Err(e) => return Err(nl_err(e)),
     }
     // Pin the bridge MAC so it does not follow the lowest port MAC as ports churn.
-    let now = host.link_by_index(br.index).map_err(nl_err)?;
-    if let Some(mac) = now
-        .and_then(|l| l.mac)
-        .filter(|m| m.iter().any(|b| *b != 0))
-    {
+    let mac = br.mac.filter(|m| m.iter().any(|b| *b != 0));
+    if let Some(mac) = mac {
         host.set_mac(br.index, mac).map_err(nl_err)?;
     }
-    Ok(())
+    Ok(mac)
 }
 
 trait LinkLocal {
@@ -459,15 +462,8 @@ fn add_inner(
         .map_err(|_| CniError::io("container namespace thread ended"))?
         .map_err(nl_err)?;
     mark("container socket ready");
-    if cont.link_by_name(ifname).map_err(nl_err)?.is_some() {
-        return Err(CniError::plugin(
-            codes::NETLINK,
-            format!("container already has an interface named {ifname:?}"),
-        ));
-    }
-
     let veth_name = random_veth_name();
-    host.add_veth(
+    let veth = match host.add_veth(
         &veth_name,
         ifname,
         cfg.mtu,
@@ -475,14 +471,22 @@ fn add_inner(
         Some(ns.raw_fd()),
         Some(br.index),
         true,
-    )
-    .map_err(|e| {
-        nl_err(e).context(format!(
-            "failed to create veth pair {veth_name}/{ifname} on bridge {:?}",
-            br.name
-        ))
-    })?;
-    let veth = host.require_link(&veth_name).map_err(nl_err)?;
+    ) {
+        Ok(v) => v,
+        // Only now tell the likely cause apart: checking first would cost every ADD.
+        Err(e) if e.is_exists() && cont.link_by_name(ifname).ok().flatten().is_some() => {
+            return Err(CniError::plugin(
+                codes::NETLINK,
+                format!("container already has an interface named {ifname:?}"),
+            ))
+        }
+        Err(e) => {
+            return Err(nl_err(e).context(format!(
+                "failed to create veth pair {veth_name}/{ifname} on bridge {:?}",
+                br.name
+            )))
+        }
+    };
     undo.host_veth = Some(veth.index);
     mark("veth created");
     let mut port_opts = Vec::new();
@@ -510,6 +514,13 @@ fn add_inner(
         host.bridge_vlan(veth.index, *vid, false, false, true)
             .map_err(|e| nl_err(e).context(format!("failed to set trunk vlan on {veth_name:?}")))?;
     }
+    // The bridge takes the lowest port MAC unless one was set: read it now that the port
+    // is in, before the container side starts link events that contend for the kernel.
+    let br_after_port = host
+        .link_by_index(br.index)
+        .map_err(nl_err)?
+        .unwrap_or_else(|| br.clone());
+    let mut gateway_mac = None;
     if cfg.layer3 {
         // The container interface exists now: its sysctls go in while we wait for IPAM.
         if let Some(go) = helpers.sysctls_go.take() {
@@ -577,7 +588,7 @@ fn add_inner(
         iface::configure(&mut cont, cont_link.index, &result, 2, !cfg.br.enabledad)?;
         mark("container configured");
         for gw in &gateways {
-            ensure_addr(host, &br, *gw, cfg.br.force_address)
+            gateway_mac = ensure_addr(host, &br_after_port, *gw, cfg.br.force_address)
                 .map_err(|e| e.context(format!("failed to set bridge address {gw}")))?;
         }
         if gateways.iter().any(|g| g.addr().is_ipv4()) {
@@ -599,17 +610,19 @@ fn add_inner(
         NftCli.add_spoofcheck(&owner(call, cfg), &veth_name, &cont_link.mac_string())?;
     }
 
-    let br_now = host.require_link(&cfg.br.bridge).map_err(nl_err)?;
-    let veth_now = host.require_link(&veth_name).map_err(nl_err)?;
+    let br_mac = gateway_mac
+        .or(br_after_port.mac)
+        .map(|m| format_mac(&m))
+        .unwrap_or_default();
     result.interfaces = vec![
         Interface {
-            name: br_now.name.clone(),
-            mac: br_now.mac_string(),
+            name: br_after_port.name.clone(),
+            mac: br_mac,
             ..Default::default()
         },
         Interface {
-            name: veth_now.name.clone(),
-            mac: veth_now.mac_string(),
+            name: veth.name.clone(),
+            mac: veth.mac_string(),
             ..Default::default()
         },
         Interface {
