@@ -563,3 +563,88 @@ fn del_frees_the_name_at_once_and_the_pair_goes() {
     );
     assert_eq!(env.allocations("multus-br").len(), 1);
 }
+
+/// An IPAM type we do not implement in-process is exec'd from CNI_PATH with the CNI
+/// environment (here the reference host-local under another name).
+#[test]
+fn delegates_to_an_exec_ipam_plugin() {
+    if !require_root("delegates_to_an_exec_ipam_plugin") {
+        return;
+    }
+    let Some(reference) = oxivirt_testkit::reference_plugins() else {
+        eprintln!(
+            "SKIP delegates_to_an_exec_ipam_plugin: containernetworking-plugins not installed"
+        );
+        return;
+    };
+    let env = Env::new();
+    let bin = tempfile::tempdir().expect("bin");
+    std::os::unix::fs::symlink(common::our_bin(), bin.path().join("bridge")).expect("link");
+    std::os::unix::fs::symlink(
+        reference.join("host-local"),
+        bin.path().join("third-party-ipam"),
+    )
+    .expect("link");
+    let conf = env.seed_conf("1.0.0", json!({"ipam": {"type": "third-party-ipam"}}));
+    let cni_path = bin.path().display().to_string();
+    let plugin = bin.path().join("bridge");
+    let netns = env.pod.path();
+    let call = |cmd: &'static str| {
+        oxivirt_testkit::run_cni(
+            &oxivirt_testkit::CniCall {
+                plugin: &plugin,
+                command: cmd,
+                container_id: "x1",
+                netns: Some(&netns),
+                ifname: "net1",
+                args: "",
+                cni_path: &cni_path,
+                node: Some(&env.node),
+                extra_env: vec![],
+            },
+            &conf.to_string(),
+        )
+    };
+    let out = must(call("ADD"), "ADD via exec'd IPAM");
+    assert_eq!(out.json()["ips"][0]["address"], "192.168.100.2/24");
+    assert_eq!(env.allocations("multus-br"), vec!["192.168.100.2"]);
+    must(call("DEL"), "DEL via exec'd IPAM");
+    assert!(env.allocations("multus-br").is_empty());
+}
+
+/// The container MAC comes from CNI_ARGS, args.cni or runtimeConfig; later ones win.
+#[test]
+fn mac_sources_and_precedence() {
+    if !require_root("mac_sources_and_precedence") {
+        return;
+    }
+    let env = Env::new();
+    let cases = [
+        (
+            json!({"runtimeConfig": {"mac": "0a:58:00:00:00:03"}, "args": {"cni": {"mac": "0a:58:00:00:00:02"}}}),
+            "0a:58:00:00:00:03",
+        ),
+        (
+            json!({"args": {"cni": {"mac": "0a:58:00:00:00:02"}}}),
+            "0a:58:00:00:00:02",
+        ),
+    ];
+    for (i, (extra, want)) in cases.iter().enumerate() {
+        let conf = env.seed_conf("1.0.0", extra.clone());
+        let ifname = format!("net{i}");
+        let out = must(
+            env.run(
+                Impl::Ours,
+                "bridge",
+                "ADD",
+                &format!("m{i}"),
+                &ifname,
+                &conf,
+            ),
+            "ADD",
+        );
+        assert_eq!(out.json()["interfaces"][2]["mac"], *want);
+        let link = &env.pod.ip_json(&["link", "show", "dev", &ifname])[0];
+        assert_eq!(link["address"], *want);
+    }
+}
