@@ -10,10 +10,9 @@ use oxivirt_cni::env::validate_ifname;
 use oxivirt_cni::error::codes;
 use oxivirt_cni::plugin::{require_check_support, Call};
 use oxivirt_cni::trace::mark;
-use oxivirt_cni::{parse_json, CniError, CniResult, Command, ErrorCode, Interface, NetConf, Route};
-use oxivirt_netlink::{format_mac, parse_mac, sysctl, Handle, Link, NetNs};
+use oxivirt_cni::{parse_json, CniError, CniResult, Command, Interface, NetConf, Route};
+use oxivirt_netlink::{format_mac, sysctl, Handle, Link, NetNs};
 use serde::Deserialize;
-use serde_json::Value;
 use std::net::IpAddr;
 use std::sync::mpsc;
 
@@ -121,17 +120,6 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>, CniError> {
     Ok(set.into_iter().map(|v| v as u16).collect())
 }
 
-fn mac_from(v: Option<&Value>, from: &str) -> Result<Option<[u8; 6]>, CniError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => parse_mac(s)
-            .map(Some)
-            .ok_or_else(|| CniError::config(format!("{from}: {s:?} is not a MAC address"))),
-        Some(_) => Err(CniError::config(format!("{from} must be a string"))),
-    }
-}
-
 fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
     let (conf, version) = NetConf::load(call.stdin)?;
     let br: BridgeConf = parse_json(call.stdin, "network config")?;
@@ -172,10 +160,7 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
             "cannot set hairpin mode and promiscuous mode at the same time",
         ));
     }
-    let layer3 = conf
-        .ipam
-        .as_ref()
-        .is_some_and(|i| !i.plugin_type.is_empty());
+    let layer3 = iface::layer3(&conf);
     if br.disable_container_interface && layer3 {
         return Err(CniError::config(
             "network config: `disableContainerInterface` cannot be used with IPAM (the interface would be down)",
@@ -185,16 +170,7 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
         call.env.args.check_known(&ipam::KNOWN_ARGS)?;
     }
     // Later sources win, as in the reference: CNI_ARGS, args.cni, runtimeConfig.
-    let mut mac = None;
-    if let Some(m) = call.env.args.get("MAC") {
-        mac = mac_from(Some(&Value::String(m.to_string())), "CNI_ARGS MAC")?;
-    }
-    if let Some(m) = mac_from(conf.args_cni("mac"), "args.cni.mac")? {
-        mac = Some(m);
-    }
-    if let Some(m) = mac_from(conf.runtime("mac"), "runtimeConfig.mac")? {
-        mac = Some(m);
-    }
+    let mac = iface::requested_mac(call, &conf)?;
     let mtu = (br.mtu > 0).then_some(br.mtu as u32);
     Ok((
         Config {
@@ -230,20 +206,6 @@ fn owner(call: &Call<'_>, cfg: &Config) -> Owner {
         container_id: call.env.container_id.clone(),
         ifname: call.env.ifname.clone(),
     }
-}
-
-fn open_netns(call: &Call<'_>) -> Result<NetNs, CniError> {
-    let path = call
-        .env
-        .netns
-        .as_ref()
-        .ok_or_else(|| CniError::env("CNI_NETNS is required"))?;
-    NetNs::open(path).map_err(|e| {
-        CniError::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns: {e}"),
-        )
-    })
 }
 
 fn random_veth_name() -> String {
@@ -306,7 +268,7 @@ impl Helpers<'_> {
 }
 
 fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
-    let ns = open_netns(call)?;
+    let ns = iface::open_netns(call)?;
     let mut host = Handle::new().map_err(nl_err)?;
     std::thread::scope(|s| {
         let ipam = cfg
@@ -645,7 +607,7 @@ fn del(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
         let ipam = cfg
             .layer3
             .then(|| s.spawn(|| ipam::delegate(call, &cfg.conf, Command::Del)));
-        let links = del_link(call);
+        let links = iface::remove_container_link(call, Some(&grave_name()));
         mark("container link deleted");
         let ipam = ipam
             .map(|j| {
@@ -662,43 +624,16 @@ fn del(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
     })
 }
 
-/// Deletes the container interface (and so the veth pair). A netns or an interface that
-/// is gone is already deleted.
-fn del_link(call: &Call<'_>) -> Result<(), CniError> {
-    let Some(path) = &call.env.netns else {
-        return Ok(());
-    };
-    let Ok(ns) = NetNs::open(path) else {
-        return Ok(());
-    };
-    let ifname = call.env.ifname.as_str();
-    ns.run(|| -> Result<(), CniError> {
-        let mut cont = Handle::new().map_err(nl_err)?;
-        if let Some(link) = cont.link_by_name(ifname).map_err(nl_err)? {
-            match cont.retire_link(link.index, &grave_name()) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(nl_err(e)),
-            }
-        }
-        Ok(())
-    })
-    .map_err(nl_err)?
-}
-
 fn mismatch(msg: String) -> CniError {
     CniError::plugin(codes::CHECK_MISMATCH, msg)
 }
 
 fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
-    let ns = open_netns(call)?;
+    let ns = iface::open_netns(call)?;
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Check)?;
     }
-    let prev = cfg.conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::config("network config: field `prevResult` is required for CHECK")
-    })?;
-    let prev = CniResult::from_value(prev)?;
+    let prev = iface::prev_result(&cfg.conf)?;
     let netns = ns.path().display().to_string();
     let br_if = prev
         .interfaces

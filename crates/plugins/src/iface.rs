@@ -2,12 +2,102 @@
 //! routes to the container interface, and checking them for CHECK.
 
 use oxivirt_cni::error::codes;
-use oxivirt_cni::{CniError, CniResult};
-use oxivirt_netlink::{sysctl, Handle, NetNs, RouteSpec};
+use oxivirt_cni::plugin::Call;
+use oxivirt_cni::{CniError, CniResult, ErrorCode, NetConf};
+use oxivirt_netlink::{parse_mac, sysctl, Handle, NetNs, RouteSpec};
+use serde_json::Value;
 use std::net::IpAddr;
 
 pub fn nl_err(e: oxivirt_netlink::Error) -> CniError {
     CniError::plugin(codes::NETLINK, e.to_string())
+}
+
+/// The container's namespace; one that cannot be opened is an unknown container (3).
+pub fn open_netns(call: &Call<'_>) -> Result<NetNs, CniError> {
+    let path = call
+        .env
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::env("CNI_NETNS is required"))?;
+    NetNs::open(path).map_err(|e| {
+        CniError::new(
+            ErrorCode::UnknownContainer,
+            format!("failed to open netns: {e}"),
+        )
+    })
+}
+
+/// Whether the config asks for IPAM (an empty `ipam` means layer 2 only).
+pub fn layer3(conf: &NetConf) -> bool {
+    conf.ipam
+        .as_ref()
+        .is_some_and(|i| !i.plugin_type.is_empty())
+}
+
+/// The MAC the runtime asks for: `CNI_ARGS` `MAC=`, then `args.cni.mac`, then
+/// `runtimeConfig.mac`, later ones winning (as in the reference).
+pub fn requested_mac(call: &Call<'_>, conf: &NetConf) -> Result<Option<[u8; 6]>, CniError> {
+    let from_args = call
+        .env
+        .args
+        .get("MAC")
+        .map(|s| Value::String(s.to_string()));
+    let sources = [
+        (from_args.as_ref(), "CNI_ARGS MAC"),
+        (conf.args_cni("mac"), "args.cni.mac"),
+        (conf.runtime("mac"), "runtimeConfig.mac"),
+    ];
+    let mut mac = None;
+    for (v, from) in sources {
+        match v {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(Value::String(s)) => {
+                mac = Some(parse_mac(s).ok_or_else(|| {
+                    CniError::config(format!("{from}: {s:?} is not a MAC address"))
+                })?)
+            }
+            Some(_) => return Err(CniError::config(format!("{from} must be a string"))),
+        }
+    }
+    Ok(mac)
+}
+
+/// `prevResult`, required by CHECK.
+pub fn prev_result(conf: &NetConf) -> Result<CniResult, CniError> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::config("network config: field `prevResult` is required for CHECK")
+    })?;
+    CniResult::from_value(prev).map_err(|e| e.context("network config: field `prevResult`"))
+}
+
+/// Removes the container interface named in the call. A netns or an interface that is
+/// gone is already removed. With `retire`, the link is taken out of use and renamed at
+/// once and the kernel's slow deletion finishes in a detached process (see
+/// [`Handle::retire_link`]).
+pub fn remove_container_link(call: &Call<'_>, retire: Option<&str>) -> Result<(), CniError> {
+    let Some(path) = &call.env.netns else {
+        return Ok(());
+    };
+    let Ok(ns) = NetNs::open(path) else {
+        return Ok(());
+    };
+    let ifname = call.env.ifname.as_str();
+    ns.run(|| -> Result<(), CniError> {
+        let mut cont = Handle::new().map_err(nl_err)?;
+        let Some(link) = cont.link_by_name(ifname).map_err(nl_err)? else {
+            return Ok(());
+        };
+        let r = match retire {
+            Some(grave) => cont.retire_link(link.index, grave),
+            None => cont.del_link(link.index),
+        };
+        match r {
+            Err(e) if !e.is_not_found() => Err(nl_err(e)),
+            _ => Ok(()),
+        }
+    })
+    .map_err(nl_err)?
 }
 
 /// Sets the per-interface sysctls the reference sets before addressing: DAD and

@@ -49,13 +49,6 @@ fn host_local(call: &Call<'_>, conf: &NetConf) -> Result<HostLocal, CniError> {
     HostLocal::from_config(call.stdin, &conf.name, &NodePolicy::load()?)
 }
 
-fn prev_result(conf: &NetConf) -> Result<CniResult, CniError> {
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::config("network config: field `prevResult` is required for CHECK")
-    })?;
-    CniResult::from_value(prev).map_err(|e| e.context("network config: field `prevResult`"))
-}
-
 /// Runs the config's IPAM for `command`; returns the result for ADD.
 pub fn delegate(
     call: &Call<'_>,
@@ -112,7 +105,11 @@ fn host_local_command(
             Ok(None)
         }
         Command::Check => {
-            hl.check(&env.container_id, &env.ifname, &prev_result(conf)?)?;
+            hl.check(
+                &env.container_id,
+                &env.ifname,
+                &crate::iface::prev_result(conf)?,
+            )?;
             Ok(None)
         }
         Command::Gc => {

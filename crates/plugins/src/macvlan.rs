@@ -4,10 +4,9 @@ use crate::iface::{self, nl_err};
 use crate::ipam;
 use oxivirt_cni::error::codes;
 use oxivirt_cni::plugin::{require_check_support, Call};
-use oxivirt_cni::{parse_json, CniError, CniResult, Command, ErrorCode, Interface, NetConf};
-use oxivirt_netlink::{parse_mac, Handle, MacvlanMode, NetNs};
+use oxivirt_cni::{parse_json, CniError, CniResult, Command, Interface, NetConf};
+use oxivirt_netlink::{Handle, MacvlanMode};
 use serde::Deserialize;
-use serde_json::Value;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -85,36 +84,13 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni::Version), CniError> {
     if call.env.command == Command::Add {
         call.env.args.check_known(&ipam::KNOWN_ARGS)?;
     }
-    let mut mac = None;
-    let sources = [
-        (
-            call.env
-                .args
-                .get("MAC")
-                .map(|s| Value::String(s.to_string())),
-            "CNI_ARGS MAC",
-        ),
-        (conf.args_cni("mac").cloned(), "args.cni.mac"),
-        (conf.runtime("mac").cloned(), "runtimeConfig.mac"),
-    ];
-    for (v, from) in sources {
-        if let Some(Value::String(s)) = v {
-            if !s.is_empty() {
-                mac = Some(parse_mac(&s).ok_or_else(|| {
-                    CniError::config(format!("{from}: {s:?} is not a MAC address"))
-                })?);
-            }
-        }
-    }
+    let mac = iface::requested_mac(call, &conf)?;
     if mac.is_some() && mode == MacvlanMode::Passthru {
         return Err(CniError::config(
             "a MAC address cannot be set in passthru mode",
         ));
     }
-    let layer3 = conf
-        .ipam
-        .as_ref()
-        .is_some_and(|i| !i.plugin_type.is_empty());
+    let layer3 = iface::layer3(&conf);
     Ok((
         Config {
             conf,
@@ -146,22 +122,8 @@ pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
     }
 }
 
-fn open_netns(call: &Call<'_>) -> Result<NetNs, CniError> {
-    let path = call
-        .env
-        .netns
-        .as_ref()
-        .ok_or_else(|| CniError::env("CNI_NETNS is required"))?;
-    NetNs::open(path).map_err(|e| {
-        CniError::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns: {e}"),
-        )
-    })
-}
-
 fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
-    let ns = open_netns(call)?;
+    let ns = iface::open_netns(call)?;
     let ifname = call.env.ifname.as_str();
     let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
     if cont.link_by_name(ifname).map_err(nl_err)?.is_some() {
@@ -257,30 +219,15 @@ fn del(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Del)?;
     }
-    if let Some(path) = &call.env.netns {
-        if let Ok(ns) = NetNs::open(path) {
-            let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
-            if let Some(link) = cont.link_by_name(&call.env.ifname).map_err(nl_err)? {
-                match cont.del_link(link.index) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(nl_err(e)),
-                }
-            }
-        }
-    }
-    Ok(())
+    iface::remove_container_link(call, None)
 }
 
 fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
-    let ns = open_netns(call)?;
+    let ns = iface::open_netns(call)?;
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Check)?;
     }
-    let prev = cfg.conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::config("network config: field `prevResult` is required for CHECK")
-    })?;
-    let prev = CniResult::from_value(prev)?;
+    let prev = iface::prev_result(&cfg.conf)?;
     let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
     let link = cont
         .link_by_name(&call.env.ifname)
