@@ -76,6 +76,24 @@ fn parse_owner(content: &str) -> (String, String) {
     }
 }
 
+/// Replaces a small file's content in place: a write over the old bytes and a truncate
+/// only when the new content is shorter, instead of truncating to zero first (which frees
+/// and reallocates the block, the costly part on a journaling filesystem).
+fn rewrite_small(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)?;
+    f.write_all_at(content, 0)?;
+    if f.metadata()?.len() > content.len() as u64 {
+        f.set_len(content.len() as u64)?;
+    }
+    Ok(())
+}
+
 fn mtime_of(path: &Path) -> Result<(i64, i64), CniError> {
     let md = fs::metadata(path).map_err(|e| io_err("stat", path, e))?;
     Ok((md.mtime(), md.mtime_nsec()))
@@ -261,7 +279,7 @@ impl Store {
             return Err(io_err("write", &path, e));
         }
         let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{rangeset}"));
-        fs::write(&last, ip.to_string()).map_err(|e| io_err("write", &last, e))?;
+        rewrite_small(&last, ip.to_string().as_bytes()).map_err(|e| io_err("write", &last, e))?;
         let name = hint_name(id, ifname);
         let mut ips = self.read_hint(&name);
         if !ips.contains(&ip) {

@@ -12,5 +12,5 @@ pub mod sysctl;
 
 pub use error::{Error, Result};
 pub use handle::Handle;
-pub use link::{format_mac, parse_mac, AddrInfo, Link, MacvlanMode, RouteInfo, RouteSpec};
+pub use link::{format_mac, parse_mac, AddrInfo, IfInfo, Link, MacvlanMode, RouteInfo, RouteSpec};
 pub use netns::NetNs;

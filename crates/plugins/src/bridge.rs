@@ -242,12 +242,16 @@ struct Undo {
 
 type IpamJob<'s> = std::thread::ScopedJoinHandle<'s, Result<Option<CniResult>, CniError>>;
 
-/// Work running beside the main thread during ADD: the IPAM allocation, and a thread in
-/// the container's namespace that opens the netlink socket there and later writes the
-/// interface's sysctls. Both overlap with the host-side netlink work.
+/// What the namespace thread reports: the bridge's link kind as the host sees it (`None`
+/// if it could not tell), and a netlink socket in the container's namespace.
+type WorkerReport = (Option<String>, Result<Handle, oxivirt_netlink::Error>);
+
+/// Work running beside the main thread during ADD: the IPAM allocation, and a thread that
+/// checks the bridge's kind, enters the container's namespace, opens the netlink socket
+/// there and later writes the interface's sysctls. Both overlap with the host-side work.
 struct Helpers<'s> {
     ipam: Option<IpamJob<'s>>,
-    cont: mpsc::Receiver<Result<Handle, oxivirt_netlink::Error>>,
+    cont: mpsc::Receiver<WorkerReport>,
     sysctls_go: Option<mpsc::Sender<()>>,
     sysctls: Option<std::thread::ScopedJoinHandle<'s, ()>>,
 }
@@ -277,12 +281,19 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
         let (cont_tx, cont_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (ifname, enable_dad, nsref) = (call.env.ifname.as_str(), cfg.br.enabledad, &ns);
+        let bridge = cfg.br.bridge.as_str();
         let worker = std::thread::Builder::new()
             .stack_size(oxivirt_netlink::netns::NS_THREAD_STACK)
             .spawn_scoped(s, move || {
+                // Still in the host's namespace here.
+                let kind = Handle::new()
+                    .and_then(|mut h| h.link_by_name(bridge))
+                    .ok()
+                    .flatten()
+                    .and_then(|l| l.kind);
                 let handle = nsref.enter_current_thread().and_then(|()| Handle::new());
                 let entered = handle.is_ok();
-                let _ = cont_tx.send(handle);
+                let _ = cont_tx.send((kind, handle));
                 if entered && go_rx.recv().is_ok() {
                     iface::write_container_sysctls(ifname, enable_dad);
                 }
@@ -322,8 +333,19 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
 fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Link, CniError> {
     let name = cfg.br.bridge.as_str();
     let vlan_filtering = cfg.br.vlan != 0 || cfg.br.vlan_trunk.is_some();
-    let br = match host.link_by_name(name).map_err(nl_err)? {
-        Some(l) => l,
+    // An existing bridge is looked up by ioctl (cheap); that it really is a bridge is
+    // checked on the veth's port kind once it has joined (see `add_inner`).
+    let br = match host.if_info(name).map_err(nl_err)? {
+        Some(i) => Link {
+            index: i.index,
+            name: name.to_string(),
+            mac: Some(i.mac),
+            mtu: i.mtu,
+            up: i.up,
+            promisc: i.promisc,
+            kind: Some("bridge".into()),
+            ..Default::default()
+        },
         None => {
             match host.add_bridge(name, cfg.mtu, vlan_filtering) {
                 Ok(()) => {}
@@ -334,14 +356,12 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
             }
             let l = host.require_link(name).map_err(nl_err)?;
             undo.bridge = Some(l.index);
+            if l.kind.as_deref() != Some("bridge") {
+                return Err(not_a_bridge(name));
+            }
             l
         }
     };
-    if br.kind.as_deref() != Some("bridge") {
-        return Err(CniError::config(format!(
-            "{name:?} already exists but is not a bridge"
-        )));
-    }
     if cfg.br.promisc_mode && !br.promisc {
         host.set_promisc(br.index, true).map_err(nl_err)?;
     }
@@ -351,6 +371,17 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
         host.set_up(br.index, true).map_err(nl_err)?;
     }
     Ok(br)
+}
+
+fn name_taken_in_container(helpers: &Helpers<'_>, ifname: &str) -> bool {
+    let Ok((_, Ok(mut cont))) = helpers.cont.recv() else {
+        return false;
+    };
+    cont.link_by_name(ifname).ok().flatten().is_some()
+}
+
+fn not_a_bridge(name: &str) -> CniError {
+    CniError::config(format!("{name:?} already exists but is not a bridge"))
 }
 
 /// Puts `gw` on the bridge; another IPv4 address (or an overlapping IPv6 one) is an
@@ -418,12 +449,6 @@ fn add_inner(
     let ifname = call.env.ifname.as_str();
     let br = ensure_bridge(host, cfg, undo)?;
     mark("bridge ready");
-    let mut cont = helpers
-        .cont
-        .recv()
-        .map_err(|_| CniError::io("container namespace thread ended"))?
-        .map_err(nl_err)?;
-    mark("container socket ready");
     let veth_name = random_veth_name();
     let veth = match host.add_veth(
         &veth_name,
@@ -436,20 +461,36 @@ fn add_inner(
     ) {
         Ok(v) => v,
         // Only now tell the likely cause apart: checking first would cost every ADD.
-        Err(e) if e.is_exists() && cont.link_by_name(ifname).ok().flatten().is_some() => {
+        Err(e) if e.is_exists() && name_taken_in_container(helpers, ifname) => {
             return Err(CniError::plugin(
                 codes::NETLINK,
                 format!("container already has an interface named {ifname:?}"),
             ))
         }
         Err(e) => {
+            let kind = host
+                .link_by_index(br.index)
+                .ok()
+                .flatten()
+                .and_then(|l| l.kind);
+            if kind.as_deref() != Some("bridge") {
+                return Err(not_a_bridge(&br.name));
+            }
             return Err(nl_err(e).context(format!(
                 "failed to create veth pair {veth_name}/{ifname} on bridge {:?}",
                 br.name
-            )))
+            )));
         }
     };
     undo.host_veth = Some(veth.index);
+    let (kind, cont) = helpers
+        .cont
+        .recv()
+        .map_err(|_| CniError::io("container namespace thread ended"))?;
+    if kind.is_some_and(|k| k != "bridge") {
+        return Err(not_a_bridge(&br.name));
+    }
+    let mut cont = cont.map_err(nl_err)?;
     mark("veth created");
     let mut port_opts = Vec::new();
     if cfg.br.hairpin_mode {
@@ -478,10 +519,13 @@ fn add_inner(
     }
     // The bridge takes the lowest port MAC unless one was set: read it now that the port
     // is in, before the container side starts link events that contend for the kernel.
-    let br_after_port = host
-        .link_by_index(br.index)
-        .map_err(nl_err)?
-        .unwrap_or_else(|| br.clone());
+    let br_after_port = match host.if_info(&br.name).map_err(nl_err)? {
+        Some(i) => Link {
+            mac: Some(i.mac),
+            ..br.clone()
+        },
+        None => br.clone(),
+    };
     let mut gateway_mac = None;
     if cfg.layer3 {
         // The container interface exists now: its sysctls go in while we wait for IPAM.
@@ -491,7 +535,16 @@ fn add_inner(
     }
     helpers.sysctls_go = None;
 
-    let cont_link = cont.require_link(ifname).map_err(nl_err)?;
+    let cont_link = match cont.if_info(ifname).map_err(nl_err)? {
+        Some(i) => Link {
+            index: i.index,
+            name: ifname.to_string(),
+            mac: Some(i.mac),
+            mtu: i.mtu,
+            ..Default::default()
+        },
+        None => cont.require_link(ifname).map_err(nl_err)?,
+    };
     let mut result = CniResult::default();
     if cfg.layer3 {
         let r = helpers

@@ -648,3 +648,42 @@ fn mac_sources_and_precedence() {
         assert_eq!(link["address"], *want);
     }
 }
+
+/// A link with the bridge's name that is not a bridge is refused, and nothing is left.
+#[test]
+fn existing_non_bridge_is_refused() {
+    if !require_root("existing_non_bridge_is_refused") {
+        return;
+    }
+    let env = Env::new();
+    env.node.sh(&[
+        "ip",
+        "link",
+        "add",
+        "multus-bridge",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "mbpeer",
+    ]);
+    let conf = env.seed_conf("1.0.0", json!({}));
+    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
+    assert_eq!(out.code(), 7, "{}", out.stdout);
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is not a bridge"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || env.node_links()
+            == ["lo", "mbpeer", "multus-bridge"]),
+        "{:?}",
+        env.node_links()
+    );
+    assert_eq!(common::links(&env.pod), vec!["lo"]);
+    assert!(env.allocations("multus-br").is_empty());
+}
