@@ -7,6 +7,7 @@ mod firewall;
 mod iface;
 mod ipam;
 mod macvlan;
+mod multus;
 
 use oxivirt_cni::plugin;
 
@@ -29,9 +30,10 @@ fn main() {
         "macvlan" => plugin::run(macvlan::handle),
         "host-local" => plugin::run(ipam::host_local_handle),
         "static" => plugin::run(ipam::static_handle),
+        "multus" => plugin::run(multus::handle),
         other => {
             eprintln!(
-                "oxivirt-cni: unknown plugin {other:?}: call as bridge, macvlan, host-local or static \
+                "oxivirt-cni: unknown plugin {other:?}: call as bridge, macvlan, host-local, static or multus \
                  (a link with that name, or `oxivirt-cni <plugin>`)"
             );
             2

@@ -214,7 +214,7 @@ pub fn reference_plugins() -> Option<PathBuf> {
 pub fn our_plugins_dir(bin: &Path) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("oxivirt-plugins-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    for name in ["bridge", "macvlan", "host-local", "static"] {
+    for name in ["bridge", "macvlan", "host-local", "static", "multus"] {
         let link = dir.join(name);
         if !link.exists() {
             let _ = std::os::unix::fs::symlink(bin, &link);

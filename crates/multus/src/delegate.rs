@@ -1,0 +1,312 @@
+//! Delegates: one network a pod is attached to, its config (a conf or a conflist) with
+//! the runtime parameters the plugin declared capabilities for, and running it.
+
+use crate::annotation::NetworkSelection;
+use oxivirt_cni::exec::{exec_plugin, find_plugin, ExecArgs};
+use oxivirt_cni::{CniError, CniResult, Command};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+
+/// One network of the pod, ready to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delegate {
+    /// `namespace/name` for a NetworkAttachmentDefinition, the config name otherwise.
+    pub network: String,
+    pub ifname: String,
+    /// The network config or config list (with `name` set).
+    pub conf: Value,
+    /// The pod's cluster (default) network: its result is the one returned.
+    pub cluster: bool,
+    /// What the pod asked for this network (runtime parameters).
+    #[serde(default)]
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub cni_args: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub runtime: Map<String, Value>,
+}
+
+impl Delegate {
+    pub fn new(
+        network: String,
+        ifname: String,
+        conf: Value,
+        cluster: bool,
+        sel: Option<&NetworkSelection>,
+    ) -> Self {
+        let mut runtime = Map::new();
+        if let Some(s) = sel {
+            if let Some(p) = &s.port_mappings {
+                runtime.insert("portMappings".into(), p.clone());
+            }
+            if let Some(b) = &s.bandwidth {
+                runtime.insert("bandwidth".into(), b.clone());
+            }
+            if let Some(g) = &s.infiniband_guid {
+                runtime.insert("infinibandGUID".into(), json!(g));
+            }
+            if let Some(d) = &s.device_id {
+                runtime.insert("deviceID".into(), json!(d));
+            }
+        }
+        Self {
+            network,
+            ifname,
+            conf,
+            cluster,
+            ips: sel.map(|s| s.ips.clone()).unwrap_or_default(),
+            mac: sel.and_then(|s| s.mac.clone()),
+            cni_args: sel.and_then(|s| s.cni_args.clone()),
+            runtime,
+        }
+    }
+
+    fn is_list(&self) -> bool {
+        self.conf.get("plugins").is_some_and(Value::is_array)
+    }
+
+    /// The config each plugin of the chain is run with: list name and version, runtime
+    /// parameters for declared capabilities only, `cni-args` merged into `args.cni`.
+    pub fn plugin_conf(&self, i: usize, prev: Option<&Value>) -> Option<Value> {
+        let (mut obj, name, version) = if self.is_list() {
+            let p = self
+                .conf
+                .get("plugins")?
+                .as_array()?
+                .get(i)?
+                .as_object()?
+                .clone();
+            (
+                p,
+                self.conf.get("name").cloned(),
+                self.conf.get("cniVersion").cloned(),
+            )
+        } else if i == 0 {
+            (self.conf.as_object()?.clone(), None, None)
+        } else {
+            return None;
+        };
+        if let Some(n) = name {
+            obj.insert("name".into(), n);
+        }
+        if let Some(v) = version {
+            obj.insert("cniVersion".into(), v);
+        }
+        let caps: Map<String, Value> = obj
+            .get("capabilities")
+            .and_then(|c| c.as_object())
+            .cloned()
+            .unwrap_or_default();
+        let declared = |k: &str| caps.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let mut rc = Map::new();
+        if declared("ips") && !self.ips.is_empty() {
+            rc.insert("ips".into(), json!(self.ips));
+        }
+        if declared("mac") {
+            if let Some(m) = &self.mac {
+                rc.insert("mac".into(), json!(m));
+            }
+        }
+        for (k, v) in &self.runtime {
+            if declared(k) {
+                rc.insert(k.clone(), v.clone());
+            }
+        }
+        if !rc.is_empty() {
+            obj.insert("runtimeConfig".into(), Value::Object(rc));
+        }
+        if let Some(extra) = &self.cni_args {
+            let args = obj.entry("args").or_insert_with(|| json!({}));
+            if let Some(a) = args.as_object_mut() {
+                let cni = a.entry("cni").or_insert_with(|| json!({}));
+                if let Some(c) = cni.as_object_mut() {
+                    for (k, v) in extra {
+                        c.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        if let Some(p) = prev {
+            obj.insert("prevResult".into(), p.clone());
+        }
+        Some(Value::Object(obj))
+    }
+
+    pub fn plugin_count(&self) -> usize {
+        if self.is_list() {
+            self.conf
+                .get("plugins")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        } else {
+            1
+        }
+    }
+}
+
+/// How delegates are run: the container and the plugin search path.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub container_id: String,
+    pub netns: Option<PathBuf>,
+    pub cni_args: String,
+    pub paths: Vec<PathBuf>,
+}
+
+impl Runner {
+    pub fn path_string(&self) -> String {
+        self.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    fn exec(&self, d: &Delegate, cmd: Command, conf: &Value) -> Result<Vec<u8>, CniError> {
+        let ty = conf.get("type").and_then(Value::as_str).unwrap_or_default();
+        let plugin = find_plugin(ty, &self.paths)
+            .map_err(|e| e.context(format!("network {}", d.network)))?;
+        let path = self.path_string();
+        let args = ExecArgs {
+            container_id: Some(&self.container_id),
+            netns: self.netns.as_deref(),
+            ifname: Some(&d.ifname),
+            args: Some(&self.cni_args),
+            path: Some(&path),
+        };
+        let stdin = serde_json::to_vec(conf).map_err(|e| CniError::decode(e.to_string()))?;
+        exec_plugin(&plugin, cmd, &args, &stdin)
+            .map_err(|e| e.context(format!("network {}", d.network)))
+    }
+
+    /// ADD through the chain; returns the final result as the last plugin printed it.
+    pub fn add(&self, d: &Delegate) -> Result<Value, CniError> {
+        let mut prev: Option<Value> = None;
+        for i in 0..d.plugin_count() {
+            let conf = d.plugin_conf(i, prev.as_ref()).ok_or_else(|| {
+                CniError::config(format!("network {}: bad plugin list", d.network))
+            })?;
+            let out = self.exec(d, Command::Add, &conf)?;
+            let v: Value = serde_json::from_slice(&out)
+                .map_err(|e| CniError::decode(format!("network {}: result: {e}", d.network)))?;
+            prev = Some(v);
+        }
+        prev.ok_or_else(|| CniError::config(format!("network {}: no plugins", d.network)))
+    }
+
+    /// DEL (reverse order) or CHECK through the chain, with the cached result.
+    pub fn del_or_check(
+        &self,
+        d: &Delegate,
+        cmd: Command,
+        result: Option<&Value>,
+    ) -> Result<(), CniError> {
+        let n = d.plugin_count();
+        let order: Vec<usize> = if cmd == Command::Del {
+            (0..n).rev().collect()
+        } else {
+            (0..n).collect()
+        };
+        let mut first_err = None;
+        for i in order {
+            let Some(conf) = d.plugin_conf(i, result) else {
+                continue;
+            };
+            if let Err(e) = self.exec(d, cmd, &conf) {
+                if cmd != Command::Del {
+                    return Err(e);
+                }
+                // DEL goes on through the chain so one failure leaks as little as possible.
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// STATUS or GC for each plugin of the chain (GC gets `cni.dev/valid-attachments`).
+    pub fn status_or_gc(
+        &self,
+        d: &Delegate,
+        cmd: Command,
+        valid: Option<&Value>,
+    ) -> Result<(), CniError> {
+        for i in 0..d.plugin_count() {
+            let Some(mut conf) = d.plugin_conf(i, None) else {
+                continue;
+            };
+            if let (Some(v), Some(o)) = (valid, conf.as_object_mut()) {
+                o.insert("cni.dev/valid-attachments".into(), v.clone());
+            }
+            self.exec(d, cmd, &conf)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a delegate's result in whatever version it printed.
+pub fn parse_result(v: &Value) -> Result<CniResult, CniError> {
+    CniResult::from_value(v)
+}
+
+/// Finds the config named `name` in `dir` (`*.conf`, `*.conflist`, `*.json`), as Multus
+/// does for `clusterNetwork` and for NADs without a config.
+pub fn config_by_name(dir: &Path, name: &str) -> Result<Option<Value>, CniError> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conf" | "conflist" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        if v.get("name").and_then(Value::as_str) == Some(name)
+            && v.get("type").and_then(Value::as_str) != Some("multus")
+        {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads a config file or the first config in a directory.
+pub fn config_from_path(path: &Path) -> Result<Value, CniError> {
+    let file = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| CniError::io(format!("{}: {e}", path.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conf" | "conflist" | "json")
+                )
+            })
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .next()
+            .ok_or_else(|| CniError::config(format!("no network config in {}", path.display())))?
+    } else {
+        path.to_path_buf()
+    };
+    let bytes =
+        std::fs::read(&file).map_err(|e| CniError::config(format!("{}: {e}", file.display())))?;
+    oxivirt_cni::parse_json(&bytes, &file.display().to_string())
+}

@@ -1,0 +1,12 @@
+//! The Multus-compatible meta plugin's logic: which networks a pod asks for
+//! (`k8s.v1.cni.cncf.io/networks`), where their configs come from
+//! (NetworkAttachmentDefinitions through a [`source::ClusterSource`]), running every
+//! delegate, caching what DEL needs, and the `network-status` the pod gets back.
+
+pub mod annotation;
+pub mod cache;
+pub mod config;
+pub mod delegate;
+pub mod meta;
+pub mod source;
+pub mod status;

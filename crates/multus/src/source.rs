@@ -1,0 +1,287 @@
+//! Where pods and NetworkAttachmentDefinitions come from. The plugin sees only the
+//! [`ClusterSource`] trait; [`DirSource`] is the embedded store's stand-in (a directory
+//! of YAML/JSON objects, `<root>/<resource>/<namespace>/<name>.yaml|json`), and the
+//! Kubernetes API backend implements the same trait.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAttachmentDefinition {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.config`; empty means "the config in confDir with this name".
+    pub config: String,
+}
+
+pub trait ClusterSource {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Pod, SourceError>;
+    fn network_attachment(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError>;
+    /// Writes `k8s.v1.cni.cncf.io/network-status` on the pod.
+    fn set_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &str,
+    ) -> Result<(), SourceError>;
+}
+
+pub const PODS: &str = "pods";
+pub const NADS: &str = "network-attachment-definitions";
+
+/// The directory-of-objects store.
+#[derive(Debug, Clone)]
+pub struct DirSource {
+    root: PathBuf,
+}
+
+/// Parses one object (YAML or JSON); errors carry the file and the parser's position.
+pub fn parse_object(path: &Path, text: &str) -> Result<Value, SourceError> {
+    serde_saphyr::from_str::<Value>(text).map_err(|e| SourceError::Invalid {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+impl DirSource {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn find(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PathBuf>, SourceError> {
+        if !self.root.is_dir() {
+            return Err(SourceError::Unreachable(format!(
+                "object store {} is not reachable",
+                self.root.display()
+            )));
+        }
+        let dir = self.root.join(resource).join(namespace);
+        for ext in ["yaml", "yml", "json"] {
+            let p = dir.join(format!("{name}.{ext}"));
+            if p.is_file() {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read(&self, path: &Path) -> Result<Value, SourceError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SourceError::Invalid {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        parse_object(path, &text)
+    }
+
+    /// Stores an object (for tests and the embedded control plane): `kind` decides where.
+    pub fn put(&self, object: &Value) -> Result<PathBuf, SourceError> {
+        let invalid = |reason: &str| SourceError::Invalid {
+            what: "object".into(),
+            reason: reason.into(),
+        };
+        let kind = str_at(object, &["kind"]).ok_or_else(|| invalid("no kind"))?;
+        let resource = match kind {
+            "Pod" => PODS,
+            "NetworkAttachmentDefinition" => NADS,
+            other => return Err(invalid(&format!("unsupported kind {other}"))),
+        };
+        let name =
+            str_at(object, &["metadata", "name"]).ok_or_else(|| invalid("no metadata.name"))?;
+        let ns = str_at(object, &["metadata", "namespace"]).unwrap_or("default");
+        let dir = self.root.join(resource).join(ns);
+        std::fs::create_dir_all(&dir).map_err(|e| invalid(&e.to_string()))?;
+        let path = dir.join(format!("{name}.json"));
+        write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(object).unwrap_or_default(),
+        )
+        .map_err(|e| invalid(&e.to_string()))?;
+        Ok(path)
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl ClusterSource for DirSource {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Pod, SourceError> {
+        let path = self
+            .find(PODS, namespace, name)?
+            .ok_or_else(|| SourceError::NotFound {
+                kind: "pod",
+                namespace: namespace.into(),
+                name: name.into(),
+            })?;
+        let v = self.read(&path)?;
+        let annotations = v
+            .get("metadata")
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.as_object())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: str_at(&v, &["metadata", "uid"]).unwrap_or_default().into(),
+            annotations,
+        })
+    }
+
+    fn network_attachment(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError> {
+        let Some(path) = self.find(NADS, namespace, name)? else {
+            return Ok(None);
+        };
+        let v = self.read(&path)?;
+        if let Some(api) = str_at(&v, &["apiVersion"]) {
+            if api != "k8s.cni.cncf.io/v1" {
+                return Err(SourceError::Invalid {
+                    what: path.display().to_string(),
+                    reason: format!("apiVersion {api:?} is not k8s.cni.cncf.io/v1"),
+                });
+            }
+        }
+        Ok(Some(NetworkAttachmentDefinition {
+            namespace: namespace.into(),
+            name: name.into(),
+            config: str_at(&v, &["spec", "config"]).unwrap_or_default().into(),
+        }))
+    }
+
+    fn set_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &str,
+    ) -> Result<(), SourceError> {
+        let path = self
+            .find(PODS, namespace, name)?
+            .ok_or_else(|| SourceError::NotFound {
+                kind: "pod",
+                namespace: namespace.into(),
+                name: name.into(),
+            })?;
+        let io = |e: std::io::Error| SourceError::Invalid {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        // The object is rewritten whole: hold its lock so concurrent writers do not lose
+        // each other's update (the embedded store's answer to a conflict).
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.with_extension("lock"))
+            .map_err(io)?;
+        // SAFETY: flock on an fd owned by `lock`, which outlives the call.
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        let mut v = self.read(&path)?;
+        let meta = v
+            .as_object_mut()
+            .map(|o| {
+                o.entry("metadata")
+                    .or_insert_with(|| Value::Object(Default::default()))
+            })
+            .and_then(|m| m.as_object_mut())
+            .ok_or_else(|| SourceError::Invalid {
+                what: path.display().to_string(),
+                reason: "not an object".into(),
+            })?;
+        let ann = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = ann.as_object_mut() {
+            a.insert(
+                crate::annotation::NETWORK_STATUS.into(),
+                Value::String(status.into()),
+            );
+        }
+        // Written back as JSON (valid YAML too) next to, or instead of, the original.
+        let out = path.with_extension("json");
+        write_atomic(&out, &serde_json::to_vec_pretty(&v).unwrap_or_default()).map_err(io)?;
+        if out != path {
+            std::fs::remove_file(&path).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_nad_with_unclosed_quote_points_at_the_line() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/seed/multus-bridge.yaml"
+        ));
+        let text = std::fs::read_to_string(path).expect("seed file");
+        let e = parse_object(path, &text).expect_err("the seed's quote is never closed");
+        let msg = e.to_string();
+        assert!(msg.contains("multus-bridge.yaml"), "{msg}");
+        assert!(msg.contains("line"), "{msg}");
+        // Closing the quote makes it a valid NAD whose config is the seed network.
+        let fixed = text.trim_end().to_string() + "'\n";
+        let v = parse_object(path, &fixed).expect("fixed");
+        let config = str_at(&v, &["spec", "config"]).expect("config");
+        let conf: Value = serde_json::from_str(config).expect("json config");
+        assert_eq!(conf["name"], "multus-br");
+        assert_eq!(conf["ipam"]["subnet"], "192.168.100.0/24");
+    }
+}
