@@ -215,6 +215,16 @@ impl Runner {
             let Some(conf) = d.plugin_conf(i, result) else {
                 continue;
             };
+            // CHECK exists from 0.4.0 on; older delegates cannot be checked (as libcni).
+            if cmd == Command::Check {
+                let v = conf.get("cniVersion").and_then(Value::as_str).unwrap_or("");
+                if oxivirt_cni::Version::parse(v)
+                    .map(|v| !v.has_check())
+                    .unwrap_or(true)
+                {
+                    continue;
+                }
+            }
             if let Err(e) = self.exec(d, cmd, &conf) {
                 if cmd != Command::Del {
                     return Err(e);
@@ -309,4 +319,53 @@ pub fn config_from_path(path: &Path) -> Result<Value, CniError> {
     let bytes =
         std::fs::read(&file).map_err(|e| CniError::config(format!("{}: {e}", file.display())))?;
     oxivirt_cni::parse_json(&bytes, &file.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::annotation::parse_networks;
+
+    #[test]
+    fn runtime_parameters_only_for_declared_capabilities() {
+        let sel = &parse_networks(
+            r#"[{"name":"n","ips":["10.1.1.5/24"],"mac":"02:00:00:00:00:01","cni-args":{"foo":"bar"},"portMappings":[{"hostPort":80,"containerPort":8080}]}]"#,
+        )
+        .expect("sel")[0];
+        let list = json!({"cniVersion": "1.0.0", "name": "n", "plugins": [
+            {"type": "bridge", "capabilities": {"ips": true, "mac": true}, "args": {"cni": {"keep": 1}}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]});
+        let d = Delegate::new("default/n".into(), "net1".into(), list, false, Some(sel));
+        assert_eq!(d.plugin_count(), 2);
+        let first = d.plugin_conf(0, None).expect("first");
+        assert_eq!(first["name"], "n");
+        assert_eq!(first["cniVersion"], "1.0.0");
+        assert_eq!(
+            first["runtimeConfig"],
+            json!({"ips": ["10.1.1.5/24"], "mac": "02:00:00:00:00:01"})
+        );
+        assert_eq!(first["args"]["cni"], json!({"keep": 1, "foo": "bar"}));
+        let prev = json!({"cniVersion": "1.0.0"});
+        let second = d.plugin_conf(1, Some(&prev)).expect("second");
+        assert_eq!(
+            second["runtimeConfig"],
+            json!({"portMappings": [{"hostPort": 80, "containerPort": 8080}]})
+        );
+        assert_eq!(second["prevResult"], prev);
+        assert!(d.plugin_conf(2, None).is_none());
+        // Without declared capabilities nothing is injected.
+        let plain = Delegate::new(
+            "x".into(),
+            "net2".into(),
+            json!({"cniVersion": "0.3.1", "type": "macvlan"}),
+            false,
+            Some(sel),
+        );
+        assert!(plain
+            .plugin_conf(0, None)
+            .expect("conf")
+            .get("runtimeConfig")
+            .is_none());
+    }
 }

@@ -1,0 +1,307 @@
+//! The Multus-compatible meta plugin in real namespaces: a pod with the cluster network
+//! plus two secondary networks (our bridge + host-local with the seed's multus-br, and
+//! Debian's reference macvlan as a third-party delegate), objects from the directory
+//! store (the embedded store's stand-in).
+
+mod common;
+
+use oxivirt_testkit::{eventually, require_root, run_cni, CniCall, CniOutput, TestNs};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Pod {
+    node: TestNs,
+    pod: TestNs,
+    root: tempfile::TempDir,
+}
+
+impl Pod {
+    fn new() -> Option<Self> {
+        let reference = oxivirt_testkit::reference_plugins()?;
+        let p = Pod {
+            node: TestNs::new("oxmn"),
+            pod: TestNs::new("oxmp"),
+            root: tempfile::tempdir().expect("tmp"),
+        };
+        let bin = p.bin();
+        std::fs::create_dir_all(&bin).expect("bin");
+        for name in ["bridge", "host-local", "static", "multus"] {
+            std::os::unix::fs::symlink(common::our_bin(), bin.join(name)).expect("link");
+        }
+        // A third-party delegate: the reference macvlan.
+        std::os::unix::fs::symlink(reference.join("macvlan"), bin.join("macvlan")).expect("link");
+        p.node.sh(&[
+            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+        ]);
+        p.node.sh(&["ip", "link", "set", "uplink0", "up"]);
+        let data = p.path("ipam");
+        std::fs::create_dir_all(p.path("net.d")).expect("conf dir");
+        std::fs::write(
+            p.path("net.d/10-cluster.conf"),
+            json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0", "isGateway": true,
+                   "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": data}})
+            .to_string(),
+        )
+        .expect("cluster conf");
+        let store = oxivirt_multus::source::DirSource::new(p.path("store"));
+        std::fs::create_dir_all(p.path("store")).expect("store");
+        store
+            .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "multus-br", "namespace": "default"},
+                "spec": {"config": json!({"cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge",
+                    "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": data}}).to_string()}}))
+            .expect("nad");
+        store
+            .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "macvlan-net", "namespace": "default"},
+                "spec": {"config": json!({"cniVersion": "0.4.0", "type": "macvlan", "master": "uplink0", "mode": "bridge",
+                    "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "dataDir": data}}).to_string()}}))
+            .expect("nad");
+        Some(p)
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.root.path().join(rel).display().to_string()
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.root.path().join("bin")
+    }
+
+    fn put_pod(&self, networks: &str) {
+        let store = oxivirt_multus::source::DirSource::new(self.path("store"));
+        store
+            .put(&json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "virt-launcher-testvm-2", "namespace": "default", "uid": "uid-1",
+                             "annotations": {"k8s.v1.cni.cncf.io/networks": networks}}}))
+            .expect("pod");
+    }
+
+    fn conf(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
+               "clusterNetwork": "cluster", "confDir": self.path("net.d"), "cniDir": self.path("cache"),
+               "binDir": self.bin().display().to_string(), "oxivirtStore": self.path("store")})
+    }
+
+    fn run(&self, cmd: &str, conf: &Value) -> CniOutput {
+        let bin = self.bin().join("multus");
+        let netns = self.pod.path();
+        let path = self.bin().display().to_string();
+        run_cni(
+            &CniCall {
+                plugin: &bin,
+                command: cmd,
+                container_id: "c0ffee",
+                netns: Some(&netns),
+                ifname: "eth0",
+                args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1",
+                cni_path: &path,
+                node: Some(&self.node),
+                extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", self.path("index"))],
+            },
+            &conf.to_string(),
+        )
+    }
+
+    fn allocations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for net in ["cluster", "multus-br", "macvlan-net"] {
+            if let Ok(rd) = std::fs::read_dir(Path::new(&self.path("ipam")).join(net)) {
+                out.extend(
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.parse::<std::net::IpAddr>().is_ok()),
+                );
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn status(&self) -> Value {
+        let text =
+            std::fs::read_to_string(self.path("store/pods/default/virt-launcher-testvm-2.json"))
+                .expect("pod");
+        let pod: Value = serde_json::from_str(&text).expect("json");
+        let s = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+            .as_str()
+            .unwrap_or("[]")
+            .to_string();
+        serde_json::from_str(&s).expect("status json")
+    }
+}
+
+#[test]
+fn pod_with_cluster_network_and_two_secondaries() {
+    if !require_root("pod_with_cluster_network_and_two_secondaries") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP pod_with_cluster_network_and_two_secondaries: containernetworking-plugins not installed");
+        return;
+    };
+    p.put_pod("multus-br, default/macvlan-net@ext1");
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    // The runtime gets the cluster network's result, in its version.
+    let r = out.json();
+    assert_eq!(r["cniVersion"], "1.0.0");
+    assert_eq!(r["ips"][0]["address"], "10.244.0.2/24");
+    // Every network is in the pod.
+    let addr = |dev: &str| -> Vec<String> {
+        let v = p.pod.ip_json(&["-4", "addr", "show", "dev", dev]);
+        v[0]["addr_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["local"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(addr("eth0"), ["10.244.0.2"]);
+    assert_eq!(addr("net1"), ["192.168.100.2"]);
+    assert_eq!(addr("ext1"), ["10.10.0.2"]);
+    let ext1 = &p.pod.ip_json(&["-d", "link", "show", "dev", "ext1"])[0];
+    assert_eq!(ext1["linkinfo"]["info_kind"], "macvlan");
+    // network-status, in Multus's format.
+    let st = p.status();
+    let names: Vec<&str> = st
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["cluster", "default/multus-br", "default/macvlan-net"]
+    );
+    assert_eq!(st[0]["interface"], "eth0");
+    assert_eq!(st[0]["default"], true);
+    assert_eq!(st[1]["interface"], "net1");
+    assert_eq!(st[1]["ips"], json!(["192.168.100.2"]));
+    assert_eq!(st[2]["interface"], "ext1");
+    assert!(st[1]["mac"].as_str().is_some_and(|m| m.len() == 17));
+    // The cache is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.path("cache/c0ffee"))
+        .expect("cache")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // CHECK runs every delegate.
+    let out = p.run("CHECK", &p.conf());
+    assert!(out.ok, "CHECK: {} {}", out.stdout, out.stderr);
+
+    // DEL with the store gone: everything is released from the cache.
+    std::fs::rename(p.path("store"), p.path("store-away")).expect("hide store");
+    let out = p.run("DEL", &p.conf());
+    assert!(out.ok, "DEL: {} {}", out.stdout, out.stderr);
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    assert!(
+        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
+        "{:?}",
+        common::links(&p.pod)
+    );
+    assert!(!Path::new(&p.path("cache/c0ffee")).exists());
+}
+
+#[test]
+fn failing_delegate_rolls_back_the_others() {
+    if !require_root("failing_delegate_rolls_back_the_others") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP failing_delegate_rolls_back_the_others: containernetworking-plugins not installed");
+        return;
+    };
+    let store = oxivirt_multus::source::DirSource::new(p.path("store"));
+    store
+        .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "broken", "namespace": "default"},
+            "spec": {"config": json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "no-such-master",
+                "ipam": {"type": "host-local", "subnet": "10.11.0.0/24", "dataDir": p.path("ipam")}}).to_string()}}))
+        .expect("nad");
+    p.put_pod("multus-br, broken");
+    let out = p.run("ADD", &p.conf());
+    assert!(!out.ok);
+    let msg = out.json()["msg"].as_str().unwrap_or("").to_string();
+    assert!(msg.contains("default/broken"), "{msg}");
+    assert!(
+        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
+        "{:?}",
+        common::links(&p.pod)
+    );
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    assert!(!Path::new(&p.path("cache/c0ffee")).exists());
+}
+
+#[test]
+fn bad_annotations_and_nads_name_the_pod_and_network() {
+    if !require_root("bad_annotations_and_nads_name_the_pod_and_network") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP bad_annotations_and_nads_name_the_pod_and_network: containernetworking-plugins not installed");
+        return;
+    };
+    // The seed's NAD, verbatim (its quote is never closed).
+    let nad_dir = Path::new(&p.path("store")).join("network-attachment-definitions/default");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/seed/multus-bridge.yaml"
+        ),
+        nad_dir.join("seed-br.yaml"),
+    )
+    .expect("copy");
+    let cases = [
+        ("Bad_Name", "DNS-1123"),
+        ("multus-br@averyveryverylongname", "longer than 15"),
+        ("nosuchnet", "default/nosuchnet not found"),
+        ("seed-br", "unclosed quote"),
+        ("multus-br, multus-br@net1", "used twice"),
+    ];
+    for (ann, says) in cases {
+        p.put_pod(ann);
+        let out = p.run("ADD", &p.conf());
+        assert!(!out.ok, "{ann}");
+        let msg = out.json()["msg"].as_str().unwrap_or("").to_string();
+        assert!(msg.contains(says), "{ann}: {msg}");
+        if says != "unclosed quote" {
+            assert!(msg.contains("virt-launcher-testvm-2"), "{ann}: {msg}");
+        } else {
+            assert!(
+                msg.contains("seed-br.yaml") && msg.contains("line 6"),
+                "{ann}: {msg}"
+            );
+        }
+        assert_eq!(common::links(&p.pod), ["lo"], "{ann}");
+        assert!(p.allocations().is_empty(), "{ann}: {:?}", p.allocations());
+    }
+}
+
+#[test]
+fn gc_repairs_a_lost_del() {
+    if !require_root("gc_repairs_a_lost_del") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP gc_repairs_a_lost_del: containernetworking-plugins not installed");
+        return;
+    };
+    p.put_pod("multus-br");
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{}", out.stdout);
+    assert_eq!(p.allocations().len(), 2);
+    // The runtime forgot the container (DEL never came): GC with nothing valid.
+    let mut gc = p.conf();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let out = p.run("GC", &gc);
+    assert!(out.ok, "GC: {} {}", out.stdout, out.stderr);
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    assert!(!Path::new(&p.path("cache/c0ffee")).exists());
+}
