@@ -4,6 +4,7 @@
 //! delegate, caching what DEL needs, and the `network-status` the pod gets back.
 
 pub mod annotation;
+pub mod autoconf;
 pub mod cache;
 pub mod config;
 pub mod delegate;

@@ -31,6 +31,7 @@ fn main() {
         "host-local" => plugin::run(ipam::host_local_handle),
         "static" => plugin::run(ipam::static_handle),
         "multus" => plugin::run(multus::handle),
+        "multus-autoconf" => multus::autoconf_command(args.collect()),
         other => {
             eprintln!(
                 "oxivirt-cni: unknown plugin {other:?}: call as bridge, macvlan, host-local, static or multus \

@@ -64,3 +64,70 @@ pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
         Command::Version => Ok(None),
     }
 }
+
+const AUTOCONF_USAGE: &str =
+    "usage: oxivirt-cni multus-autoconf --conf-dir DIR (--kubeconfig FILE | --store DIR) \
+[--cni-dir DIR] [--bin-dir DIR] [--remove]";
+
+/// `oxivirt-cni multus-autoconf …`: writes (or with `--remove` deletes) `00-multus.conf`
+/// around the first config in the runtime's config directory. Returns the exit code.
+pub fn autoconf_command(args: Vec<String>) -> i32 {
+    use oxivirt_multus::autoconf::{self, Backend};
+    use std::path::PathBuf;
+    let mut conf_dir = None;
+    let mut backend = None;
+    let mut cni_dir = PathBuf::from("/var/lib/cni/multus");
+    let mut bin_dir = PathBuf::from("/opt/cni/bin");
+    let mut remove = false;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let r = match a.as_str() {
+            "--conf-dir" => value("--conf-dir").map(|v| conf_dir = Some(v)),
+            "--kubeconfig" => value("--kubeconfig").map(|v| backend = Some(Backend::Kubeconfig(v))),
+            "--store" => value("--store").map(|v| backend = Some(Backend::Store(v))),
+            "--cni-dir" => value("--cni-dir").map(|v| cni_dir = v),
+            "--bin-dir" => value("--bin-dir").map(|v| bin_dir = v),
+            "--remove" => {
+                remove = true;
+                Ok(())
+            }
+            other => Err(format!("unknown argument {other:?}")),
+        };
+        if let Err(e) = r {
+            eprintln!("multus-autoconf: {e}\n{AUTOCONF_USAGE}");
+            return 2;
+        }
+    }
+    let Some(dir) = conf_dir else {
+        eprintln!("multus-autoconf: --conf-dir is required\n{AUTOCONF_USAGE}");
+        return 2;
+    };
+    let result = if remove {
+        autoconf::remove(&dir)
+            .map(|_| format!("removed {}", dir.join(autoconf::FILE_NAME).display()))
+    } else {
+        match backend {
+            Some(b) => autoconf::generate(&dir, &b, &cni_dir, &bin_dir)
+                .map(|p| format!("wrote {}", p.display())),
+            None => {
+                eprintln!("multus-autoconf: --kubeconfig or --store is required\n{AUTOCONF_USAGE}");
+                return 2;
+            }
+        }
+    };
+    match result {
+        Ok(msg) => {
+            eprintln!("multus-autoconf: {msg}");
+            0
+        }
+        Err(e) => {
+            eprintln!("multus-autoconf: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Auto-configuration, like Multus's `--multus-conf-file=auto`: wrap the runtime's first
+//! network config in a `00-multus.conf` that makes it the cluster network, and remove it
+//! again on request.
+
+use oxivirt_cni::CniError;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "00-multus.conf";
+
+/// Where the generated config gets its pods and NetworkAttachmentDefinitions.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Kubeconfig(PathBuf),
+    Store(PathBuf),
+}
+
+fn is_config(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("conf" | "conflist" | "json")
+    ) && p.file_name().and_then(|n| n.to_str()) != Some(FILE_NAME)
+}
+
+/// The first config in `dir` (lexical order, as the runtime picks it), ours excluded.
+pub fn first_config(dir: &Path) -> Result<(PathBuf, Value), CniError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| CniError::io(format!("{}: {e}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && is_config(p))
+        .collect();
+    files.sort();
+    for f in files {
+        let bytes = std::fs::read(&f).map_err(|e| CniError::io(format!("{}: {e}", f.display())))?;
+        let v: Value = oxivirt_cni::parse_json(&bytes, &f.display().to_string())?;
+        if v.get("type").and_then(Value::as_str) == Some("multus") {
+            continue;
+        }
+        return Ok((f, v));
+    }
+    Err(CniError::config(format!(
+        "no network config in {} to wrap",
+        dir.display()
+    )))
+}
+
+/// The capabilities the wrapped network's plugins declare, so the runtime passes them on.
+fn capabilities(conf: &Value) -> Map<String, Value> {
+    let mut caps = Map::new();
+    let plugins: Vec<&Value> = match conf.get("plugins").and_then(Value::as_array) {
+        Some(list) => list.iter().collect(),
+        None => vec![conf],
+    };
+    for p in plugins {
+        if let Some(c) = p.get("capabilities").and_then(Value::as_object) {
+            for (k, v) in c {
+                if v.as_bool() == Some(true) {
+                    caps.insert(k.clone(), Value::Bool(true));
+                }
+            }
+        }
+    }
+    caps
+}
+
+/// Writes `<dir>/00-multus.conf` around the first config; returns its path.
+pub fn generate(
+    dir: &Path,
+    backend: &Backend,
+    cni_dir: &Path,
+    bin_dir: &Path,
+) -> Result<PathBuf, CniError> {
+    let (_, conf) = first_config(dir)?;
+    let version = conf
+        .get("cniVersion")
+        .cloned()
+        .unwrap_or_else(|| json!("1.0.0"));
+    let mut out = json!({
+        "cniVersion": version,
+        "name": "multus-cni-network",
+        "type": "multus",
+        "confDir": dir.display().to_string(),
+        "cniDir": cni_dir.display().to_string(),
+        "binDir": bin_dir.display().to_string(),
+        "delegates": [conf.clone()],
+    });
+    let caps = capabilities(&conf);
+    if let Some(o) = out.as_object_mut() {
+        if !caps.is_empty() {
+            o.insert("capabilities".into(), Value::Object(caps));
+        }
+        match backend {
+            Backend::Kubeconfig(k) => o.insert("kubeconfig".into(), json!(k.display().to_string())),
+            Backend::Store(s) => o.insert("oxivirtStore".into(), json!(s.display().to_string())),
+        };
+    }
+    let path = dir.join(FILE_NAME);
+    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
+    let text = serde_json::to_string_pretty(&out).map_err(|e| CniError::io(e.to_string()))?;
+    std::fs::write(&tmp, text).map_err(|e| CniError::io(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(|e| CniError::io(format!("{}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// Removes the generated config; none is fine.
+pub fn remove(dir: &Path) -> Result<(), CniError> {
+    match std::fs::remove_file(dir.join(FILE_NAME)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CniError::io(format!(
+            "{}: {e}",
+            dir.join(FILE_NAME).display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_the_first_config_and_removes_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("20-later.conf"),
+            r#"{"cniVersion":"0.4.0","name":"later","type":"bridge"}"#,
+        )
+        .expect("w");
+        std::fs::write(
+            dir.path().join("10-flannel.conflist"),
+            r#"{"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+        )
+        .expect("w");
+        let p = generate(
+            dir.path(),
+            &Backend::Store("/var/lib/oxivirt/store".into()),
+            Path::new("/var/lib/cni/multus"),
+            Path::new("/opt/cni/bin"),
+        )
+        .expect("generate");
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        assert_eq!(v["type"], "multus");
+        assert_eq!(v["cniVersion"], "0.3.1");
+        assert_eq!(v["delegates"][0]["name"], "cbr0");
+        assert_eq!(v["capabilities"], json!({"portMappings": true}));
+        assert_eq!(v["oxivirtStore"], "/var/lib/oxivirt/store");
+        // Ours is not wrapped on a second run.
+        generate(
+            dir.path(),
+            &Backend::Kubeconfig("/etc/kube.conf".into()),
+            Path::new("/c"),
+            Path::new("/b"),
+        )
+        .expect("again");
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        assert_eq!(v["delegates"][0]["name"], "cbr0");
+        assert_eq!(v["kubeconfig"], "/etc/kube.conf");
+        // And the result loads as a multus config.
+        crate::config::Config::load(&std::fs::read(&p).expect("read")).expect("loads");
+        remove(dir.path()).expect("remove");
+        assert!(!p.exists());
+        remove(dir.path()).expect("remove twice");
+        let empty = tempfile::tempdir().expect("tmp");
+        assert!(generate(
+            empty.path(),
+            &Backend::Store("/s".into()),
+            Path::new("/c"),
+            Path::new("/b")
+        )
+        .is_err());
+    }
+}
