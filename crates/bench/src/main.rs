@@ -118,7 +118,7 @@ fn parse_args() -> Result<Args> {
     if a.plugins.as_os_str().is_empty() {
         let dir = std::env::temp_dir().join(format!("oxivirt-bench-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        for p in ["bridge", "host-local", "static", "macvlan"] {
+        for p in ["bridge", "host-local", "static", "macvlan", "multus"] {
             let _ = std::os::unix::fs::symlink(&ours, dir.join(p));
         }
         a.plugins = dir;
@@ -253,6 +253,100 @@ fn bench_seed(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
     result
 }
 
+/// A pod with the cluster network and the seed's multus-br through our meta plugin
+/// (objects from the directory store), against the reference bridge + host-local run
+/// directly for the same two networks: the meta plugin's own cost must be paid for.
+fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
+    let root = std::env::temp_dir().join(format!("oxivirt-bench-multus-{tag}"));
+    let conf_dir = root.join("net.d");
+    let store = root.join("store");
+    std::fs::create_dir_all(&conf_dir)?;
+    let ipam = |k: usize, subnet: &str| {
+        serde_json::json!({"type": "host-local", "subnet": subnet, "dataDir": root.join(format!("ipam{k}")).display().to_string()})
+    };
+    let cluster = |k: usize| serde_json::json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0", "isGateway": true, "ipam": ipam(k, "10.244.0.0/16")});
+    let secondary = |k: usize| serde_json::json!({"cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge", "ipam": ipam(k, "192.168.100.0/24")});
+    std::fs::write(conf_dir.join("10-cluster.conf"), cluster(0).to_string())?;
+    let nad_dir = store.join("network-attachment-definitions/default");
+    std::fs::create_dir_all(&nad_dir)?;
+    std::fs::write(
+        nad_dir.join("multus-br.json"),
+        serde_json::json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "multus-br", "namespace": "default"}, "spec": {"config": secondary(0).to_string()}})
+        .to_string(),
+    )?;
+    let pod_dir = store.join("pods/default");
+    std::fs::create_dir_all(&pod_dir)?;
+    let multus_conf = serde_json::json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
+        "clusterNetwork": "cluster", "confDir": conf_dir.display().to_string(), "cniDir": root.join("cache").display().to_string(),
+        "binDir": args.plugins.display().to_string(), "oxivirtStore": store.display().to_string()})
+    .to_string();
+    let rounds = args.samples.min(20) + 2;
+    let pods: Vec<[String; 2]> = (0..rounds).map(|i| [format!("oxbm-{tag}-0-{i}"), format!("oxbm-{tag}-1-{i}")]).collect();
+    let result = (|| -> Result<Vec<(String, Stats, Stats)>> {
+        for (i, pair) in pods.iter().enumerate() {
+            for p in pair {
+                sh(&["ip", "netns", "add", p])?;
+            }
+            std::fs::write(
+                pod_dir.join(format!("pod{i}.json")),
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("pod{i}"), "namespace": "default", "uid": format!("uid{i}"),
+                                 "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}})
+                .to_string(),
+            )?;
+        }
+        let mut adds: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        let mut dels: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        for (phase, cmd) in ["ADD", "DEL"].into_iter().enumerate() {
+            for (i, pair) in pods.iter().enumerate() {
+                let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+                for k in order {
+                    let netns = format!("/run/netns/{}", pair[k]);
+                    let id = format!("mb{k}x{i}");
+                    let run = if k == 0 {
+                        let mut env = cni_env(cmd, &id, &netns, "eth0", &args.plugins);
+                        env.push(("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod{i};K8S_POD_INFRA_CONTAINER_ID={id}")));
+                        let r = run_plugin(&args.plugins.join("multus"), &env, &multus_conf)?;
+                        if !r.ok {
+                            bail!("multus {cmd} failed: {}", r.stdout);
+                        }
+                        r
+                    } else {
+                        // The same two networks, the reference plugins run one after the other.
+                        let bin = args.reference.join("bridge");
+                        let a = run_plugin(&bin, &cni_env(cmd, &id, &netns, "eth0", &args.reference), &cluster(1).to_string())?;
+                        let b = run_plugin(&bin, &cni_env(cmd, &id, &netns, "net1", &args.reference), &secondary(1).to_string())?;
+                        if !a.ok || !b.ok {
+                            bail!("reference {cmd} failed: {} {}", a.stdout, b.stdout);
+                        }
+                        Run { time: a.time + b.time, max_rss_kib: a.max_rss_kib.max(b.max_rss_kib), ok: true, stdout: String::new() }
+                    };
+                    if cmd == "DEL" {
+                        settle(&pair[k])?;
+                    }
+                    if i >= 2 {
+                        if phase == 0 { &mut adds[k] } else { &mut dels[k] }.push(run);
+                    }
+                }
+            }
+        }
+        let [oa, ra] = adds;
+        let [od, rd] = dels;
+        Ok(vec![
+            ("ADD pod: cluster network + multus-br via the meta plugin (embedded store) vs both reference plugins directly".into(), stats(oa), stats(ra)),
+            ("DEL of that pod".into(), stats(od), stats(rd)),
+        ])
+    })();
+    for pair in &pods {
+        for p in pair {
+            let _ = sh(&["ip", "netns", "del", p]);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
 /// Waits (untimed) until no retired link is left in `pod`: our DEL leaves the kernel's
 /// slow veth teardown to a detached process, which must not overlap the next timed call.
 fn settle(pod: &str) -> Result<()> {
@@ -350,6 +444,7 @@ fn main() -> Result<()> {
     enter_node(&node)?;
     let result = (|| -> Result<Vec<(String, Stats, Stats)>> {
         let mut rows = bench_seed(&args, &tag)?;
+        rows.extend(bench_multus(&args, &tag)?);
         rows.extend(bench_big_store(&args, &tag)?);
         Ok(rows)
     })();
