@@ -261,9 +261,7 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
     let conf_dir = root.join("net.d");
     let store = root.join("store");
     std::fs::create_dir_all(&conf_dir)?;
-    let ipam = |k: usize, subnet: &str| {
-        serde_json::json!({"type": "host-local", "subnet": subnet, "dataDir": root.join(format!("ipam{k}")).display().to_string()})
-    };
+    let ipam = |k: usize, subnet: &str| serde_json::json!({"type": "host-local", "subnet": subnet, "dataDir": root.join(format!("ipam{k}")).display().to_string()});
     let cluster = |k: usize| serde_json::json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0", "isGateway": true, "ipam": ipam(k, "10.244.0.0/16")});
     let secondary = |k: usize| serde_json::json!({"cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge", "ipam": ipam(k, "192.168.100.0/24")});
     std::fs::write(conf_dir.join("10-cluster.conf"), cluster(0).to_string())?;
@@ -282,7 +280,9 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
         "binDir": args.plugins.display().to_string(), "oxivirtStore": store.display().to_string()})
     .to_string();
     let rounds = args.samples.min(20) + 2;
-    let pods: Vec<[String; 2]> = (0..rounds).map(|i| [format!("oxbm-{tag}-0-{i}"), format!("oxbm-{tag}-1-{i}")]).collect();
+    let pods: Vec<[String; 2]> = (0..rounds)
+        .map(|i| [format!("oxbm-{tag}-0-{i}"), format!("oxbm-{tag}-1-{i}")])
+        .collect();
     let result = (|| -> Result<Vec<(String, Stats, Stats)>> {
         for (i, pair) in pods.iter().enumerate() {
             for p in pair {
@@ -315,18 +315,36 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
                     } else {
                         // The same two networks, the reference plugins run one after the other.
                         let bin = args.reference.join("bridge");
-                        let a = run_plugin(&bin, &cni_env(cmd, &id, &netns, "eth0", &args.reference), &cluster(1).to_string())?;
-                        let b = run_plugin(&bin, &cni_env(cmd, &id, &netns, "net1", &args.reference), &secondary(1).to_string())?;
+                        let a = run_plugin(
+                            &bin,
+                            &cni_env(cmd, &id, &netns, "eth0", &args.reference),
+                            &cluster(1).to_string(),
+                        )?;
+                        let b = run_plugin(
+                            &bin,
+                            &cni_env(cmd, &id, &netns, "net1", &args.reference),
+                            &secondary(1).to_string(),
+                        )?;
                         if !a.ok || !b.ok {
                             bail!("reference {cmd} failed: {} {}", a.stdout, b.stdout);
                         }
-                        Run { time: a.time + b.time, max_rss_kib: a.max_rss_kib.max(b.max_rss_kib), ok: true, stdout: String::new() }
+                        Run {
+                            time: a.time + b.time,
+                            max_rss_kib: a.max_rss_kib.max(b.max_rss_kib),
+                            ok: true,
+                            stdout: String::new(),
+                        }
                     };
                     if cmd == "DEL" {
                         settle(&pair[k])?;
                     }
                     if i >= 2 {
-                        if phase == 0 { &mut adds[k] } else { &mut dels[k] }.push(run);
+                        if phase == 0 {
+                            &mut adds[k]
+                        } else {
+                            &mut dels[k]
+                        }
+                        .push(run);
                     }
                 }
             }

@@ -495,3 +495,204 @@ impl Meta<'_> {
         first_err.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::DirSource;
+    use std::collections::HashMap;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let f = Self {
+                dir: tempfile::tempdir().expect("tmp"),
+            };
+            std::fs::create_dir_all(f.dir.path().join("net.d")).expect("confdir");
+            std::fs::write(
+                f.dir.path().join("net.d/10-cluster.conf"),
+                r#"{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}"#,
+            )
+            .expect("conf");
+            std::fs::write(
+                f.dir.path().join("net.d/20-byname.conf"),
+                r#"{"cniVersion":"1.0.0","name":"empty-nad","type":"macvlan","master":"eth9"}"#,
+            )
+            .expect("conf");
+            let s = f.store();
+            for (ns, name, config) in [
+                (
+                    "default",
+                    "multus-br",
+                    r#"{"cniVersion":"0.3.1","type":"bridge","bridge":"multus-bridge"}"#,
+                ),
+                (
+                    "other",
+                    "shared",
+                    r#"{"cniVersion":"1.0.0","name":"shared","type":"bridge"}"#,
+                ),
+                (
+                    "kube-system",
+                    "alt-default",
+                    r#"{"cniVersion":"1.0.0","name":"alt","type":"bridge"}"#,
+                ),
+                ("default", "empty-nad", ""),
+                ("default", "not-json", "{nope"),
+            ] {
+                s.put(&serde_json::json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                    "metadata": {"name": name, "namespace": ns}, "spec": {"config": config}}))
+                    .expect("nad");
+            }
+            f
+        }
+
+        fn store(&self) -> DirSource {
+            DirSource::new(self.dir.path().join("store"))
+        }
+
+        fn config(&self, extra: &str) -> Config {
+            let text = format!(
+                r#"{{"cniVersion":"1.0.0","name":"multus","type":"multus","clusterNetwork":"cluster","confDir":"{}"{extra}}}"#,
+                self.dir.path().join("net.d").display()
+            );
+            Config::load(text.as_bytes()).expect("config")
+        }
+
+        fn plan(
+            &self,
+            cfg: &Config,
+            annotations: &[(&str, &str)],
+        ) -> Result<Vec<Delegate>, CniError> {
+            let vars: HashMap<&str, String> = [
+                ("CNI_COMMAND", "ADD".to_string()),
+                ("CNI_CONTAINERID", "c1".into()),
+                ("CNI_IFNAME", "eth0".into()),
+                ("CNI_NETNS", "/run/netns/x".into()),
+                (
+                    "CNI_ARGS",
+                    "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1".into(),
+                ),
+            ]
+            .into_iter()
+            .collect();
+            let env = Environment::from_lookup(|k| vars.get(k).cloned()).expect("env");
+            let src = self.store();
+            let meta = Meta {
+                cfg,
+                env: &env,
+                stdin: b"",
+                source: &src,
+            };
+            let r = PodRef::from_env(&env).expect("pod ref");
+            let pod = Pod {
+                namespace: "default".into(),
+                name: "p1".into(),
+                uid: "u".into(),
+                annotations: annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            meta.plan(Some((&r, &pod)))
+        }
+    }
+
+    #[test]
+    fn resolves_networks_like_multus() {
+        let f = Fixture::new();
+        let cfg = f.config("");
+        let plan = f
+            .plan(
+                &cfg,
+                &[(
+                    annotation::NETWORKS,
+                    "multus-br,other/shared@ext0,empty-nad",
+                )],
+            )
+            .expect("plan");
+        let got: Vec<(&str, &str, &str)> = plan
+            .iter()
+            .map(|d| {
+                (
+                    d.network.as_str(),
+                    d.ifname.as_str(),
+                    d.conf["name"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cluster", "eth0", "cluster"),
+                // A config without a name gets the NAD's name.
+                ("default/multus-br", "net1", "multus-br"),
+                ("other/shared", "ext0", "shared"),
+                // An empty NAD config is read from confDir by name.
+                ("default/empty-nad", "net3", "empty-nad"),
+            ]
+        );
+        assert!(plan[0].cluster && !plan[1].cluster);
+    }
+
+    #[test]
+    fn default_network_annotation_and_default_networks() {
+        let f = Fixture::new();
+        let cfg = f.config(r#","defaultNetworks":["alt-default"]"#);
+        let plan = f
+            .plan(
+                &cfg,
+                &[
+                    (annotation::DEFAULT_NETWORK, "kube-system/alt-default"),
+                    (annotation::NETWORKS, "multus-br"),
+                ],
+            )
+            .expect("plan");
+        assert_eq!(plan[0].network, "kube-system/alt-default");
+        assert_eq!(plan[0].ifname, "eth0");
+        assert_eq!(plan[1].network, "kube-system/alt-default");
+        assert_eq!(plan[1].ifname, "net1");
+        assert_eq!(plan[2].ifname, "net2");
+    }
+
+    #[test]
+    fn namespace_isolation() {
+        let f = Fixture::new();
+        let cfg = f.config(r#","namespaceIsolation":true"#);
+        let e = f
+            .plan(&cfg, &[(annotation::NETWORKS, "other/shared")])
+            .expect_err("isolated");
+        assert!(e.msg.contains("namespaceIsolation"), "{}", e.msg);
+        let cfg = f.config(r#","namespaceIsolation":true,"globalNamespaces":"other,kube-system""#);
+        assert!(f
+            .plan(&cfg, &[(annotation::NETWORKS, "other/shared")])
+            .is_ok());
+    }
+
+    #[test]
+    fn errors_name_pod_and_network() {
+        let f = Fixture::new();
+        let cfg = f.config("");
+        for (ann, says) in [
+            ("missing", "default/missing not found"),
+            ("not-json", "spec.config is not valid JSON"),
+            ("Bad", "DNS-1123"),
+        ] {
+            let e = f.plan(&cfg, &[(annotation::NETWORKS, ann)]).expect_err(ann);
+            assert!(
+                e.msg.contains(says) && e.msg.contains("pod default/p1"),
+                "{ann}: {}",
+                e.msg
+            );
+        }
+        let text = format!(
+            r#"{{"cniVersion":"1.0.0","name":"multus","type":"multus","clusterNetwork":"nowhere","confDir":"{}"}}"#,
+            f.dir.path().join("net.d").display()
+        );
+        let cfg = Config::load(text.as_bytes()).expect("config");
+        let e = f.plan(&cfg, &[]).expect_err("no cluster network");
+        assert!(e.msg.contains("nowhere"), "{}", e.msg);
+    }
+}

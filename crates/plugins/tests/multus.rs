@@ -305,3 +305,39 @@ fn gc_repairs_a_lost_del() {
     assert!(p.allocations().is_empty(), "{:?}", p.allocations());
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
 }
+
+#[test]
+fn readiness_gate_and_del_from_the_store_without_cache() {
+    if !require_root("readiness_gate_and_del_from_the_store_without_cache") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP readiness_gate_and_del_from_the_store_without_cache: containernetworking-plugins not installed");
+        return;
+    };
+    p.put_pod("multus-br");
+    let mut conf = p.conf();
+    conf["readinessindicatorfile"] = json!(p.path("ready"));
+    let out = p.run("ADD", &conf);
+    assert_eq!(
+        out.code(),
+        11,
+        "not ready yet must be 'try again later': {}",
+        out.stdout
+    );
+    assert_eq!(common::links(&p.pod), ["lo"]);
+    std::fs::write(p.path("ready"), "").expect("ready");
+    let out = p.run("ADD", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert_eq!(p.allocations().len(), 2);
+    // The cache is lost; DEL rebuilds the delegate list from the pod in the store.
+    std::fs::remove_file(p.path("cache/c0ffee")).expect("drop cache");
+    let out = p.run("DEL", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    assert!(
+        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
+        "{:?}",
+        common::links(&p.pod)
+    );
+}
