@@ -27,6 +27,9 @@ pub struct Delegate {
     pub cni_args: Option<Map<String, Value>>,
     #[serde(default)]
     pub runtime: Map<String, Value>,
+    /// Gateways this network's interface should carry the pod's default routes through.
+    #[serde(default)]
+    pub default_route: Vec<std::net::IpAddr>,
 }
 
 impl Delegate {
@@ -61,6 +64,7 @@ impl Delegate {
             mac: sel.and_then(|s| s.mac.clone()),
             cni_args: sel.and_then(|s| s.cni_args.clone()),
             runtime,
+            default_route: sel.map(|s| s.default_route.clone()).unwrap_or_default(),
         }
     }
 

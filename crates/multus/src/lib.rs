@@ -7,6 +7,7 @@ pub mod annotation;
 pub mod autoconf;
 pub mod cache;
 pub mod config;
+pub mod default_route;
 pub mod delegate;
 pub mod meta;
 pub mod source;

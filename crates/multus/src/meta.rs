@@ -4,6 +4,7 @@
 use crate::annotation::{self, NetworkSelection};
 use crate::cache::{self, CachedDelegate, Entry};
 use crate::config::Config;
+use crate::default_route;
 use crate::delegate::{self, Delegate, Runner};
 use crate::source::{ClusterSource, NetworkAttachmentDefinition, Pod, SourceError};
 use crate::status;
@@ -292,10 +293,29 @@ impl Meta<'_> {
         let runner = self.runner(cni_args.clone());
         let mut done: Vec<CachedDelegate> = Vec::new();
         let mut results: Vec<(Delegate, CniResult)> = Vec::new();
+        // Families some network claims the default route for.
+        let claimed: Vec<bool> = [true, false]
+            .into_iter()
+            .filter(|v4| {
+                delegates
+                    .iter()
+                    .any(|d| d.default_route.iter().any(|g| g.is_ipv4() == *v4))
+            })
+            .collect();
         for d in &delegates {
-            let r = runner
-                .add(d)
-                .and_then(|v| delegate::parse_result(&v).map(|p| (v, p)));
+            let r = runner.add(d).and_then(|v| {
+                let mut parsed = delegate::parse_result(&v)?;
+                if let Some(netns) = &self.env.netns {
+                    let drop: Vec<bool> = claimed
+                        .iter()
+                        .copied()
+                        .filter(|v4| !d.default_route.iter().any(|g| g.is_ipv4() == *v4))
+                        .collect();
+                    default_route::drop_defaults(netns, &d.ifname, &drop, &mut parsed)?;
+                    default_route::set_defaults(netns, &d.ifname, &d.default_route, &mut parsed)?;
+                }
+                Ok((v, parsed))
+            });
             match r {
                 Ok((raw, parsed)) => {
                     done.push(CachedDelegate {

@@ -46,7 +46,7 @@ pub fn network_status(attached: &[(Delegate, CniResult)]) -> Value {
                 .filter(|rt| rt.dst.prefix_len() == 0)
                 .filter_map(|rt| rt.gw.map(|g| g.to_string()))
                 .collect();
-            if d.cluster && !gws.is_empty() {
+            if (d.cluster || !d.default_route.is_empty()) && !gws.is_empty() {
                 m.insert("gateway".into(), json!(gws));
             }
             if let Some(dev) = r.interfaces.iter().find_map(|i| i.pci_id.clone()) {

@@ -39,7 +39,7 @@ impl Pod {
         std::fs::create_dir_all(p.path("net.d")).expect("conf dir");
         std::fs::write(
             p.path("net.d/10-cluster.conf"),
-            json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0", "isGateway": true,
+            json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0", "isDefaultGateway": true,
                    "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": data}})
             .to_string(),
         )
@@ -340,4 +340,62 @@ fn readiness_gate_and_del_from_the_store_without_cache() {
         "{:?}",
         common::links(&p.pod)
     );
+}
+
+/// `default-route` moves the pod's default route to the selected network.
+#[test]
+fn default_route_moves_to_the_selected_network() {
+    if !require_root("default_route_moves_to_the_selected_network") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP default_route_moves_to_the_selected_network: containernetworking-plugins not installed");
+        return;
+    };
+    // Without it, the cluster network (isDefaultGateway) carries the default route.
+    p.put_pod("multus-br");
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{}", out.stdout);
+    let default_via = |p: &Pod| -> Vec<(String, String)> {
+        p.pod
+            .ip_json(&["-4", "route", "show", "default"])
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r["gateway"].as_str().unwrap_or("").to_string(),
+                            r["dev"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        default_via(&p),
+        [("10.244.0.1".to_string(), "eth0".to_string())]
+    );
+    assert!(p.run("DEL", &p.conf()).ok);
+
+    p.put_pod(r#"[{"name": "multus-br", "default-route": ["192.168.100.1"]}]"#);
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert_eq!(
+        default_via(&p),
+        [("192.168.100.1".to_string(), "net1".to_string())]
+    );
+    // The cluster result handed back no longer claims the default route.
+    let routes = out.json()["routes"].clone();
+    assert!(
+        !routes
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["dst"] == "0.0.0.0/0")),
+        "{routes}"
+    );
+    let st = p.status();
+    assert_eq!(st[1]["gateway"], json!(["192.168.100.1"]));
+    assert!(st[0].get("gateway").is_none(), "{st}");
+    assert!(p.run("DEL", &p.conf()).ok);
+    assert!(p.allocations().is_empty());
 }
