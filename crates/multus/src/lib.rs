@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod default_route;
 pub mod delegate;
+pub mod kube;
 pub mod meta;
 pub mod source;
 pub mod status;

@@ -4,13 +4,14 @@ use crate::ipam::valid_attachments;
 use oxivirt_cni::plugin::{require_check_support, Call};
 use oxivirt_cni::{CniError, Command};
 use oxivirt_multus::config::Config;
+use oxivirt_multus::kube::KubeSource;
 use oxivirt_multus::meta::Meta;
 use oxivirt_multus::source::{
     ClusterSource, DirSource, NetworkAttachmentDefinition, Pod, SourceError,
 };
 
-/// Stands in where no backend is configured or built: every lookup is "unreachable", so
-/// ADD fails with "try again later" and DEL/GC work from the cache alone.
+/// Stands in where no backend is configured: every lookup is "unreachable", so ADD fails
+/// with "try again later" and DEL/GC work from the cache alone.
 struct Unavailable(String);
 
 impl ClusterSource for Unavailable {
@@ -29,18 +30,57 @@ impl ClusterSource for Unavailable {
     }
 }
 
+/// The Kubernetes backend, connected on first use: DEL and GC served from the cache
+/// never pay for reading credentials or setting up TLS.
+struct LazyKube {
+    kubeconfig: Option<std::path::PathBuf>,
+    cell: std::sync::OnceLock<Result<KubeSource, String>>,
+}
+
+impl LazyKube {
+    fn get(&self) -> Result<&KubeSource, SourceError> {
+        let r = self.cell.get_or_init(|| {
+            let timeout = std::time::Duration::from_secs(10);
+            match &self.kubeconfig {
+                Some(k) => KubeSource::from_kubeconfig(k, timeout),
+                None => KubeSource::in_cluster(timeout),
+            }
+            .map_err(|e| e.to_string())
+        });
+        r.as_ref().map_err(|e| SourceError::Unreachable(e.clone()))
+    }
+}
+
+impl ClusterSource for LazyKube {
+    fn pod(&self, ns: &str, name: &str) -> Result<Pod, SourceError> {
+        self.get()?.pod(ns, name)
+    }
+    fn network_attachment(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError> {
+        self.get()?.network_attachment(ns, name)
+    }
+    fn set_network_status(&self, ns: &str, name: &str, status: &str) -> Result<(), SourceError> {
+        self.get()?.set_network_status(ns, name, status)
+    }
+}
+
 fn source(cfg: &Config) -> Box<dyn ClusterSource> {
     if let Some(dir) = &cfg.multus.store {
         return Box::new(DirSource::new(dir));
     }
-    let why = match &cfg.multus.kubeconfig {
-        Some(k) => format!(
-            "kubeconfig {}: the Kubernetes API backend is not available in this build yet",
-            k.display()
-        ),
-        None => "no object source configured (`oxivirtStore` or `kubeconfig`)".to_string(),
-    };
-    Box::new(Unavailable(why))
+    if cfg.multus.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return Box::new(LazyKube {
+            kubeconfig: cfg.multus.kubeconfig.clone(),
+            cell: Default::default(),
+        });
+    }
+    Box::new(Unavailable(
+        "no object source configured (`oxivirtStore`, `kubeconfig`, or running in a cluster)"
+            .into(),
+    ))
 }
 
 pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {

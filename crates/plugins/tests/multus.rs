@@ -399,3 +399,197 @@ fn default_route_moves_to_the_selected_network() {
     assert!(p.run("DEL", &p.conf()).ok);
     assert!(p.allocations().is_empty());
 }
+
+/// A mocked Kubernetes API service on loopback (there is no API server on these machines):
+/// answers GET for pods and NetworkAttachmentDefinitions and merge-PATCH on pods, checks
+/// the bearer token, and records every request.
+mod mock_api {
+    use serde_json::Value;
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub struct State {
+        pub objects: HashMap<String, Value>,
+        pub token: String,
+        pub requests: Vec<(String, String, String)>,
+        pub patches: Vec<Value>,
+    }
+
+    /// Serves on 127.0.0.1 of the namespace at `netns` (where the plugin runs).
+    pub fn start(state: Arc<Mutex<State>>, netns: &std::path::Path) -> u16 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let netns = netns.to_path_buf();
+        std::thread::spawn(move || {
+            // A thread of its own, moved into the node namespace for good.
+            let ns = oxivirt_netlink::NetNs::open(&netns).expect("netns");
+            ns.enter_current_thread().expect("setns");
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let _ = tx.send(listener.local_addr().expect("addr").port());
+            for stream in listener.incoming().flatten() {
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut stream = stream;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut parts = line.split_whitespace();
+                        let method = parts.next().unwrap_or("").to_string();
+                        let path = parts.next().unwrap_or("").to_string();
+                        let mut len = 0;
+                        let mut auth = String::new();
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                                break;
+                            }
+                            let lower = h.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                            if lower.starts_with("authorization:") {
+                                auth = h["authorization:".len()..].trim().to_string();
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        let _ = reader.read_exact(&mut body);
+                        let (code, reply) = {
+                            let mut s = state.lock().expect("lock");
+                            s.requests
+                                .push((method.clone(), path.clone(), auth.clone()));
+                            if auth != format!("Bearer {}", s.token) {
+                                (401, serde_json::json!({"message": "Unauthorized"}))
+                            } else if method == "GET" {
+                                match s.objects.get(&path) {
+                                    Some(v) => (200, v.clone()),
+                                    None => (404, serde_json::json!({"message": "not found"})),
+                                }
+                            } else {
+                                let patch: Value =
+                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                s.patches.push(patch.clone());
+                                match s.objects.get_mut(&path) {
+                                    Some(obj) => {
+                                        if let (Some(a), Some(p)) = (
+                                            obj["metadata"]["annotations"].as_object_mut(),
+                                            patch["metadata"]["annotations"].as_object(),
+                                        ) {
+                                            for (k, v) in p {
+                                                a.insert(k.clone(), v.clone());
+                                            }
+                                        }
+                                        (200, obj.clone())
+                                    }
+                                    None => (404, serde_json::json!({"message": "not found"})),
+                                }
+                            }
+                        };
+                        let text = reply.to_string();
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                            text.len()
+                        );
+                    }
+                });
+            }
+        });
+        rx.recv().expect("mock API port")
+    }
+}
+
+/// The same pod through the Kubernetes backend, against the mocked API service.
+#[test]
+fn kubernetes_backend_against_a_mocked_api_service() {
+    if !require_root("kubernetes_backend_against_a_mocked_api_service") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP kubernetes_backend_against_a_mocked_api_service: containernetworking-plugins not installed");
+        return;
+    };
+    let state = std::sync::Arc::new(std::sync::Mutex::new(mock_api::State {
+        token: "tok-1".into(),
+        ..Default::default()
+    }));
+    {
+        let mut s = state.lock().expect("lock");
+        let nad = std::fs::read_to_string(
+            p.path("store/network-attachment-definitions/default/multus-br.json"),
+        )
+        .expect("nad");
+        s.objects.insert(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/multus-br"
+                .into(),
+            serde_json::from_str(&nad).expect("json"),
+        );
+        s.objects.insert(
+            "/api/v1/namespaces/default/pods/virt-launcher-testvm-2".into(),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "virt-launcher-testvm-2", "namespace": "default",
+                "uid": "uid-1", "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}}),
+        );
+    }
+    let port = mock_api::start(state.clone(), &p.node.path());
+    std::fs::write(p.path("token"), "tok-1\n").expect("token");
+    std::fs::write(
+        p.path("kubeconfig"),
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: mock\nclusters:\n- name: mock\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: plugin\nusers:\n- name: plugin\n  user:\n    tokenFile: token\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let mut conf = p.conf();
+    conf.as_object_mut().expect("obj").remove("oxivirtStore");
+    conf["kubeconfig"] = json!(p.path("kubeconfig"));
+    let out = p.run("ADD", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
+    {
+        let s = state.lock().expect("lock");
+        assert!(
+            s.requests.iter().all(|(_, _, auth)| auth == "Bearer tok-1"),
+            "{:?}",
+            s.requests
+        );
+        let status = s.patches.last().expect("a PATCH")["metadata"]["annotations"]
+            ["k8s.v1.cni.cncf.io/network-status"]
+            .as_str()
+            .expect("status")
+            .to_string();
+        let st: Value = serde_json::from_str(&status).expect("status json");
+        assert_eq!(st[1]["name"], "default/multus-br");
+        assert_eq!(st[1]["interface"], "net1");
+    }
+    // The token is rotated: the next call reads the new one, no restart involved.
+    state.lock().expect("lock").token = "tok-2".into();
+    std::fs::write(p.path("token"), "tok-2\n").expect("token");
+    let mut chk = conf.clone();
+    chk["cniVersion"] = json!("1.0.0");
+    assert!(p.run("CHECK", &chk).ok);
+    // DEL is served from the cache: the API server is not asked at all.
+    let before = state.lock().expect("lock").requests.len();
+    let out = p.run("DEL", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert_eq!(
+        state.lock().expect("lock").requests.len(),
+        before,
+        "DEL talked to the API server"
+    );
+    assert!(p.allocations().is_empty());
+    // A second pod ADD after rotation uses the new token.
+    let out = p.run("ADD", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert!(state
+        .lock()
+        .expect("lock")
+        .requests
+        .iter()
+        .skip(before)
+        .all(|(_, _, a)| a == "Bearer tok-2"));
+    assert!(p.run("DEL", &conf).ok);
+}
