@@ -1,6 +1,8 @@
 //! Test support shared by the integration tests: network namespaces that clean up after
 //! themselves (also when a test panics), unique names, and running CNI plugins.
 
+pub mod mock_kube;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,7 +20,7 @@ pub fn unique(prefix: &str) -> String {
 /// Whether privileged tests can run; prints a loud skip line when not.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc_geteuid() };
+    let euid = unsafe { libc::geteuid() };
     if euid != 0 {
         eprintln!("SKIP {test}: needs root (network namespaces, links)");
         return false;
@@ -31,11 +33,6 @@ pub fn require_root(test: &str) -> bool {
         return false;
     }
     true
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 pub fn which(cmd: &str) -> Option<PathBuf> {
