@@ -18,6 +18,7 @@ struct Run {
     max_rss_kib: i64,
     ok: bool,
     stdout: String,
+    stderr: String,
 }
 
 /// Runs a plugin and reports its wall time and peak RSS (from wait4's rusage).
@@ -28,7 +29,11 @@ fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &str) -> Result<Run> {
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if env.iter().any(|(k, _)| *k == "OXIVIRT_CNI_TRACE") {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .with_context(|| format!("spawn {}", bin.display()))?;
     if let Some(mut s) = child.stdin.take() {
@@ -37,6 +42,10 @@ fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &str) -> Result<Run> {
     let mut stdout = String::new();
     if let Some(mut o) = child.stdout.take() {
         o.read_to_string(&mut stdout)?;
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut stderr)?;
     }
     let mut status = 0;
     // SAFETY: zeroed rusage is a valid out-parameter.
@@ -53,6 +62,7 @@ fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &str) -> Result<Run> {
         max_rss_kib: usage.ru_maxrss,
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         stdout,
+        stderr,
     })
 }
 
@@ -67,6 +77,39 @@ fn sh(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// (phase, microseconds since start) from `OXIVIRT_CNI_TRACE` output.
+fn trace_phases(stderr: &str) -> Vec<(String, u128)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("oxivirt-cni trace:"))
+        // Delegates inherit the trace switch; keep the meta plugin's own phases.
+        .filter(|l| l.contains("multus:"))
+        .filter_map(|l| {
+            let mut it = l.trim().splitn(2, " us ");
+            let us = it.next()?.trim().parse().ok()?;
+            Some((it.next()?.trim().to_string(), us))
+        })
+        .collect()
+}
+
+/// Median time of each phase of the meta plugin's ADD (Kubernetes backend).
+fn print_phases(runs: &[Vec<(String, u128)>]) {
+    let Some(first) = runs.first() else { return };
+    println!("meta plugin ADD with the Kubernetes backend, median time at each phase (us since process start):");
+    for (name, _) in first {
+        let mut v: Vec<u128> = runs
+            .iter()
+            .filter_map(|r| r.iter().find(|(n, _)| n == name).map(|(_, t)| *t))
+            .collect();
+        v.sort_unstable();
+        if let Some(m) = v.get(v.len() / 2) {
+            println!("  {m:>6} us  {name}");
+        }
+    }
+    println!();
+}
+
+#[derive(Clone)]
 struct Stats {
     median: Duration,
     rss: i64,
@@ -129,6 +172,7 @@ fn parse_args() -> Result<Args> {
 /// Enters a fresh "node" namespace for the rest of the process (single-threaded here).
 fn enter_node(name: &str) -> Result<()> {
     sh(&["ip", "netns", "add", name])?;
+    sh(&["ip", "-n", name, "link", "set", "lo", "up"])?;
     let f = std::fs::File::open(format!("/run/netns/{name}"))?;
     // SAFETY: setns on a valid namespace fd; the process has one thread at this point.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -279,35 +323,75 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
         "clusterNetwork": "cluster", "confDir": conf_dir.display().to_string(), "cniDir": root.join("cache").display().to_string(),
         "binDir": args.plugins.display().to_string(), "oxivirtStore": store.display().to_string()})
     .to_string();
+    // The same meta plugin against a (mocked) Kubernetes API service on loopback.
+    let api = std::sync::Arc::new(std::sync::Mutex::new(oxivirt_testkit::mock_kube::State {
+        token: "bench-token".into(),
+        ..Default::default()
+    }));
+    let nad_text = std::fs::read_to_string(nad_dir.join("multus-br.json"))?;
+    api.lock()
+        .map_err(|_| anyhow::anyhow!("mock lock"))?
+        .objects
+        .insert(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/multus-br"
+                .into(),
+            serde_json::from_str(&nad_text)?,
+        );
+    let port =
+        oxivirt_testkit::mock_kube::start(api.clone(), Path::new("/proc/thread-self/ns/net"));
+    std::fs::write(root.join("token"), "bench-token")?;
+    std::fs::write(
+        root.join("kubeconfig"),
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: m\nclusters:\n- name: m\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: m\n  context:\n    cluster: m\n    user: u\nusers:\n- name: u\n  user:\n    tokenFile: token\n"),
+    )?;
+    let k8s_conf = serde_json::json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
+        "clusterNetwork": "cluster", "confDir": conf_dir.display().to_string(), "cniDir": root.join("cache-k8s").display().to_string(),
+        "binDir": args.plugins.display().to_string(), "kubeconfig": root.join("kubeconfig").display().to_string()})
+    .to_string();
+    let mut phases: Vec<Vec<(String, u128)>> = Vec::new();
     let rounds = args.samples.min(20) + 2;
-    let pods: Vec<[String; 2]> = (0..rounds)
-        .map(|i| [format!("oxbm-{tag}-0-{i}"), format!("oxbm-{tag}-1-{i}")])
+    let pods: Vec<[String; 3]> = (0..rounds)
+        .map(|i| {
+            [
+                format!("oxbm-{tag}-0-{i}"),
+                format!("oxbm-{tag}-1-{i}"),
+                format!("oxbm-{tag}-2-{i}"),
+            ]
+        })
         .collect();
     let result = (|| -> Result<Vec<(String, Stats, Stats)>> {
         for (i, pair) in pods.iter().enumerate() {
             for p in pair {
                 sh(&["ip", "netns", "add", p])?;
             }
-            std::fs::write(
-                pod_dir.join(format!("pod{i}.json")),
-                serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": format!("pod{i}"), "namespace": "default", "uid": format!("uid{i}"),
-                                 "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}})
-                .to_string(),
-            )?;
+            let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("pod{i}"), "namespace": "default", "uid": format!("uid{i}"),
+                             "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}});
+            std::fs::write(pod_dir.join(format!("pod{i}.json")), pod.to_string())?;
+            api.lock()
+                .map_err(|_| anyhow::anyhow!("mock lock"))?
+                .objects
+                .insert(format!("/api/v1/namespaces/default/pods/pod{i}"), pod);
         }
-        let mut adds: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-        let mut dels: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        let mut adds: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut dels: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         for (phase, cmd) in ["ADD", "DEL"].into_iter().enumerate() {
             for (i, pair) in pods.iter().enumerate() {
-                let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+                let order = if i % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
                 for k in order {
                     let netns = format!("/run/netns/{}", pair[k]);
                     let id = format!("mb{k}x{i}");
-                    let run = if k == 0 {
+                    let run = if k != 1 {
                         let mut env = cni_env(cmd, &id, &netns, "eth0", &args.plugins);
                         env.push(("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod{i};K8S_POD_INFRA_CONTAINER_ID={id}")));
-                        let r = run_plugin(&args.plugins.join("multus"), &env, &multus_conf)?;
+                        if k == 2 {
+                            env.push(("OXIVIRT_CNI_TRACE", "1".into()));
+                        }
+                        let conf = if k == 0 { &multus_conf } else { &k8s_conf };
+                        let r = run_plugin(&args.plugins.join("multus"), &env, conf)?;
+                        if k == 2 && cmd == "ADD" && i >= 2 {
+                            phases.push(trace_phases(&r.stderr));
+                        }
                         if !r.ok {
                             bail!("multus {cmd} failed: {}", r.stdout);
                         }
@@ -333,6 +417,7 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
                             max_rss_kib: a.max_rss_kib.max(b.max_rss_kib),
                             ok: true,
                             stdout: String::new(),
+                            stderr: String::new(),
                         }
                     };
                     if cmd == "DEL" {
@@ -349,11 +434,15 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
                 }
             }
         }
-        let [oa, ra] = adds;
-        let [od, rd] = dels;
+        print_phases(&phases);
+        let [oa, ra, ka] = adds;
+        let [od, rd, kd] = dels;
+        let (ra, rd) = (stats(ra), stats(rd));
         Ok(vec![
-            ("ADD pod: cluster network + multus-br via the meta plugin (embedded store) vs both reference plugins directly".into(), stats(oa), stats(ra)),
-            ("DEL of that pod".into(), stats(od), stats(rd)),
+            ("ADD pod: cluster network + multus-br via the meta plugin (embedded store) vs both reference plugins directly".into(), stats(oa), ra.clone()),
+            ("ADD of that pod with the Kubernetes backend (mocked API on loopback) vs both reference plugins directly".into(), stats(ka), ra),
+            ("DEL of that pod (embedded store)".into(), stats(od), rd.clone()),
+            ("DEL of that pod (Kubernetes backend)".into(), stats(kd), rd),
         ])
     })();
     for pair in &pods {

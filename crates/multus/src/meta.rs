@@ -9,6 +9,7 @@ use crate::delegate::{self, Delegate, Runner};
 use crate::source::{ClusterSource, NetworkAttachmentDefinition, Pod, SourceError};
 use crate::status;
 use oxivirt_cni::error::codes;
+use oxivirt_cni::trace::mark;
 use oxivirt_cni::{CniError, CniResult, Command, Environment, ErrorCode};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -277,8 +278,10 @@ impl Meta<'_> {
             Some(r) => Some(self.source.pod(&r.namespace, &r.name).map_err(source_err)?),
             None => None,
         };
+        mark("multus: pod read");
         let pair = pod_ref.as_ref().zip(pod.as_ref());
         let delegates = self.plan(pair)?;
+        mark("multus: networks resolved");
         let cni_args = match (&pod_ref, &pod) {
             (Some(r), Some(p)) => r.cni_args(if p.uid.is_empty() { &r.uid } else { &p.uid }),
             _ => self
@@ -332,6 +335,7 @@ impl Meta<'_> {
                 }
             }
         }
+        mark("multus: delegates done");
         let entry = Entry {
             container_id: self.env.container_id.clone(),
             ifname: self.env.ifname.clone(),
@@ -364,6 +368,7 @@ impl Meta<'_> {
                 }),
             _ => Ok(()),
         };
+        mark("multus: cache and network-status written");
         if let Err(e) = saved.and(status_written) {
             for c in entry.delegates.iter().rev() {
                 let _ = runner.del_or_check(&c.delegate, Command::Del, c.result.as_ref());

@@ -41,11 +41,13 @@ impl LazyKube {
     fn get(&self) -> Result<&KubeSource, SourceError> {
         let r = self.cell.get_or_init(|| {
             let timeout = std::time::Duration::from_secs(10);
-            match &self.kubeconfig {
+            let r = match &self.kubeconfig {
                 Some(k) => KubeSource::from_kubeconfig(k, timeout),
                 None => KubeSource::in_cluster(timeout),
             }
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+            oxivirt_cni::trace::mark("multus: API client set up");
+            r
         });
         r.as_ref().map_err(|e| SourceError::Unreachable(e.clone()))
     }

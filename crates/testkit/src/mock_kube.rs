@@ -26,6 +26,7 @@ pub fn start(state: Arc<Mutex<State>>, netns: &std::path::Path) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let _ = tx.send(listener.local_addr().expect("addr").port());
         for stream in listener.incoming().flatten() {
+            let _ = stream.set_nodelay(true);
             let state = state.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -86,11 +87,12 @@ pub fn start(state: Arc<Mutex<State>>, netns: &std::path::Path) -> u16 {
                         }
                     };
                     let text = reply.to_string();
-                    let _ = write!(
-                        stream,
+                    // One write: small pieces would meet Nagle and delayed ACKs (40 ms).
+                    let response = format!(
                         "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
                         text.len()
                     );
+                    let _ = stream.write_all(response.as_bytes());
                 }
             });
         }
