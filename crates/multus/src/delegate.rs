@@ -158,7 +158,18 @@ pub struct Runner {
     pub netns: Option<PathBuf>,
     pub cni_args: String,
     pub paths: Vec<PathBuf>,
+    /// Runs a plugin inside this process when it can (the plugin found in the path is
+    /// this very binary): the same code, without a process start per delegate.
+    pub in_process: Option<InProcess>,
 }
+
+/// See [`Runner::in_process`]: `None` means "exec it".
+pub type InProcess = fn(
+    plugin: &Path,
+    cmd: Command,
+    args: &ExecArgs<'_>,
+    stdin: &[u8],
+) -> Option<Result<Vec<u8>, CniError>>;
 
 impl Runner {
     pub fn path_string(&self) -> String {
@@ -182,8 +193,14 @@ impl Runner {
             path: Some(&path),
         };
         let stdin = serde_json::to_vec(conf).map_err(|e| CniError::decode(e.to_string()))?;
-        exec_plugin(&plugin, cmd, &args, &stdin)
-            .map_err(|e| e.context(format!("network {}", d.network)))
+        let out = match self
+            .in_process
+            .and_then(|run| run(&plugin, cmd, &args, &stdin))
+        {
+            Some(r) => r,
+            None => exec_plugin(&plugin, cmd, &args, &stdin),
+        };
+        out.map_err(|e| e.context(format!("network {}", d.network)))
     }
 
     /// ADD through the chain; returns the final result as the last plugin printed it.

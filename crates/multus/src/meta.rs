@@ -58,6 +58,7 @@ pub struct Meta<'a> {
     pub env: &'a Environment,
     pub stdin: &'a [u8],
     pub source: &'a dyn ClusterSource,
+    pub in_process: Option<delegate::InProcess>,
 }
 
 impl Meta<'_> {
@@ -75,6 +76,7 @@ impl Meta<'_> {
             netns: self.env.netns.clone(),
             cni_args,
             paths,
+            in_process: self.in_process,
         }
     }
 
@@ -610,6 +612,7 @@ mod tests {
                 env: &env,
                 stdin: b"",
                 source: &src,
+                in_process: None,
             };
             let r = PodRef::from_env(&env).expect("pod ref");
             let pod = Pod {

@@ -66,7 +66,14 @@ pub fn delegate(
         other => {
             let path = find_plugin(other, &call.env.path)?;
             let netns = call.env.netns.as_deref();
-            let joined = std::env::var("CNI_PATH").ok();
+            let joined = Some(
+                call.env
+                    .path
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
             let args = ExecArgs {
                 container_id: Some(&call.env.container_id),
                 netns,

@@ -11,6 +11,53 @@ mod multus;
 
 use oxivirt_cni::plugin;
 
+/// The plugin handler for `name`, if this binary has it.
+fn handler(
+    name: &str,
+) -> Option<fn(plugin::Call<'_>) -> Result<Option<String>, oxivirt_cni::CniError>> {
+    Some(match name {
+        "bridge" => bridge::handle,
+        "macvlan" => macvlan::handle,
+        "host-local" => ipam::host_local_handle,
+        "static" => ipam::static_handle,
+        "multus" => multus::handle,
+        _ => return None,
+    })
+}
+
+/// Runs a delegate inside this process when the file the meta plugin found is this binary
+/// (a link to it): the same code as exec'ing it, one process start less per delegate.
+fn in_process(
+    plugin_path: &std::path::Path,
+    cmd: oxivirt_cni::Command,
+    args: &oxivirt_cni::exec::ExecArgs<'_>,
+    stdin: &[u8],
+) -> Option<Result<Vec<u8>, oxivirt_cni::CniError>> {
+    let me = std::fs::canonicalize("/proc/self/exe").ok()?;
+    if std::fs::canonicalize(plugin_path).ok()? != me {
+        return None;
+    }
+    let name = plugin_path.file_name()?.to_str()?;
+    let handle = handler(name).filter(|_| name != "multus")?;
+    let netns = args.netns.map(|p| p.display().to_string());
+    let lookup = |k: &str| -> Option<String> {
+        match k {
+            "CNI_COMMAND" => Some(cmd.as_str().to_string()),
+            "CNI_CONTAINERID" => args.container_id.map(str::to_string),
+            "CNI_NETNS" => netns.clone(),
+            "CNI_IFNAME" => args.ifname.map(str::to_string),
+            "CNI_ARGS" => args.args.map(str::to_string),
+            "CNI_PATH" => args.path.map(str::to_string),
+            _ => None,
+        }
+    };
+    let env = match oxivirt_cni::Environment::from_lookup(lookup) {
+        Ok(e) => e,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(handle(plugin::Call { env: &env, stdin }).map(|out| out.unwrap_or_default().into_bytes()))
+}
+
 fn main() {
     oxivirt_cni::trace::mark("start");
     let mut args = std::env::args();
@@ -25,14 +72,10 @@ fn main() {
     } else {
         called
     };
-    let code = match name.as_str() {
-        "bridge" => plugin::run(bridge::handle),
-        "macvlan" => plugin::run(macvlan::handle),
-        "host-local" => plugin::run(ipam::host_local_handle),
-        "static" => plugin::run(ipam::static_handle),
-        "multus" => plugin::run(multus::handle),
-        "multus-autoconf" => multus::autoconf_command(args.collect()),
-        other => {
+    let code = match (name.as_str(), handler(&name)) {
+        (_, Some(h)) => plugin::run(h),
+        ("multus-autoconf", None) => multus::autoconf_command(args.collect()),
+        (other, None) => {
             eprintln!(
                 "oxivirt-cni: unknown plugin {other:?}: call as bridge, macvlan, host-local, static or multus \
                  (a link with that name, or `oxivirt-cni <plugin>`)"

@@ -93,6 +93,7 @@ pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
         env: call.env,
         stdin: call.stdin,
         source: src.as_ref(),
+        in_process: Some(crate::in_process),
     };
     match call.env.command {
         Command::Add => meta.add().map(Some),
