@@ -11,10 +11,11 @@ mod multus;
 
 use oxivirt_cni::plugin;
 
+/// A plugin's command handler.
+type Handler = fn(plugin::Call<'_>) -> Result<Option<String>, oxivirt_cni::CniError>;
+
 /// The plugin handler for `name`, if this binary has it.
-fn handler(
-    name: &str,
-) -> Option<fn(plugin::Call<'_>) -> Result<Option<String>, oxivirt_cni::CniError>> {
+fn handler(name: &str) -> Option<Handler> {
     Some(match name {
         "bridge" => bridge::handle,
         "macvlan" => macvlan::handle,
