@@ -85,11 +85,64 @@ fn source(cfg: &Config) -> Box<dyn ClusterSource> {
     ))
 }
 
+/// Multus's logging switches: `logLevel` (panic < error < verbose < debug; default
+/// error), `logFile` (appended to), `logToStderr` (default on). Never stdout.
+fn log(cfg: &Config, level: &str, msg: &str) {
+    let rank = |l: &str| match l {
+        "panic" => 0,
+        "verbose" => 2,
+        "debug" => 3,
+        _ => 1,
+    };
+    let wanted = cfg
+        .multus
+        .log_level
+        .as_deref()
+        .filter(|l| !l.is_empty())
+        .unwrap_or("error");
+    if rank(level) > rank(wanted) {
+        return;
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let line = format!("{secs:.6} [{level}] {msg}\n");
+    if let Some(path) = &cfg.multus.log_file {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+    if cfg.multus.log_to_stderr.unwrap_or(true) {
+        eprint!("{line}");
+    }
+}
+
 pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
     let cfg = Config::load(call.stdin)?;
-    let src = source(&cfg);
+    let what = format!(
+        "{} container {} ifname {}",
+        call.env.command.as_str(),
+        call.env.container_id,
+        call.env.ifname
+    );
+    log(&cfg, "verbose", &what);
+    let r = run(&call, &cfg);
+    if let Err(e) = &r {
+        log(&cfg, "error", &format!("{what}: {e}"));
+    }
+    r
+}
+
+fn run(call: &Call<'_>, cfg: &Config) -> Result<Option<String>, CniError> {
+    let src = source(cfg);
     let meta = Meta {
-        cfg: &cfg,
+        cfg,
         env: call.env,
         stdin: call.stdin,
         source: src.as_ref(),

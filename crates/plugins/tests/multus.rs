@@ -225,10 +225,17 @@ fn failing_delegate_rolls_back_the_others() {
                 "ipam": {"type": "host-local", "subnet": "10.11.0.0/24", "dataDir": p.path("ipam")}}).to_string()}}))
         .expect("nad");
     p.put_pod("multus-br, broken");
-    let out = p.run("ADD", &p.conf());
+    let mut conf = p.conf();
+    conf["logFile"] = json!(p.path("multus.log"));
+    let out = p.run("ADD", &conf);
     assert!(!out.ok);
     let msg = out.json()["msg"].as_str().unwrap_or("").to_string();
     assert!(msg.contains("default/broken"), "{msg}");
+    let log = std::fs::read_to_string(p.path("multus.log")).expect("log file");
+    assert!(
+        log.contains("[error]") && log.contains("default/broken"),
+        "{log}"
+    );
     assert!(
         eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
         "{:?}",
@@ -489,4 +496,47 @@ fn kubernetes_backend_against_a_mocked_api_service() {
         .skip(before)
         .all(|(_, _, a)| a == "Bearer tok-2"));
     assert!(p.run("DEL", &conf).ok);
+}
+
+/// A NAD holding a conflist: the chain runs with prevResult (our macvlan is not in the bin
+/// dir here, so the reference macvlan + reference tuning), and DEL runs it in reverse. A
+/// DEL that fails keeps the cache so a retry can finish.
+#[test]
+fn conflist_delegate_and_failed_del_keeps_the_cache() {
+    if !require_root("conflist_delegate_and_failed_del_keeps_the_cache") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP conflist_delegate_and_failed_del_keeps_the_cache: containernetworking-plugins not installed");
+        return;
+    };
+    let reference = oxivirt_testkit::reference_plugins().expect("reference");
+    std::os::unix::fs::symlink(reference.join("tuning"), p.bin().join("tuning")).expect("link");
+    let store = oxivirt_multus::source::DirSource::new(p.path("store"));
+    store
+        .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "tuned", "namespace": "default"},
+            "spec": {"config": json!({"cniVersion": "0.4.0", "name": "tuned", "plugins": [
+                {"type": "macvlan", "master": "uplink0", "ipam": {"type": "host-local", "subnet": "10.12.0.0/24", "dataDir": p.path("ipam")}},
+                {"type": "tuning", "mtu": 1400}
+            ]}).to_string()}}))
+        .expect("nad");
+    p.put_pod("tuned@ext0");
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    let l = &p.pod.ip_json(&["link", "show", "dev", "ext0"])[0];
+    assert_eq!(l["mtu"], 1400, "tuning ran after macvlan: {l}");
+    // Make the chain's DEL fail: the cache must survive for the retry.
+    std::fs::remove_file(p.bin().join("tuning")).expect("rm");
+    let out = p.run("DEL", &p.conf());
+    assert!(!out.ok, "DEL should report the missing plugin");
+    assert!(
+        Path::new(&p.path("cache/c0ffee")).exists(),
+        "cache dropped after a failed DEL"
+    );
+    std::os::unix::fs::symlink(reference.join("tuning"), p.bin().join("tuning")).expect("link");
+    let out = p.run("DEL", &p.conf());
+    assert!(out.ok, "retry: {} {}", out.stdout, out.stderr);
+    assert!(!Path::new(&p.path("cache/c0ffee")).exists());
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
 }
