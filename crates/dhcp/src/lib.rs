@@ -1,0 +1,9 @@
+//! A DHCPv4 server for exactly one client: the VM behind a binding's bridge. It answers
+//! only that MAC, only with that address, and treats every packet as hostile input:
+//! anything malformed is dropped and counted, never answered.
+
+mod server;
+mod socket;
+
+pub use server::{Counters, Lease, Server};
+pub use socket::serve;
