@@ -1,0 +1,257 @@
+//! The bridge binding: the pod interface becomes a port of `k6t-<hash>` (renamed
+//! `<hash>-nic`), a tap for the VM joins the bridge, and the VM takes over the pod
+//! interface's MAC and address (served to it by DHCP). A dummy keeps the pod's CNI view
+//! (name, MAC, address) where the kernel has dummy links.
+//!
+//! All functions run on a thread inside the pod's namespace with a handle opened there.
+//! Setup records what it found before changing anything, so a run after a crash half-way
+//! picks up where it stopped; teardown puts the pod interface back and is safe twice.
+
+use crate::naming::Names;
+use crate::{tap, Error, Result};
+use ipnet::{IpNet, Ipv4Net};
+use oxivirt_netlink::{sysctl, BridgePortOption, Handle, RouteSpec};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct BridgeSpec {
+    pub names: Names,
+    /// 1-based position among the VM's bridge-bound interfaces: the bridge gets
+    /// 169.254.75.1<index>/32.
+    pub index: u32,
+    /// `macAddress` of the VM interface, if set.
+    pub mac: Option<[u8; 6]>,
+    pub multiqueue: bool,
+}
+
+/// What the pod interface had, and what the VM gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeState {
+    pub pod_mac: [u8; 6],
+    pub vm_mac: [u8; 6],
+    pub mtu: u32,
+    pub address: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// Whether the dummy exists (kernels without CONFIG_DUMMY cannot make one).
+    pub dummy: bool,
+}
+
+fn state_path(dir: &Path, names: &Names) -> PathBuf {
+    dir.join(format!("{}.json", names.bridge))
+}
+
+fn setup_err(what: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Setup {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Records the pod interface, once.
+fn record(nl: &mut Handle, spec: &BridgeSpec, dir: &Path) -> Result<BridgeState> {
+    let path = state_path(dir, &spec.names);
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(s) = serde_json::from_slice(&bytes) {
+            return Ok(s);
+        }
+    }
+    let pod = nl
+        .link_by_name(&spec.names.pod)?
+        .ok_or_else(|| setup_err(&spec.names.pod, "the pod interface does not exist"))?;
+    let pod_mac = pod
+        .mac
+        .ok_or_else(|| setup_err(&spec.names.pod, "has no MAC address"))?;
+    let address = nl
+        .addresses(Some(pod.index))?
+        .into_iter()
+        .find_map(|a| match a.addr {
+            IpNet::V4(v4) if !v4.addr().is_link_local() => Some(v4),
+            _ => None,
+        });
+    let mut gateway = None;
+    let mut routes = Vec::new();
+    for r in nl.routes()? {
+        if r.oif != Some(pod.index) || r.table != 254 {
+            continue;
+        }
+        match (r.dst, r.gateway) {
+            (IpNet::V4(d), Some(IpAddr::V4(gw))) if d.prefix_len() == 0 => gateway = Some(gw),
+            (IpNet::V4(d), Some(IpAddr::V4(gw))) => routes.push((d, gw)),
+            _ => {}
+        }
+    }
+    let state = BridgeState {
+        pod_mac,
+        vm_mac: spec.mac.unwrap_or(pod_mac),
+        mtu: pod.mtu,
+        address,
+        gateway,
+        routes,
+        dummy: false,
+    };
+    save(dir, &spec.names, &state)?;
+    Ok(state)
+}
+
+fn save(dir: &Path, names: &Names, state: &BridgeState) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| setup_err(&dir.display().to_string(), e))?;
+    let bytes = serde_json::to_vec(state).map_err(|e| setup_err("binding state", e))?;
+    std::fs::write(state_path(dir, names), bytes).map_err(|e| setup_err("binding state", e))
+}
+
+/// Sets the binding up (or finishes a setup that stopped half-way).
+pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<BridgeState> {
+    let n = &spec.names;
+    let mut state = record(nl, spec, state_dir)?;
+    let br = match nl.link_by_name(&n.bridge)? {
+        Some(l) => l,
+        None => {
+            nl.add_bridge(&n.bridge, Some(state.mtu), false)?;
+            nl.require_link(&n.bridge)?
+        }
+    };
+    nl.set_up(br.index, true)?;
+    let link_local = IpNet::new(
+        IpAddr::V4(Ipv4Addr::new(169, 254, 75, 10 + spec.index as u8)),
+        32,
+    )
+    .map_err(|e| setup_err(&n.bridge, e))?;
+    match nl.add_address(br.index, link_local, true) {
+        Err(e) if !e.is_exists() => return Err(e.into()),
+        _ => {}
+    }
+    let _ = sysctl::write(&["net", "ipv4", "conf", &n.bridge, "arp_ignore"], "1");
+
+    // The pod interface becomes the bridge's uplink port.
+    if nl.link_by_name(&n.nic)?.is_none() {
+        let pod = nl.require_link(&n.pod)?;
+        nl.set_up(pod.index, false)?;
+        for a in nl.addresses(Some(pod.index))? {
+            match nl.del_address(pod.index, a.addr) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        nl.set_name(pod.index, &n.nic)?;
+    }
+    let nic = nl.require_link(&n.nic)?;
+    if let Some(mac) = br.mac {
+        nl.set_mac(nic.index, mac)?;
+    }
+    nl.set_master(nic.index, br.index)?;
+    nl.set_port_options(nic.index, vec![BridgePortOption::Learning(false)])?;
+    nl.set_up(nic.index, true)?;
+
+    if nl.link_by_name(&n.tap)?.is_none() {
+        tap::create(&n.tap, spec.multiqueue)?;
+    }
+    let tap = nl.require_link(&n.tap)?;
+    nl.set_mtu(tap.index, state.mtu)?;
+    nl.set_master(tap.index, br.index)?;
+    nl.set_up(tap.index, true)?;
+
+    // The pod keeps its CNI view: a dummy with the original name, MAC and address.
+    if nl.link_by_name(&n.pod)?.is_none() {
+        match nl.add_dummy(&n.pod) {
+            Ok(()) => {
+                let d = nl.require_link(&n.pod)?;
+                nl.set_mac(d.index, state.pod_mac)?;
+                nl.set_mtu(d.index, state.mtu)?;
+                if let Some(a) = state.address {
+                    match nl.add_address(d.index, IpNet::V4(a), true) {
+                        Err(e) if !e.is_exists() => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                state.dummy = true;
+            }
+            // No dummy links in this kernel: the address lives on in the state only.
+            Err(e) if matches!(e.errno(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => {
+                state.dummy = false
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        state.dummy = true;
+    }
+    save(state_dir, n, &state)?;
+    Ok(state)
+}
+
+/// Removes what setup made and gives the pod interface back its name, MAC and address.
+pub fn teardown(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<()> {
+    let state: Option<BridgeState> = std::fs::read(state_path(state_dir, names))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let gone = |r: oxivirt_netlink::Result<()>| match r {
+        Err(e) if !e.is_not_found() => Err(Error::from(e)),
+        _ => Ok(()),
+    };
+    if let Some(t) = nl.link_by_name(&names.tap)? {
+        gone(nl.del_link(t.index))?;
+    }
+    if state.as_ref().is_some_and(|s| s.dummy) {
+        if let Some(d) = nl.link_by_name(&names.pod)? {
+            if d.kind.as_deref() == Some("dummy") {
+                gone(nl.del_link(d.index))?;
+            }
+        }
+    }
+    if let Some(nic) = nl.link_by_name(&names.nic)? {
+        nl.set_up(nic.index, false)?;
+        nl.set_name(nic.index, &names.pod)?;
+        if let Some(s) = &state {
+            nl.set_mac(nic.index, s.pod_mac)?;
+            if let Some(a) = s.address {
+                match nl.add_address(nic.index, IpNet::V4(a), true) {
+                    Err(e) if !e.is_exists() => return Err(e.into()),
+                    _ => {}
+                }
+            }
+        }
+        nl.set_up(nic.index, true)?;
+        if let Some(gw) = state.as_ref().and_then(|s| s.gateway) {
+            let _ = nl.add_route(&RouteSpec {
+                gateway: Some(IpAddr::V4(gw)),
+                oif: Some(nic.index),
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(b) = nl.link_by_name(&names.bridge)? {
+        gone(nl.del_link(b.index))?;
+    }
+    let _ = std::fs::remove_file(state_path(state_dir, names));
+    Ok(())
+}
+
+impl BridgeState {
+    /// The DHCP lease the VM gets on this network, if the pod interface had an address.
+    pub fn lease(
+        &self,
+        server_id: Ipv4Addr,
+        dns: Vec<Ipv4Addr>,
+        search: Vec<String>,
+        hostname: Option<String>,
+    ) -> Option<oxivirt_dhcp::Lease> {
+        let a = self.address?;
+        Some(oxivirt_dhcp::Lease {
+            client_mac: self.vm_mac,
+            address: a.addr(),
+            prefix: a.prefix_len(),
+            router: self.gateway,
+            dns,
+            hostname,
+            domain: None,
+            search,
+            mtu: u16::try_from(self.mtu).ok(),
+            routes: self.routes.clone(),
+            server_id,
+            lease_secs: 86_400 * 365,
+            extra: Vec::new(),
+        })
+    }
+}

@@ -1,0 +1,292 @@
+//! The masquerade binding (pod network only): the VM sits at 10.0.2.2 behind `k6t-eth0`
+//! (10.0.2.1/24, MAC 02:00:00:00:00:00) and `tap0`; nftables NATs it out through the pod
+//! address and forwards inbound traffic (all ports, or the interface's `ports`) to it,
+//! with KubeVirt's table and chain layout.
+
+use crate::naming::Names;
+use crate::{tap, Error, Result};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use oxivirt_netlink::{sysctl, Handle};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Stdio};
+
+pub const BRIDGE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct MasqueradeSpec {
+    /// `vmNetworkCIDR`, default 10.0.2.0/24: gateway .1, VM .2.
+    pub v4: Ipv4Net,
+    /// `vmIPv6NetworkCIDR`, default fd10:0:2::/120, when the pod has IPv6.
+    pub v6: Option<Ipv6Net>,
+    /// Only these ports are forwarded inbound; empty means all.
+    pub ports: Vec<Port>,
+    pub multiqueue: bool,
+}
+
+impl Default for MasqueradeSpec {
+    fn default() -> Self {
+        Self {
+            v4: Ipv4Net::new(Ipv4Addr::new(10, 0, 2, 0), 24).unwrap_or_default(),
+            v6: None,
+            ports: Vec::new(),
+            multiqueue: false,
+        }
+    }
+}
+
+fn nth4(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + n)
+}
+
+fn nth6(net: Ipv6Net, n: u128) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net.network()) + n)
+}
+
+impl MasqueradeSpec {
+    pub fn gateway4(&self) -> Ipv4Addr {
+        nth4(self.v4, 1)
+    }
+    pub fn vm4(&self) -> Ipv4Addr {
+        nth4(self.v4, 2)
+    }
+    pub fn default_v6() -> Ipv6Net {
+        Ipv6Net::new(Ipv6Addr::new(0xfd10, 0, 2, 0, 0, 0, 0, 0), 120).unwrap_or_default()
+    }
+}
+
+fn inbound_rules(fam: &str, vm: &str, ports: &[Port]) -> String {
+    if ports.is_empty() {
+        return format!("  chain KUBEVIRT_PREINBOUND {{\n    counter dnat {fam} to {vm}\n  }}\n");
+    }
+    let mut s = String::from("  chain KUBEVIRT_PREINBOUND {\n");
+    for p in ports {
+        let proto = match p.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        s.push_str(&format!(
+            "    {proto} dport {} counter dnat {fam} to {vm}\n",
+            p.port
+        ));
+    }
+    s.push_str("  }\n");
+    s
+}
+
+/// The ruleset: one `nat` table per family, KubeVirt's chains. `pod_ips` are the pod's
+/// own addresses on eth0 (for hairpin: the VM reaching its own pod address).
+pub fn ruleset(spec: &MasqueradeSpec, pod_ips: &[IpAddr]) -> String {
+    let mut out = String::new();
+    let mut family = |fam: &str,
+                      table_fam: &str,
+                      gw: String,
+                      vm: String,
+                      localhost: &str,
+                      pod: Vec<String>| {
+        let hairpin: String = pod
+            .iter()
+            .map(|ip| {
+                format!(
+                    "    iifname \"k6t-eth0\" {fam} daddr {ip} counter jump KUBEVIRT_PREINBOUND\n"
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "table {table_fam} nat {{\n\
+             \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname \"eth0\" counter jump KUBEVIRT_PREINBOUND\n{hairpin}  }}\n\
+             \x20 chain input {{\n    type nat hook input priority 100; policy accept;\n  }}\n\
+             \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    {fam} daddr {localhost} counter jump KUBEVIRT_PREINBOUND\n  }}\n\
+             \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    {fam} saddr {vm} oifname != \"k6t-eth0\" counter masquerade\n    oifname \"k6t-eth0\" counter jump KUBEVIRT_POSTINBOUND\n  }}\n\
+             {}\
+             \x20 chain KUBEVIRT_POSTINBOUND {{\n    {fam} saddr {localhost} counter snat {fam} to {gw}\n    {fam} saddr {vm} counter snat {fam} to {gw}\n  }}\n\
+             }}\n",
+            inbound_rules(fam, &vm, &spec.ports),
+        ));
+    };
+    let v4_pod: Vec<String> = pod_ips
+        .iter()
+        .filter(|i| i.is_ipv4())
+        .map(|i| i.to_string())
+        .collect();
+    family(
+        "ip",
+        "ip",
+        spec.gateway4().to_string(),
+        spec.vm4().to_string(),
+        "127.0.0.1",
+        v4_pod,
+    );
+    if let Some(v6) = spec.v6 {
+        let v6_pod: Vec<String> = pod_ips
+            .iter()
+            .filter(|i| i.is_ipv6())
+            .map(|i| i.to_string())
+            .collect();
+        family(
+            "ip6",
+            "ip6",
+            nth6(v6, 1).to_string(),
+            nth6(v6, 2).to_string(),
+            "::1",
+            v6_pod,
+        );
+    }
+    out
+}
+
+fn setup_err(what: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Setup {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Builds `k6t-eth0` + `tap0` with addresses and sysctls and loads the ruleset. Runs on a
+/// thread inside the pod's namespace. Re-running replaces the ruleset and keeps the links.
+pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec) -> Result<()> {
+    let n = Names::primary();
+    let eth0 = nl.require_link(&n.pod)?;
+    let pod_ips: Vec<IpAddr> = nl
+        .addresses(Some(eth0.index))?
+        .into_iter()
+        .map(|a| a.addr.addr())
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .collect();
+    let br = match nl.link_by_name(&n.bridge)? {
+        Some(l) => l,
+        None => {
+            nl.add_bridge(&n.bridge, Some(eth0.mtu), false)?;
+            nl.require_link(&n.bridge)?
+        }
+    };
+    nl.set_mac(br.index, BRIDGE_MAC)?;
+    let mut addrs = vec![IpNet::V4(
+        Ipv4Net::new(spec.gateway4(), spec.v4.prefix_len())
+            .map_err(|e| setup_err("vmNetworkCIDR", e))?,
+    )];
+    if let Some(v6) = spec.v6 {
+        addrs.push(IpNet::V6(
+            Ipv6Net::new(nth6(v6, 1), v6.prefix_len())
+                .map_err(|e| setup_err("vmIPv6NetworkCIDR", e))?,
+        ));
+    }
+    for a in addrs {
+        match nl.add_address(br.index, a, true) {
+            Err(e) if !e.is_exists() => return Err(e.into()),
+            _ => {}
+        }
+    }
+    nl.set_up(br.index, true)?;
+    if nl.link_by_name(&n.tap)?.is_none() {
+        tap::create(&n.tap, spec.multiqueue)?;
+    }
+    let tap = nl.require_link(&n.tap)?;
+    nl.set_mtu(tap.index, eth0.mtu)?;
+    nl.set_master(tap.index, br.index)?;
+    nl.set_up(tap.index, true)?;
+    sysctl::write(&["net", "ipv4", "ip_forward"], "1")?;
+    sysctl::write(&["net", "ipv4", "conf", &n.bridge, "route_localnet"], "1")?;
+    if spec.v6.is_some() {
+        let _ = sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1");
+    }
+    let mut script = String::from("table ip nat\ndelete table ip nat\n");
+    if spec.v6.is_some() {
+        script.push_str("table ip6 nat\ndelete table ip6 nat\n");
+    }
+    script.push_str(&ruleset(spec, &pod_ips));
+    nft(&script)
+}
+
+/// Removes the ruleset and the links; safe to run twice.
+pub fn teardown(nl: &mut Handle) -> Result<()> {
+    let n = Names::primary();
+    let _ = nft("table ip nat\ndelete table ip nat\ntable ip6 nat\ndelete table ip6 nat\n");
+    for name in [&n.tap, &n.bridge] {
+        if let Some(l) = nl.link_by_name(name)? {
+            match nl.del_link(l.index) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn nft(script: &str) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| setup_err("nft", e))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(script.as_bytes())
+            .map_err(|e| setup_err("nft", e))?;
+    }
+    let out = child.wait_with_output().map_err(|e| setup_err("nft", e))?;
+    if !out.status.success() {
+        return Err(setup_err(
+            "nft",
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Vec<IpAddr> {
+        vec![
+            "10.244.0.7".parse().expect("v4"),
+            "fd00:10:244::7".parse().expect("v6"),
+        ]
+    }
+
+    #[test]
+    fn ruleset_all_ports() {
+        insta::assert_snapshot!(ruleset(&MasqueradeSpec::default(), &pod()));
+    }
+
+    #[test]
+    fn ruleset_port_list() {
+        let spec = MasqueradeSpec {
+            ports: vec![
+                Port {
+                    protocol: Protocol::Tcp,
+                    port: 22,
+                },
+                Port {
+                    protocol: Protocol::Udp,
+                    port: 53,
+                },
+            ],
+            ..Default::default()
+        };
+        insta::assert_snapshot!(ruleset(&spec, &pod()));
+    }
+
+    #[test]
+    fn ruleset_dual_stack() {
+        let spec = MasqueradeSpec {
+            v6: Some(MasqueradeSpec::default_v6()),
+            ..Default::default()
+        };
+        insta::assert_snapshot!(ruleset(&spec, &pod()));
+    }
+}
