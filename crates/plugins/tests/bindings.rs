@@ -1,0 +1,328 @@
+//! The VM network bindings on a pod namespace built by the CNI suite (the seed's multus-br
+//! for `ext-net` through our bridge + host-local, and a pod network on `eth0`), with a
+//! namespace standing in for the VM on both `k6t-*` bridges and busybox's real `udhcpc`
+//! asking our DHCP server for its addresses.
+
+mod common;
+
+use common::{must, Env, Impl};
+use oxivirt_bindings::bridge::{self as bridge_binding, BridgeSpec};
+use oxivirt_bindings::masquerade::{self, MasqueradeSpec};
+use oxivirt_bindings::naming::Names;
+use oxivirt_dhcp::{Lease, Server};
+use oxivirt_netlink::{format_mac, Handle, NetNs};
+use oxivirt_testkit::{require_root, TestNs};
+use serde_json::json;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+fn udhcpc(
+    vm: &TestNs,
+    dev: &str,
+    out: &std::path::Path,
+) -> std::collections::HashMap<String, String> {
+    let script = out.with_extension("sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
+            out.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let o = vm.exec(&[
+        "busybox",
+        "udhcpc",
+        "-i",
+        dev,
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+        &script.display().to_string(),
+        "-O",
+        "mtu",
+        "-O",
+        "staticroutes",
+        "-O",
+        "search",
+    ]);
+    assert!(
+        o.status.success(),
+        "udhcpc on {dev}: {} {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read_to_string(out)
+        .expect("lease env")
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
+    if !require_root("bridge_and_masquerade_bindings_with_a_real_dhcp_client") {
+        return;
+    }
+    if oxivirt_testkit::which("busybox").is_none() || oxivirt_testkit::which("nft").is_none() {
+        eprintln!("SKIP bridge_and_masquerade_bindings_with_a_real_dhcp_client: busybox (udhcpc) or nft missing");
+        return;
+    }
+    let env = Env::new();
+    let outside = TestNs::new("oxo");
+    let vm = TestNs::new("oxv");
+    // The node: multus-bridge with an uplink to an outside host (the article's gateway).
+    env.node
+        .sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"]);
+    env.node.sh(&["ip", "link", "set", "multus-bridge", "up"]);
+    env.node.sh(&[
+        "ip",
+        "link",
+        "add",
+        "enp8s0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &outside.name,
+    ]);
+    env.node.sh(&[
+        "ip",
+        "link",
+        "set",
+        "enp8s0",
+        "master",
+        "multus-bridge",
+        "up",
+    ]);
+    outside.sh(&["ip", "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
+    outside.sh(&["ip", "link", "set", "eth0", "up"]);
+    // CNI: the pod network on eth0, the seed's multus-br as KubeVirt names it for ext-net.
+    let names = Names::secondary("ext-net");
+    let pod_net = json!({"cniVersion": "1.0.0", "name": "pod-net", "type": "bridge", "bridge": "cni0", "isDefaultGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": env.data_dir()}});
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "launcher", "eth0", &pod_net),
+        "pod network",
+    );
+    let seed = env.seed_conf("0.3.1", json!({}));
+    let added = must(
+        env.run(Impl::Ours, "bridge", "ADD", "launcher", &names.pod, &seed),
+        "multus-br",
+    );
+    let pod_mac = added.json()["interfaces"][2]["mac"]
+        .as_str()
+        .expect("mac")
+        .to_string();
+
+    // The bindings, inside the pod's namespace.
+    let ns = NetNs::open(env.pod.path()).expect("pod netns");
+    let state_dir = env.data.path().join("bindings");
+    let spec = BridgeSpec {
+        names: names.clone(),
+        index: 1,
+        mac: None,
+        multiqueue: false,
+    };
+    let (state, again) = ns
+        .run(|| {
+            let mut nl = Handle::new().expect("netlink");
+            let s = bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding");
+            // Re-running (a launcher restart) must not double-configure.
+            let again =
+                bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding again");
+            masquerade::setup(&mut nl, &MasqueradeSpec::default()).expect("masquerade binding");
+            masquerade::setup(&mut nl, &MasqueradeSpec::default())
+                .expect("masquerade binding again");
+            (s, again)
+        })
+        .expect("thread");
+    assert_eq!(state, again);
+    assert_eq!(
+        format_mac(&state.vm_mac),
+        pod_mac,
+        "the VM takes the pod interface's MAC"
+    );
+    assert_eq!(
+        state.address.map(|a| a.to_string()).as_deref(),
+        Some("192.168.100.2/24")
+    );
+
+    // KubeVirt's layout, as in the article's listing.
+    let link = |name: &str| env.pod.ip_json(&["-d", "addr", "show", "dev", name])[0].clone();
+    let br = link("k6t-2df796c6902");
+    assert!(
+        br["addr_info"]
+            .as_array()
+            .expect("addrs")
+            .iter()
+            .any(|a| a["local"] == "169.254.75.11" && a["prefixlen"] == 32),
+        "{br}"
+    );
+    assert_eq!(link("2df796c6902-nic")["master"], "k6t-2df796c6902");
+    assert_eq!(
+        link("2df796c6902-nic")["linkinfo"]["info_slave_data"]["learning"],
+        false
+    );
+    assert_eq!(link("tap2df796c6902")["master"], "k6t-2df796c6902");
+    assert_eq!(link("tap2df796c6902")["linkinfo"]["info_kind"], "tun");
+    if state.dummy {
+        let d = link("pod2df796c6902");
+        assert_eq!(d["address"], pod_mac.as_str());
+    } else {
+        eprintln!("NOTE: this kernel has no dummy links (CONFIG_DUMMY): pod2df796c6902 is kept in the binding state only");
+    }
+    let k6t0 = link("k6t-eth0");
+    assert_eq!(k6t0["address"], "02:00:00:00:00:00");
+    assert!(k6t0["addr_info"]
+        .as_array()
+        .expect("addrs")
+        .iter()
+        .any(|a| a["local"] == "10.0.2.1"));
+    assert_eq!(link("tap0")["master"], "k6t-eth0");
+    let rules = env.pod.sh(&["nft", "list", "table", "ip", "nat"]);
+    assert!(
+        rules.contains("KUBEVIRT_PREINBOUND") && rules.contains("masquerade"),
+        "{rules}"
+    );
+    let sys = |k: &str| {
+        env.pod
+            .sh(&["cat", &format!("/proc/sys/{k}")])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(sys("net/ipv4/ip_forward"), "1");
+    assert_eq!(sys("net/ipv4/conf/k6t-eth0/route_localnet"), "1");
+    assert_eq!(sys("net/ipv4/conf/k6t-2df796c6902/arp_ignore"), "1");
+
+    // The VM stand-in: eth0 on k6t-eth0, eth1 (the VM's MAC) on k6t-2df796c6902.
+    for (dev, port, bridge, mac) in [
+        (
+            "eth0",
+            "vmport0",
+            "k6t-eth0",
+            "02:00:00:aa:bb:01".to_string(),
+        ),
+        ("eth1", "vmport1", "k6t-2df796c6902", pod_mac.clone()),
+    ] {
+        env.pod.sh(&[
+            "ip", "link", "add", port, "type", "veth", "peer", "name", dev, "netns", &vm.name,
+        ]);
+        env.pod
+            .sh(&["ip", "link", "set", port, "master", bridge, "up"]);
+        vm.sh(&["ip", "link", "set", dev, "address", &mac, "up"]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let masq_lease = Lease {
+        client_mac: [2, 0, 0, 0xaa, 0xbb, 1],
+        address: Ipv4Addr::new(10, 0, 2, 2),
+        prefix: 24,
+        router: Some(Ipv4Addr::new(10, 0, 2, 1)),
+        dns: vec![Ipv4Addr::new(10, 96, 0, 10)],
+        hostname: Some("testvm-2".into()),
+        domain: None,
+        search: vec!["default.svc.cluster.local".into()],
+        mtu: Some(1500),
+        routes: vec![],
+        server_id: Ipv4Addr::new(10, 0, 2, 1),
+        lease_secs: 86400,
+        extra: vec![],
+    };
+    let bridge_lease = state
+        .lease(
+            Ipv4Addr::new(169, 254, 75, 11),
+            vec![],
+            vec![],
+            Some("testvm-2".into()),
+        )
+        .expect("lease");
+    let mut servers = Vec::new();
+    for (bridge, lease) in [("k6t-eth0", masq_lease), ("k6t-2df796c6902", bridge_lease)] {
+        let (stop, pod_path) = (stop.clone(), env.pod.path());
+        servers.push(std::thread::spawn(move || {
+            NetNs::open(&pod_path)
+                .expect("ns")
+                .enter_current_thread()
+                .expect("setns");
+            let mut server = Server::new(lease);
+            oxivirt_dhcp::serve(bridge, &mut server, &stop).expect("dhcp server");
+            server.counters
+        }));
+    }
+    let l1 = udhcpc(&vm, "eth1", &env.data.path().join("eth1.env"));
+    let l0 = udhcpc(&vm, "eth0", &env.data.path().join("eth0.env"));
+    stop.store(true, Ordering::Relaxed);
+    let counters: Vec<_> = servers
+        .into_iter()
+        .map(|h| h.join().expect("server"))
+        .collect();
+    assert_eq!(
+        l1.get("ip").map(String::as_str),
+        Some("192.168.100.2"),
+        "{l1:?}"
+    );
+    assert_eq!(l1.get("subnet").map(String::as_str), Some("255.255.255.0"));
+    assert_eq!(l1.get("mtu").map(String::as_str), Some("1500"));
+    assert_eq!(l1.get("hostname").map(String::as_str), Some("testvm-2"));
+    assert_eq!(l0.get("ip").map(String::as_str), Some("10.0.2.2"), "{l0:?}");
+    assert_eq!(l0.get("router").map(String::as_str), Some("10.0.2.1"));
+    assert_eq!(l0.get("dns").map(|s| s.trim()), Some("10.96.0.10"));
+    assert_eq!(
+        l0.get("search").map(|s| s.trim()),
+        Some("default.svc.cluster.local")
+    );
+    assert!(
+        counters.iter().all(|c| c.acks >= 1 && c.malformed == 0),
+        "{counters:?}"
+    );
+
+    // Traffic: the VM's eth1 is on the outside segment; eth0 leaves through NAT.
+    vm.sh(&["ip", "addr", "add", "192.168.100.2/24", "dev", "eth1"]);
+    vm.sh(&["ip", "addr", "add", "10.0.2.2/24", "dev", "eth0"]);
+    vm.sh(&["ip", "route", "add", "default", "via", "10.0.2.1"]);
+    vm.sh(&["ping", "-c", "1", "-W", "2", "192.168.100.1"]);
+    outside.sh(&["ping", "-c", "1", "-W", "2", "192.168.100.2"]);
+    // The node knows no route to 10.0.2.0/24: this answer only comes back through NAT.
+    vm.sh(&["ping", "-c", "1", "-W", "2", "10.244.0.1"]);
+
+    // Teardown (twice) gives the pod its interface back; CNI DEL then works as usual.
+    env.pod.sh(&["ip", "link", "del", "vmport0"]);
+    env.pod.sh(&["ip", "link", "del", "vmport1"]);
+    ns.run(|| {
+        let mut nl = Handle::new().expect("netlink");
+        for _ in 0..2 {
+            bridge_binding::teardown(&mut nl, &names, &state_dir).expect("bridge teardown");
+            masquerade::teardown(&mut nl).expect("masquerade teardown");
+        }
+    })
+    .expect("thread");
+    let restored = link("pod2df796c6902");
+    assert_eq!(restored["address"], pod_mac.as_str());
+    assert!(restored["addr_info"]
+        .as_array()
+        .expect("addrs")
+        .iter()
+        .any(|a| a["local"] == "192.168.100.2"));
+    assert_eq!(common::links(&env.pod), ["eth0", "lo", "pod2df796c6902"]);
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "launcher", &names.pod, &seed),
+        "DEL multus-br",
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "launcher", "eth0", &pod_net),
+        "DEL pod network",
+    );
+}
