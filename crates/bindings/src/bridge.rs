@@ -181,8 +181,15 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
     Ok(state)
 }
 
-/// Removes what setup made and gives the pod interface back its name, MAC and address.
+/// Removes what setup made (see [`crate::teardown_all`]) and gives the pod interface back
+/// its name, MAC and address.
 pub fn teardown(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<()> {
+    crate::teardown_all(nl, false, std::slice::from_ref(names), state_dir)
+}
+
+/// [`teardown`] without the final deletion: puts the pod interface back and returns the
+/// links to delete, so a caller can delete those of several bindings in one batch.
+pub fn restore(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<Vec<u32>> {
     let state: Option<BridgeState> = std::fs::read(state_path(state_dir, names))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -190,12 +197,15 @@ pub fn teardown(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<()> 
         Err(e) if !e.is_not_found() => Err(Error::from(e)),
         _ => Ok(()),
     };
+    // The tap, the dummy and the bridge go in one batch, after the pod interface is back.
+    let mut doomed = Vec::new();
     if let Some(t) = nl.link_by_name(&names.tap)? {
-        gone(nl.del_link(t.index))?;
+        doomed.push(t.index);
     }
     if state.as_ref().is_some_and(|s| s.dummy) {
         if let Some(d) = nl.link_by_name(&names.pod)? {
             if d.kind.as_deref() == Some("dummy") {
+                // Its name must be free before the nic takes it back.
                 gone(nl.del_link(d.index))?;
             }
         }
@@ -222,10 +232,10 @@ pub fn teardown(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<()> 
         }
     }
     if let Some(b) = nl.link_by_name(&names.bridge)? {
-        gone(nl.del_link(b.index))?;
+        doomed.push(b.index);
     }
     let _ = std::fs::remove_file(state_path(state_dir, names));
-    Ok(())
+    Ok(doomed)
 }
 
 impl BridgeState {

@@ -9,6 +9,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use oxivirt_netlink::{sysctl, Handle};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 pub const BRIDGE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0];
@@ -210,19 +211,21 @@ pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec) -> Result<()> {
     nft(&script)
 }
 
-/// Removes the ruleset and the links; safe to run twice.
+/// Removes the ruleset and the links (see [`crate::teardown_all`]); safe to run twice.
 pub fn teardown(nl: &mut Handle) -> Result<()> {
+    crate::teardown_all(nl, true, &[], Path::new("/nonexistent"))
+}
+
+/// The masquerade binding's links, for a batched deletion.
+pub fn links_to_delete(nl: &mut Handle) -> Result<Vec<u32>> {
     let n = Names::primary();
-    let _ = nft("table ip nat\ndelete table ip nat\ntable ip6 nat\ndelete table ip6 nat\n");
+    let mut doomed = Vec::new();
     for name in [&n.tap, &n.bridge] {
         if let Some(l) = nl.link_by_name(name)? {
-            match nl.del_link(l.index) {
-                Err(e) if !e.is_not_found() => return Err(e.into()),
-                _ => {}
-            }
+            doomed.push(l.index);
         }
     }
-    Ok(())
+    Ok(doomed)
 }
 
 fn nft(script: &str) -> Result<()> {

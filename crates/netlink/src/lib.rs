@@ -12,7 +12,9 @@ pub mod sysctl;
 
 pub use error::{Error, Result};
 pub use handle::Handle;
-pub use link::{format_mac, parse_mac, AddrInfo, IfInfo, Link, MacvlanMode, RouteInfo, RouteSpec};
+pub use link::{
+    format_mac, parse_mac, AddrInfo, Detached, IfInfo, Link, MacvlanMode, RouteInfo, RouteSpec,
+};
 /// Bridge-port options for [`Handle::set_port_options`].
 pub use netlink_packet_route::link::InfoBridgePort as BridgePortOption;
 pub use netns::NetNs;
