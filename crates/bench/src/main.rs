@@ -109,6 +109,9 @@ fn print_phases(runs: &[Vec<(String, u128)>]) {
     println!();
 }
 
+/// A benchmark line: name, ours, the reference's.
+type Row = (String, Stats, Stats);
+
 #[derive(Clone)]
 struct Stats {
     median: Duration,
@@ -226,7 +229,7 @@ fn index_dir() -> String {
 ///
 /// All pod namespaces are made first and removed last: the kernel tears a namespace down
 /// in the background holding the rtnl lock, which would land on whichever call comes next.
-fn bench_seed(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
+fn bench_seed(args: &Args, tag: &str) -> Result<Vec<Row>> {
     // One data directory per implementation, as on a node that runs one of them.
     let data = [0, 1].map(|k| std::env::temp_dir().join(format!("oxivirt-bench-{tag}-{k}")));
     let confs = [seed_conf(&data[0]), seed_conf(&data[1])];
@@ -235,7 +238,7 @@ fn bench_seed(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
     let pods: Vec<[String; 2]> = (0..rounds)
         .map(|i| [format!("oxbp-{tag}-0-{i}"), format!("oxbp-{tag}-1-{i}")])
         .collect();
-    let result = (|| -> Result<Vec<(String, Stats, Stats)>> {
+    let result = (|| -> Result<Vec<Row>> {
         for pair in &pods {
             for p in pair {
                 sh(&["ip", "netns", "add", p])?;
@@ -300,7 +303,7 @@ fn bench_seed(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
 /// A pod with the cluster network and the seed's multus-br through our meta plugin
 /// (objects from the directory store), against the reference bridge + host-local run
 /// directly for the same two networks: the meta plugin's own cost must be paid for.
-fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
+fn bench_multus(args: &Args, tag: &str) -> Result<Vec<Row>> {
     let root = std::env::temp_dir().join(format!("oxivirt-bench-multus-{tag}"));
     let conf_dir = root.join("net.d");
     let store = root.join("store");
@@ -359,7 +362,7 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
             ]
         })
         .collect();
-    let result = (|| -> Result<Vec<(String, Stats, Stats)>> {
+    let result = (|| -> Result<Vec<Row>> {
         for (i, pair) in pods.iter().enumerate() {
             for p in pair {
                 sh(&["ip", "netns", "add", p])?;
@@ -555,7 +558,7 @@ fn settle(pod: &str) -> Result<()> {
 }
 
 /// host-local ADD and DEL with 60,000 addresses allocated in a /16.
-fn bench_big_store(args: &Args, tag: &str) -> Result<Vec<(String, Stats, Stats)>> {
+fn bench_big_store(args: &Args, tag: &str) -> Result<Vec<Row>> {
     let mut add_runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     let mut del_runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     for (k, dir) in [&args.plugins, &args.reference].into_iter().enumerate() {
@@ -631,7 +634,7 @@ fn main() -> Result<()> {
     let tag = format!("{}", std::process::id());
     let node = format!("oxbn-{tag}");
     enter_node(&node)?;
-    let result = (|| -> Result<(Vec<(String, Stats, Stats)>, Stats, Stats)> {
+    let result = (|| -> Result<(Vec<Row>, Stats, Stats)> {
         let mut rows = bench_seed(&args, &tag)?;
         rows.extend(bench_multus(&args, &tag)?);
         rows.extend(bench_big_store(&args, &tag)?);
