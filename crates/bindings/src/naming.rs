@@ -52,6 +52,25 @@ impl Names {
     }
 }
 
+/// The names for a secondary network on an existing pod: the hashed scheme if the pod has
+/// `pod<hash>` (or the binding already renamed it to `<hash>-nic`), else the ordinal
+/// scheme (`net<ordinal>`) older pods use.
+pub fn for_pod(
+    nl: &mut oxivirt_netlink::Handle,
+    network: &str,
+    ordinal: usize,
+) -> crate::Result<Names> {
+    let hashed = Names::secondary(network);
+    if nl.if_info(&hashed.pod)?.is_some() || nl.if_info(&hashed.nic)?.is_some() {
+        return Ok(hashed);
+    }
+    let old = Names::ordinal(network, ordinal);
+    if nl.if_info(&old.pod)?.is_some() {
+        return Ok(old);
+    }
+    Ok(hashed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,6 +130,14 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
 
     // The bindings, inside the pod's namespace.
     let ns = NetNs::open(env.pod.path()).expect("pod netns");
+    // The pod uses the hashed scheme; an ordinal `net1` pod would be recognised too.
+    let found = ns
+        .run(|| {
+            oxivirt_bindings::naming::for_pod(&mut Handle::new().expect("netlink"), "ext-net", 1)
+                .expect("names")
+        })
+        .expect("thread");
+    assert_eq!(found, names);
     let state_dir = env.data.path().join("bindings");
     let spec = BridgeSpec {
         names: names.clone(),
