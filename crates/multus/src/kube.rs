@@ -344,20 +344,7 @@ impl ClusterSource for KubeSource {
                 namespace: namespace.into(),
                 name: name.into(),
             })?;
-        let annotations = v["metadata"]["annotations"]
-            .as_object()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Pod {
-            namespace: namespace.into(),
-            name: name.into(),
-            uid: v["metadata"]["uid"].as_str().unwrap_or_default().into(),
-            annotations,
-        })
+        Ok(Pod::from_object(namespace, name, &v))
     }
 
     fn network_attachment(

@@ -31,6 +31,26 @@ pub struct Pod {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl Pod {
+    /// The fields we use from a Pod object (API or store), whatever else it holds.
+    pub fn from_object(namespace: &str, name: &str, v: &Value) -> Self {
+        let annotations = v["metadata"]["annotations"]
+            .as_object()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: v["metadata"]["uid"].as_str().unwrap_or_default().into(),
+            annotations,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkAttachmentDefinition {
     pub namespace: String,
@@ -160,23 +180,7 @@ impl ClusterSource for DirSource {
                 namespace: namespace.into(),
                 name: name.into(),
             })?;
-        let v = self.read(&path)?;
-        let annotations = v
-            .get("metadata")
-            .and_then(|m| m.get("annotations"))
-            .and_then(|a| a.as_object())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Pod {
-            namespace: namespace.into(),
-            name: name.into(),
-            uid: str_at(&v, &["metadata", "uid"]).unwrap_or_default().into(),
-            annotations,
-        })
+        Ok(Pod::from_object(namespace, name, &self.read(&path)?))
     }
 
     fn network_attachment(
