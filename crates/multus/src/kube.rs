@@ -204,11 +204,14 @@ impl KubeSource {
             SourceError::Unreachable("not in a cluster: KUBERNETES_SERVICE_HOST is not set".into())
         })?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-        let dir = Path::new(SA_DIR);
+        // The service account's files; another directory only where tests stand in for it.
+        let dir = std::env::var_os("OXIVIRT_SERVICEACCOUNT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(SA_DIR));
         let token = std::fs::read_to_string(dir.join("token"))
-            .map_err(|e| invalid(format!("{SA_DIR}/token"), e))?;
+            .map_err(|e| invalid(dir.join("token").display().to_string(), e))?;
         let ca = std::fs::read(dir.join("ca.crt"))
-            .map_err(|e| invalid(format!("{SA_DIR}/ca.crt"), e))?;
+            .map_err(|e| invalid(dir.join("ca.crt").display().to_string(), e))?;
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {

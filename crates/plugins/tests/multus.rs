@@ -85,6 +85,10 @@ impl Pod {
     }
 
     fn run(&self, cmd: &str, conf: &Value) -> CniOutput {
+        self.run_env(cmd, conf, vec![])
+    }
+
+    fn run_env(&self, cmd: &str, conf: &Value, mut env: Vec<(&'static str, String)>) -> CniOutput {
         let bin = self.bin().join("multus");
         let netns = self.pod.path();
         let path = self.bin().display().to_string();
@@ -98,7 +102,10 @@ impl Pod {
                 args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1",
                 cni_path: &path,
                 node: Some(&self.node),
-                extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", self.path("index"))],
+                extra_env: {
+                    env.push(("OXIVIRT_IPAM_INDEX_DIR", self.path("index")));
+                    env
+                },
             },
             &conf.to_string(),
         )
@@ -539,4 +546,90 @@ fn conflist_delegate_and_failed_del_keeps_the_cache() {
     assert!(out.ok, "retry: {} {}", out.stdout, out.stderr);
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
     assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+}
+
+/// The Kubernetes backend over TLS (CA from the kubeconfig), and in-cluster (service
+/// account token and CA, KUBERNETES_SERVICE_HOST/PORT), against the mocked API service.
+#[test]
+fn kubernetes_backend_over_tls_and_in_cluster() {
+    if !require_root("kubernetes_backend_over_tls_and_in_cluster") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP kubernetes_backend_over_tls_and_in_cluster: containernetworking-plugins not installed");
+        return;
+    };
+    use base64::Engine;
+    let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate();
+    let state = std::sync::Arc::new(std::sync::Mutex::new(oxivirt_testkit::mock_kube::State {
+        token: "sa-token".into(),
+        ..Default::default()
+    }));
+    {
+        let mut s = state.lock().expect("lock");
+        let nad = std::fs::read_to_string(
+            p.path("store/network-attachment-definitions/default/multus-br.json"),
+        )
+        .expect("nad");
+        s.objects.insert(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/multus-br"
+                .into(),
+            serde_json::from_str(&nad).expect("json"),
+        );
+        s.objects.insert(
+            "/api/v1/namespaces/default/pods/virt-launcher-testvm-2".into(),
+            json!({"metadata": {"name": "virt-launcher-testvm-2", "namespace": "default", "uid": "uid-1",
+                "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}}),
+        );
+    }
+    let port = oxivirt_testkit::mock_kube::start_tls(state.clone(), &p.node.path(), &tls);
+    let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
+    std::fs::write(
+        p.path("kubeconfig"),
+        format!(
+            "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let mut conf = p.conf();
+    conf.as_object_mut().expect("obj").remove("oxivirtStore");
+    conf["kubeconfig"] = json!(p.path("kubeconfig"));
+    let out = p.run("ADD", &conf);
+    assert!(out.ok, "TLS: {} {}", out.stdout, out.stderr);
+    assert!(p.run("DEL", &conf).ok);
+    assert!(
+        !state.lock().expect("lock").patches.is_empty(),
+        "network-status was not written over TLS"
+    );
+
+    // A CA that did not sign the server's certificate is refused (ADD: try again later).
+    let other = oxivirt_testkit::mock_kube::TlsMaterial::generate();
+    let bad = std::fs::read_to_string(p.path("kubeconfig"))
+        .expect("kc")
+        .replace(
+            &ca64,
+            &base64::engine::general_purpose::STANDARD.encode(&other.ca_pem),
+        );
+    std::fs::write(p.path("kubeconfig-bad"), bad).expect("kc");
+    let mut bad_conf = conf.clone();
+    bad_conf["kubeconfig"] = json!(p.path("kubeconfig-bad"));
+    assert_eq!(p.run("ADD", &bad_conf).code(), 11);
+    assert_eq!(common::links(&p.pod), ["lo"]);
+
+    // In-cluster: no kubeconfig, the service account's token and CA.
+    let sa = p.path("serviceaccount");
+    std::fs::create_dir_all(&sa).expect("sa");
+    std::fs::write(format!("{sa}/token"), "sa-token").expect("token");
+    std::fs::write(format!("{sa}/ca.crt"), &tls.ca_pem).expect("ca");
+    conf.as_object_mut().expect("obj").remove("kubeconfig");
+    let env = vec![
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1".to_string()),
+        ("KUBERNETES_SERVICE_PORT", port.to_string()),
+        ("OXIVIRT_SERVICEACCOUNT_DIR", sa.clone()),
+    ];
+    let out = p.run_env("ADD", &conf, env.clone());
+    assert!(out.ok, "in-cluster: {} {}", out.stdout, out.stderr);
+    assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
+    assert!(p.run_env("DEL", &conf, env).ok);
+    assert!(p.allocations().is_empty());
 }
