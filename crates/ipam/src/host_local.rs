@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
@@ -289,10 +289,6 @@ impl HostLocal {
         }
         Ok(())
     }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
 }
 
 /// Addresses requested for an attachment: `CNI_ARGS` `IP=` (comma-separated),
@@ -342,7 +338,7 @@ pub fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<IpAddr>, CniE
 mod tests {
     use super::*;
 
-    fn hl(dir: &Path, ipam: &str) -> HostLocal {
+    fn hl(dir: &std::path::Path, ipam: &str) -> HostLocal {
         let conf = format!(
             r#"{{"cniVersion":"1.0.0","name":"net1","type":"bridge","ipam":{{"type":"host-local","dataDir":"{}",{ipam}}}}}"#,
             dir.display()

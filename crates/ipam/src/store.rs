@@ -9,7 +9,7 @@
 //! mtime, and the next call then rebuilds the index from the files (the reference's cost,
 //! once). A reboot empties /run, which just means one rebuild.
 
-use oxivirt_cni::{CniError, ErrorCode};
+use oxivirt_cni::CniError;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -399,9 +399,4 @@ impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.seal();
     }
-}
-
-/// Whether a store error is "the pool is full" rather than an I/O failure.
-pub fn is_exhausted(e: &CniError) -> bool {
-    e.code == ErrorCode::Plugin(oxivirt_cni::error::codes::IPAM)
 }
