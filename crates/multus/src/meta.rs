@@ -498,7 +498,14 @@ impl Meta<'_> {
             }
         }
         let runner = self.runner(String::new());
-        if let Ok(d) = self.cluster_delegate(None) {
+        // The cluster network as cached (no API call); resolved only without any cache.
+        let cluster = entries
+            .iter()
+            .flat_map(|e| e.delegates.iter())
+            .find(|c| c.delegate.cluster)
+            .map(|c| Ok(c.delegate.clone()))
+            .unwrap_or_else(|| self.cluster_delegate(None));
+        if let Ok(d) = cluster {
             let list: Vec<Value> = valid
                 .iter()
                 .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))

@@ -310,7 +310,9 @@ fn gc_repairs_a_lost_del() {
     let out = p.run("ADD", &p.conf());
     assert!(out.ok, "{}", out.stdout);
     assert_eq!(p.allocations().len(), 2);
-    // The runtime forgot the container (DEL never came): GC with nothing valid.
+    // The runtime forgot the container (DEL never came): GC with nothing valid, and the
+    // object store gone too: everything GC needs is in the cache.
+    std::fs::rename(p.path("store"), p.path("store-away")).expect("hide store");
     let mut gc = p.conf();
     gc["cniVersion"] = json!("1.1.0");
     gc["cni.dev/valid-attachments"] = json!([]);
@@ -482,8 +484,19 @@ fn kubernetes_backend_against_a_mocked_api_service() {
     let mut chk = conf.clone();
     chk["cniVersion"] = json!("1.0.0");
     assert!(p.run("CHECK", &chk).ok);
-    // DEL is served from the cache: the API server is not asked at all.
+    // GC and DEL are served from the cache: the API server is not asked at all.
     let before = state.lock().expect("lock").requests.len();
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c0ffee", "ifname": "eth0"}]);
+    let out = p.run("GC", &gc);
+    assert!(out.ok, "GC: {} {}", out.stdout, out.stderr);
+    assert_eq!(p.allocations().len(), 2, "GC released a valid attachment");
+    assert_eq!(
+        state.lock().expect("lock").requests.len(),
+        before,
+        "GC talked to the API server"
+    );
     let out = p.run("DEL", &conf);
     assert!(out.ok, "{} {}", out.stdout, out.stderr);
     assert_eq!(
