@@ -174,6 +174,11 @@ pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec) -> Result<()> {
         }
     };
     nl.set_mac(br.index, BRIDGE_MAC)?;
+    if spec.v6.is_some() {
+        // Only the VM is on this bridge: no duplicate to detect, and router
+        // advertisements need the link-local address usable at once.
+        let _ = sysctl::write(&["net", "ipv6", "conf", &n.bridge, "accept_dad"], "0");
+    }
     let mut addrs = vec![IpNet::V4(
         Ipv4Net::new(spec.gateway4(), spec.v4.prefix_len())
             .map_err(|e| setup_err("vmNetworkCIDR", e))?,

@@ -4,6 +4,7 @@
 
 mod server;
 mod socket;
+pub mod v6;
 
 pub use server::{Counters, Lease, Server};
 pub use socket::serve;

@@ -352,3 +352,138 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
         "DEL pod network",
     );
 }
+
+/// The masquerade network's IPv6 side: router advertisements give the VM stand-in its
+/// default route (the kernel is the client), and ISC dhclient gets fd10:0:2::2 from our
+/// DHCPv6 server.
+#[test]
+fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
+    if !require_root("masquerade_ipv6_router_advertisements_and_dhcpv6") {
+        return;
+    }
+    if oxivirt_testkit::which("dhclient").is_none() || oxivirt_testkit::which("nft").is_none() {
+        eprintln!("SKIP masquerade_ipv6_router_advertisements_and_dhcpv6: dhclient (isc-dhcp-client) or nft missing");
+        return;
+    }
+    let env = Env::new();
+    let vm = TestNs::new("oxv6");
+    let pod_net = json!({"cniVersion": "1.0.0", "name": "pod-net", "type": "bridge", "bridge": "cni0", "isDefaultGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": env.data_dir()}});
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "launcher", "eth0", &pod_net),
+        "pod network",
+    );
+    let ns = NetNs::open(env.pod.path()).expect("pod netns");
+    let spec = MasqueradeSpec {
+        v6: Some(MasqueradeSpec::default_v6()),
+        ..Default::default()
+    };
+    ns.run(|| masquerade::setup(&mut Handle::new().expect("netlink"), &spec).expect("masquerade"))
+        .expect("thread");
+    env.pod.sh(&[
+        "ip", "link", "add", "vmport0", "type", "veth", "peer", "name", "eth0", "netns", &vm.name,
+    ]);
+    env.pod
+        .sh(&["ip", "link", "set", "vmport0", "master", "k6t-eth0", "up"]);
+    vm.sh(&["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
+    vm.sh(&["sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2"]);
+    vm.sh(&[
+        "ip",
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:00:00:aa:bb:01",
+        "up",
+    ]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pod_path = env.pod.path();
+    let (s1, p1) = (stop.clone(), pod_path.clone());
+    let ra = std::thread::spawn(move || {
+        NetNs::open(&p1)
+            .expect("ns")
+            .enter_current_thread()
+            .expect("setns");
+        oxivirt_dhcp::v6::serve_ra(
+            "k6t-eth0",
+            [2, 0, 0, 0, 0, 0],
+            1500,
+            std::time::Duration::from_secs(2),
+            &s1,
+        )
+        .expect("ra");
+    });
+    let (s2, p2) = (stop.clone(), pod_path);
+    let dhcp6 = std::thread::spawn(move || {
+        NetNs::open(&p2)
+            .expect("ns")
+            .enter_current_thread()
+            .expect("setns");
+        let mut server = oxivirt_dhcp::v6::Server6::new(oxivirt_dhcp::v6::Lease6 {
+            address: "fd10:0:2::2".parse().expect("ip"),
+            dns: vec!["fd00::a".parse().expect("ip")],
+            server_mac: [2, 0, 0, 0, 0, 0],
+            valid_secs: 3600,
+        });
+        oxivirt_dhcp::v6::serve6("k6t-eth0", &mut server, &s2).expect("dhcpv6");
+        server.counters
+    });
+    // The kernel takes the default route from the advertisement.
+    let has_default = || {
+        vm.ip_json(&["-6", "route", "show", "default"])
+            .as_array()
+            .is_some_and(|a| {
+                a.iter().any(|r| {
+                    r["dev"] == "eth0"
+                        && r["gateway"]
+                            .as_str()
+                            .is_some_and(|g| g.starts_with("fe80::"))
+                })
+            })
+    };
+    let got_route = oxivirt_testkit::eventually(std::time::Duration::from_secs(10), has_default);
+    let lease = env.data.path().join("dhclient6.leases");
+    let out = vm.exec(&[
+        "dhclient",
+        "-6",
+        "-1",
+        "-v",
+        "-sf",
+        "/bin/true",
+        "-lf",
+        &lease.display().to_string(),
+        "-pf",
+        &env.data.path().join("dhclient6.pid").display().to_string(),
+        "eth0",
+    ]);
+    let _ = vm.exec(&[
+        "dhclient",
+        "-6",
+        "-x",
+        "-pf",
+        &env.data.path().join("dhclient6.pid").display().to_string(),
+    ]);
+    stop.store(true, Ordering::Relaxed);
+    ra.join().expect("ra thread");
+    let counters = dhcp6.join().expect("dhcpv6 thread");
+    assert!(
+        got_route,
+        "no default route from the router advertisement: {}",
+        vm.sh(&["ip", "-6", "route"])
+    );
+    let leases = std::fs::read_to_string(&lease).unwrap_or_default();
+    assert!(
+        leases.contains("iaaddr fd10:0:2::2"),
+        "dhclient: {} {}\nleases: {leases}\ncounters: {counters:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(leases.contains("fd00::a"), "{leases}");
+    ns.run(|| masquerade::teardown(&mut Handle::new().expect("netlink")).expect("teardown"))
+        .expect("thread");
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "launcher", "eth0", &pod_net),
+        "DEL",
+    );
+}
