@@ -6,5 +6,5 @@ mod server;
 mod socket;
 pub mod v6;
 
-pub use server::{Counters, Lease, Server};
+pub use server::{Counters, DhcpOptionsSpec, Lease, Server};
 pub use socket::serve;

@@ -31,6 +31,48 @@ pub struct Lease {
     pub extra: Vec<(u8, Vec<u8>)>,
 }
 
+/// KubeVirt's `dhcpOptions` of an interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DhcpOptionsSpec {
+    /// Option 67.
+    pub boot_file_name: Option<String>,
+    /// Option 66.
+    pub tftp_server_name: Option<String>,
+    /// Option 42.
+    pub ntp_servers: Vec<Ipv4Addr>,
+    /// Private options 224–254, with string values.
+    pub private_options: Vec<(u8, String)>,
+}
+
+impl DhcpOptionsSpec {
+    /// The raw options for [`Lease::extra`]; a private option outside 224–254 is an error,
+    /// as KubeVirt's validation has it.
+    pub fn to_extra(&self) -> Result<Vec<(u8, Vec<u8>)>, String> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.tftp_server_name {
+            out.push((66, t.as_bytes().to_vec()));
+        }
+        if let Some(b) = &self.boot_file_name {
+            out.push((67, b.as_bytes().to_vec()));
+        }
+        if !self.ntp_servers.is_empty() {
+            out.push((
+                42,
+                self.ntp_servers.iter().flat_map(|ip| ip.octets()).collect(),
+            ));
+        }
+        for (code, value) in &self.private_options {
+            if !(224..=254).contains(code) {
+                return Err(format!(
+                    "dhcpOptions.privateOptions: option {code} is not in the private range 224-254"
+                ));
+            }
+            out.push((*code, value.as_bytes().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
 /// What the server saw; malformed and foreign packets are only counted.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
@@ -433,6 +475,37 @@ mod tests {
             assert!(s.handle(bad).is_none());
         }
         assert_eq!(s.counters.malformed, 3);
+    }
+
+    #[test]
+    fn kubevirt_dhcp_options() {
+        let spec = DhcpOptionsSpec {
+            boot_file_name: Some("pxelinux.0".into()),
+            tftp_server_name: Some("tftp.example".into()),
+            ntp_servers: vec![Ipv4Addr::new(10, 0, 0, 123)],
+            private_options: vec![(240, "extra".into())],
+        };
+        let mut l = lease();
+        l.extra = spec.to_extra().expect("valid");
+        let mut s = Server::new(l);
+        let ack = decode(
+            &s.handle(&request(MessageType::Discover, MAC, vec![]))
+                .expect("offer"),
+        );
+        for code in [66u8, 67, 42, 240] {
+            assert!(
+                ack.opts().get(OptionCode::from(code)).is_some(),
+                "option {code} missing"
+            );
+        }
+        let bad = DhcpOptionsSpec {
+            private_options: vec![(100, "x".into())],
+            ..Default::default()
+        };
+        assert!(bad
+            .to_extra()
+            .expect_err("out of range")
+            .contains("224-254"));
     }
 
     /// A cheap mutation fuzzer over valid requests of every kind: 40,000 packets with 1–8

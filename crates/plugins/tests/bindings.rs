@@ -487,3 +487,71 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
         "DEL",
     );
 }
+
+/// An L2-only secondary network (no IPAM): the binding works and there is nothing to
+/// serve over DHCP.
+#[test]
+fn l2_only_bridge_binding() {
+    if !require_root("l2_only_bridge_binding") {
+        return;
+    }
+    let env = Env::new();
+    let names = Names::secondary("l2-net");
+    let conf = env.seed_conf("1.0.0", json!({"ipam": {}}));
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "launcher", &names.pod, &conf),
+        "L2 ADD",
+    );
+    let ns = NetNs::open(env.pod.path()).expect("pod netns");
+    let state_dir = env.data.path().join("bindings");
+    let spec = BridgeSpec {
+        names: names.clone(),
+        index: 2,
+        mac: Some([2, 0, 0, 0, 0, 0x42]),
+        multiqueue: true,
+    };
+    let state = ns
+        .run(|| {
+            bridge_binding::setup(&mut Handle::new().expect("netlink"), &spec, &state_dir)
+                .expect("binding")
+        })
+        .expect("thread");
+    assert_eq!(state.address, None);
+    assert!(
+        state
+            .lease(Ipv4Addr::new(169, 254, 75, 12), vec![], vec![], None)
+            .is_none(),
+        "no address, no DHCP"
+    );
+    assert_eq!(
+        format_mac(&state.vm_mac),
+        "02:00:00:00:00:42",
+        "macAddress wins"
+    );
+    let br = &env.pod.ip_json(&["addr", "show", "dev", &names.bridge])[0];
+    assert!(
+        br["addr_info"]
+            .as_array()
+            .expect("addrs")
+            .iter()
+            .any(|a| a["local"] == "169.254.75.12"),
+        "{br}"
+    );
+    assert_eq!(
+        env.pod.ip_json(&["link", "show", "dev", &names.tap])[0]["master"],
+        names.bridge.as_str()
+    );
+    ns.run(|| {
+        bridge_binding::teardown(&mut Handle::new().expect("netlink"), &names, &state_dir)
+            .expect("teardown")
+    })
+    .expect("thread");
+    assert!(oxivirt_testkit::eventually(
+        std::time::Duration::from_secs(5),
+        || common::links(&env.pod) == ["lo", names.pod.as_str()]
+    ));
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "launcher", &names.pod, &conf),
+        "DEL",
+    );
+}
