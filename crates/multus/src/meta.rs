@@ -213,7 +213,12 @@ impl Meta<'_> {
         let nad = self
             .source
             .network_attachment(&ns, &sel.name)
-            .map_err(source_err)?
+            .map_err(|e| {
+                source_err(e).context(format!(
+                    "pod {}/{}: network {ns}/{}",
+                    r.namespace, r.name, sel.name
+                ))
+            })?
             .ok_or_else(|| {
                 CniError::config(format!(
                     "pod {}/{}: NetworkAttachmentDefinition {ns}/{} not found",
