@@ -284,11 +284,13 @@ fn bad_annotations_and_nads_name_the_pod_and_network() {
         assert!(!out.ok, "{ann}");
         let msg = out.json()["msg"].as_str().unwrap_or("").to_string();
         assert!(msg.contains(says), "{ann}: {msg}");
-        if says != "unclosed quote" {
-            assert!(msg.contains("virt-launcher-testvm-2"), "{ann}: {msg}");
-        } else {
+        // Every report names the pod; the seed's also the network, the file and the line.
+        assert!(msg.contains("virt-launcher-testvm-2"), "{ann}: {msg}");
+        if says == "unclosed quote" {
             assert!(
-                msg.contains("seed-br.yaml") && msg.contains("line 6"),
+                msg.contains("default/seed-br")
+                    && msg.contains("seed-br.yaml")
+                    && msg.contains("line 6"),
                 "{ann}: {msg}"
             );
         }
