@@ -18,29 +18,42 @@ pub fn serve(bridge: &str, server: &mut Server, stop: &AtomicBool) -> std::io::R
         Ipv4Addr::UNSPECIFIED,
         67,
     )))?;
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     let to = SockAddr::from(SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
+    serve_datagrams(&sock, stop, |data, _| {
+        server.handle(data).map(|r| (r, to.clone()))
+    })
+}
+
+/// Receives datagrams until `stop` (checked every 200 ms) and sends what `answer`
+/// returns, to where it says.
+pub(crate) fn serve_datagrams(
+    sock: &Socket,
+    stop: &AtomicBool,
+    mut answer: impl FnMut(&[u8], SockAddr) -> Option<(Vec<u8>, SockAddr)>,
+) -> std::io::Result<()> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
     while !stop.load(Ordering::Relaxed) {
-        let n = match sock.recv(&mut buf) {
-            Ok(n) => n,
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 continue
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        // SAFETY: recv initialised the first n bytes.
+        // SAFETY: recv_from initialised the first n bytes.
         let data: Vec<u8> = buf[..n]
             .iter()
             .map(|b| unsafe { b.assume_init() })
             .collect();
-        if let Some(reply) = server.handle(&data) {
+        if let Some((reply, to)) = answer(&data, from) {
             let _ = sock.send_to(&reply, &to);
         }
     }

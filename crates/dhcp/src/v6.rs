@@ -189,33 +189,9 @@ pub fn serve6(bridge: &str, server: &mut Server6, stop: &AtomicBool) -> std::io:
     let index = ifindex(bridge)?;
     // All_DHCP_Relay_Agents_and_Servers.
     sock.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2), index)?;
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
-    while !stop.load(Ordering::Relaxed) {
-        let (n, from) = match sock.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e),
-        };
-        // SAFETY: recv_from initialised the first n bytes.
-        let data: Vec<u8> = buf[..n]
-            .iter()
-            .map(|b| unsafe { b.assume_init() })
-            .collect();
-        if let Some(reply) = server.handle(&data) {
-            let _ = sock.send_to(&reply, &from);
-        }
-    }
-    Ok(())
+    crate::socket::serve_datagrams(&sock, stop, |data, from| {
+        server.handle(data).map(|r| (r, from))
+    })
 }
 
 /// A router advertisement: managed and other-config flags set (addresses and DNS come from

@@ -111,6 +111,32 @@ impl Pod {
         )
     }
 
+    /// The state of a mocked API service holding this pod and the multus-br NAD.
+    fn mock_api(
+        &self,
+        token: &str,
+    ) -> std::sync::Arc<std::sync::Mutex<oxivirt_testkit::mock_kube::State>> {
+        let mut s = oxivirt_testkit::mock_kube::State {
+            token: token.into(),
+            ..Default::default()
+        };
+        let nad = std::fs::read_to_string(
+            self.path("store/network-attachment-definitions/default/multus-br.json"),
+        )
+        .expect("nad");
+        s.objects.insert(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/multus-br"
+                .into(),
+            serde_json::from_str(&nad).expect("json"),
+        );
+        s.objects.insert(
+            "/api/v1/namespaces/default/pods/virt-launcher-testvm-2".into(),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "virt-launcher-testvm-2", "namespace": "default",
+                "uid": "uid-1", "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}}),
+        );
+        std::sync::Arc::new(std::sync::Mutex::new(s))
+    }
+
     fn allocations(&self) -> Vec<String> {
         let mut out = Vec::new();
         for net in ["cluster", "multus-br", "macvlan-net"] {
@@ -428,27 +454,7 @@ fn kubernetes_backend_against_a_mocked_api_service() {
         eprintln!("SKIP kubernetes_backend_against_a_mocked_api_service: containernetworking-plugins not installed");
         return;
     };
-    let state = std::sync::Arc::new(std::sync::Mutex::new(oxivirt_testkit::mock_kube::State {
-        token: "tok-1".into(),
-        ..Default::default()
-    }));
-    {
-        let mut s = state.lock().expect("lock");
-        let nad = std::fs::read_to_string(
-            p.path("store/network-attachment-definitions/default/multus-br.json"),
-        )
-        .expect("nad");
-        s.objects.insert(
-            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/multus-br"
-                .into(),
-            serde_json::from_str(&nad).expect("json"),
-        );
-        s.objects.insert(
-            "/api/v1/namespaces/default/pods/virt-launcher-testvm-2".into(),
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "virt-launcher-testvm-2", "namespace": "default",
-                "uid": "uid-1", "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}}),
-        );
-    }
+    let state = p.mock_api("tok-1");
     let port = oxivirt_testkit::mock_kube::start(state.clone(), &p.node.path());
     std::fs::write(p.path("token"), "tok-1\n").expect("token");
     std::fs::write(
@@ -576,27 +582,7 @@ fn kubernetes_backend_over_tls_and_in_cluster() {
     };
     use base64::Engine;
     let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate();
-    let state = std::sync::Arc::new(std::sync::Mutex::new(oxivirt_testkit::mock_kube::State {
-        token: "sa-token".into(),
-        ..Default::default()
-    }));
-    {
-        let mut s = state.lock().expect("lock");
-        let nad = std::fs::read_to_string(
-            p.path("store/network-attachment-definitions/default/multus-br.json"),
-        )
-        .expect("nad");
-        s.objects.insert(
-            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/multus-br"
-                .into(),
-            serde_json::from_str(&nad).expect("json"),
-        );
-        s.objects.insert(
-            "/api/v1/namespaces/default/pods/virt-launcher-testvm-2".into(),
-            json!({"metadata": {"name": "virt-launcher-testvm-2", "namespace": "default", "uid": "uid-1",
-                "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}}),
-        );
-    }
+    let state = p.mock_api("sa-token");
     let port = oxivirt_testkit::mock_kube::start_tls(state.clone(), &p.node.path(), &tls);
     let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
     std::fs::write(
