@@ -135,6 +135,15 @@ impl DirSource {
         parse_object(path, &text)
     }
 
+    fn pod_path(&self, namespace: &str, name: &str) -> Result<PathBuf, SourceError> {
+        self.find(PODS, namespace, name)?
+            .ok_or_else(|| SourceError::NotFound {
+                kind: "pod",
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+    }
+
     /// Stores an object (for tests and the embedded control plane): `kind` decides where.
     pub fn put(&self, object: &Value) -> Result<PathBuf, SourceError> {
         let invalid = |reason: &str| SourceError::Invalid {
@@ -173,13 +182,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl ClusterSource for DirSource {
     fn pod(&self, namespace: &str, name: &str) -> Result<Pod, SourceError> {
-        let path = self
-            .find(PODS, namespace, name)?
-            .ok_or_else(|| SourceError::NotFound {
-                kind: "pod",
-                namespace: namespace.into(),
-                name: name.into(),
-            })?;
+        let path = self.pod_path(namespace, name)?;
         Ok(Pod::from_object(namespace, name, &self.read(&path)?))
     }
 
@@ -213,13 +216,7 @@ impl ClusterSource for DirSource {
         name: &str,
         status: &str,
     ) -> Result<(), SourceError> {
-        let path = self
-            .find(PODS, namespace, name)?
-            .ok_or_else(|| SourceError::NotFound {
-                kind: "pod",
-                namespace: namespace.into(),
-                name: name.into(),
-            })?;
+        let path = self.pod_path(namespace, name)?;
         let io = |e: std::io::Error| SourceError::Invalid {
             what: path.display().to_string(),
             reason: e.to_string(),
