@@ -687,3 +687,70 @@ fn existing_non_bridge_is_refused() {
     assert_eq!(common::links(&env.pod), vec!["lo"]);
     assert!(env.allocations("multus-br").is_empty());
 }
+
+/// 64 bridge ADDs in parallel on one network, each into its own pod namespace: distinct
+/// addresses, 64 ports on the bridge, and 64 parallel DELs leave nothing.
+#[test]
+fn sixty_four_parallel_bridge_adds() {
+    if !require_root("sixty_four_parallel_bridge_adds") {
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf("1.0.0", json!({}));
+    let pods: Vec<oxivirt_testkit::TestNs> = (0..64)
+        .map(|_| oxivirt_testkit::TestNs::new("oxq"))
+        .collect();
+    let bin = common::our_dir().join("bridge");
+    let cni_path = common::our_dir().display().to_string();
+    let call = |cmd: &'static str, i: usize| {
+        let netns = pods[i].path();
+        oxivirt_testkit::run_cni(
+            &oxivirt_testkit::CniCall {
+                plugin: &bin,
+                command: cmd,
+                container_id: &format!("par{i}"),
+                netns: Some(&netns),
+                ifname: "net1",
+                args: "",
+                cni_path: &cni_path,
+                node: Some(&env.node),
+                extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", env.index_dir())],
+            },
+            &conf.to_string(),
+        )
+    };
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..64).map(|i| s.spawn(move || call("ADD", i))).collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let mut ips: Vec<String> = outs
+        .iter()
+        .map(|o| {
+            assert!(o.ok, "{} {}", o.stdout, o.stderr);
+            o.json()["ips"][0]["address"]
+                .as_str()
+                .expect("address")
+                .to_string()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 64, "an address was handed out twice");
+    assert_eq!(env.allocations("multus-br").len(), 64);
+    let ports = env
+        .node
+        .ip_json(&["link", "show", "master", "multus-bridge"]);
+    assert_eq!(ports.as_array().map(Vec::len), Some(64));
+    std::thread::scope(|s| {
+        for i in 0..64 {
+            s.spawn(move || assert!(call("DEL", i).ok));
+        }
+    });
+    assert!(env.allocations("multus-br").is_empty());
+    assert!(
+        eventually(Duration::from_secs(10), || env.node_links()
+            == ["lo", "multus-bridge"]),
+        "{:?}",
+        env.node_links()
+    );
+}
