@@ -754,3 +754,57 @@ fn sixty_four_parallel_bridge_adds() {
         env.node_links()
     );
 }
+
+/// `enabledad` turns duplicate address detection on for the container interface (off by
+/// default, as the reference), and IPv6 addresses then go through DAD.
+#[test]
+fn enabledad_sets_the_container_sysctls() {
+    if !require_root("enabledad_sets_the_container_sysctls") {
+        return;
+    }
+    let env = Env::new();
+    let sysctl = |ns: &oxivirt_testkit::TestNs, k: &str| {
+        ns.sh(&["cat", &format!("/proc/sys/{k}")])
+            .trim()
+            .to_string()
+    };
+    let v6 = json!({"ipam": {"subnet": null, "ranges": [[{"subnet": "fd00:100::/64"}]]}});
+    let mut off = v6.clone();
+    off["enabledad"] = json!(false);
+    must(
+        env.run(
+            Impl::Ours,
+            "bridge",
+            "ADD",
+            "d0",
+            "net0",
+            &env.seed_conf("1.0.0", off),
+        ),
+        "ADD",
+    );
+    assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net0/accept_dad"), "0");
+    let mut on = v6;
+    on["enabledad"] = json!(true);
+    must(
+        env.run(
+            Impl::Ours,
+            "bridge",
+            "ADD",
+            "d1",
+            "net1",
+            &env.seed_conf("1.0.0", on),
+        ),
+        "ADD",
+    );
+    assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net1/accept_dad"), "1");
+    assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net1/enhanced_dad"), "1");
+    assert_eq!(sysctl(&env.pod, "net/ipv4/conf/net1/arp_notify"), "1");
+    // Without DAD the address is usable at once; with it, it starts tentative.
+    let flags = |dev: &str| {
+        env.pod
+            .sh(&["ip", "-6", "addr", "show", "dev", dev, "scope", "global"])
+    };
+    assert!(!flags("net0").contains("tentative"), "{}", flags("net0"));
+    // DAD takes about a second; the address is checked a few milliseconds after ADD.
+    assert!(flags("net1").contains("tentative"), "{}", flags("net1"));
+}
