@@ -15,23 +15,15 @@ pub enum Backend {
     Store(PathBuf),
 }
 
-fn is_config(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("conf" | "conflist" | "json")
-    ) && p.file_name().and_then(|n| n.to_str()) != Some(FILE_NAME)
-}
-
 /// The first config in `dir` (lexical order, as the runtime picks it), ours excluded.
 pub fn first_config(dir: &Path) -> Result<(PathBuf, Value), CniError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| CniError::io(format!("{}: {e}", dir.display())))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && is_config(p))
-        .collect();
-    files.sort();
-    for f in files {
+    let files = crate::delegate::config_files(dir)
+        .map_err(|e| CniError::io(format!("{}: {e}", dir.display())))?;
+    let ours = Some(FILE_NAME);
+    for f in files
+        .into_iter()
+        .filter(|f| f.file_name().and_then(|n| n.to_str()) != ours)
+    {
         let bytes = std::fs::read(&f).map_err(|e| CniError::io(format!("{}: {e}", f.display())))?;
         let v: Value = oxivirt_cni::parse_json(&bytes, &f.display().to_string())?;
         if v.get("type").and_then(Value::as_str) == Some("multus") {

@@ -282,23 +282,30 @@ pub fn parse_result(v: &Value) -> Result<CniResult, CniError> {
     CniResult::from_value(v)
 }
 
-/// Finds the config named `name` in `dir` (`*.conf`, `*.conflist`, `*.json`), as Multus
-/// does for `clusterNetwork` and for NADs without a config.
-pub fn config_by_name(dir: &Path, name: &str) -> Result<Option<Value>, CniError> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Ok(None);
-    };
-    let mut files: Vec<PathBuf> = rd
+/// The network config files in `dir` (`*.conf`, `*.conflist`, `*.json`), in the lexical
+/// order a runtime reads them.
+pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("conf" | "conflist" | "json")
-            )
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conf" | "conflist" | "json")
+                )
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Finds the config named `name` in `dir`, as Multus does for `clusterNetwork` and for
+/// NADs without a config.
+pub fn config_by_name(dir: &Path, name: &str) -> Result<Option<Value>, CniError> {
+    let Ok(files) = config_files(dir) else {
+        return Ok(None);
+    };
     for f in files {
         let Ok(bytes) = std::fs::read(&f) else {
             continue;
@@ -318,19 +325,8 @@ pub fn config_by_name(dir: &Path, name: &str) -> Result<Option<Value>, CniError>
 /// Reads a config file or the first config in a directory.
 pub fn config_from_path(path: &Path) -> Result<Value, CniError> {
     let file = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        config_files(path)
             .map_err(|e| CniError::io(format!("{}: {e}", path.display())))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("conf" | "conflist" | "json")
-                )
-            })
-            .collect();
-        files.sort();
-        files
             .into_iter()
             .next()
             .ok_or_else(|| CniError::config(format!("no network config in {}", path.display())))?
