@@ -4,7 +4,8 @@
 //! Needs root: it makes a "node" namespace, enters it, and makes one fresh pod namespace
 //! per sample (namespace creation is not timed).
 //!
-//! Usage: `oxivirt-bench [--samples N] [--big-samples N] [--plugins DIR] [--reference DIR]`
+//! Usage: `oxivirt-bench [--samples N] [--big-samples N] [--plugins DIR] [--reference DIR]
+//! [--only seed,multus,store,bindings]`
 
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
@@ -37,7 +38,11 @@ fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &str) -> Result<Run> {
         .spawn()
         .with_context(|| format!("spawn {}", bin.display()))?;
     if let Some(mut s) = child.stdin.take() {
-        s.write_all(stdin.as_bytes())?;
+        // VERSION does not read its stdin.
+        match s.write_all(stdin.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
     }
     let mut stdout = String::new();
     if let Some(mut o) = child.stdout.take() {
@@ -136,6 +141,14 @@ struct Args {
     big_samples: usize,
     plugins: PathBuf,
     reference: PathBuf,
+    /// Runs only the named groups (seed, multus, store, bindings); all when empty.
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -144,6 +157,7 @@ fn parse_args() -> Result<Args> {
         big_samples: 5,
         plugins: PathBuf::new(),
         reference: PathBuf::from("/usr/lib/cni"),
+        only: Vec::new(),
     };
     let exe = std::env::current_exe()?;
     let ours = exe
@@ -158,6 +172,7 @@ fn parse_args() -> Result<Args> {
             "--big-samples" => a.big_samples = val()?.parse()?,
             "--plugins" => a.plugins = PathBuf::from(val()?),
             "--reference" => a.reference = PathBuf::from(val()?),
+            "--only" => a.only = val()?.split(',').map(str::to_string).collect(),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -276,7 +291,24 @@ fn bench_seed(args: &Args, tag: &str) -> Result<Vec<Row>> {
         }
         let [oa, ra] = adds;
         let [od, rd] = dels;
+        // The floor every call pays: process start, VERSION, exit.
+        let mut versions: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+        for i in 0..rounds {
+            for (k, dir) in dirs.iter().enumerate() {
+                let env = [("CNI_COMMAND", "VERSION".to_string())];
+                let run = run_plugin(&dir.join("bridge"), &env, "{}")?;
+                if i >= 2 {
+                    versions[k].push(run);
+                }
+            }
+        }
+        let [ov, rv] = versions;
         Ok(vec![
+            (
+                "VERSION (process start and exit)".into(),
+                stats(ov),
+                stats(rv),
+            ),
             (
                 "ADD seed multus-br (bridge + host-local)".into(),
                 stats(oa),
@@ -634,16 +666,27 @@ fn main() -> Result<()> {
     let tag = format!("{}", std::process::id());
     let node = format!("oxbn-{tag}");
     enter_node(&node)?;
-    let result = (|| -> Result<(Vec<Row>, Stats, Stats)> {
-        let mut rows = bench_seed(&args, &tag)?;
-        rows.extend(bench_multus(&args, &tag)?);
-        rows.extend(bench_big_store(&args, &tag)?);
-        let (up, down) = bench_bindings(&args, &tag)?;
-        Ok((rows, up, down))
+    let result = (|| -> Result<(Vec<Row>, Option<(Stats, Stats)>)> {
+        let mut rows = Vec::new();
+        if args.wants("seed") {
+            rows.extend(bench_seed(&args, &tag)?);
+        }
+        if args.wants("multus") {
+            rows.extend(bench_multus(&args, &tag)?);
+        }
+        if args.wants("store") {
+            rows.extend(bench_big_store(&args, &tag)?);
+        }
+        let bindings = if args.wants("bindings") {
+            Some(bench_bindings(&args, &tag)?)
+        } else {
+            None
+        };
+        Ok((rows, bindings))
     })();
     let _ = sh(&["ip", "netns", "del", &node]);
     let _ = std::fs::remove_dir_all(index_dir());
-    let (rows, bind_up, bind_down) = result?;
+    let (rows, bindings) = result?;
     println!("| benchmark | oxivirt (median) | reference (median) | ratio | peak RSS oxivirt / reference |");
     println!("|---|---|---|---|---|");
     for (name, ours, theirs) in rows {
@@ -656,13 +699,15 @@ fn main() -> Result<()> {
             theirs.rss
         );
     }
-    println!(
-        "\n| VM network bindings (no reference here) | oxivirt (median) | target |\n|---|---|---|\n\
-         | set up masquerade + bridge binding in a prepared pod | {} | < 20 ms |\n\
-         | tear both down | {} | < 30 ms |",
-        ms(bind_up.median),
-        ms(bind_down.median)
-    );
+    if let Some((bind_up, bind_down)) = bindings {
+        println!(
+            "\n| VM network bindings (no reference here) | oxivirt (median) | target |\n|---|---|---|\n\
+             | set up masquerade + bridge binding in a prepared pod | {} | < 20 ms |\n\
+             | tear both down | {} | < 30 ms |",
+            ms(bind_up.median),
+            ms(bind_down.median)
+        );
+    }
     println!(
         "\nsamples: {} (seed), {} (60k store); reference: {}",
         args.samples,

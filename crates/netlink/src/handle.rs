@@ -13,7 +13,13 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 pub struct Handle {
     socket: Socket,
     seq: u32,
+    /// Reused for every reply: a fresh zeroed 32 KiB per request costs page faults.
+    rbuf: Vec<u8>,
 }
+
+/// Replies are read into a buffer this big; a larger datagram would be truncated, and the
+/// kernel caps its dump datagrams well below it.
+const RECV_BUF: usize = 32 * 1024;
 
 impl Handle {
     /// A socket in the calling thread's namespace.
@@ -28,7 +34,11 @@ impl Handle {
         socket.connect(&SocketAddr::new(0, 0)).map_err(kernel)?;
         // Extended acks give the kernel's own reason in some errors; optional.
         let _ = socket.set_ext_ack(true);
-        Ok(Self { socket, seq: 0 })
+        Ok(Self {
+            socket,
+            seq: 0,
+            rbuf: Vec::new(),
+        })
     }
 
     /// A socket that lives in `ns`, usable from this thread afterwards.
@@ -70,7 +80,10 @@ impl Handle {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let acked = flags & NLM_F_ACK != 0;
         let mut out = Vec::new();
-        let mut rbuf = vec![0u8; 64 * 1024];
+        if self.rbuf.len() < RECV_BUF {
+            self.rbuf = vec![0u8; RECV_BUF];
+        }
+        let rbuf = &mut self.rbuf;
         loop {
             let n = self.socket.recv(&mut &mut rbuf[..], 0).map_err(kernel)?;
             let mut off = 0;

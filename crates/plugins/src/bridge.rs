@@ -240,15 +240,24 @@ struct Undo {
     firewall: bool,
 }
 
-type IpamJob<'s> = std::thread::ScopedJoinHandle<'s, Result<Option<CniResult>, CniError>>;
+/// Where the IPAM allocation of an ADD runs: in-process types on the namespace thread,
+/// exec'd plugins on a thread of their own that stays in the host's namespace (a plugin
+/// started from the container's namespace would inherit it).
+enum IpamJob<'s> {
+    Thread(std::thread::ScopedJoinHandle<'s, IpamOutcome>),
+    Worker(mpsc::Receiver<IpamOutcome>),
+}
+
+type IpamOutcome = Result<Option<CniResult>, CniError>;
 
 /// What the namespace thread reports: the bridge's link kind as the host sees it (`None`
 /// if it could not tell), and a netlink socket in the container's namespace.
 type WorkerReport = (Option<String>, Result<Handle, oxivirt_netlink::Error>);
 
-/// Work running beside the main thread during ADD: the IPAM allocation, and a thread that
-/// checks the bridge's kind, enters the container's namespace, opens the netlink socket
-/// there and later writes the interface's sysctls. Both overlap with the host-side work.
+/// Work running beside the main thread during ADD: one thread checks the bridge's kind,
+/// enters the container's namespace, opens the netlink socket there, runs an in-process
+/// IPAM allocation and later writes the interface's sysctls. All of it overlaps with the
+/// host-side work, the kernel's creation of the veth pair above all.
 struct Helpers<'s> {
     ipam: Option<IpamJob<'s>>,
     cont: mpsc::Receiver<WorkerReport>,
@@ -257,13 +266,13 @@ struct Helpers<'s> {
 }
 
 impl Helpers<'_> {
-    fn ipam_result(&mut self, undo: &mut Undo) -> Result<Option<CniResult>, CniError> {
-        let Some(job) = self.ipam.take() else {
-            return Ok(None);
+    fn ipam_result(&mut self, undo: &mut Undo) -> IpamOutcome {
+        let lost = || CniError::plugin(codes::IPAM, "IPAM thread ended without a result");
+        let r = match self.ipam.take() {
+            None => return Ok(None),
+            Some(IpamJob::Thread(job)) => job.join().unwrap_or_else(|_| Err(lost())),
+            Some(IpamJob::Worker(rx)) => rx.recv().unwrap_or_else(|_| Err(lost())),
         };
-        let r = job
-            .join()
-            .unwrap_or_else(|_| Err(CniError::plugin(codes::IPAM, "IPAM thread panicked")));
         if r.is_ok() {
             undo.ipam = true;
         }
@@ -275,9 +284,16 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
     let ns = iface::open_netns(call)?;
     let mut host = Handle::new().map_err(nl_err)?;
     std::thread::scope(|s| {
-        let ipam = cfg
-            .layer3
-            .then(|| s.spawn(|| ipam::delegate(call, &cfg.conf, Command::Add)));
+        let in_process = ipam::in_process(&cfg.conf);
+        let (ipam_tx, ipam_rx) = mpsc::channel();
+        let ipam = match (cfg.layer3, in_process) {
+            (false, _) => None,
+            (true, true) => Some(IpamJob::Worker(ipam_rx)),
+            (true, false) => Some(IpamJob::Thread(
+                s.spawn(|| ipam::delegate(call, &cfg.conf, Command::Add)),
+            )),
+        };
+        let ipam_here = cfg.layer3 && in_process;
         let (cont_tx, cont_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (ifname, enable_dad, nsref) = (call.env.ifname.as_str(), cfg.br.enabledad, &ns);
@@ -291,9 +307,16 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
                     .ok()
                     .flatten()
                     .and_then(|l| l.kind);
+                if kind.as_deref() == Some("bridge") {
+                    disable_accept_ra(bridge);
+                }
                 let handle = nsref.enter_current_thread().and_then(|()| Handle::new());
                 let entered = handle.is_ok();
                 let _ = cont_tx.send((kind, handle));
+                // Files only: the thread's network namespace does not matter to it.
+                if ipam_here {
+                    let _ = ipam_tx.send(ipam::delegate(call, &cfg.conf, Command::Add));
+                }
                 if entered && go_rx.recv().is_ok() {
                     iface::write_container_sysctls(ifname, enable_dad);
                 }
@@ -365,12 +388,19 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
     if cfg.br.promisc_mode && !br.promisc {
         host.set_promisc(br.index, true).map_err(nl_err)?;
     }
-    // We own the routes of this interface.
-    let _ = sysctl::write(&["net", "ipv6", "conf", name, "accept_ra"], "0");
+    if undo.bridge.is_some() {
+        // An existing bridge gets this from the namespace thread, beside the veth creation.
+        disable_accept_ra(name);
+    }
     if !br.up {
         host.set_up(br.index, true).map_err(nl_err)?;
     }
     Ok(br)
+}
+
+/// We own the routes of the bridge: no router advertisements change them.
+fn disable_accept_ra(bridge: &str) {
+    let _ = sysctl::write(&["net", "ipv6", "conf", bridge, "accept_ra"], "0");
 }
 
 fn name_taken_in_container(helpers: &Helpers<'_>, ifname: &str) -> bool {

@@ -49,6 +49,14 @@ fn host_local(call: &Call<'_>, conf: &NetConf) -> Result<HostLocal, CniError> {
     HostLocal::from_config(call.stdin, &conf.name, &NodePolicy::load()?)
 }
 
+/// Whether the config's IPAM runs inside this process (no plugin is exec'd).
+pub fn in_process(conf: &NetConf) -> bool {
+    matches!(
+        conf.ipam.as_ref().map(|i| i.plugin_type.as_str()),
+        Some("host-local" | "static")
+    )
+}
+
 /// Runs the config's IPAM for `command`; returns the result for ADD.
 pub fn delegate(
     call: &Call<'_>,

@@ -61,6 +61,10 @@ fn in_process(
 
 fn main() {
     oxivirt_cni::trace::mark("start");
+    // The helper threads of one short call share the main heap: a per-thread arena costs a
+    // 64 MiB reservation, its trimming and its unmapping at exit, for a few small allocations.
+    // SAFETY: mallopt only tunes the allocator; no allocation is in flight on other threads.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let mut args = std::env::args();
     let argv0 = args.next().unwrap_or_default();
     let called = std::path::Path::new(&argv0)
