@@ -114,6 +114,9 @@ fn print_phases(runs: &[Vec<(String, u128)>]) {
     println!();
 }
 
+/// Set-up and teardown of the VM network bindings (no reference to compare with).
+type BindingTimes = (Stats, Stats);
+
 /// A benchmark line: name, ours, the reference's.
 type Row = (String, Stats, Stats);
 
@@ -666,7 +669,7 @@ fn main() -> Result<()> {
     let tag = format!("{}", std::process::id());
     let node = format!("oxbn-{tag}");
     enter_node(&node)?;
-    let result = (|| -> Result<(Vec<Row>, Option<(Stats, Stats)>)> {
+    let result = (|| -> Result<(Vec<Row>, Option<BindingTimes>)> {
         let mut rows = Vec::new();
         if args.wants("seed") {
             rows.extend(bench_seed(&args, &tag)?);
