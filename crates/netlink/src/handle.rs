@@ -13,7 +13,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 pub struct Handle {
     socket: Socket,
     seq: u32,
-    /// Reused for every reply: a fresh zeroed 32 KiB per request costs page faults.
+    /// Reused for every reply: a fresh zeroed buffer per request costs page faults.
     rbuf: Vec<u8>,
 }
 
@@ -80,12 +80,16 @@ impl Handle {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let acked = flags & NLM_F_ACK != 0;
         let mut out = Vec::new();
-        if self.rbuf.len() < RECV_BUF {
-            self.rbuf = vec![0u8; RECV_BUF];
+        let seq = self.seq;
+        let (socket, rbuf) = (&self.socket, &mut self.rbuf);
+        if rbuf.capacity() < RECV_BUF {
+            *rbuf = Vec::with_capacity(RECV_BUF);
         }
-        let rbuf = &mut self.rbuf;
         loop {
-            let n = self.socket.recv(&mut &mut rbuf[..], 0).map_err(kernel)?;
+            // Received into the spare capacity: nothing is zeroed, and only the pages the
+            // kernel writes are touched.
+            rbuf.clear();
+            let n = socket.recv(rbuf, 0).map_err(kernel)?.min(rbuf.len());
             let mut off = 0;
             while off + 16 <= n {
                 let len =
@@ -104,7 +108,7 @@ impl Handle {
                             detail: e.to_string(),
                         })?;
                 off += (len + 3) & !3;
-                if parsed.header.sequence_number != self.seq {
+                if parsed.header.sequence_number != seq {
                     continue;
                 }
                 match parsed.payload {
