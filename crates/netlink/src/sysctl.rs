@@ -17,6 +17,31 @@ pub fn write(key: &[&str], value: &str) -> Result<()> {
     std::fs::write(&path, value).map_err(|source| Error::Sysctl { key: path, source })
 }
 
+/// Opens a sysctl for a later [`write_to`]. The file stays bound to the network namespace
+/// of the thread that opened it, whichever namespace the writer is in by then.
+pub fn open_for_write(key: &[&str]) -> Result<Sysctl> {
+    let path = path_of(key);
+    match std::fs::OpenOptions::new().write(true).open(&path) {
+        Ok(file) => Ok(Sysctl { path, file }),
+        Err(source) => Err(Error::Sysctl { key: path, source }),
+    }
+}
+
+/// A sysctl opened by [`open_for_write`].
+#[derive(Debug)]
+pub struct Sysctl {
+    path: String,
+    file: std::fs::File,
+}
+
+/// Writes `value` to a sysctl opened earlier.
+pub fn write_to(mut sysctl: Sysctl, value: &str) -> Result<()> {
+    std::io::Write::write_all(&mut sysctl.file, value.as_bytes()).map_err(|source| Error::Sysctl {
+        key: sysctl.path,
+        source,
+    })
+}
+
 pub fn read(key: &[&str]) -> Result<String> {
     let path = path_of(key);
     std::fs::read_to_string(&path)

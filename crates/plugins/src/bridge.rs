@@ -250,18 +250,25 @@ enum IpamJob<'s> {
 
 type IpamOutcome = Result<Option<CniResult>, CniError>;
 
-/// What the namespace thread reports: the bridge's link kind as the host sees it (`None`
-/// if it could not tell), and a netlink socket in the container's namespace.
-type WorkerReport = (Option<String>, Result<Handle, oxivirt_netlink::Error>);
+/// What the namespace thread reports: a netlink socket in the container's namespace.
+type WorkerReport = Result<Handle, oxivirt_netlink::Error>;
 
-/// Work running beside the main thread during ADD: one thread checks the bridge's kind,
-/// enters the container's namespace, opens the netlink socket there, runs an in-process
-/// IPAM allocation and later writes the interface's sysctls. All of it overlaps with the
-/// host-side work, the kernel's creation of the veth pair above all.
+/// What the namespace thread writes once the veth pair is on a confirmed bridge.
+struct SysctlsGo {
+    /// The bridge's `accept_ra` (only an existing bridge's: a new one gets it at creation).
+    bridge: bool,
+    /// The container interface's own (layer-3 configs only).
+    container: bool,
+}
+
+/// Work running beside the main thread during ADD: one thread runs an in-process IPAM
+/// allocation, enters the container's namespace and opens the netlink socket there, and
+/// later writes the sysctls. It asks nothing of the kernel's rtnl lock before the main
+/// thread's veth creation, which holds that lock, is done: all of it overlaps with it.
 struct Helpers<'s> {
     ipam: Option<IpamJob<'s>>,
     cont: mpsc::Receiver<WorkerReport>,
-    sysctls_go: Option<mpsc::Sender<()>>,
+    sysctls_go: Option<mpsc::Sender<SysctlsGo>>,
     sysctls: Option<std::thread::ScopedJoinHandle<'s, ()>>,
 }
 
@@ -295,30 +302,28 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
         };
         let ipam_here = cfg.layer3 && in_process;
         let (cont_tx, cont_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<SysctlsGo>();
         let (ifname, enable_dad, nsref) = (call.env.ifname.as_str(), cfg.br.enabledad, &ns);
         let bridge = cfg.br.bridge.as_str();
         let worker = std::thread::Builder::new()
             .stack_size(oxivirt_netlink::netns::NS_THREAD_STACK)
             .spawn_scoped(s, move || {
-                // Still in the host's namespace here.
-                let kind = Handle::new()
-                    .and_then(|mut h| h.link_by_name(bridge))
-                    .ok()
-                    .flatten()
-                    .and_then(|l| l.kind);
-                if kind.as_deref() == Some("bridge") {
-                    disable_accept_ra(bridge);
-                }
-                let handle = nsref.enter_current_thread().and_then(|()| Handle::new());
-                let entered = handle.is_ok();
-                let _ = cont_tx.send((kind, handle));
-                // Files only: the thread's network namespace does not matter to it.
                 if ipam_here {
                     let _ = ipam_tx.send(ipam::delegate(call, &cfg.conf, Command::Add));
                 }
-                if entered && go_rx.recv().is_ok() {
-                    iface::write_container_sysctls(ifname, enable_dad);
+                // A sysctl file belongs to the namespace it is opened in: the bridge's is
+                // opened here, in the host's, and written once the bridge is confirmed.
+                let accept_ra = sysctl::open_for_write(&accept_ra_key(bridge)).ok();
+                let handle = nsref.enter_current_thread().and_then(|()| Handle::new());
+                let entered = handle.is_ok();
+                let _ = cont_tx.send(handle);
+                if let Ok(go) = go_rx.recv() {
+                    if let (true, Some(f)) = (go.bridge, accept_ra) {
+                        let _ = sysctl::write_to(f, "0");
+                    }
+                    if entered && go.container {
+                        iface::write_container_sysctls(ifname, enable_dad);
+                    }
                 }
             })
             .map_err(|e| CniError::io(format!("failed to start a thread: {e}")))?;
@@ -357,7 +362,7 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
     let name = cfg.br.bridge.as_str();
     let vlan_filtering = cfg.br.vlan != 0 || cfg.br.vlan_trunk.is_some();
     // An existing bridge is looked up by ioctl (cheap); that it really is a bridge is
-    // checked on the veth's port kind once it has joined (see `add_inner`).
+    // checked once the veth has joined it (see `add_inner`).
     let br = match host.if_info(name).map_err(nl_err)? {
         Some(i) => Link {
             index: i.index,
@@ -389,8 +394,8 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
         host.set_promisc(br.index, true).map_err(nl_err)?;
     }
     if undo.bridge.is_some() {
-        // An existing bridge gets this from the namespace thread, beside the veth creation.
-        disable_accept_ra(name);
+        // An existing bridge gets this from the namespace thread, off the critical path.
+        let _ = sysctl::write(&accept_ra_key(name), "0");
     }
     if !br.up {
         host.set_up(br.index, true).map_err(nl_err)?;
@@ -398,13 +403,13 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
     Ok(br)
 }
 
-/// We own the routes of the bridge: no router advertisements change them.
-fn disable_accept_ra(bridge: &str) {
-    let _ = sysctl::write(&["net", "ipv6", "conf", bridge, "accept_ra"], "0");
+/// The bridge's `accept_ra`, set to 0: we own its routes, router advertisements do not.
+fn accept_ra_key(bridge: &str) -> [&str; 5] {
+    ["net", "ipv6", "conf", bridge, "accept_ra"]
 }
 
 fn name_taken_in_container(helpers: &Helpers<'_>, ifname: &str) -> bool {
-    let Ok((_, Ok(mut cont))) = helpers.cont.recv() else {
+    let Ok(Ok(mut cont)) = helpers.cont.recv() else {
         return false;
     };
     cont.link_by_name(ifname).ok().flatten().is_some()
@@ -513,14 +518,27 @@ fn add_inner(
         }
     };
     undo.host_veth = Some(veth.index);
-    let (kind, cont) = helpers
+    // The veth joined its master in the same request. One look at the master tells that it
+    // really is a bridge (a bond or a VRF takes ports too) and gives its MAC, which follows
+    // the lowest port MAC unless one was set.
+    let br_after_port = match host.link_by_index(br.index).map_err(nl_err)? {
+        Some(l) if l.kind.as_deref() == Some("bridge") => Link {
+            mac: l.mac,
+            ..br.clone()
+        },
+        _ => return Err(not_a_bridge(&br.name)),
+    };
+    if let Some(go) = helpers.sysctls_go.take() {
+        let _ = go.send(SysctlsGo {
+            bridge: undo.bridge.is_none(),
+            container: cfg.layer3,
+        });
+    }
+    let mut cont = helpers
         .cont
         .recv()
-        .map_err(|_| CniError::io("container namespace thread ended"))?;
-    if kind.is_some_and(|k| k != "bridge") {
-        return Err(not_a_bridge(&br.name));
-    }
-    let mut cont = cont.map_err(nl_err)?;
+        .map_err(|_| CniError::io("container namespace thread ended"))?
+        .map_err(nl_err)?;
     mark("veth created");
     let mut port_opts = Vec::new();
     if cfg.br.hairpin_mode {
@@ -547,23 +565,7 @@ fn add_inner(
         host.bridge_vlan(veth.index, *vid, false, false, true)
             .map_err(|e| nl_err(e).context(format!("failed to set trunk vlan on {veth_name:?}")))?;
     }
-    // The bridge takes the lowest port MAC unless one was set: read it now that the port
-    // is in, before the container side starts link events that contend for the kernel.
-    let br_after_port = match host.if_info(&br.name).map_err(nl_err)? {
-        Some(i) => Link {
-            mac: Some(i.mac),
-            ..br.clone()
-        },
-        None => br.clone(),
-    };
     let mut gateway_mac = None;
-    if cfg.layer3 {
-        // The container interface exists now: its sysctls go in while we wait for IPAM.
-        if let Some(go) = helpers.sysctls_go.take() {
-            let _ = go.send(());
-        }
-    }
-    helpers.sysctls_go = None;
 
     let cont_link = match cont.if_info(ifname).map_err(nl_err)? {
         Some(i) => Link {

@@ -688,6 +688,45 @@ fn existing_non_bridge_is_refused() {
     assert!(env.allocations("multus-br").is_empty());
 }
 
+/// A master that takes ports but is no bridge (a bond): the veth joins it in the creating
+/// request, the check after it refuses the ADD and rolls everything back.
+#[test]
+fn existing_bond_is_refused_after_the_veth_joined() {
+    if !require_root("existing_bond_is_refused_after_the_veth_joined") {
+        return;
+    }
+    let env = Env::new();
+    let made = env
+        .node
+        .exec(&["ip", "link", "add", "multus-bridge", "type", "bond"]);
+    if !made.status.success() {
+        eprintln!(
+            "SKIP existing_bond_is_refused_after_the_veth_joined: this kernel cannot make a bond ({})",
+            String::from_utf8_lossy(&made.stderr).trim()
+        );
+        return;
+    }
+    let conf = env.seed_conf("1.0.0", json!({}));
+    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
+    assert_eq!(out.code(), 7, "{}", out.stdout);
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is not a bridge"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || env.node_links()
+            == ["lo", "multus-bridge"]),
+        "{:?}",
+        env.node_links()
+    );
+    assert_eq!(common::links(&env.pod), vec!["lo"]);
+    assert!(env.allocations("multus-br").is_empty());
+}
+
 /// 64 bridge ADDs in parallel on one network, each into its own pod namespace: distinct
 /// addresses, 64 ports on the bridge, and 64 parallel DELs leave nothing.
 #[test]
