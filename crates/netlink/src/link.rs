@@ -8,9 +8,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
-    InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage, MacVlanMode,
+    AfSpecBridge, AfSpecInet, AfSpecUnspec, BridgeVlanInfo, BridgeVlanInfoFlags, InetDevConf,
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind,
+    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
@@ -633,6 +633,26 @@ impl Handle {
             &format!("set link #{index} {}", if up { "up" } else { "down" }),
             msg,
         )
+    }
+
+    /// Brings a link up and sets its IPv4 `arp_notify` in the same request (one round trip
+    /// less than the sysctl file, which also costs a walk of /proc/sys shared by every
+    /// namespace). A link without IPv4 state (MTU below 68) is just brought up.
+    pub fn set_up_arp_notify(&mut self, index: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags |= LinkFlags::Up;
+        msg.header.change_mask |= LinkFlags::Up;
+        let mut conf = InetDevConf::default();
+        conf.arp_notify = 1;
+        msg.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::DevConfRequest(conf),
+            ])]));
+        match self.set_link(&format!("set link #{index} up with arp_notify"), msg) {
+            Err(e) if e.errno() == Some(libc::EAFNOSUPPORT) => self.set_up(index, true),
+            other => other,
+        }
     }
 
     pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {

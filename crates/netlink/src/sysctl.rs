@@ -12,9 +12,10 @@ fn path_of(key: &[&str]) -> String {
     p
 }
 
+/// Writes a sysctl. The file is opened for writing only: no create or truncate, which make
+/// the kernel take the directory's lock and try to resize a /proc file.
 pub fn write(key: &[&str], value: &str) -> Result<()> {
-    let path = path_of(key);
-    std::fs::write(&path, value).map_err(|source| Error::Sysctl { key: path, source })
+    write_to(open_for_write(key)?, value)
 }
 
 /// Opens a sysctl for a later [`write_to`]. The file stays bound to the network namespace

@@ -250,26 +250,26 @@ enum IpamJob<'s> {
 
 type IpamOutcome = Result<Option<CniResult>, CniError>;
 
-/// What the namespace thread reports: a netlink socket in the container's namespace.
-type WorkerReport = Result<Handle, oxivirt_netlink::Error>;
-
-/// What the namespace thread writes once the veth pair is on a confirmed bridge.
-struct SysctlsGo {
-    /// The bridge's `accept_ra` (only an existing bridge's: a new one gets it at creation).
-    bridge: bool,
-    /// The container interface's own (layer-3 configs only).
-    container: bool,
+/// What the namespace thread hands over.
+struct WorkerReport {
+    /// A netlink socket in the container's namespace.
+    cont: Result<Handle, oxivirt_netlink::Error>,
+    /// The host's namespace, for the main thread's visits to the container's.
+    host_ns: Option<NetNs>,
+    /// The bridge's `accept_ra`, opened in the host's namespace (a sysctl file belongs to
+    /// the namespace it was opened in), to be set to 0 once the bridge is confirmed: we own
+    /// its routes, router advertisements do not.
+    accept_ra: Option<sysctl::Sysctl>,
 }
 
 /// Work running beside the main thread during ADD: one thread runs an in-process IPAM
-/// allocation, enters the container's namespace and opens the netlink socket there, and
-/// later writes the sysctls. It asks nothing of the kernel's rtnl lock before the main
-/// thread's veth creation, which holds that lock, is done: all of it overlaps with it.
+/// allocation, opens what the main thread needs from the host's namespace, enters the
+/// container's and opens the netlink socket there. It asks nothing of the kernel's rtnl
+/// lock, which the main thread's veth creation holds, and ends before the main thread
+/// needs it: nothing on the critical path waits for a cross-CPU wake-up.
 struct Helpers<'s> {
     ipam: Option<IpamJob<'s>>,
     cont: mpsc::Receiver<WorkerReport>,
-    sysctls_go: Option<mpsc::Sender<SysctlsGo>>,
-    sysctls: Option<std::thread::ScopedJoinHandle<'s, ()>>,
 }
 
 impl Helpers<'_> {
@@ -302,42 +302,31 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
         };
         let ipam_here = cfg.layer3 && in_process;
         let (cont_tx, cont_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel::<SysctlsGo>();
-        let (ifname, enable_dad, nsref) = (call.env.ifname.as_str(), cfg.br.enabledad, &ns);
-        let bridge = cfg.br.bridge.as_str();
-        let worker = std::thread::Builder::new()
+        let (nsref, bridge) = (&ns, cfg.br.bridge.as_str());
+        std::thread::Builder::new()
             .stack_size(oxivirt_netlink::netns::NS_THREAD_STACK)
             .spawn_scoped(s, move || {
                 if ipam_here {
                     let _ = ipam_tx.send(ipam::delegate(call, &cfg.conf, Command::Add));
                 }
-                // A sysctl file belongs to the namespace it is opened in: the bridge's is
-                // opened here, in the host's, and written once the bridge is confirmed.
                 let accept_ra = sysctl::open_for_write(&accept_ra_key(bridge)).ok();
-                let handle = nsref.enter_current_thread().and_then(|()| Handle::new());
-                let entered = handle.is_ok();
-                let _ = cont_tx.send(handle);
-                if let Ok(go) = go_rx.recv() {
-                    if let (true, Some(f)) = (go.bridge, accept_ra) {
-                        let _ = sysctl::write_to(f, "0");
-                    }
-                    if entered && go.container {
-                        iface::write_container_sysctls(ifname, enable_dad);
-                    }
-                }
+                let host_ns = NetNs::current().ok();
+                let cont = nsref.enter_current_thread().and_then(|()| Handle::new());
+                let _ = cont_tx.send(WorkerReport {
+                    cont,
+                    host_ns,
+                    accept_ra,
+                });
             })
             .map_err(|e| CniError::io(format!("failed to start a thread: {e}")))?;
         let mut helpers = Helpers {
             ipam,
             cont: cont_rx,
-            sysctls_go: Some(go_tx),
-            sysctls: Some(worker),
         };
         let mut undo = Undo::default();
         match add_inner(call, cfg, &ns, &mut host, &mut helpers, &mut undo) {
             Ok(r) => Ok(r),
             Err(e) => {
-                helpers.sysctls_go = None;
                 // The allocation may have succeeded while the links failed.
                 let _ = helpers.ipam_result(&mut undo);
                 if undo.firewall {
@@ -409,7 +398,10 @@ fn accept_ra_key(bridge: &str) -> [&str; 5] {
 }
 
 fn name_taken_in_container(helpers: &Helpers<'_>, ifname: &str) -> bool {
-    let Ok(Ok(mut cont)) = helpers.cont.recv() else {
+    let Ok(WorkerReport {
+        cont: Ok(mut cont), ..
+    }) = helpers.cont.recv()
+    else {
         return false;
     };
     cont.link_by_name(ifname).ok().flatten().is_some()
@@ -528,17 +520,15 @@ fn add_inner(
         },
         _ => return Err(not_a_bridge(&br.name)),
     };
-    if let Some(go) = helpers.sysctls_go.take() {
-        let _ = go.send(SysctlsGo {
-            bridge: undo.bridge.is_none(),
-            container: cfg.layer3,
-        });
-    }
-    let mut cont = helpers
+    let report = helpers
         .cont
         .recv()
-        .map_err(|_| CniError::io("container namespace thread ended"))?
-        .map_err(nl_err)?;
+        .map_err(|_| CniError::io("container namespace thread ended"))?;
+    let mut cont = report.cont.map_err(nl_err)?;
+    if let (None, Some(f)) = (undo.bridge, report.accept_ra) {
+        // A bridge made by this call got it at creation.
+        let _ = sysctl::write_to(f, "0");
+    }
     mark("veth created");
     let mut port_opts = Vec::new();
     if cfg.br.hairpin_mode {
@@ -629,9 +619,13 @@ fn add_inner(
             }
         }
         result.routes.extend(extra_routes);
-        if let Some(w) = helpers.sysctls.take() {
-            let _ = w.join();
+        // Before the link comes up and gets its link-local address.
+        let (ifname, enable_dad) = (call.env.ifname.as_str(), cfg.br.enabledad);
+        match &report.host_ns {
+            Some(home) => ns.visit(home, || iface::write_container_sysctls(ifname, enable_dad)),
+            None => ns.run(|| iface::write_container_sysctls(ifname, enable_dad)),
         }
+        .map_err(nl_err)?;
         iface::configure(&mut cont, cont_link.index, &result, 2, !cfg.br.enabledad)?;
         mark("container configured");
         for gw in &gateways {

@@ -100,8 +100,9 @@ pub fn remove_container_link(call: &Call<'_>, retire: Option<&str>) -> Result<()
     .map_err(nl_err)?
 }
 
-/// Sets the per-interface sysctls the reference sets before addressing: DAD and
-/// `arp_notify`. Failures are ignored (IPv6 may be disabled), as the reference does.
+/// Sets the per-interface sysctls the reference sets before addressing: DAD (`arp_notify`
+/// goes with the link-up request, see [`configure`]). Failures are ignored (IPv6 may be
+/// disabled), as the reference does.
 pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<(), CniError> {
     ns.run(|| write_container_sysctls(ifname, enable_dad))
         .map_err(nl_err)
@@ -115,12 +116,11 @@ pub fn write_container_sysctls(ifname: &str, enable_dad: bool) {
     } else {
         let _ = sysctl::write(&["net", "ipv6", "conf", ifname, "accept_dad"], "0");
     }
-    let _ = sysctl::write(&["net", "ipv4", "conf", ifname, "arp_notify"], "1");
 }
 
-/// Brings the link up and applies the addresses (those for interface `if_index` in the
-/// result, or without an index) and every route, with the family's first gateway for
-/// routes that have none.
+/// Brings the link up with IPv4 `arp_notify` set and applies the addresses (those for
+/// interface `if_index` in the result, or without an index) and every route, with the
+/// family's first gateway for routes that have none.
 pub fn configure(
     nl: &mut Handle,
     link_index: u32,
@@ -128,7 +128,7 @@ pub fn configure(
     result_if: usize,
     nodad: bool,
 ) -> Result<(), CniError> {
-    nl.set_up(link_index, true).map_err(nl_err)?;
+    nl.set_up_arp_notify(link_index).map_err(nl_err)?;
     let mut gw4: Option<IpAddr> = None;
     let mut gw6: Option<IpAddr> = None;
     for ip in &result.ips {

@@ -245,6 +245,7 @@ pub fn bridge_state(env: &Env, bridge: &str, ifname: &str) -> Value {
         "routes6": routes(&env.pod, "-6"),
         "node_ip_forward": sysctl(&env.node, "net.ipv4.ip_forward"),
         "container_accept_dad": sysctl(&env.pod, &format!("net.ipv6.conf.{ifname}.accept_dad")),
+        "container_arp_notify": sysctl(&env.pod, &format!("net.ipv4.conf.{ifname}.arp_notify")),
     })
 }
 
