@@ -64,31 +64,11 @@ fn in_process(
     Some(handle(plugin::Call { env: &env, stdin }).map(|out| out.unwrap_or_default().into_bytes()))
 }
 
-// Bounds of the read-only and code segments, from the linker.
-extern "C" {
-    static __ehdr_start: u8;
-    static etext: u8;
-}
-
 /// Start-up for a process that lives for one CNI call, most of it spent in the kernel.
 ///
-/// Code pages are mapped one at a time on first use instead of the kernel's 16-page
-/// fault-around: a call runs a small part of the binary, and every page mapped is also
-/// work at exit. SIGPIPE is ignored (as Rust's runtime, skipped here, would do) so that a
-/// delegate that exits without reading its stdin makes a write fail instead of killing us.
+/// SIGPIPE is ignored (as Rust's runtime, skipped here, would do) so that a delegate that
+/// exits without reading its stdin makes a write fail instead of killing us.
 fn start_up() {
-    let page = 4096usize;
-    // Only the symbols' addresses are taken; they are never read.
-    let (lo, hi) = (
-        (&raw const __ehdr_start) as usize,
-        (&raw const etext) as usize,
-    );
-    let (lo, hi) = (lo & !(page - 1), (hi + page - 1) & !(page - 1));
-    if hi > lo {
-        // SAFETY: an advice on this binary's own file-backed mappings; it changes how
-        // faults are served, not what the memory holds. A failure changes nothing.
-        unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_RANDOM) };
-    }
     // SAFETY: setting a signal's disposition to ignore, before any other thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // The helper threads of one short call share the main heap: a per-thread arena costs a
