@@ -118,9 +118,11 @@ pub fn write_container_sysctls(ifname: &str, enable_dad: bool) {
     }
 }
 
-/// Brings the link up with IPv4 `arp_notify` set and applies the addresses (those for
-/// interface `if_index` in the result, or without an index) and every route, with the
-/// family's first gateway for routes that have none.
+/// Applies the addresses (those for interface `if_index` in the result, or without an
+/// index), brings the link up with IPv4 `arp_notify` set and adds every route, with the
+/// family's first gateway for routes that have none. Addresses go on before the link is
+/// up, as the reference does: the link coming up wakes the kernel's link watcher, which
+/// holds the rtnl lock for a while, and nothing of ours waits behind it but the routes.
 pub fn configure(
     nl: &mut Handle,
     link_index: u32,
@@ -128,7 +130,6 @@ pub fn configure(
     result_if: usize,
     nodad: bool,
 ) -> Result<(), CniError> {
-    nl.set_up_arp_notify(link_index).map_err(nl_err)?;
     let mut gw4: Option<IpAddr> = None;
     let mut gw6: Option<IpAddr> = None;
     for ip in &result.ips {
@@ -145,6 +146,7 @@ pub fn configure(
             }
         }
     }
+    nl.set_up_arp_notify(link_index).map_err(nl_err)?;
     for r in &result.routes {
         let gw = r.gw.or(if r.dst.addr().is_ipv4() { gw4 } else { gw6 });
         let spec = RouteSpec {
