@@ -535,7 +535,7 @@ fn bench_bindings(args: &Args, tag: &str) -> Result<(Stats, Stats)> {
         let (up, down) = ns.run(|| -> Result<(Duration, Duration)> {
             let mut nl = oxivirt_netlink::Handle::new()?;
             let t = Instant::now();
-            masquerade::setup(&mut nl, &MasqueradeSpec::default())?;
+            masquerade::setup(&mut nl, &MasqueradeSpec::default(), &state_dir)?;
             binding::setup(&mut nl, &spec, &state_dir)?;
             let up = t.elapsed();
             let t = Instant::now();

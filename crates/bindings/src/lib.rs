@@ -34,6 +34,7 @@ pub fn teardown_all(
         doomed.extend(bridge::restore(nl, names, state_dir)?);
     }
     if masquerade {
+        masquerade::restore_bridge_nf(state_dir)?;
         doomed.extend(masquerade::links_to_delete(nl)?);
     }
     let graves: Vec<(u32, String)> = doomed.into_iter().map(|i| (i, grave_name())).collect();

@@ -155,9 +155,72 @@ fn setup_err(what: &str, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The pod namespace's br_netfilter switches, per family.
+///
+/// With br_netfilter in the kernel, frames crossing a bridge go through the IP hooks of the
+/// namespace. A VM's packet to its own pod address is then DNAT'ed on the bridge and
+/// bridged back out of the port it came in on, which a bridge never does: hairpin breaks
+/// (KubeVirt #10772). In the VM's pod nothing needs bridged frames to meet IP netfilter
+/// (they would also be tracked by conntrack for nothing), so the binding turns these off
+/// in the pod's namespace, where they are its own, and teardown puts them back.
+const BRIDGE_NF: [(&str, bool); 2] = [
+    ("bridge-nf-call-iptables", false),
+    ("bridge-nf-call-ip6tables", true),
+];
+
+/// Where setup records the br_netfilter switches it turned off, for teardown.
+fn sysctl_state(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("masquerade-sysctls")
+}
+
+/// Turns br_netfilter off for the families in use; records the values it found, unless a
+/// record is already there (a re-run after a crash must not record its own zeros).
+fn disable_bridge_nf(spec: &MasqueradeSpec, state_dir: &Path) -> Result<()> {
+    let record = sysctl_state(state_dir);
+    let mut found = String::new();
+    for (key, v6) in BRIDGE_NF {
+        if v6 && spec.v6.is_none() {
+            continue;
+        }
+        let path = ["net", "bridge", key];
+        // Absent without br_netfilter: nothing to do.
+        let Ok(value) = sysctl::read(&path) else {
+            continue;
+        };
+        if value != "0" {
+            found.push_str(&format!("{key}={value}\n"));
+            sysctl::write(&path, "0")?;
+        }
+    }
+    if !found.is_empty() && !record.exists() {
+        std::fs::create_dir_all(state_dir)
+            .and_then(|()| std::fs::write(&record, found))
+            .map_err(|e| setup_err(&format!("write {}", record.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Puts back what [`disable_bridge_nf`] recorded; nothing recorded, nothing to do.
+pub(crate) fn restore_bridge_nf(state_dir: &Path) -> Result<()> {
+    let record = sysctl_state(state_dir);
+    let Ok(text) = std::fs::read_to_string(&record) else {
+        return Ok(());
+    };
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once('=') {
+            if BRIDGE_NF.iter().any(|(k, _)| *k == key) {
+                sysctl::write(&["net", "bridge", key], value)?;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(record);
+    Ok(())
+}
+
 /// Builds `k6t-eth0` + `tap0` with addresses and sysctls and loads the ruleset. Runs on a
 /// thread inside the pod's namespace. Re-running replaces the ruleset and keeps the links.
-pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec) -> Result<()> {
+/// `state_dir` keeps what teardown must put back.
+pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result<()> {
     let n = Names::primary();
     let eth0 = nl.require_link(&n.pod)?;
     let pod_ips: Vec<IpAddr> = nl
@@ -208,6 +271,7 @@ pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec) -> Result<()> {
     if spec.v6.is_some() {
         let _ = sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1");
     }
+    disable_bridge_nf(spec, state_dir)?;
     let mut script = String::from("table ip nat\ndelete table ip nat\n");
     if spec.v6.is_some() {
         script.push_str("table ip6 nat\ndelete table ip6 nat\n");
@@ -216,9 +280,10 @@ pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec) -> Result<()> {
     nft(&script)
 }
 
-/// Removes the ruleset and the links (see [`crate::teardown_all`]); safe to run twice.
-pub fn teardown(nl: &mut Handle) -> Result<()> {
-    crate::teardown_all(nl, true, &[], Path::new("/nonexistent"))
+/// Removes the ruleset and the links and puts back the sysctls setup changed (see
+/// [`crate::teardown_all`]); safe to run twice.
+pub fn teardown(nl: &mut Handle, state_dir: &Path) -> Result<()> {
+    crate::teardown_all(nl, true, &[], state_dir)
 }
 
 /// The masquerade binding's links, for a batched deletion.

@@ -152,8 +152,9 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
             // Re-running (a launcher restart) must not double-configure.
             let again =
                 bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding again");
-            masquerade::setup(&mut nl, &MasqueradeSpec::default()).expect("masquerade binding");
-            masquerade::setup(&mut nl, &MasqueradeSpec::default())
+            masquerade::setup(&mut nl, &MasqueradeSpec::default(), &state_dir)
+                .expect("masquerade binding");
+            masquerade::setup(&mut nl, &MasqueradeSpec::default(), &state_dir)
                 .expect("masquerade binding again");
             (s, again)
         })
@@ -305,6 +306,29 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
     outside.sh(&["ping", "-c", "1", "-W", "2", "192.168.100.2"]);
     // The node knows no route to 10.0.2.0/24: this answer only comes back through NAT.
     vm.sh(&["ping", "-c", "1", "-W", "2", "10.244.0.1"]);
+    // Hairpin: the VM reaches its own pod address and lands on itself (with br_netfilter
+    // in the kernel, only because the binding turned it off in the pod's namespace).
+    let bridge_nf = std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    if env
+        .pod
+        .exec(&["test", "-e", &bridge_nf.display().to_string()])
+        .status
+        .success()
+    {
+        assert_eq!(
+            env.pod
+                .sh(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"])
+                .trim(),
+            "0"
+        );
+    }
+    let hp = vm.exec(&["ping", "-c", "1", "-W", "2", "10.244.0.2"]);
+    assert!(
+        hp.status.success(),
+        "hairpin: {}\n{}",
+        String::from_utf8_lossy(&hp.stdout),
+        env.pod.sh(&["nft", "list", "ruleset"])
+    );
 
     // Teardown (twice) gives the pod its interface back; CNI DEL then works as usual.
     env.pod.sh(&["ip", "link", "del", "vmport0"]);
@@ -313,10 +337,24 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
         let mut nl = Handle::new().expect("netlink");
         for _ in 0..2 {
             bridge_binding::teardown(&mut nl, &names, &state_dir).expect("bridge teardown");
-            masquerade::teardown(&mut nl).expect("masquerade teardown");
+            masquerade::teardown(&mut nl, &state_dir).expect("masquerade teardown");
         }
     })
     .expect("thread");
+    if env
+        .pod
+        .exec(&["test", "-e", &bridge_nf.display().to_string()])
+        .status
+        .success()
+    {
+        assert_eq!(
+            env.pod
+                .sh(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"])
+                .trim(),
+            "1",
+            "teardown puts br_netfilter back as it found it"
+        );
+    }
     let restored = link("pod2df796c6902");
     assert_eq!(restored["address"], pod_mac.as_str());
     assert!(restored["addr_info"]
@@ -368,7 +406,8 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
     let env = Env::new();
     let vm = TestNs::new("oxv6");
     let pod_net = json!({"cniVersion": "1.0.0", "name": "pod-net", "type": "bridge", "bridge": "cni0", "isDefaultGateway": true,
-        "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": env.data_dir()}});
+        "ipam": {"type": "host-local", "dataDir": env.data_dir(),
+            "ranges": [[{"subnet": "10.244.0.0/24"}], [{"subnet": "fd00:10:244::/64"}]]}});
     must(
         env.run(Impl::Ours, "bridge", "ADD", "launcher", "eth0", &pod_net),
         "pod network",
@@ -378,8 +417,12 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
         v6: Some(MasqueradeSpec::default_v6()),
         ..Default::default()
     };
-    ns.run(|| masquerade::setup(&mut Handle::new().expect("netlink"), &spec).expect("masquerade"))
-        .expect("thread");
+    let state_dir = env.data.path().join("bindings");
+    ns.run(|| {
+        masquerade::setup(&mut Handle::new().expect("netlink"), &spec, &state_dir)
+            .expect("masquerade")
+    })
+    .expect("thread");
     env.pod.sh(&[
         "ip", "link", "add", "vmport0", "type", "veth", "peer", "name", "eth0", "netns", &vm.name,
     ]);
@@ -480,8 +523,28 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(leases.contains("fd00::a"), "{leases}");
-    ns.run(|| masquerade::teardown(&mut Handle::new().expect("netlink")).expect("teardown"))
-        .expect("thread");
+    // IPv6 hairpin: the VM reaches its own pod address (the pod's IPv6 one on eth0).
+    vm.sh(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd10:0:2::2/120",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let hp = vm.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:10:244::2"]);
+    assert!(
+        hp.status.success(),
+        "IPv6 hairpin: {}\n{}",
+        String::from_utf8_lossy(&hp.stdout),
+        env.pod.sh(&["nft", "list", "ruleset"])
+    );
+    ns.run(|| {
+        masquerade::teardown(&mut Handle::new().expect("netlink"), &state_dir).expect("teardown")
+    })
+    .expect("thread");
     must(
         env.run(Impl::Ours, "bridge", "DEL", "launcher", "eth0", &pod_net),
         "DEL",
