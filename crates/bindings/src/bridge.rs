@@ -1,7 +1,7 @@
 //! The bridge binding: the pod interface becomes a port of `k6t-<hash>` (renamed
 //! `<hash>-nic`), a tap for the VM joins the bridge, and the VM takes over the pod
-//! interface's MAC and address (served to it by DHCP). A dummy keeps the pod's CNI view
-//! (name, MAC, address) where the kernel has dummy links.
+//! interface's MAC and address (served to it by DHCP). A dummy (an ifb link where the
+//! kernel has no dummy driver) keeps the pod's CNI view: name, MAC, MTU, address.
 //!
 //! All functions run on a thread inside the pod's namespace with a handle opened there.
 //! Setup records what it found before changing anything, so a run after a crash half-way
@@ -35,7 +35,8 @@ pub struct BridgeState {
     pub address: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
     pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
-    /// Whether the dummy exists (kernels without CONFIG_DUMMY cannot make one).
+    /// Whether the placeholder with the pod's CNI view exists (a dummy, or an ifb link on
+    /// kernels without the dummy driver; neither where the kernel has neither).
     pub dummy: bool,
 }
 
@@ -153,13 +154,20 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
     nl.set_master(tap.index, br.index)?;
     nl.set_up(tap.index, true)?;
 
-    // The pod keeps its CNI view: a dummy with the original name, MAC and address.
+    // The pod keeps its CNI view: a link with the original name, MAC, MTU and address, left
+    // down (KubeVirt's dummy). A kernel without the dummy driver gets an ifb link, which is
+    // the same while down: no ARP, no traffic.
     if nl.link_by_name(&n.pod)?.is_none() {
-        match nl.add_dummy(&n.pod) {
+        let unsupported = |e: &oxivirt_netlink::Error| {
+            matches!(e.errno(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL))
+        };
+        let made = match nl.add_dummy(&n.pod, state.pod_mac, state.mtu) {
+            Err(e) if unsupported(&e) => nl.add_ifb(&n.pod, state.pod_mac, state.mtu),
+            other => other,
+        };
+        match made {
             Ok(()) => {
                 let d = nl.require_link(&n.pod)?;
-                nl.set_mac(d.index, state.pod_mac)?;
-                nl.set_mtu(d.index, state.mtu)?;
                 if let Some(a) = state.address {
                     match nl.add_address(d.index, IpNet::V4(a), true) {
                         Err(e) if !e.is_exists() => return Err(e.into()),
@@ -168,10 +176,8 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
                 }
                 state.dummy = true;
             }
-            // No dummy links in this kernel: the address lives on in the state only.
-            Err(e) if matches!(e.errno(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => {
-                state.dummy = false
-            }
+            // Neither driver in this kernel: the address lives on in the state only.
+            Err(e) if unsupported(&e) => state.dummy = false,
             Err(e) => return Err(e.into()),
         }
     } else {
@@ -204,9 +210,11 @@ pub fn restore(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<Vec<u
     }
     if state.as_ref().is_some_and(|s| s.dummy) {
         if let Some(d) = nl.link_by_name(&names.pod)? {
-            if d.kind.as_deref() == Some("dummy") {
-                // Its name must be free before the nic takes it back.
-                gone(nl.del_link(d.index))?;
+            if matches!(d.kind.as_deref(), Some("dummy" | "ifb")) {
+                // Its name must be free before the nic takes it back: renamed at once,
+                // deleted with the rest of the batch.
+                gone(nl.set_name(d.index, &crate::grave_name()))?;
+                doomed.push(d.index);
             }
         }
     }

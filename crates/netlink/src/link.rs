@@ -491,14 +491,26 @@ impl Handle {
         self.new_link(&format!("create macvlan {name}"), msg)
     }
 
-    pub fn add_dummy(&mut self, name: &str) -> Result<()> {
+    /// A dummy link with `mac` and `mtu` from the start.
+    pub fn add_dummy(&mut self, name: &str, mac: [u8; 6], mtu: u32) -> Result<()> {
+        self.add_plain_link(name, InfoKind::Dummy, mac, mtu)
+    }
+
+    /// An `ifb` link: like a dummy while it is down (no ARP, no traffic), for kernels built
+    /// without the dummy driver. Its MAC cannot be changed later, so it is given here.
+    pub fn add_ifb(&mut self, name: &str, mac: [u8; 6], mtu: u32) -> Result<()> {
+        self.add_plain_link(name, InfoKind::Ifb, mac, mtu)
+    }
+
+    fn add_plain_link(&mut self, name: &str, kind: InfoKind, mac: [u8; 6], mtu: u32) -> Result<()> {
+        let op = format!("create {} {name}", kind_name(&kind));
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
         msg.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-                InfoKind::Dummy,
-            )]));
-        self.new_link(&format!("create dummy {name}"), msg)
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+        self.new_link(&op, msg)
     }
 
     /// Deletes several links in one kernel batch: they are put in a link group of their
