@@ -1,0 +1,31 @@
+//! Any datagram a guest can send to the DHCPv6 server: it must never panic, and the only
+//! address it ever hands out is the lease's.
+#![no_main]
+
+use dhcproto::v6::{DhcpOption, Message};
+use dhcproto::{Decodable, Decoder};
+use libfuzzer_sys::fuzz_target;
+use oxivirt_dhcp::v6::{Lease6, Server6};
+use std::net::Ipv6Addr;
+
+fuzz_target!(|data: &[u8]| {
+    let address: Ipv6Addr = "fd10:0:2::2".parse().expect("ip");
+    let mut server = Server6::new(Lease6 {
+        address,
+        dns: vec!["fd00::a".parse().expect("ip")],
+        server_mac: [2, 0, 0, 0, 0, 0],
+        valid_secs: 3600,
+    });
+    if let Some(reply) = server.handle(data) {
+        let m = Message::decode(&mut Decoder::new(&reply)).expect("our reply decodes");
+        for opt in m.opts().iter() {
+            if let DhcpOption::IANA(ia) = opt {
+                for inner in ia.opts.iter() {
+                    if let DhcpOption::IAAddr(a) = inner {
+                        assert_eq!(a.addr, address, "handed out another address");
+                    }
+                }
+            }
+        }
+    }
+});
