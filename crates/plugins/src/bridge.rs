@@ -265,8 +265,9 @@ struct WorkerReport {
 /// Work running beside the main thread during ADD: one thread runs an in-process IPAM
 /// allocation, opens what the main thread needs from the host's namespace, enters the
 /// container's and opens the netlink socket there. It asks nothing of the kernel's rtnl
-/// lock, which the main thread's veth creation holds, and ends before the main thread
-/// needs it: nothing on the critical path waits for a cross-CPU wake-up.
+/// lock, which the main thread's veth creation holds, so it is normally done before the
+/// main thread needs its results; the main thread hands it nothing back (a cross-CPU
+/// wake-up costs tens of microseconds in a virtual machine).
 struct Helpers<'s> {
     ipam: Option<IpamJob<'s>>,
     cont: mpsc::Receiver<WorkerReport>,
