@@ -646,3 +646,87 @@ fn l2_only_bridge_binding() {
         "DEL",
     );
 }
+
+/// A launcher that died half-way through the bridge binding: the pod interface is already
+/// the bridge's port, but the tap and the pod's view are missing. Setup run again finishes
+/// the job from the recorded state (the MAC and address the pod link no longer shows), and
+/// teardown then gives the pod interface back as it was.
+#[test]
+fn bridge_binding_finishes_a_half_done_setup() {
+    if !require_root("bridge_binding_finishes_a_half_done_setup") {
+        return;
+    }
+    let env = Env::new();
+    let names = Names::secondary("ext-net");
+    let seed = env.seed_conf("1.0.0", json!({}));
+    let added = must(
+        env.run(Impl::Ours, "bridge", "ADD", "launcher", &names.pod, &seed),
+        "ADD",
+    );
+    let pod_mac = added.json()["interfaces"][2]["mac"]
+        .as_str()
+        .expect("mac")
+        .to_string();
+    let ns = NetNs::open(env.pod.path()).expect("pod netns");
+    let state_dir = env.data.path().join("bindings");
+    let spec = BridgeSpec {
+        names: names.clone(),
+        index: 1,
+        mac: None,
+        multiqueue: false,
+    };
+    let setup = || {
+        ns.run(|| {
+            bridge_binding::setup(&mut Handle::new().expect("netlink"), &spec, &state_dir)
+                .expect("binding")
+        })
+        .expect("thread")
+    };
+    let first = setup();
+    // The crash: only the rename and the bridge port happened.
+    env.pod.sh(&["ip", "link", "del", &names.tap]);
+    if env.pod.has_link(&names.pod) {
+        env.pod.sh(&["ip", "link", "del", &names.pod]);
+    }
+    assert!(env.pod.has_link(&names.nic));
+    let again = setup();
+    assert_eq!(first, again, "the state recorded before the crash is kept");
+    assert_eq!(format_mac(&again.vm_mac), pod_mac);
+    assert_eq!(
+        again.address.map(|a| a.to_string()).as_deref(),
+        Some("192.168.100.2/24")
+    );
+    assert_eq!(
+        env.pod.ip_json(&["link", "show", "dev", &names.tap])[0]["master"],
+        names.bridge.as_str()
+    );
+    assert_eq!(
+        env.pod.ip_json(&["link", "show", "dev", &names.nic])[0]["master"],
+        names.bridge.as_str()
+    );
+    if again.dummy {
+        assert_eq!(
+            env.pod.ip_json(&["link", "show", "dev", &names.pod])[0]["address"],
+            pod_mac.as_str()
+        );
+    }
+    ns.run(|| {
+        bridge_binding::teardown(&mut Handle::new().expect("netlink"), &names, &state_dir)
+            .expect("teardown")
+    })
+    .expect("thread");
+    let back = &env.pod.ip_json(&["addr", "show", "dev", &names.pod])[0];
+    assert_eq!(back["address"], pod_mac.as_str());
+    assert!(
+        back["addr_info"]
+            .as_array()
+            .expect("addrs")
+            .iter()
+            .any(|a| a["local"] == "192.168.100.2"),
+        "{back}"
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "launcher", &names.pod, &seed),
+        "DEL",
+    );
+}
