@@ -70,6 +70,15 @@ fn udhcpc(
         .collect()
 }
 
+/// The namespace's br_netfilter switch for IPv4, if the kernel has br_netfilter.
+fn bridge_nf_call_iptables(ns: &TestNs) -> Option<String> {
+    let path = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    ns.exec(&["test", "-e", path])
+        .status
+        .success()
+        .then(|| ns.sh(&["cat", path]).trim().to_string())
+}
+
 #[test]
 fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
     if !require_root("bridge_and_masquerade_bindings_with_a_real_dhcp_client") {
@@ -336,19 +345,8 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
     vm.sh(&["ping", "-c", "1", "-W", "2", "10.244.0.1"]);
     // Hairpin: the VM reaches its own pod address and lands on itself (with br_netfilter
     // in the kernel, only because the binding turned it off in the pod's namespace).
-    let bridge_nf = std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
-    if env
-        .pod
-        .exec(&["test", "-e", &bridge_nf.display().to_string()])
-        .status
-        .success()
-    {
-        assert_eq!(
-            env.pod
-                .sh(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"])
-                .trim(),
-            "0"
-        );
+    if let Some(v) = bridge_nf_call_iptables(&env.pod) {
+        assert_eq!(v, "0");
     }
     let hp = vm.exec(&["ping", "-c", "1", "-W", "2", "10.244.0.2"]);
     assert!(
@@ -369,19 +367,8 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
         }
     })
     .expect("thread");
-    if env
-        .pod
-        .exec(&["test", "-e", &bridge_nf.display().to_string()])
-        .status
-        .success()
-    {
-        assert_eq!(
-            env.pod
-                .sh(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"])
-                .trim(),
-            "1",
-            "teardown puts br_netfilter back as it found it"
-        );
+    if let Some(v) = bridge_nf_call_iptables(&env.pod) {
+        assert_eq!(v, "1", "teardown puts br_netfilter back as it found it");
     }
     let restored = link("pod2df796c6902");
     assert_eq!(restored["address"], pod_mac.as_str());

@@ -667,25 +667,7 @@ fn existing_non_bridge_is_refused() {
         "name",
         "mbpeer",
     ]);
-    let conf = env.seed_conf("1.0.0", json!({}));
-    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
-    assert_eq!(out.code(), 7, "{}", out.stdout);
-    assert!(
-        out.json()["msg"]
-            .as_str()
-            .unwrap_or("")
-            .contains("is not a bridge"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        eventually(Duration::from_secs(5), || env.node_links()
-            == ["lo", "mbpeer", "multus-bridge"]),
-        "{:?}",
-        env.node_links()
-    );
-    assert_eq!(common::links(&env.pod), vec!["lo"]);
-    assert!(env.allocations("multus-br").is_empty());
+    refused_as_not_a_bridge(&env, &["lo", "mbpeer", "multus-bridge"]);
 }
 
 /// A master that takes ports but is no bridge (a bond): the veth joins it in the creating
@@ -706,6 +688,12 @@ fn existing_bond_is_refused_after_the_veth_joined() {
         );
         return;
     }
+    refused_as_not_a_bridge(&env, &["lo", "multus-bridge"]);
+}
+
+/// ADD onto a `multus-bridge` that is not a bridge fails with code 7 and leaves the node
+/// with just `node_links`, the pod with nothing and the store empty.
+fn refused_as_not_a_bridge(env: &Env, node_links: &[&str]) {
     let conf = env.seed_conf("1.0.0", json!({}));
     let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
     assert_eq!(out.code(), 7, "{}", out.stdout);
@@ -718,8 +706,7 @@ fn existing_bond_is_refused_after_the_veth_joined() {
         out.stdout
     );
     assert!(
-        eventually(Duration::from_secs(5), || env.node_links()
-            == ["lo", "multus-bridge"]),
+        eventually(Duration::from_secs(5), || env.node_links() == node_links),
         "{:?}",
         env.node_links()
     );
