@@ -265,12 +265,16 @@ impl Server {
 /// Walks the option TLVs before the decoder sees them. The decoder trusts some declared
 /// lengths (it subtracts from them, or asserts them in debug builds), so lengths that do
 /// not fit their option, options running past the packet, and option overload (which a
-/// VM's client has no use for) make the packet malformed.
+/// VM's client has no use for) make the packet malformed. An option given more than once
+/// is one option split in parts (RFC 3396): the decoder joins the parts, so the length
+/// that must fit is their sum.
 fn options_sane(bytes: &[u8]) -> bool {
     const START: usize = 240;
     if bytes.len() < START || bytes[236..240] != [99, 130, 83, 99] {
         return false;
     }
+    let mut total = [0usize; 256];
+    let mut seen = [false; 256];
     let mut i = START;
     while i < bytes.len() {
         let code = bytes[i];
@@ -279,7 +283,7 @@ fn options_sane(bytes: &[u8]) -> bool {
                 i += 1;
                 continue;
             }
-            255 => return true,
+            255 => break,
             _ => {}
         }
         let Some(&len) = bytes.get(i + 1) else {
@@ -289,27 +293,30 @@ fn options_sane(bytes: &[u8]) -> bool {
         if i + 2 + len > bytes.len() {
             return false;
         }
-        let fits = match code {
-            52 => false,
-            1 | 16 | 28 | 32 | 50 | 51 | 54 | 58 | 59 | 91 | 118 | 152..=155 => len == 4,
-            3..=11 | 41 | 42 | 44 | 45 | 48 | 49 | 65 | 68..=76 | 92 => {
-                len.is_multiple_of(4) && len >= 4
-            }
-            13 | 22 | 26 | 57 | 93 => len == 2,
-            53 | 19 | 20 | 23 | 27 | 29..=31 | 34 | 36 | 37 | 39 | 46 | 116 | 156 | 157 => len == 1,
-            80 => len == 0,
-            81 => len >= 3,
-            94 => len == 3,
-            151 => len >= 1,
-            121 => len >= 5,
-            _ => true,
-        };
-        if !fits {
-            return false;
-        }
+        total[code as usize] += len;
+        seen[code as usize] = true;
         i += 2 + len;
     }
-    true
+    (1..255).all(|code| !seen[code] || option_length_fits(code as u8, total[code]))
+}
+
+/// Whether `len` bytes make a well-formed option `code`, as far as the decoder relies on.
+fn option_length_fits(code: u8, len: usize) -> bool {
+    match code {
+        52 => false,
+        1 | 16 | 28 | 32 | 50 | 51 | 54 | 58 | 59 | 91 | 118 | 152..=155 => len == 4,
+        3..=11 | 41 | 42 | 44 | 45 | 48 | 49 | 65 | 68..=76 | 92 => {
+            len.is_multiple_of(4) && len >= 4
+        }
+        13 | 22 | 26 | 57 | 93 => len == 2,
+        53 | 19 | 20 | 23 | 27 | 29..=31 | 34 | 36 | 37 | 39 | 46 | 116 | 156 | 157 => len == 1,
+        80 => len == 0,
+        81 => len >= 3,
+        94 => len == 3,
+        151 => len >= 1,
+        121 => len >= 5,
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -506,6 +513,24 @@ mod tests {
             .to_extra()
             .expect_err("out of range")
             .contains("224-254"));
+    }
+
+    /// Found by the libFuzzer target: a fixed-length option (154, four bytes) given twice.
+    /// The decoder joins the parts into eight bytes and asserts four in debug builds; the
+    /// packet must be dropped as malformed instead.
+    #[test]
+    fn repeated_fixed_length_option_is_malformed() {
+        let mut p = request(MessageType::Request, MAC, vec![]);
+        let end = p.iter().rposition(|b| *b == 255).expect("end option");
+        p.splice(end..end, [154, 4, 0, 0, 0, 1, 154, 4, 0, 0, 0, 2]);
+        let mut s = Server::new(lease());
+        assert_eq!(s.handle(&p), None);
+        assert_eq!(s.counters.malformed, 1);
+        // One part alone is fine.
+        let mut one = request(MessageType::Request, MAC, vec![]);
+        let end = one.iter().rposition(|b| *b == 255).expect("end option");
+        one.splice(end..end, [154, 4, 0, 0, 0, 1]);
+        assert!(options_sane(&one));
     }
 
     /// A cheap mutation fuzzer over valid requests of every kind: 40,000 packets with 1–8

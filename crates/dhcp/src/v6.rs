@@ -48,6 +48,10 @@ impl Server6 {
 
     /// Handles one datagram from port 546; returns the reply, if any.
     pub fn handle(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        if !message_sane(bytes, 0) {
+            self.counters.malformed += 1;
+            return None;
+        }
         let Ok(msg) = Message::decode(&mut Decoder::new(bytes)) else {
             self.counters.malformed += 1;
             return None;
@@ -137,6 +141,65 @@ impl Server6 {
         self.counters.replies += 1;
         r.to_vec().ok()
     }
+}
+
+/// How deep relay messages and IA options may nest before a packet counts as malformed.
+const MAX_NESTING: u8 = 4;
+
+/// Walks a message's options (and the options nested in IAs, vendor options and relay
+/// messages) before the decoder sees them: the decoder subtracts fixed header sizes from
+/// declared lengths without checking them, so lengths shorter than their option's header
+/// make the packet malformed.
+fn message_sane(bytes: &[u8], depth: u8) -> bool {
+    match bytes.first() {
+        // Relay-forward and relay-reply: type, hop count, link and peer addresses.
+        Some(12 | 13) => bytes.len() >= 34 && options_sane(&bytes[34..], depth),
+        // Everything else: type and a three-byte transaction id.
+        Some(_) => bytes.len() >= 4 && options_sane(&bytes[4..], depth),
+        None => false,
+    }
+}
+
+fn options_sane(mut bytes: &[u8], depth: u8) -> bool {
+    if depth > MAX_NESTING {
+        return false;
+    }
+    while !bytes.is_empty() {
+        let (Some(code), Some(len)) = (bytes.get(0..2), bytes.get(2..4)) else {
+            return false;
+        };
+        let code = u16::from_be_bytes([code[0], code[1]]);
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let Some(body) = bytes.get(4..4 + len) else {
+            return false;
+        };
+        let nested = |header: usize| {
+            body.get(header..)
+                .is_some_and(|rest| options_sane(rest, depth + 1))
+        };
+        let fits = match code {
+            // IA_NA and IA_PD: IAID, T1, T2; IA_TA: IAID; IAADDR: address and lifetimes;
+            // IAPREFIX: lifetimes, prefix length and prefix; vendor options: enterprise.
+            3 | 25 => nested(12),
+            4 | 17 => nested(4),
+            5 => nested(24),
+            26 => nested(25),
+            9 => message_sane(body, depth + 1),
+            6 => len % 2 == 0,
+            7 => len == 1,
+            8 => len == 2,
+            11 => len >= 11,
+            12 => len == 16,
+            13 => len >= 2,
+            16 => len >= 4,
+            _ => true,
+        };
+        if !fits {
+            return false;
+        }
+        bytes = &bytes[4 + len..];
+    }
+    true
 }
 
 fn ia_ids(msg: &Message) -> Vec<u32> {
@@ -319,6 +382,29 @@ mod tests {
             assert!(s.handle(junk).is_none());
         }
         assert!(s.counters.malformed >= 1);
+    }
+
+    /// Found by the libFuzzer target: vendor options (17) with length 0. The decoder reads
+    /// the enterprise number past the option and then subtracts 4 from its length.
+    #[test]
+    fn short_vendor_options_are_malformed() {
+        let p = [
+            11, 171, 0, 205, 0, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 51, 68, 85, 0, 6, 0, 2, 0, 23,
+        ];
+        let mut s = Server6::new(lease());
+        assert_eq!(s.handle(&p), None);
+        assert_eq!(s.counters.malformed, 1);
+        // The same lengths nested in an IA_NA, and a status code shorter than its code.
+        let status = |len: u8| {
+            let mut m = vec![3, 1, 2, 3, 0, 3, 0, 16 + len, 0, 0, 0, 1];
+            m.extend([0; 8]);
+            m.extend([0, 13, 0, len]);
+            m.extend(std::iter::repeat_n(0, usize::from(len)));
+            m
+        };
+        assert!(!message_sane(&status(1), 0));
+        assert!(message_sane(&status(2), 0));
+        assert!(!message_sane(&[], 0));
     }
 
     /// Mutated DHCPv6 messages (20,000): never a panic, and every reply decodes.
