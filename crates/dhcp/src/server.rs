@@ -265,26 +265,31 @@ impl Server {
 /// Walks the option TLVs before the decoder sees them. The decoder trusts some declared
 /// lengths (it subtracts from them, or asserts them in debug builds), so lengths that do
 /// not fit their option, options running past the packet, and option overload (which a
-/// VM's client has no use for) make the packet malformed. An option given more than once
-/// is one option split in parts (RFC 3396): the decoder joins the parts, so the length
-/// that must fit is their sum.
+/// VM's client has no use for) make the packet malformed. Consecutive parts with the same
+/// code are one option split in parts (RFC 3396): the decoder joins them, so the length
+/// that must fit is that of the run.
 fn options_sane(bytes: &[u8]) -> bool {
     const START: usize = 240;
     if bytes.len() < START || bytes[236..240] != [99, 130, 83, 99] {
         return false;
     }
-    let mut total = [0usize; 256];
-    let mut seen = [false; 256];
+    // The run of same-code parts being read: its code and joined length.
+    let mut run: Option<(u8, usize)> = None;
     let mut i = START;
     while i < bytes.len() {
         let code = bytes[i];
-        match code {
-            0 => {
-                i += 1;
-                continue;
+        if code == 0 || code == 255 {
+            // Pad and End close a run.
+            if let Some((c, len)) = run.take() {
+                if !option_length_fits(c, len) {
+                    return false;
+                }
             }
-            255 => break,
-            _ => {}
+            if code == 255 {
+                return true;
+            }
+            i += 1;
+            continue;
         }
         let Some(&len) = bytes.get(i + 1) else {
             return false;
@@ -293,11 +298,19 @@ fn options_sane(bytes: &[u8]) -> bool {
         if i + 2 + len > bytes.len() {
             return false;
         }
-        total[code as usize] += len;
-        seen[code as usize] = true;
+        run = match run {
+            Some((c, joined)) if c == code => Some((c, joined + len)),
+            Some((c, joined)) => {
+                if !option_length_fits(c, joined) {
+                    return false;
+                }
+                Some((code, len))
+            }
+            None => Some((code, len)),
+        };
         i += 2 + len;
     }
-    (1..255).all(|code| !seen[code] || option_length_fits(code as u8, total[code]))
+    run.is_none_or(|(c, len)| option_length_fits(c, len))
 }
 
 /// Whether `len` bytes make a well-formed option `code`, as far as the decoder relies on.
@@ -517,7 +530,8 @@ mod tests {
 
     /// Found by the libFuzzer target: a fixed-length option (154, four bytes) given twice.
     /// The decoder joins the parts into eight bytes and asserts four in debug builds; the
-    /// packet must be dropped as malformed instead.
+    /// packet must be dropped as malformed instead. Found next: parts are joined only when
+    /// consecutive, so a lone empty client FQDN (81) after longer ones elsewhere is short.
     #[test]
     fn repeated_fixed_length_option_is_malformed() {
         let mut p = request(MessageType::Request, MAC, vec![]);
@@ -531,6 +545,12 @@ mod tests {
         let end = one.iter().rposition(|b| *b == 255).expect("end option");
         one.splice(end..end, [154, 4, 0, 0, 0, 1]);
         assert!(options_sane(&one));
+        // Two runs of 81: three bytes, then (after another option) none.
+        let mut fqdn = request(MessageType::Request, MAC, vec![]);
+        let end = fqdn.iter().rposition(|b| *b == 255).expect("end option");
+        fqdn.splice(end..end, [81, 3, 0, 0, 0, 17, 0, 81, 0]);
+        assert!(!options_sane(&fqdn));
+        assert_eq!(s.handle(&fqdn), None);
     }
 
     /// A cheap mutation fuzzer over valid requests of every kind: 40,000 packets with 1–8

@@ -148,8 +148,9 @@ const MAX_NESTING: u8 = 4;
 
 /// Walks a message's options (and the options nested in IAs, vendor options and relay
 /// messages) before the decoder sees them: the decoder subtracts fixed header sizes from
-/// declared lengths without checking them, so lengths shorter than their option's header
-/// make the packet malformed.
+/// declared lengths without checking them, and reads fixed-size options at their size
+/// whatever the length says, so a length that does not fit its option makes the packet
+/// malformed.
 fn message_sane(bytes: &[u8], depth: u8) -> bool {
     match bytes.first() {
         // Relay-forward and relay-reply: type, hop count, link and peer addresses.
@@ -185,11 +186,14 @@ fn options_sane(mut bytes: &[u8], depth: u8) -> bool {
             5 => nested(24),
             26 => nested(25),
             9 => message_sane(body, depth + 1),
+            // Fixed sizes the decoder reads whatever the length says: a longer option
+            // would leave its rest to be read as the next option.
             6 => len % 2 == 0,
-            7 => len == 1,
+            7 | 19 => len == 1,
             8 => len == 2,
-            11 => len >= 11,
             12 => len == 16,
+            14 | 20 => len == 0,
+            11 => len >= 11,
             13 => len >= 2,
             16 => len >= 4,
             _ => true,
@@ -387,7 +391,7 @@ mod tests {
     /// Found by the libFuzzer target: vendor options (17) with length 0. The decoder reads
     /// the enterprise number past the option and then subtracts 4 from its length.
     #[test]
-    fn short_vendor_options_are_malformed() {
+    fn option_lengths_the_decoder_trusts_are_checked() {
         let p = [
             11, 171, 0, 205, 0, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 51, 68, 85, 0, 6, 0, 2, 0, 23,
         ];
@@ -404,6 +408,13 @@ mod tests {
         };
         assert!(!message_sane(&status(1), 0));
         assert!(message_sane(&status(2), 0));
+        // Found next: a reconfigure-message option (19) twelve bytes long, of which the
+        // decoder reads one and takes the rest for a status code of length 0.
+        let reconf = [
+            239, 171, 205, 1, 0, 19, 0, 12, 0, 0, 13, 0, 0, 0, 1, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(s.handle(&reconf), None);
+        assert_eq!(s.counters.malformed, 2);
         assert!(!message_sane(&[], 0));
     }
 
