@@ -173,29 +173,33 @@ fn sysctl_state(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("masquerade-sysctls")
 }
 
-/// Turns br_netfilter off for the families in use; records the values it found, unless a
-/// record is already there (a re-run after a crash must not record its own zeros).
+/// Turns br_netfilter off for the families in use. The values found are recorded first,
+/// unless a record is already there: a re-run after a crash must not record its own zeros.
 fn disable_bridge_nf(spec: &MasqueradeSpec, state_dir: &Path) -> Result<()> {
-    let record = sysctl_state(state_dir);
-    let mut found = String::new();
+    let mut found = Vec::new();
     for (key, v6) in BRIDGE_NF {
         if v6 && spec.v6.is_none() {
             continue;
         }
-        let path = ["net", "bridge", key];
         // Absent without br_netfilter: nothing to do.
-        let Ok(value) = sysctl::read(&path) else {
-            continue;
-        };
-        if value != "0" {
-            found.push_str(&format!("{key}={value}\n"));
-            sysctl::write(&path, "0")?;
+        if let Ok(value) = sysctl::read(&["net", "bridge", key]) {
+            if value != "0" {
+                found.push((key, value));
+            }
         }
     }
-    if !found.is_empty() && !record.exists() {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let record = sysctl_state(state_dir);
+    if !record.exists() {
+        let text: String = found.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         std::fs::create_dir_all(state_dir)
-            .and_then(|()| std::fs::write(&record, found))
+            .and_then(|()| std::fs::write(&record, text))
             .map_err(|e| setup_err(&format!("write {}", record.display()), e))?;
+    }
+    for (key, _) in found {
+        sysctl::write(&["net", "bridge", key], "0")?;
     }
     Ok(())
 }

@@ -17,8 +17,8 @@ pub struct Handle {
     rbuf: Vec<u8>,
 }
 
-/// Replies are read into a buffer this big; a larger datagram would be truncated, and the
-/// kernel caps its dump datagrams well below it.
+/// Replies are read into a buffer this big: the kernel sizes dump datagrams to the reader's
+/// buffer up to just under 32 KiB, and single replies here are a few KiB.
 const RECV_BUF: usize = 32 * 1024;
 
 impl Handle {
