@@ -152,13 +152,8 @@ const MAX_NESTING: u8 = 4;
 /// whatever the length says, so a length that does not fit its option makes the packet
 /// malformed.
 fn message_sane(bytes: &[u8], depth: u8) -> bool {
-    match bytes.first() {
-        // Relay-forward and relay-reply: type, hop count, link and peer addresses.
-        Some(12 | 13) => bytes.len() >= 34 && options_sane(&bytes[34..], depth),
-        // Everything else: type and a three-byte transaction id.
-        Some(_) => bytes.len() >= 4 && options_sane(&bytes[4..], depth),
-        None => false,
-    }
+    // Type and a three-byte transaction id, whatever the type says (as the decoder reads it).
+    bytes.get(4..).is_some_and(|opts| options_sane(opts, depth))
 }
 
 fn options_sane(mut bytes: &[u8], depth: u8) -> bool {
@@ -185,7 +180,8 @@ fn options_sane(mut bytes: &[u8], depth: u8) -> bool {
             4 | 17 => nested(4),
             5 => nested(24),
             26 => nested(25),
-            9 => message_sane(body, depth + 1),
+            // A relayed message: type, hop count, link and peer addresses.
+            9 => nested(34),
             // Fixed sizes the decoder reads whatever the length says: a longer option
             // would leave its rest to be read as the next option.
             6 => len % 2 == 0,
@@ -415,6 +411,11 @@ mod tests {
         ];
         assert_eq!(s.handle(&reconf), None);
         assert_eq!(s.counters.malformed, 2);
+        // And a relay-reply type at the top: the decoder still reads a plain message
+        // header there, so a short vendor class (16) right after it counts.
+        let relay_typed = [13, 0, 239, 0, 0, 16, 0, 0, 0, 0, 0, 0];
+        assert_eq!(s.handle(&relay_typed), None);
+        assert_eq!(s.counters.malformed, 3);
         assert!(!message_sane(&[], 0));
     }
 
