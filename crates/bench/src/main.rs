@@ -180,7 +180,7 @@ fn parse_args() -> Result<Args> {
         }
     }
     if a.plugins.as_os_str().is_empty() {
-        let dir = std::env::temp_dir().join(format!("oxivirt-bench-bin-{}", std::process::id()));
+        let dir = own_plugins_dir();
         std::fs::create_dir_all(&dir)?;
         for p in ["bridge", "host-local", "static", "macvlan", "multus"] {
             let _ = std::os::unix::fs::symlink(&ours, dir.join(p));
@@ -188,6 +188,11 @@ fn parse_args() -> Result<Args> {
         a.plugins = dir;
     }
     Ok(a)
+}
+
+/// Links to our binary under every plugin name, made for this run and removed after it.
+fn own_plugins_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("oxivirt-bench-bin-{}", std::process::id()))
 }
 
 /// Enters a fresh "node" namespace for the rest of the process (single-threaded here).
@@ -689,6 +694,9 @@ fn main() -> Result<()> {
     })();
     let _ = sh(&["ip", "netns", "del", &node]);
     let _ = std::fs::remove_dir_all(index_dir());
+    if args.plugins == own_plugins_dir() {
+        let _ = std::fs::remove_dir_all(&args.plugins);
+    }
     let (rows, bindings) = result?;
     println!("| benchmark | oxivirt (median) | reference (median) | ratio | peak RSS oxivirt / reference |");
     println!("|---|---|---|---|---|");

@@ -207,9 +207,13 @@ pub fn reference_plugins() -> Option<PathBuf> {
     p.join("bridge").is_file().then_some(p)
 }
 
-/// A directory holding our multi-call binary under every plugin name.
+/// A directory holding our multi-call binary under every plugin name. It sits beside the
+/// binary in the build tree, one for every test process (nothing to clean up in /tmp).
 pub fn our_plugins_dir(bin: &Path) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("oxivirt-plugins-{}", std::process::id()));
+    let dir = bin
+        .parent()
+        .map(|d| d.join("oxivirt-plugins"))
+        .unwrap_or_else(|| std::env::temp_dir().join("oxivirt-plugins"));
     let _ = std::fs::create_dir_all(&dir);
     for name in ["bridge", "macvlan", "host-local", "static", "multus"] {
         let link = dir.join(name);
