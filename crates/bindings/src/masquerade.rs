@@ -233,6 +233,14 @@ pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result
         .map(|a| a.addr.addr())
         .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
         .collect();
+    // The rules name interfaces, they do not need them: nft loads them (the slowest part)
+    // while the links are made.
+    let mut script = String::from("table ip nat\ndelete table ip nat\n");
+    if spec.v6.is_some() {
+        script.push_str("table ip6 nat\ndelete table ip6 nat\n");
+    }
+    script.push_str(&ruleset(spec, &pod_ips));
+    let rules = Nft::start(&script)?;
     let br = match nl.link_by_name(&n.bridge)? {
         Some(l) => l,
         None => {
@@ -276,12 +284,7 @@ pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result
         let _ = sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1");
     }
     disable_bridge_nf(spec, state_dir)?;
-    let mut script = String::from("table ip nat\ndelete table ip nat\n");
-    if spec.v6.is_some() {
-        script.push_str("table ip6 nat\ndelete table ip6 nat\n");
-    }
-    script.push_str(&ruleset(spec, &pod_ips));
-    nft(&script)
+    rules.finish()
 }
 
 /// Removes the ruleset and the links and puts back the sysctls setup changed (see
@@ -302,26 +305,53 @@ pub fn links_to_delete(nl: &mut Handle) -> Result<Vec<u32>> {
     Ok(doomed)
 }
 
-fn nft(script: &str) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| setup_err("nft", e))?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(script.as_bytes())
+/// An `nft -f -` run loading a script; waited for on drop if not finished.
+struct Nft(Option<std::process::Child>);
+
+impl Nft {
+    fn start(script: &str) -> Result<Self> {
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|e| setup_err("nft", e))?;
+        let mut run = Self(None);
+        if let Some(mut i) = child.stdin.take() {
+            let written = i.write_all(script.as_bytes());
+            run.0 = Some(child);
+            written.map_err(|e| setup_err("nft", e))?;
+        } else {
+            run.0 = Some(child);
+        }
+        Ok(run)
     }
-    let out = child.wait_with_output().map_err(|e| setup_err("nft", e))?;
-    if !out.status.success() {
-        return Err(setup_err(
-            "nft",
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ));
+
+    /// Waits for nft and reports what it refused.
+    fn finish(mut self) -> Result<()> {
+        let Some(child) = self.0.take() else {
+            return Ok(());
+        };
+        let out = child.wait_with_output().map_err(|e| setup_err("nft", e))?;
+        if !out.status.success() {
+            return Err(setup_err(
+                "nft",
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        // An error elsewhere in setup: no zombie left behind (re-running setup replaces
+        // whatever this run loaded).
+        if let Some(mut child) = self.0.take() {
+            let _ = child.wait();
+        }
+    }
 }
 
 #[cfg(test)]
