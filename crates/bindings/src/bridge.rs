@@ -156,7 +156,9 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
 
     // The pod keeps its CNI view: a link with the original name, MAC, MTU and address, left
     // down (KubeVirt's dummy). A kernel without the dummy driver gets an ifb link, which is
-    // the same while down: no ARP, no traffic.
+    // the same while down: no ARP, no traffic. (Where either driver is a module, loading it
+    // also makes its default links, dummy0 or ifb0/ifb1, in the host's namespace, as
+    // KubeVirt's dummy does.)
     if nl.link_by_name(&n.pod)?.is_none() {
         let unsupported = |e: &oxivirt_netlink::Error| {
             matches!(e.errno(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL))

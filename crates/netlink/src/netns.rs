@@ -75,7 +75,8 @@ impl NetNs {
     /// Runs `f` on the calling thread inside this namespace, then moves the thread back to
     /// `home` (the namespace it is in now). For short work, where handing it to another
     /// thread costs more than the work: a wake-up across CPUs is tens of microseconds in a
-    /// virtual machine. `f` must not start threads or processes (they would stay behind).
+    /// virtual machine. `f` must not start threads or processes (they would stay behind)
+    /// nor panic (an unwinding thread would not come home).
     pub fn visit<T>(&self, home: &NetNs, f: impl FnOnce() -> T) -> Result<T> {
         self.enter_current_thread()?;
         let out = f();
