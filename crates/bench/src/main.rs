@@ -540,8 +540,10 @@ fn bench_bindings(args: &Args, tag: &str) -> Result<(Stats, Stats)> {
         let (up, down) = ns.run(|| -> Result<(Duration, Duration)> {
             let mut nl = oxivirt_netlink::Handle::new()?;
             let t = Instant::now();
-            masquerade::setup(&mut nl, &MasqueradeSpec::default(), &state_dir)?;
+            // As a launcher does: the bridge binding while nft loads the masquerade rules.
+            let rules = masquerade::begin(&mut nl, &MasqueradeSpec::default(), &state_dir)?;
             binding::setup(&mut nl, &spec, &state_dir)?;
+            rules.finish()?;
             let up = t.elapsed();
             let t = Instant::now();
             oxivirt_bindings::teardown_all(

@@ -225,6 +225,23 @@ pub(crate) fn restore_bridge_nf(state_dir: &Path) -> Result<()> {
 /// thread inside the pod's namespace. Re-running replaces the ruleset and keeps the links.
 /// `state_dir` keeps what teardown must put back.
 pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result<()> {
+    begin(nl, spec, state_dir)?.finish()
+}
+
+/// The ruleset still loading when [`begin`] returns: a launcher sets up its other bindings
+/// meanwhile (loading it is the slowest part of the bindings) and then calls
+/// [`RulesLoading::finish`]. Dropped unfinished, it waits for the load and ignores errors.
+pub struct RulesLoading(Nft);
+
+impl RulesLoading {
+    /// Waits for the ruleset and reports what nft refused.
+    pub fn finish(self) -> Result<()> {
+        self.0.finish()
+    }
+}
+
+/// [`setup`] up to the ruleset, which keeps loading after it returns.
+pub fn begin(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result<RulesLoading> {
     let n = Names::primary();
     let eth0 = nl.require_link(&n.pod)?;
     let pod_ips: Vec<IpAddr> = nl
@@ -284,7 +301,7 @@ pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result
         let _ = sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1");
     }
     disable_bridge_nf(spec, state_dir)?;
-    rules.finish()
+    Ok(RulesLoading(rules))
 }
 
 /// Removes the ruleset and the links and puts back the sysctls setup changed (see

@@ -157,12 +157,14 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
     let (state, again) = ns
         .run(|| {
             let mut nl = Handle::new().expect("netlink");
+            // As a launcher does: the bridge binding while nft loads the masquerade rules.
+            let rules = masquerade::begin(&mut nl, &MasqueradeSpec::default(), &state_dir)
+                .expect("masquerade binding");
             let s = bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding");
+            rules.finish().expect("masquerade rules");
             // Re-running (a launcher restart) must not double-configure.
             let again =
                 bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding again");
-            masquerade::setup(&mut nl, &MasqueradeSpec::default(), &state_dir)
-                .expect("masquerade binding");
             masquerade::setup(&mut nl, &MasqueradeSpec::default(), &state_dir)
                 .expect("masquerade binding again");
             (s, again)
