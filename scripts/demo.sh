@@ -97,8 +97,8 @@ cat > "$work/net.d/10-pod-network.conf" <<JSON
  "isDefaultGateway": true, "ipMasq": true,
  "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": "$work/ipam"}}
 JSON
-ln -s "$PWD/target/x86_64-unknown-linux-gnu/release/oxivirt-cni" "$work/bin/multus"
-target/x86_64-unknown-linux-gnu/release/oxivirt-cni multus-autoconf --conf-dir "$work/net.d" \
+ln -s "$PWD/target/x86_64-unknown-linux-gnu/release/oxivirt-multus" "$work/bin/multus"
+target/x86_64-unknown-linux-gnu/release/oxivirt-multus multus-autoconf --conf-dir "$work/net.d" \
   --store "$store" --cni-dir "$work/cache" --bin-dir "$work/bin"
 meta() {
   ip netns exec "$node" env CNI_COMMAND="$1" CNI_CONTAINERID=meta-$sfx CNI_NETNS=/run/netns/$pod \

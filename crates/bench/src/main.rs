@@ -163,10 +163,8 @@ fn parse_args() -> Result<Args> {
         only: Vec::new(),
     };
     let exe = std::env::current_exe()?;
-    let ours = exe
-        .parent()
-        .map(|d| d.join("oxivirt-cni"))
-        .unwrap_or_default();
+    let home = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (ours, multus) = (home.join("oxivirt-cni"), home.join("oxivirt-multus"));
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = || it.next().context("missing value");
@@ -182,9 +180,10 @@ fn parse_args() -> Result<Args> {
     if a.plugins.as_os_str().is_empty() {
         let dir = own_plugins_dir();
         std::fs::create_dir_all(&dir)?;
-        for p in ["bridge", "host-local", "static", "macvlan", "multus"] {
+        for p in ["bridge", "host-local", "static", "macvlan"] {
             let _ = std::os::unix::fs::symlink(&ours, dir.join(p));
         }
+        let _ = std::os::unix::fs::symlink(&multus, dir.join("multus"));
         a.plugins = dir;
     }
     Ok(a)

@@ -26,9 +26,10 @@ impl Pod {
         };
         let bin = p.bin();
         std::fs::create_dir_all(&bin).expect("bin");
-        for name in ["bridge", "host-local", "static", "multus"] {
+        for name in ["bridge", "host-local", "static"] {
             std::os::unix::fs::symlink(common::our_bin(), bin.join(name)).expect("link");
         }
+        std::os::unix::fs::symlink(common::our_multus_bin(), bin.join("multus")).expect("link");
         // A third-party delegate: the reference macvlan.
         std::os::unix::fs::symlink(reference.join("macvlan"), bin.join("macvlan")).expect("link");
         p.node.sh(&[

@@ -207,18 +207,25 @@ pub fn reference_plugins() -> Option<PathBuf> {
     p.join("bridge").is_file().then_some(p)
 }
 
-/// A directory holding our multi-call binary under every plugin name. It sits beside the
-/// binary in the build tree, one for every test process (nothing to clean up in /tmp).
+/// A directory holding our plugins under their names: `oxivirt-cni` (`bin`) as bridge,
+/// macvlan, host-local and static, and its sibling `oxivirt-multus` as multus. It sits
+/// beside the binaries in the build tree, one for every test process (nothing to clean up
+/// in /tmp).
 pub fn our_plugins_dir(bin: &Path) -> PathBuf {
-    let dir = bin
-        .parent()
-        .map(|d| d.join("oxivirt-plugins"))
-        .unwrap_or_else(|| std::env::temp_dir().join("oxivirt-plugins"));
+    let home = bin.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = home.join("oxivirt-plugins");
     let _ = std::fs::create_dir_all(&dir);
-    for name in ["bridge", "macvlan", "host-local", "static", "multus"] {
+    let multus = home.join("oxivirt-multus");
+    for (name, target) in [
+        ("bridge", bin),
+        ("macvlan", bin),
+        ("host-local", bin),
+        ("static", bin),
+        ("multus", multus.as_path()),
+    ] {
         let link = dir.join(name);
         if !link.exists() {
-            let _ = std::os::unix::fs::symlink(bin, &link);
+            let _ = std::os::unix::fs::symlink(target, &link);
         }
     }
     dir

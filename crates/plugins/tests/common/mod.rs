@@ -12,6 +12,11 @@ pub fn our_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_oxivirt-cni"))
 }
 
+/// The meta plugin's binary.
+pub fn our_multus_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_oxivirt-multus"))
+}
+
 pub fn our_dir() -> PathBuf {
     oxivirt_testkit::our_plugins_dir(&our_bin())
 }

@@ -1,8 +1,8 @@
 //! The `multus` meta plugin entry: picks the object source and runs the command.
 
-use crate::ipam::valid_attachments;
 use oxivirt_cni::plugin::{require_check_support, Call};
 use oxivirt_cni::{CniError, Command};
+use oxivirt_cni_plugins::ipam::valid_attachments;
 use oxivirt_multus::config::Config;
 use oxivirt_multus::kube::KubeSource;
 use oxivirt_multus::meta::Meta;
@@ -162,10 +162,10 @@ fn run(call: &Call<'_>, cfg: &Config) -> Result<Option<String>, CniError> {
 }
 
 const AUTOCONF_USAGE: &str =
-    "usage: oxivirt-cni multus-autoconf --conf-dir DIR (--kubeconfig FILE | --store DIR) \
+    "usage: oxivirt-multus multus-autoconf --conf-dir DIR (--kubeconfig FILE | --store DIR) \
 [--cni-dir DIR] [--bin-dir DIR] [--remove]";
 
-/// `oxivirt-cni multus-autoconf …`: writes (or with `--remove` deletes) `00-multus.conf`
+/// `oxivirt-multus multus-autoconf …`: writes (or with `--remove` deletes) `00-multus.conf`
 /// around the first config in the runtime's config directory. Returns the exit code.
 pub fn autoconf_command(args: Vec<String>) -> i32 {
     use oxivirt_multus::autoconf::{self, Backend};
