@@ -189,6 +189,35 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
+/// Waits (at most 15 s) until the machine is idle: a previous run's namespaces are torn
+/// down by the kernel in the background, holding the rtnl lock in bursts, and that would
+/// land on this run's calls (ours, mostly netlink, more than the reference's).
+fn wait_until_idle() -> Duration {
+    let busy_idle = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let idle = cpu.get(3)? + cpu.get(4).copied().unwrap_or(0);
+        Some((cpu.iter().sum::<u64>() - idle, idle))
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let Some((b0, i0)) = busy_idle() else { break };
+        std::thread::sleep(Duration::from_millis(250));
+        let Some((b1, i1)) = busy_idle() else { break };
+        let (busy, idle) = (b1.saturating_sub(b0), i1.saturating_sub(i0));
+        if busy * 20 <= busy + idle {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
 /// Links to our binary under every plugin name, made for this run and removed after it.
 fn own_plugins_dir() -> PathBuf {
     std::env::temp_dir().join(format!("oxivirt-bench-bin-{}", std::process::id()))
@@ -672,6 +701,8 @@ fn main() -> Result<()> {
             args.reference.display()
         );
     }
+    let waited = wait_until_idle();
+    eprintln!("machine idle after {:.1} s", waited.as_secs_f64());
     let tag = format!("{}", std::process::id());
     let node = format!("oxbn-{tag}");
     enter_node(&node)?;
