@@ -334,13 +334,12 @@ impl Nft {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| setup_err("nft", e))?;
-        let mut run = Self(None);
-        if let Some(mut i) = child.stdin.take() {
-            let written = i.write_all(script.as_bytes());
-            run.0 = Some(child);
-            written.map_err(|e| setup_err("nft", e))?;
-        } else {
-            run.0 = Some(child);
+        let stdin = child.stdin.take();
+        // Owned before the write: a failed write still waits for the child on drop.
+        let run = Self(Some(child));
+        if let Some(mut i) = stdin {
+            i.write_all(script.as_bytes())
+                .map_err(|e| setup_err("nft", e))?;
         }
         Ok(run)
     }

@@ -303,7 +303,7 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
         };
         let ipam_here = cfg.layer3 && in_process;
         let (cont_tx, cont_rx) = mpsc::channel();
-        let (nsref, bridge) = (&ns, cfg.br.bridge.as_str());
+        let (nsref, bridge, layer3) = (&ns, cfg.br.bridge.as_str(), cfg.layer3);
         std::thread::Builder::new()
             .stack_size(oxivirt_netlink::netns::NS_THREAD_STACK)
             .spawn_scoped(s, move || {
@@ -311,7 +311,8 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
                     let _ = ipam_tx.send(ipam::delegate(call, &cfg.conf, Command::Add));
                 }
                 let accept_ra = sysctl::open_for_write(&accept_ra_key(bridge)).ok();
-                let host_ns = NetNs::current().ok();
+                // Only layer-3 configs visit the container's namespace (for its sysctls).
+                let host_ns = layer3.then(NetNs::current).and_then(Result::ok);
                 let cont = nsref.enter_current_thread().and_then(|()| Handle::new());
                 let _ = cont_tx.send(WorkerReport {
                     cont,
