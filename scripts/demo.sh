@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cargo build --release --quiet -p oxivirt-cni-plugins
+cargo build --release --quiet -p oxivirt-app-cni -p oxivirt-app-multus
 
 work=$(mktemp -d)
 sfx=$$

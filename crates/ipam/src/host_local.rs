@@ -3,8 +3,8 @@
 use crate::node::NodePolicy;
 use crate::range::{RangeConf, RangeSet};
 use crate::store::Store;
-use oxivirt_cni::error::codes;
-use oxivirt_cni::{
+use oxivirt_cni_spec::error::codes;
+use oxivirt_cni_spec::{
     parse_json, CniArgs, CniError, CniResult, Dns, ErrorCode, IpConfig, NetConf, Route,
 };
 use serde::Deserialize;

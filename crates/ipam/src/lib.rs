@@ -3,6 +3,7 @@
 
 pub mod host_local;
 pub mod node;
+pub mod plugin;
 pub mod range;
 pub mod resolv;
 pub mod static_ipam;

@@ -5,7 +5,7 @@
 //! (or the path in `OXIVIRT_CNI_NODE_CONFIG`). No file means no restriction, as the
 //! reference plugins behave.
 
-use oxivirt_cni::{parse_json, CniError};
+use oxivirt_cni_spec::{parse_json, CniError};
 use serde::Deserialize;
 use std::path::{Component, Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Ranges and range sets: validation and the round-robin candidate order.
 
 use ipnet::IpNet;
-use oxivirt_cni::CniError;
+use oxivirt_cni_spec::CniError;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

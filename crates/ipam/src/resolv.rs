@@ -1,6 +1,6 @@
 //! `resolv.conf` → CNI DNS, as host-local's `resolvConf` option does.
 
-use oxivirt_cni::{CniError, Dns};
+use oxivirt_cni_spec::{CniError, Dns};
 use std::path::Path;
 
 pub fn parse(text: &str) -> Dns {

@@ -2,7 +2,7 @@
 //! runtime (`CNI_ARGS` `IP=`/`GATEWAY=`, `args.cni.ips`, `runtimeConfig.ips`).
 
 use ipnet::IpNet;
-use oxivirt_cni::{parse_json, CniArgs, CniError, CniResult, Dns, IpConfig, NetConf, Route};
+use oxivirt_cni_spec::{parse_json, CniArgs, CniError, CniResult, Dns, IpConfig, NetConf, Route};
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;

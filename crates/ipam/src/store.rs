@@ -9,7 +9,7 @@
 //! mtime, and the next call then rebuilds the index from the files (the reference's cost,
 //! once). A reboot empties /run, which just means one rebuild.
 
-use oxivirt_cni::CniError;
+use oxivirt_cni_spec::CniError;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};

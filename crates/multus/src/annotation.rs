@@ -1,7 +1,7 @@
 //! `k8s.v1.cni.cncf.io/networks`: the text form `[ns/]name[@ifname], …` and the JSON list,
 //! validated, and the interface names Multus gives them.
 
-use oxivirt_cni::env::validate_ifname;
+use oxivirt_cni_spec::env::validate_ifname;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::net::IpAddr;

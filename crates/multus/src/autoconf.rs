@@ -2,7 +2,7 @@
 //! network config in a `00-multus.conf` that makes it the cluster network, and remove it
 //! again on request.
 
-use oxivirt_cni::CniError;
+use oxivirt_cni_spec::CniError;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ pub fn first_config(dir: &Path) -> Result<(PathBuf, Value), CniError> {
         .filter(|f| f.file_name().and_then(|n| n.to_str()) != ours)
     {
         let bytes = std::fs::read(&f).map_err(|e| CniError::io(format!("{}: {e}", f.display())))?;
-        let v: Value = oxivirt_cni::parse_json(&bytes, &f.display().to_string())?;
+        let v: Value = oxivirt_cni_spec::parse_json(&bytes, &f.display().to_string())?;
         if v.get("type").and_then(Value::as_str) == Some("multus") {
             continue;
         }

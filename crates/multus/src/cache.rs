@@ -2,7 +2,7 @@
 //! work with the API server or the store gone.
 
 use crate::delegate::Delegate;
-use oxivirt_cni::CniError;
+use oxivirt_cni_spec::CniError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;

@@ -1,6 +1,6 @@
 //! The meta plugin's own network config (`"type": "multus"`), with Multus's fields.
 
-use oxivirt_cni::{parse_json, CniError, NetConf, Version};
+use oxivirt_cni_spec::{parse_json, CniError, NetConf, Version};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::PathBuf;

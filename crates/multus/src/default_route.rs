@@ -2,8 +2,8 @@
 //! through the named gateway on that network's interface, and the other networks' default
 //! routes of the family are removed (from the pod and from their results), as Multus does.
 
-use oxivirt_cni::error::codes;
-use oxivirt_cni::{CniError, CniResult, Route};
+use oxivirt_cni_spec::error::codes;
+use oxivirt_cni_spec::{CniError, CniResult, Route};
 use oxivirt_netlink::{Handle, NetNs, RouteSpec};
 use std::net::IpAddr;
 use std::path::Path;

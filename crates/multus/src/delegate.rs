@@ -2,8 +2,8 @@
 //! the runtime parameters the plugin declared capabilities for, and running it.
 
 use crate::annotation::NetworkSelection;
-use oxivirt_cni::exec::{exec_plugin, find_plugin, ExecArgs};
-use oxivirt_cni::{CniError, CniResult, Command};
+use oxivirt_cni_spec::exec::{exec_plugin, find_plugin, ExecArgs};
+use oxivirt_cni_spec::{CniError, CniResult, Command};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -239,7 +239,7 @@ impl Runner {
             // CHECK exists from 0.4.0 on; older delegates cannot be checked (as libcni).
             if cmd == Command::Check {
                 let v = conf.get("cniVersion").and_then(Value::as_str).unwrap_or("");
-                if oxivirt_cni::Version::parse(v)
+                if oxivirt_cni_spec::Version::parse(v)
                     .map(|v| !v.has_check())
                     .unwrap_or(true)
                 {
@@ -335,7 +335,7 @@ pub fn config_from_path(path: &Path) -> Result<Value, CniError> {
     };
     let bytes =
         std::fs::read(&file).map_err(|e| CniError::config(format!("{}: {e}", file.display())))?;
-    oxivirt_cni::parse_json(&bytes, &file.display().to_string())
+    oxivirt_cni_spec::parse_json(&bytes, &file.display().to_string())
 }
 
 #[cfg(test)]

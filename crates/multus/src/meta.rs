@@ -8,9 +8,9 @@ use crate::default_route;
 use crate::delegate::{self, Delegate, Runner};
 use crate::source::{ClusterSource, NetworkAttachmentDefinition, Pod, SourceError};
 use crate::status;
-use oxivirt_cni::error::codes;
-use oxivirt_cni::trace::mark;
-use oxivirt_cni::{CniError, CniResult, Command, Environment, ErrorCode};
+use oxivirt_cni_spec::error::codes;
+use oxivirt_cni_spec::trace::mark;
+use oxivirt_cni_spec::{CniError, CniResult, Command, Environment, ErrorCode};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 

@@ -1,7 +1,7 @@
 //! `k8s.v1.cni.cncf.io/network-status`, in Multus's format.
 
 use crate::delegate::Delegate;
-use oxivirt_cni::CniResult;
+use oxivirt_cni_spec::CniResult;
 use serde_json::{json, Map, Value};
 
 /// One entry per attached network, in attachment order.

@@ -1,6 +1,7 @@
 //! Test support shared by the integration tests: network namespaces that clean up after
 //! themselves (also when a test panics), unique names, and running CNI plugins.
 
+pub mod cni_env;
 pub mod mock_kube;
 
 use std::io::Write;
@@ -205,6 +206,24 @@ pub fn run_cni(call: &CniCall<'_>, stdin: &str) -> CniOutput {
 pub fn reference_plugins() -> Option<PathBuf> {
     let p = PathBuf::from("/usr/lib/cni");
     p.join("bridge").is_file().then_some(p)
+}
+
+/// A binary of this workspace's build, found beside the test binary's `deps/` directory
+/// (same target and profile). Integration tests of library crates run the plugins the way a
+/// runtime does; `cargo test --workspace` and `scripts/test.sh` build every binary first.
+pub fn built_binary(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} has no profile directory", exe.display()));
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build -p {package}` (or the whole workspace) first",
+        bin.display()
+    );
+    bin
 }
 
 /// A directory holding our plugins under their names: `oxivirt-cni` (`bin`) as bridge,

@@ -1,0 +1,836 @@
+//! `bridge` (+ `host-local`) in real namespaces, and side by side with the reference.
+
+use oxivirt_testkit::cni_env as common;
+
+use common::{bridge_state, must, normalise, Env, Impl};
+use oxivirt_testkit::{eventually, require_root};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const DIFF_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+const ALL_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+#[test]
+fn seed_network_add_check_del_in_every_version() {
+    if !require_root("seed_network_add_check_del_in_every_version") {
+        return;
+    }
+    for (i, v) in ALL_VERSIONS.iter().enumerate() {
+        let env = Env::new();
+        let conf = env.seed_conf(v, json!({}));
+        let id = format!("ctr{i}");
+        let out = env.run(Impl::Ours, "bridge", "ADD", &id, "net1", &conf);
+        assert!(out.ok, "{v}: {} {}", out.stdout, out.stderr);
+        let r = out.json();
+        assert_eq!(r["cniVersion"], *v);
+        let ifs = r["interfaces"].as_array().expect("interfaces");
+        assert_eq!(ifs.len(), 3, "{v}: {r}");
+        assert_eq!(ifs[0]["name"], "multus-bridge");
+        assert!(ifs[1]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("veth")));
+        assert_eq!(ifs[2]["name"], "net1");
+        assert_eq!(ifs[2]["sandbox"], common::path_str(&env.pod.path()));
+        let ip = &r["ips"][0];
+        assert_eq!(ip["address"], "192.168.100.2/24");
+        assert_eq!(ip["gateway"], "192.168.100.1");
+        assert_eq!(ip["interface"], 2);
+        assert_eq!(
+            ip.get("version").is_some(),
+            v.starts_with('0'),
+            "{v}: ips[].version"
+        );
+        // The container side carries the address and the MAC the result reports.
+        let link = &env.pod.ip_json(&["addr", "show", "dev", "net1"])[0];
+        assert_eq!(link["address"], ifs[2]["mac"]);
+        assert!(link["addr_info"]
+            .as_array()
+            .expect("addrs")
+            .iter()
+            .any(|a| a["local"] == "192.168.100.2"));
+        // The host side is a port of the bridge.
+        let port = &env.node.ip_json(&[
+            "link",
+            "show",
+            "dev",
+            ifs[1]["name"].as_str().expect("veth"),
+        ])[0];
+        assert_eq!(port["master"], "multus-bridge");
+        assert_eq!(env.allocations("multus-br"), vec!["192.168.100.2"]);
+        let stored =
+            std::fs::read(env.data.path().join("multus-br/192.168.100.2")).expect("ip file");
+        assert_eq!(stored, format!("{id}\r\nnet1").as_bytes());
+
+        if *v >= "0.4.0" {
+            let mut check = conf.clone();
+            check["prevResult"] = r.clone();
+            let c = env.run(Impl::Ours, "bridge", "CHECK", &id, "net1", &check);
+            assert!(c.ok, "{v} CHECK: {}", c.stdout);
+            // Remove the address: CHECK must notice.
+            env.pod
+                .sh(&["ip", "addr", "del", "192.168.100.2/24", "dev", "net1"]);
+            let c = env.run(Impl::Ours, "bridge", "CHECK", &id, "net1", &check);
+            assert!(!c.ok, "{v}: CHECK passed without the address");
+            assert!(
+                c.json()["msg"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("192.168.100.2"),
+                "{}",
+                c.stdout
+            );
+        } else {
+            let mut check = conf.clone();
+            check["prevResult"] = r.clone();
+            let c = env.run(Impl::Ours, "bridge", "CHECK", &id, "net1", &check);
+            assert_eq!(c.code(), 1, "{v}: CHECK must be refused before 0.4.0");
+        }
+
+        let d = env.run(Impl::Ours, "bridge", "DEL", &id, "net1", &conf);
+        assert!(d.ok, "{v} DEL: {}", d.stdout);
+        // The name is free at once; the kernel's teardown of the pair finishes shortly after.
+        assert!(!env.pod.has_link("net1"));
+        assert!(env.allocations("multus-br").is_empty());
+        assert!(
+            eventually(Duration::from_secs(5), || env.node_links()
+                == ["lo", "multus-bridge"]
+                && common::links(&env.pod) == ["lo"]),
+            "{v}: veth pair left behind: {:?} / {:?}",
+            env.node_links(),
+            common::links(&env.pod)
+        );
+        // DEL again: idempotent.
+        let d = env.run(Impl::Ours, "bridge", "DEL", &id, "net1", &conf);
+        assert!(d.ok, "{v} second DEL: {}", d.stdout);
+    }
+}
+
+/// Runs the same configs through the reference and ours in twin namespaces and compares
+/// results and the state left behind.
+#[test]
+fn same_results_and_state_as_reference() {
+    if !require_root("same_results_and_state_as_reference") {
+        return;
+    }
+    if oxivirt_testkit::reference_plugins().is_none() {
+        eprintln!(
+            "SKIP same_results_and_state_as_reference: containernetworking-plugins not installed"
+        );
+        return;
+    }
+    let variants: Vec<(&str, Value)> = vec![
+        ("seed", json!({})),
+        ("gateway", json!({"isGateway": true})),
+        ("default-gateway", json!({"isDefaultGateway": true})),
+        ("hairpin", json!({"hairpinMode": true, "mtu": 1400})),
+        ("promisc", json!({"promiscMode": true})),
+        (
+            "routes",
+            json!({"ipam": {"routes": [{"dst": "10.20.0.0/16"}, {"dst": "10.30.0.0/16", "gw": "192.168.100.254"}]}}),
+        ),
+        (
+            "dual-stack",
+            json!({"isGateway": true, "ipam": {"subnet": null, "ranges": [[{"subnet": "192.168.100.0/24"}], [{"subnet": "fd00:100::/64"}]]}}),
+        ),
+        (
+            "range",
+            json!({"ipam": {"rangeStart": "192.168.100.50", "rangeEnd": "192.168.100.60", "gateway": "192.168.100.254"}}),
+        ),
+        ("l2-only", json!({"ipam": {}})),
+        (
+            "mac",
+            json!({"args": {"cni": {"mac": "0a:58:c0:a8:64:99"}}}),
+        ),
+    ];
+    for v in DIFF_VERSIONS {
+        for (name, extra) in &variants {
+            let mut seen = Vec::new();
+            for imp in [Impl::Reference, Impl::Ours] {
+                let env = Env::new();
+                let conf = env.seed_conf(v, extra.clone());
+                let out = env.run(imp, "bridge", "ADD", "ctr1", "net1", &conf);
+                assert!(out.ok, "{imp:?} {v} {name}: {} {}", out.stdout, out.stderr);
+                let result = normalise(&out.json());
+                let state = bridge_state(&env, "multus-bridge", "net1");
+                let files = env.allocations("multus-br");
+                let d = env.run(imp, "bridge", "DEL", "ctr1", "net1", &conf);
+                assert!(d.ok, "{imp:?} {v} {name} DEL: {}", d.stdout);
+                let gone = eventually(Duration::from_secs(5), || {
+                    env.node_links() == ["lo", "multus-bridge"]
+                });
+                let after = (gone, env.allocations("multus-br"), env.pod.has_link("net1"));
+                seen.push((result, state, files, after));
+            }
+            let (theirs, ours) = (&seen[0], &seen[1]);
+            assert_eq!(ours.0, theirs.0, "{v} {name}: result differs");
+            assert_eq!(ours.1, theirs.1, "{v} {name}: state differs");
+            assert_eq!(ours.2, theirs.2, "{v} {name}: host-local files differ");
+            assert_eq!(ours.3, theirs.3, "{v} {name}: state after DEL differs");
+        }
+    }
+}
+
+#[test]
+fn mixed_use_with_reference_host_local() {
+    if !require_root("mixed_use_with_reference_host_local")
+        || oxivirt_testkit::reference_plugins().is_none()
+    {
+        eprintln!(
+            "SKIP mixed_use_with_reference_host_local: needs root and containernetworking-plugins"
+        );
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf("1.0.0", json!({}));
+    // Reference allocates, ours continues round-robin, then each releases the other's.
+    let a = env.run(Impl::Reference, "bridge", "ADD", "ref1", "net1", &conf);
+    assert!(a.ok, "{}", a.stdout);
+    let b = env.run(Impl::Ours, "bridge", "ADD", "our1", "net2", &conf);
+    assert!(b.ok, "{}", b.stdout);
+    assert_eq!(b.json()["ips"][0]["address"], "192.168.100.3/24");
+    let c = env.run(Impl::Reference, "bridge", "ADD", "ref2", "net3", &conf);
+    assert_eq!(c.json()["ips"][0]["address"], "192.168.100.4/24");
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "ref1", "net1", &conf),
+        "call",
+    );
+    must(
+        env.run(Impl::Reference, "bridge", "DEL", "our1", "net2", &conf),
+        "call",
+    );
+    assert_eq!(env.allocations("multus-br"), vec!["192.168.100.4"]);
+    let d = env.run(Impl::Ours, "bridge", "ADD", "our2", "net4", &conf);
+    assert_eq!(d.json()["ips"][0]["address"], "192.168.100.5/24");
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "ref2", "net3", &conf),
+        "call",
+    );
+    must(
+        env.run(Impl::Reference, "bridge", "DEL", "our2", "net4", &conf),
+        "call",
+    );
+    assert!(env.allocations("multus-br").is_empty());
+}
+
+#[test]
+fn failed_add_leaves_nothing_behind() {
+    if !require_root("failed_add_leaves_nothing_behind") {
+        return;
+    }
+    // 1. Pool exhausted: the only address is taken.
+    let env = Env::new();
+    let conf = env.seed_conf(
+        "1.0.0",
+        json!({"ipam": {"rangeStart": "192.168.100.10", "rangeEnd": "192.168.100.10"}}),
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "first", "net1", &conf),
+        "call",
+    );
+    let before = env.node_links();
+    let out = env.run(Impl::Ours, "bridge", "ADD", "second", "net2", &conf);
+    assert!(!out.ok);
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no IP addresses available"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        env.node_links(),
+        before,
+        "veth left behind after IPAM failure"
+    );
+    assert!(!env.pod.has_link("net2"));
+    assert_eq!(env.allocations("multus-br"), vec!["192.168.100.10"]);
+
+    // 2. Interface name taken in the container.
+    let env = Env::new();
+    env.pod.sh(&[
+        "ip", "link", "add", "net1", "type", "veth", "peer", "name", "other",
+    ]);
+    let conf = env.seed_conf("1.0.0", json!({}));
+    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
+    assert!(!out.ok);
+    assert!(
+        out.json()["msg"].as_str().unwrap_or("").contains("net1"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.node_links(), vec!["lo"], "nothing may be created");
+    assert!(env.allocations("multus-br").is_empty());
+
+    // 3. Netns gone: code 3, nothing created.
+    let env = Env::new();
+    let conf = env.seed_conf("1.0.0", json!({}));
+    let gone = std::path::PathBuf::from("/run/netns/oxivirt-does-not-exist");
+    let bin = common::our_dir().join("bridge");
+    let cni_path = common::our_dir().display().to_string();
+    let out = oxivirt_testkit::run_cni(
+        &oxivirt_testkit::CniCall {
+            plugin: &bin,
+            command: "ADD",
+            container_id: "c1",
+            netns: Some(&gone),
+            ifname: "net1",
+            args: "",
+            cni_path: &cni_path,
+            node: Some(&env.node),
+            extra_env: vec![],
+        },
+        &conf.to_string(),
+    );
+    assert_eq!(out.code(), 3, "{}", out.stdout);
+    assert_eq!(env.node_links(), vec!["lo"]);
+    assert!(env.allocations("multus-br").is_empty());
+
+    // 4. Gateway address conflict on the bridge (after IPAM ran): IP released, veth gone.
+    let env = Env::new();
+    env.node
+        .sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"]);
+    env.node
+        .sh(&["ip", "addr", "add", "10.9.9.1/24", "dev", "multus-bridge"]);
+    let conf = env.seed_conf("1.0.0", json!({"isGateway": true}));
+    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
+    assert!(!out.ok);
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already has an IP address"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.node_links(), vec!["lo", "multus-bridge"]);
+    assert!(!env.pod.has_link("net1"));
+    assert!(env.allocations("multus-br").is_empty());
+    // forceAddress replaces it.
+    let conf = env.seed_conf("1.0.0", json!({"isGateway": true, "forceAddress": true}));
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf),
+        "call",
+    );
+    let br = &env.node.ip_json(&["addr", "show", "dev", "multus-bridge"])[0];
+    let addrs: Vec<&str> = br["addr_info"]
+        .as_array()
+        .expect("a")
+        .iter()
+        .filter_map(|a| a["local"].as_str())
+        .collect();
+    assert!(
+        addrs.contains(&"192.168.100.1") && !addrs.contains(&"10.9.9.1"),
+        "{addrs:?}"
+    );
+}
+
+#[test]
+fn del_is_idempotent_and_releases_without_netns() {
+    if !require_root("del_is_idempotent_and_releases_without_netns") {
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf("1.0.0", json!({}));
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf),
+        "call",
+    );
+    // The interface vanished (the runtime tore the netns down) : DEL still frees the IP.
+    env.pod.sh(&["ip", "link", "del", "net1"]);
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf),
+        "call",
+    );
+    assert!(env.allocations("multus-br").is_empty());
+    // DEL of something never added.
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "never", "net1", &conf),
+        "call",
+    );
+}
+
+#[test]
+fn ip_masq_and_macspoofchk_rules_come_and_go() {
+    if !require_root("ip_masq_and_macspoofchk_rules_come_and_go") {
+        return;
+    }
+    if oxivirt_testkit::which("nft").is_none() {
+        eprintln!("SKIP ip_masq_and_macspoofchk_rules_come_and_go: nft not installed");
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf(
+        "1.0.0",
+        json!({"isGateway": true, "ipMasq": true, "macspoofchk": true}),
+    );
+    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
+    assert!(out.ok, "{}", out.stdout);
+    let mac = out.json()["interfaces"][2]["mac"]
+        .as_str()
+        .expect("mac")
+        .to_string();
+    let rules = env.node.sh(&["nft", "list", "ruleset"]);
+    assert!(
+        rules.contains("ip saddr 192.168.100.2 ip daddr != 192.168.100.0/24"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("masquerade comment \"oxivirt:multus-br:c1:net1\""),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(&format!("ether saddr != {mac} drop")),
+        "{rules}"
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf),
+        "call",
+    );
+    let rules = env.node.sh(&["nft", "list", "ruleset"]);
+    assert!(!rules.contains("oxivirt:multus-br:c1:net1"), "{rules}");
+}
+
+#[test]
+fn gc_and_status() {
+    if !require_root("gc_and_status") {
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf("1.1.0", json!({"ipMasq": true, "ipam": {"rangeStart": "192.168.100.10", "rangeEnd": "192.168.100.12"}}));
+    for (id, ifn) in [("a", "net1"), ("b", "net2"), ("c", "net3")] {
+        must(env.run(Impl::Ours, "bridge", "ADD", id, ifn, &conf), "call");
+    }
+    // Pool full: STATUS says not available (50).
+    let st = env.run(Impl::Ours, "bridge", "STATUS", "", "", &conf);
+    assert_eq!(st.code(), 50, "{}", st.stdout);
+    // GC with only "b" valid releases a and c (addresses and masquerade rules).
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "b", "ifname": "net2"}]);
+    let out = env.run(Impl::Ours, "bridge", "GC", "", "", &gc);
+    assert!(out.ok, "{}", out.stdout);
+    assert_eq!(env.allocations("multus-br"), vec!["192.168.100.11"]);
+    let rules = env.node.sh(&["nft", "list", "ruleset"]);
+    assert!(
+        rules.contains("oxivirt:multus-br:b:net2") && !rules.contains("oxivirt:multus-br:a:net1"),
+        "{rules}"
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "STATUS", "", "", &conf),
+        "call",
+    );
+}
+
+#[test]
+fn port_options_and_l2() {
+    if !require_root("port_options_and_l2") {
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf(
+        "1.0.0",
+        json!({"portIsolation": true, "hairpinMode": true, "ipam": {}}),
+    );
+    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
+    assert!(out.ok, "{}", out.stdout);
+    assert!(out.json().get("ips").is_none());
+    let ports = env
+        .node
+        .ip_json(&["-d", "link", "show", "master", "multus-bridge"]);
+    let s = &ports[0]["linkinfo"]["info_slave_data"];
+    assert_eq!(s["isolated"], true, "{ports}");
+    assert_eq!(s["hairpin"], true, "{ports}");
+    let l = &env.pod.ip_json(&["link", "show", "dev", "net1"])[0];
+    assert_eq!(l["operstate"], "UP");
+    // disableContainerInterface leaves it down, and refuses IPAM.
+    let conf = env.seed_conf(
+        "1.0.0",
+        json!({"disableContainerInterface": true, "ipam": {}}),
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "c2", "net2", &conf),
+        "call",
+    );
+    let l = &env.pod.ip_json(&["link", "show", "dev", "net2"])[0];
+    assert!(
+        !l["flags"]
+            .as_array()
+            .expect("flags")
+            .iter()
+            .any(|f| f == "UP"),
+        "{l}"
+    );
+    let conf = env.seed_conf("1.0.0", json!({"disableContainerInterface": true}));
+    assert_eq!(
+        env.run(Impl::Ours, "bridge", "ADD", "c3", "net3", &conf)
+            .code(),
+        7
+    );
+}
+
+/// Bridge VLAN filtering is implemented; whether this kernel has it decides if it runs.
+#[test]
+fn vlan_access_and_trunk() {
+    if !require_root("vlan_access_and_trunk") {
+        return;
+    }
+    let probe = oxivirt_testkit::TestNs::new("oxv");
+    let ok = probe
+        .exec(&[
+            "ip",
+            "link",
+            "add",
+            "b0",
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ])
+        .status
+        .success();
+    if !ok {
+        eprintln!("SKIP vlan_access_and_trunk: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)");
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf("1.0.0", json!({"vlan": 100, "preserveDefaultVlan": false}));
+    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
+    assert!(out.ok, "{}", out.stdout);
+    let vlans = env.node.sh(&["bridge", "vlan", "show"]);
+    assert!(vlans.contains("100 PVID Egress Untagged"), "{vlans}");
+    let conf = env.seed_conf(
+        "1.0.0",
+        json!({"vlanTrunk": [{"id": 5}, {"minID": 10, "maxID": 12}]}),
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "c2", "net2", &conf),
+        "call",
+    );
+    let vlans = env.node.sh(&["bridge", "vlan", "show"]);
+    for v in ["5", "10", "11", "12"] {
+        assert!(
+            vlans.lines().any(|l| l.split_whitespace().any(|w| w == v)),
+            "{v}: {vlans}"
+        );
+    }
+}
+
+/// DEL frees the interface name at once and the kernel deletes the pair in the background;
+/// an immediate re-ADD with the same name works.
+#[test]
+fn del_frees_the_name_at_once_and_the_pair_goes() {
+    if !require_root("del_frees_the_name_at_once_and_the_pair_goes") {
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf("1.0.0", json!({}));
+    for round in 0..3 {
+        let out = must(
+            env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf),
+            "ADD",
+        );
+        let veth = out.json()["interfaces"][1]["name"]
+            .as_str()
+            .expect("veth")
+            .to_string();
+        must(
+            env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf),
+            "DEL",
+        );
+        assert!(
+            !env.pod.has_link("net1"),
+            "round {round}: net1 still there after DEL"
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || !env.node.has_link(&veth)
+                && common::links(&env.pod) == ["lo"]),
+            "round {round}: retired pair not deleted: {:?}",
+            common::links(&env.pod)
+        );
+    }
+    // Back to back, without waiting for the kernel: the name is free.
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "c2", "net1", &conf),
+        "ADD",
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "DEL", "c2", "net1", &conf),
+        "DEL",
+    );
+    must(
+        env.run(Impl::Ours, "bridge", "ADD", "c3", "net1", &conf),
+        "re-ADD right after DEL",
+    );
+    assert_eq!(env.allocations("multus-br").len(), 1);
+}
+
+/// An IPAM type we do not implement in-process is exec'd from CNI_PATH with the CNI
+/// environment (here the reference host-local under another name).
+#[test]
+fn delegates_to_an_exec_ipam_plugin() {
+    if !require_root("delegates_to_an_exec_ipam_plugin") {
+        return;
+    }
+    let Some(reference) = oxivirt_testkit::reference_plugins() else {
+        eprintln!(
+            "SKIP delegates_to_an_exec_ipam_plugin: containernetworking-plugins not installed"
+        );
+        return;
+    };
+    let env = Env::new();
+    let bin = tempfile::tempdir().expect("bin");
+    std::os::unix::fs::symlink(common::our_bin(), bin.path().join("bridge")).expect("link");
+    std::os::unix::fs::symlink(
+        reference.join("host-local"),
+        bin.path().join("third-party-ipam"),
+    )
+    .expect("link");
+    let conf = env.seed_conf("1.0.0", json!({"ipam": {"type": "third-party-ipam"}}));
+    let cni_path = bin.path().display().to_string();
+    let plugin = bin.path().join("bridge");
+    let netns = env.pod.path();
+    let call = |cmd: &'static str| {
+        oxivirt_testkit::run_cni(
+            &oxivirt_testkit::CniCall {
+                plugin: &plugin,
+                command: cmd,
+                container_id: "x1",
+                netns: Some(&netns),
+                ifname: "net1",
+                args: "",
+                cni_path: &cni_path,
+                node: Some(&env.node),
+                extra_env: vec![],
+            },
+            &conf.to_string(),
+        )
+    };
+    let out = must(call("ADD"), "ADD via exec'd IPAM");
+    assert_eq!(out.json()["ips"][0]["address"], "192.168.100.2/24");
+    assert_eq!(env.allocations("multus-br"), vec!["192.168.100.2"]);
+    must(call("DEL"), "DEL via exec'd IPAM");
+    assert!(env.allocations("multus-br").is_empty());
+}
+
+/// The container MAC comes from CNI_ARGS, args.cni or runtimeConfig; later ones win.
+#[test]
+fn mac_sources_and_precedence() {
+    if !require_root("mac_sources_and_precedence") {
+        return;
+    }
+    let env = Env::new();
+    let cases = [
+        (
+            json!({"runtimeConfig": {"mac": "0a:58:00:00:00:03"}, "args": {"cni": {"mac": "0a:58:00:00:00:02"}}}),
+            "0a:58:00:00:00:03",
+        ),
+        (
+            json!({"args": {"cni": {"mac": "0a:58:00:00:00:02"}}}),
+            "0a:58:00:00:00:02",
+        ),
+    ];
+    for (i, (extra, want)) in cases.iter().enumerate() {
+        let conf = env.seed_conf("1.0.0", extra.clone());
+        let ifname = format!("net{i}");
+        let out = must(
+            env.run(
+                Impl::Ours,
+                "bridge",
+                "ADD",
+                &format!("m{i}"),
+                &ifname,
+                &conf,
+            ),
+            "ADD",
+        );
+        assert_eq!(out.json()["interfaces"][2]["mac"], *want);
+        let link = &env.pod.ip_json(&["link", "show", "dev", &ifname])[0];
+        assert_eq!(link["address"], *want);
+    }
+}
+
+/// A link with the bridge's name that is not a bridge is refused, and nothing is left.
+#[test]
+fn existing_non_bridge_is_refused() {
+    if !require_root("existing_non_bridge_is_refused") {
+        return;
+    }
+    let env = Env::new();
+    env.node.sh(&[
+        "ip",
+        "link",
+        "add",
+        "multus-bridge",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "mbpeer",
+    ]);
+    refused_as_not_a_bridge(&env, &["lo", "mbpeer", "multus-bridge"]);
+}
+
+/// A master that takes ports but is no bridge (a bond): the veth joins it in the creating
+/// request, the check after it refuses the ADD and rolls everything back.
+#[test]
+fn existing_bond_is_refused_after_the_veth_joined() {
+    if !require_root("existing_bond_is_refused_after_the_veth_joined") {
+        return;
+    }
+    let env = Env::new();
+    let made = env
+        .node
+        .exec(&["ip", "link", "add", "multus-bridge", "type", "bond"]);
+    if !made.status.success() {
+        eprintln!(
+            "SKIP existing_bond_is_refused_after_the_veth_joined: this kernel cannot make a bond ({})",
+            String::from_utf8_lossy(&made.stderr).trim()
+        );
+        return;
+    }
+    refused_as_not_a_bridge(&env, &["lo", "multus-bridge"]);
+}
+
+/// ADD onto a `multus-bridge` that is not a bridge fails with code 7 and leaves the node
+/// with just `node_links`, the pod with nothing and the store empty.
+fn refused_as_not_a_bridge(env: &Env, node_links: &[&str]) {
+    let conf = env.seed_conf("1.0.0", json!({}));
+    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
+    assert_eq!(out.code(), 7, "{}", out.stdout);
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is not a bridge"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || env.node_links() == node_links),
+        "{:?}",
+        env.node_links()
+    );
+    assert_eq!(common::links(&env.pod), vec!["lo"]);
+    assert!(env.allocations("multus-br").is_empty());
+}
+
+/// 64 bridge ADDs in parallel on one network, each into its own pod namespace: distinct
+/// addresses, 64 ports on the bridge, and 64 parallel DELs leave nothing.
+#[test]
+fn sixty_four_parallel_bridge_adds() {
+    if !require_root("sixty_four_parallel_bridge_adds") {
+        return;
+    }
+    let env = Env::new();
+    let conf = env.seed_conf("1.0.0", json!({}));
+    let pods: Vec<oxivirt_testkit::TestNs> = (0..64)
+        .map(|_| oxivirt_testkit::TestNs::new("oxq"))
+        .collect();
+    let bin = common::our_dir().join("bridge");
+    let cni_path = common::our_dir().display().to_string();
+    let call = |cmd: &'static str, i: usize| {
+        let netns = pods[i].path();
+        oxivirt_testkit::run_cni(
+            &oxivirt_testkit::CniCall {
+                plugin: &bin,
+                command: cmd,
+                container_id: &format!("par{i}"),
+                netns: Some(&netns),
+                ifname: "net1",
+                args: "",
+                cni_path: &cni_path,
+                node: Some(&env.node),
+                extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", env.index_dir())],
+            },
+            &conf.to_string(),
+        )
+    };
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..64).map(|i| s.spawn(move || call("ADD", i))).collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let mut ips: Vec<String> = outs
+        .iter()
+        .map(|o| {
+            assert!(o.ok, "{} {}", o.stdout, o.stderr);
+            o.json()["ips"][0]["address"]
+                .as_str()
+                .expect("address")
+                .to_string()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 64, "an address was handed out twice");
+    assert_eq!(env.allocations("multus-br").len(), 64);
+    let ports = env
+        .node
+        .ip_json(&["link", "show", "master", "multus-bridge"]);
+    assert_eq!(ports.as_array().map(Vec::len), Some(64));
+    std::thread::scope(|s| {
+        for i in 0..64 {
+            s.spawn(move || assert!(call("DEL", i).ok));
+        }
+    });
+    assert!(env.allocations("multus-br").is_empty());
+    assert!(
+        eventually(Duration::from_secs(10), || env.node_links()
+            == ["lo", "multus-bridge"]),
+        "{:?}",
+        env.node_links()
+    );
+}
+
+/// `enabledad` turns duplicate address detection on for the container interface (off by
+/// default, as the reference), and IPv6 addresses then go through DAD.
+#[test]
+fn enabledad_sets_the_container_sysctls() {
+    if !require_root("enabledad_sets_the_container_sysctls") {
+        return;
+    }
+    let env = Env::new();
+    let sysctl = |ns: &oxivirt_testkit::TestNs, k: &str| {
+        ns.sh(&["cat", &format!("/proc/sys/{k}")])
+            .trim()
+            .to_string()
+    };
+    let v6 = json!({"ipam": {"subnet": null, "ranges": [[{"subnet": "fd00:100::/64"}]]}});
+    let mut off = v6.clone();
+    off["enabledad"] = json!(false);
+    must(
+        env.run(
+            Impl::Ours,
+            "bridge",
+            "ADD",
+            "d0",
+            "net0",
+            &env.seed_conf("1.0.0", off),
+        ),
+        "ADD",
+    );
+    assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net0/accept_dad"), "0");
+    let mut on = v6;
+    on["enabledad"] = json!(true);
+    must(
+        env.run(
+            Impl::Ours,
+            "bridge",
+            "ADD",
+            "d1",
+            "net1",
+            &env.seed_conf("1.0.0", on),
+        ),
+        "ADD",
+    );
+    assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net1/accept_dad"), "1");
+    assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net1/enhanced_dad"), "1");
+    assert_eq!(sysctl(&env.pod, "net/ipv4/conf/net1/arp_notify"), "1");
+    // Without DAD the address is usable at once; with it, it starts tentative.
+    let flags = |dev: &str| {
+        env.pod
+            .sh(&["ip", "-6", "addr", "show", "dev", dev, "scope", "global"])
+    };
+    assert!(!flags("net0").contains("tentative"), "{}", flags("net0"));
+    // DAD takes about a second; the address is checked a few milliseconds after ADD.
+    assert!(flags("net1").contains("tentative"), "{}", flags("net1"));
+}

@@ -1,0 +1,637 @@
+//! The Multus-compatible meta plugin in real namespaces: a pod with the cluster network
+//! plus two secondary networks (our bridge + host-local with the seed's multus-br, and
+//! Debian's reference macvlan as a third-party delegate), objects from the directory
+//! store (the embedded store's stand-in).
+
+use oxivirt_testkit::cni_env as common;
+
+use oxivirt_testkit::{eventually, require_root, run_cni, CniCall, CniOutput, TestNs};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Pod {
+    node: TestNs,
+    pod: TestNs,
+    root: tempfile::TempDir,
+}
+
+impl Pod {
+    fn new() -> Option<Self> {
+        let reference = oxivirt_testkit::reference_plugins()?;
+        let p = Pod {
+            node: TestNs::new("oxmn"),
+            pod: TestNs::new("oxmp"),
+            root: tempfile::tempdir().expect("tmp"),
+        };
+        let bin = p.bin();
+        std::fs::create_dir_all(&bin).expect("bin");
+        for name in ["bridge", "host-local", "static"] {
+            std::os::unix::fs::symlink(common::our_bin(), bin.join(name)).expect("link");
+        }
+        std::os::unix::fs::symlink(common::our_multus_bin(), bin.join("multus")).expect("link");
+        // A third-party delegate: the reference macvlan.
+        std::os::unix::fs::symlink(reference.join("macvlan"), bin.join("macvlan")).expect("link");
+        p.node.sh(&[
+            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+        ]);
+        p.node.sh(&["ip", "link", "set", "uplink0", "up"]);
+        let data = p.path("ipam");
+        std::fs::create_dir_all(p.path("net.d")).expect("conf dir");
+        std::fs::write(
+            p.path("net.d/10-cluster.conf"),
+            json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0", "isDefaultGateway": true,
+                   "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": data}})
+            .to_string(),
+        )
+        .expect("cluster conf");
+        let store = oxivirt_multus_core::source::DirSource::new(p.path("store"));
+        std::fs::create_dir_all(p.path("store")).expect("store");
+        store
+            .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "multus-br", "namespace": "default"},
+                "spec": {"config": json!({"cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge",
+                    "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": data}}).to_string()}}))
+            .expect("nad");
+        store
+            .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "macvlan-net", "namespace": "default"},
+                "spec": {"config": json!({"cniVersion": "0.4.0", "type": "macvlan", "master": "uplink0", "mode": "bridge",
+                    "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "dataDir": data}}).to_string()}}))
+            .expect("nad");
+        Some(p)
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.root.path().join(rel).display().to_string()
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.root.path().join("bin")
+    }
+
+    fn put_pod(&self, networks: &str) {
+        let store = oxivirt_multus_core::source::DirSource::new(self.path("store"));
+        store
+            .put(&json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "virt-launcher-testvm-2", "namespace": "default", "uid": "uid-1",
+                             "annotations": {"k8s.v1.cni.cncf.io/networks": networks}}}))
+            .expect("pod");
+    }
+
+    fn conf(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
+               "clusterNetwork": "cluster", "confDir": self.path("net.d"), "cniDir": self.path("cache"),
+               "binDir": self.bin().display().to_string(), "oxivirtStore": self.path("store")})
+    }
+
+    fn run(&self, cmd: &str, conf: &Value) -> CniOutput {
+        self.run_env(cmd, conf, vec![])
+    }
+
+    fn run_env(&self, cmd: &str, conf: &Value, mut env: Vec<(&'static str, String)>) -> CniOutput {
+        let bin = self.bin().join("multus");
+        let netns = self.pod.path();
+        let path = self.bin().display().to_string();
+        run_cni(
+            &CniCall {
+                plugin: &bin,
+                command: cmd,
+                container_id: "c0ffee",
+                netns: Some(&netns),
+                ifname: "eth0",
+                args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1",
+                cni_path: &path,
+                node: Some(&self.node),
+                extra_env: {
+                    env.push(("OXIVIRT_IPAM_INDEX_DIR", self.path("index")));
+                    env
+                },
+            },
+            &conf.to_string(),
+        )
+    }
+
+    /// The state of a mocked API service holding this pod and the multus-br NAD.
+    fn mock_api(
+        &self,
+        token: &str,
+    ) -> std::sync::Arc<std::sync::Mutex<oxivirt_testkit::mock_kube::State>> {
+        let mut s = oxivirt_testkit::mock_kube::State {
+            token: token.into(),
+            ..Default::default()
+        };
+        let nad = std::fs::read_to_string(
+            self.path("store/network-attachment-definitions/default/multus-br.json"),
+        )
+        .expect("nad");
+        s.objects.insert(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/multus-br"
+                .into(),
+            serde_json::from_str(&nad).expect("json"),
+        );
+        s.objects.insert(
+            "/api/v1/namespaces/default/pods/virt-launcher-testvm-2".into(),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "virt-launcher-testvm-2", "namespace": "default",
+                "uid": "uid-1", "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}}),
+        );
+        std::sync::Arc::new(std::sync::Mutex::new(s))
+    }
+
+    fn allocations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for net in ["cluster", "multus-br", "macvlan-net"] {
+            if let Ok(rd) = std::fs::read_dir(Path::new(&self.path("ipam")).join(net)) {
+                out.extend(
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.parse::<std::net::IpAddr>().is_ok()),
+                );
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn status(&self) -> Value {
+        let text =
+            std::fs::read_to_string(self.path("store/pods/default/virt-launcher-testvm-2.json"))
+                .expect("pod");
+        let pod: Value = serde_json::from_str(&text).expect("json");
+        let s = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+            .as_str()
+            .unwrap_or("[]")
+            .to_string();
+        serde_json::from_str(&s).expect("status json")
+    }
+}
+
+#[test]
+fn pod_with_cluster_network_and_two_secondaries() {
+    if !require_root("pod_with_cluster_network_and_two_secondaries") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP pod_with_cluster_network_and_two_secondaries: containernetworking-plugins not installed");
+        return;
+    };
+    p.put_pod("multus-br, default/macvlan-net@ext1");
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    // The runtime gets the cluster network's result, in its version.
+    let r = out.json();
+    assert_eq!(r["cniVersion"], "1.0.0");
+    assert_eq!(r["ips"][0]["address"], "10.244.0.2/24");
+    // Every network is in the pod.
+    let addr = |dev: &str| -> Vec<String> {
+        let v = p.pod.ip_json(&["-4", "addr", "show", "dev", dev]);
+        v[0]["addr_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["local"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(addr("eth0"), ["10.244.0.2"]);
+    assert_eq!(addr("net1"), ["192.168.100.2"]);
+    assert_eq!(addr("ext1"), ["10.10.0.2"]);
+    let ext1 = &p.pod.ip_json(&["-d", "link", "show", "dev", "ext1"])[0];
+    assert_eq!(ext1["linkinfo"]["info_kind"], "macvlan");
+    // network-status, in Multus's format.
+    let st = p.status();
+    let names: Vec<&str> = st
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["cluster", "default/multus-br", "default/macvlan-net"]
+    );
+    assert_eq!(st[0]["interface"], "eth0");
+    assert_eq!(st[0]["default"], true);
+    assert_eq!(st[1]["interface"], "net1");
+    assert_eq!(st[1]["ips"], json!(["192.168.100.2"]));
+    assert_eq!(st[2]["interface"], "ext1");
+    assert!(st[1]["mac"].as_str().is_some_and(|m| m.len() == 17));
+    // The cache is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.path("cache/c0ffee"))
+        .expect("cache")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // CHECK runs every delegate.
+    let out = p.run("CHECK", &p.conf());
+    assert!(out.ok, "CHECK: {} {}", out.stdout, out.stderr);
+
+    // DEL with the store gone: everything is released from the cache.
+    std::fs::rename(p.path("store"), p.path("store-away")).expect("hide store");
+    let out = p.run("DEL", &p.conf());
+    assert!(out.ok, "DEL: {} {}", out.stdout, out.stderr);
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    assert!(
+        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
+        "{:?}",
+        common::links(&p.pod)
+    );
+    assert!(!Path::new(&p.path("cache/c0ffee")).exists());
+}
+
+#[test]
+fn failing_delegate_rolls_back_the_others() {
+    if !require_root("failing_delegate_rolls_back_the_others") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP failing_delegate_rolls_back_the_others: containernetworking-plugins not installed");
+        return;
+    };
+    let store = oxivirt_multus_core::source::DirSource::new(p.path("store"));
+    store
+        .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "broken", "namespace": "default"},
+            "spec": {"config": json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "no-such-master",
+                "ipam": {"type": "host-local", "subnet": "10.11.0.0/24", "dataDir": p.path("ipam")}}).to_string()}}))
+        .expect("nad");
+    p.put_pod("multus-br, broken");
+    let mut conf = p.conf();
+    conf["logFile"] = json!(p.path("multus.log"));
+    let out = p.run("ADD", &conf);
+    assert!(!out.ok);
+    let msg = out.json()["msg"].as_str().unwrap_or("").to_string();
+    assert!(msg.contains("default/broken"), "{msg}");
+    let log = std::fs::read_to_string(p.path("multus.log")).expect("log file");
+    assert!(
+        log.contains("[error]") && log.contains("default/broken"),
+        "{log}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
+        "{:?}",
+        common::links(&p.pod)
+    );
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    assert!(!Path::new(&p.path("cache/c0ffee")).exists());
+}
+
+#[test]
+fn bad_annotations_and_nads_name_the_pod_and_network() {
+    if !require_root("bad_annotations_and_nads_name_the_pod_and_network") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP bad_annotations_and_nads_name_the_pod_and_network: containernetworking-plugins not installed");
+        return;
+    };
+    // The seed's NAD, verbatim (its quote is never closed).
+    let nad_dir = Path::new(&p.path("store")).join("network-attachment-definitions/default");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/seed/multus-bridge.yaml"
+        ),
+        nad_dir.join("seed-br.yaml"),
+    )
+    .expect("copy");
+    let cases = [
+        ("Bad_Name", "DNS-1123"),
+        ("multus-br@averyveryverylongname", "longer than 15"),
+        ("nosuchnet", "default/nosuchnet not found"),
+        ("seed-br", "unclosed quote"),
+        ("multus-br, multus-br@net1", "used twice"),
+    ];
+    for (ann, says) in cases {
+        p.put_pod(ann);
+        let out = p.run("ADD", &p.conf());
+        assert!(!out.ok, "{ann}");
+        let msg = out.json()["msg"].as_str().unwrap_or("").to_string();
+        assert!(msg.contains(says), "{ann}: {msg}");
+        // Every report names the pod; the seed's also the network, the file and the line.
+        assert!(msg.contains("virt-launcher-testvm-2"), "{ann}: {msg}");
+        if says == "unclosed quote" {
+            assert!(
+                msg.contains("default/seed-br")
+                    && msg.contains("seed-br.yaml")
+                    && msg.contains("line 6"),
+                "{ann}: {msg}"
+            );
+        }
+        assert_eq!(common::links(&p.pod), ["lo"], "{ann}");
+        assert!(p.allocations().is_empty(), "{ann}: {:?}", p.allocations());
+    }
+}
+
+#[test]
+fn gc_repairs_a_lost_del() {
+    if !require_root("gc_repairs_a_lost_del") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP gc_repairs_a_lost_del: containernetworking-plugins not installed");
+        return;
+    };
+    p.put_pod("multus-br");
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{}", out.stdout);
+    assert_eq!(p.allocations().len(), 2);
+    // The runtime forgot the container (DEL never came): GC with nothing valid, and the
+    // object store gone too: everything GC needs is in the cache.
+    std::fs::rename(p.path("store"), p.path("store-away")).expect("hide store");
+    let mut gc = p.conf();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let out = p.run("GC", &gc);
+    assert!(out.ok, "GC: {} {}", out.stdout, out.stderr);
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    assert!(!Path::new(&p.path("cache/c0ffee")).exists());
+}
+
+#[test]
+fn readiness_gate_and_del_from_the_store_without_cache() {
+    if !require_root("readiness_gate_and_del_from_the_store_without_cache") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP readiness_gate_and_del_from_the_store_without_cache: containernetworking-plugins not installed");
+        return;
+    };
+    p.put_pod("multus-br");
+    let mut conf = p.conf();
+    conf["readinessindicatorfile"] = json!(p.path("ready"));
+    let out = p.run("ADD", &conf);
+    assert_eq!(
+        out.code(),
+        11,
+        "not ready yet must be 'try again later': {}",
+        out.stdout
+    );
+    assert_eq!(common::links(&p.pod), ["lo"]);
+    std::fs::write(p.path("ready"), "").expect("ready");
+    let out = p.run("ADD", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert_eq!(p.allocations().len(), 2);
+    // The cache is lost; DEL rebuilds the delegate list from the pod in the store.
+    std::fs::remove_file(p.path("cache/c0ffee")).expect("drop cache");
+    let out = p.run("DEL", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    assert!(
+        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
+        "{:?}",
+        common::links(&p.pod)
+    );
+}
+
+/// `default-route` moves the pod's default route to the selected network.
+#[test]
+fn default_route_moves_to_the_selected_network() {
+    if !require_root("default_route_moves_to_the_selected_network") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP default_route_moves_to_the_selected_network: containernetworking-plugins not installed");
+        return;
+    };
+    // Without it, the cluster network (isDefaultGateway) carries the default route.
+    p.put_pod("multus-br");
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{}", out.stdout);
+    let default_via = |p: &Pod| -> Vec<(String, String)> {
+        p.pod
+            .ip_json(&["-4", "route", "show", "default"])
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r["gateway"].as_str().unwrap_or("").to_string(),
+                            r["dev"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        default_via(&p),
+        [("10.244.0.1".to_string(), "eth0".to_string())]
+    );
+    assert!(p.run("DEL", &p.conf()).ok);
+
+    p.put_pod(r#"[{"name": "multus-br", "default-route": ["192.168.100.1"]}]"#);
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert_eq!(
+        default_via(&p),
+        [("192.168.100.1".to_string(), "net1".to_string())]
+    );
+    // The cluster result handed back no longer claims the default route.
+    let routes = out.json()["routes"].clone();
+    assert!(
+        !routes
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["dst"] == "0.0.0.0/0")),
+        "{routes}"
+    );
+    let st = p.status();
+    assert_eq!(st[1]["gateway"], json!(["192.168.100.1"]));
+    assert!(st[0].get("gateway").is_none(), "{st}");
+    assert!(p.run("DEL", &p.conf()).ok);
+    assert!(p.allocations().is_empty());
+}
+
+/// The same pod through the Kubernetes backend, against the mocked API service.
+#[test]
+fn kubernetes_backend_against_a_mocked_api_service() {
+    if !require_root("kubernetes_backend_against_a_mocked_api_service") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP kubernetes_backend_against_a_mocked_api_service: containernetworking-plugins not installed");
+        return;
+    };
+    let state = p.mock_api("tok-1");
+    let port = oxivirt_testkit::mock_kube::start(state.clone(), &p.node.path());
+    std::fs::write(p.path("token"), "tok-1\n").expect("token");
+    std::fs::write(
+        p.path("kubeconfig"),
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: mock\nclusters:\n- name: mock\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: plugin\nusers:\n- name: plugin\n  user:\n    tokenFile: token\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let mut conf = p.conf();
+    conf.as_object_mut().expect("obj").remove("oxivirtStore");
+    conf["kubeconfig"] = json!(p.path("kubeconfig"));
+    let out = p.run("ADD", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
+    {
+        let s = state.lock().expect("lock");
+        assert!(
+            s.requests.iter().all(|(_, _, auth)| auth == "Bearer tok-1"),
+            "{:?}",
+            s.requests
+        );
+        let status = s.patches.last().expect("a PATCH")["metadata"]["annotations"]
+            ["k8s.v1.cni.cncf.io/network-status"]
+            .as_str()
+            .expect("status")
+            .to_string();
+        let st: Value = serde_json::from_str(&status).expect("status json");
+        assert_eq!(st[1]["name"], "default/multus-br");
+        assert_eq!(st[1]["interface"], "net1");
+    }
+    // The token is rotated: the next call reads the new one, no restart involved.
+    state.lock().expect("lock").token = "tok-2".into();
+    std::fs::write(p.path("token"), "tok-2\n").expect("token");
+    let mut chk = conf.clone();
+    chk["cniVersion"] = json!("1.0.0");
+    assert!(p.run("CHECK", &chk).ok);
+    // GC and DEL are served from the cache: the API server is not asked at all.
+    let before = state.lock().expect("lock").requests.len();
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c0ffee", "ifname": "eth0"}]);
+    let out = p.run("GC", &gc);
+    assert!(out.ok, "GC: {} {}", out.stdout, out.stderr);
+    assert_eq!(p.allocations().len(), 2, "GC released a valid attachment");
+    assert_eq!(
+        state.lock().expect("lock").requests.len(),
+        before,
+        "GC talked to the API server"
+    );
+    let out = p.run("DEL", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert_eq!(
+        state.lock().expect("lock").requests.len(),
+        before,
+        "DEL talked to the API server"
+    );
+    assert!(p.allocations().is_empty());
+    // A second pod ADD after rotation uses the new token.
+    let out = p.run("ADD", &conf);
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    assert!(state
+        .lock()
+        .expect("lock")
+        .requests
+        .iter()
+        .skip(before)
+        .all(|(_, _, a)| a == "Bearer tok-2"));
+    assert!(p.run("DEL", &conf).ok);
+}
+
+/// A NAD holding a conflist: the chain runs with prevResult (our macvlan is not in the bin
+/// dir here, so the reference macvlan + reference tuning), and DEL runs it in reverse. A
+/// DEL that fails keeps the cache so a retry can finish.
+#[test]
+fn conflist_delegate_and_failed_del_keeps_the_cache() {
+    if !require_root("conflist_delegate_and_failed_del_keeps_the_cache") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP conflist_delegate_and_failed_del_keeps_the_cache: containernetworking-plugins not installed");
+        return;
+    };
+    let reference = oxivirt_testkit::reference_plugins().expect("reference");
+    std::os::unix::fs::symlink(reference.join("tuning"), p.bin().join("tuning")).expect("link");
+    let store = oxivirt_multus_core::source::DirSource::new(p.path("store"));
+    store
+        .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "tuned", "namespace": "default"},
+            "spec": {"config": json!({"cniVersion": "0.4.0", "name": "tuned", "plugins": [
+                {"type": "macvlan", "master": "uplink0", "ipam": {"type": "host-local", "subnet": "10.12.0.0/24", "dataDir": p.path("ipam")}},
+                {"type": "tuning", "mtu": 1400}
+            ]}).to_string()}}))
+        .expect("nad");
+    p.put_pod("tuned@ext0");
+    let out = p.run("ADD", &p.conf());
+    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    let l = &p.pod.ip_json(&["link", "show", "dev", "ext0"])[0];
+    assert_eq!(l["mtu"], 1400, "tuning ran after macvlan: {l}");
+    // Make the chain's DEL fail: the cache must survive for the retry.
+    std::fs::remove_file(p.bin().join("tuning")).expect("rm");
+    let out = p.run("DEL", &p.conf());
+    assert!(!out.ok, "DEL should report the missing plugin");
+    assert!(
+        Path::new(&p.path("cache/c0ffee")).exists(),
+        "cache dropped after a failed DEL"
+    );
+    std::os::unix::fs::symlink(reference.join("tuning"), p.bin().join("tuning")).expect("link");
+    let out = p.run("DEL", &p.conf());
+    assert!(out.ok, "retry: {} {}", out.stdout, out.stderr);
+    assert!(!Path::new(&p.path("cache/c0ffee")).exists());
+    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+}
+
+/// The Kubernetes backend over TLS (CA from the kubeconfig), and in-cluster (service
+/// account token and CA, KUBERNETES_SERVICE_HOST/PORT), against the mocked API service.
+#[test]
+fn kubernetes_backend_over_tls_and_in_cluster() {
+    if !require_root("kubernetes_backend_over_tls_and_in_cluster") {
+        return;
+    }
+    let Some(p) = Pod::new() else {
+        eprintln!("SKIP kubernetes_backend_over_tls_and_in_cluster: containernetworking-plugins not installed");
+        return;
+    };
+    use base64::Engine;
+    let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate();
+    let state = p.mock_api("sa-token");
+    let port = oxivirt_testkit::mock_kube::start_tls(state.clone(), &p.node.path(), &tls);
+    let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
+    std::fs::write(
+        p.path("kubeconfig"),
+        format!(
+            "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let mut conf = p.conf();
+    conf.as_object_mut().expect("obj").remove("oxivirtStore");
+    conf["kubeconfig"] = json!(p.path("kubeconfig"));
+    let out = p.run("ADD", &conf);
+    assert!(out.ok, "TLS: {} {}", out.stdout, out.stderr);
+    assert!(p.run("DEL", &conf).ok);
+    assert!(
+        !state.lock().expect("lock").patches.is_empty(),
+        "network-status was not written over TLS"
+    );
+
+    // A CA that did not sign the server's certificate is refused (ADD: try again later).
+    let other = oxivirt_testkit::mock_kube::TlsMaterial::generate();
+    let bad = std::fs::read_to_string(p.path("kubeconfig"))
+        .expect("kc")
+        .replace(
+            &ca64,
+            &base64::engine::general_purpose::STANDARD.encode(&other.ca_pem),
+        );
+    std::fs::write(p.path("kubeconfig-bad"), bad).expect("kc");
+    let mut bad_conf = conf.clone();
+    bad_conf["kubeconfig"] = json!(p.path("kubeconfig-bad"));
+    assert_eq!(p.run("ADD", &bad_conf).code(), 11);
+    assert_eq!(common::links(&p.pod), ["lo"]);
+
+    // In-cluster: no kubeconfig, the service account's token and CA.
+    let sa = p.path("serviceaccount");
+    std::fs::create_dir_all(&sa).expect("sa");
+    std::fs::write(format!("{sa}/token"), "sa-token").expect("token");
+    std::fs::write(format!("{sa}/ca.crt"), &tls.ca_pem).expect("ca");
+    conf.as_object_mut().expect("obj").remove("kubeconfig");
+    let env = vec![
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1".to_string()),
+        ("KUBERNETES_SERVICE_PORT", port.to_string()),
+        ("OXIVIRT_SERVICEACCOUNT_DIR", sa.clone()),
+    ];
+    let out = p.run_env("ADD", &conf, env.clone());
+    assert!(out.ok, "in-cluster: {} {}", out.stdout, out.stderr);
+    assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
+    assert!(p.run_env("DEL", &conf, env).ok);
+    assert!(p.allocations().is_empty());
+}
