@@ -1,6 +1,6 @@
 //! `CNI_ARGS`: `KEY=VALUE` pairs separated by `;`.
 
-use crate::error::CniError;
+use crate::error::Error;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniArgs {
@@ -8,16 +8,20 @@ pub struct CniArgs {
 }
 
 impl CniArgs {
-    pub fn parse(raw: &str) -> Result<Self, CniError> {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
         let mut pairs = Vec::new();
         for item in raw.split(';').filter(|s| !s.is_empty()) {
             let Some((k, v)) = item.split_once('=') else {
-                return Err(CniError::env(format!(
-                    "CNI_ARGS: invalid pair {item:?}: expected KEY=VALUE"
-                )));
+                return Err(Error::Env {
+                    var: "CNI_ARGS".into(),
+                    reason: format!("has an invalid pair {item:?}: expected KEY=VALUE"),
+                });
             };
             if k.is_empty() {
-                return Err(CniError::env(format!("CNI_ARGS: empty key in {item:?}")));
+                return Err(Error::Env {
+                    var: "CNI_ARGS".into(),
+                    reason: format!("has an empty key in {item:?}"),
+                });
             }
             pairs.push((k.to_string(), v.to_string()));
         }
@@ -42,16 +46,19 @@ impl CniArgs {
     }
 
     /// Refuses keys outside `known` unless `IgnoreUnknown` is set, like the reference plugins.
-    pub fn check_known(&self, known: &[&str]) -> Result<(), CniError> {
+    pub fn check_known(&self, known: &[&str]) -> Result<(), Error> {
         if self.ignore_unknown() {
             return Ok(());
         }
         for (k, _) in &self.pairs {
             if k != "IgnoreUnknown" && !known.contains(&k.as_str()) {
-                return Err(CniError::env(format!(
-                    "CNI_ARGS: unknown argument {k:?} (known: {}; set IgnoreUnknown=1 to allow)",
-                    known.join(", ")
-                )));
+                return Err(Error::Env {
+                    var: "CNI_ARGS".into(),
+                    reason: format!(
+                        "has an unknown argument {k:?} (known: {}; set IgnoreUnknown=1 to allow)",
+                        known.join(", ")
+                    ),
+                });
             }
         }
         Ok(())

@@ -3,7 +3,7 @@
 //! Every plugin reads its own typed config from stdin; the fields every plugin shares
 //! live in [`NetConf`]. Parse errors name the offending field path and the position.
 
-use crate::error::{CniError, ErrorCode};
+use crate::error::Error;
 use crate::result::Dns;
 use crate::version::Version;
 use serde::de::DeserializeOwned;
@@ -13,25 +13,14 @@ use std::collections::BTreeMap;
 
 /// Decodes JSON into `T`, reporting the failing field path, line and column.
 ///
-/// Malformed JSON is a decoding failure (6); JSON of the wrong shape is an invalid
-/// network config (7), as with the reference plugins.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CniError> {
+/// Malformed JSON and JSON of the wrong shape are told apart by
+/// [`Error::is_malformed_json`] (the reference plugins report them as codes 6 and 7).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let code = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                ErrorCode::DecodingFailure
-            }
-            _ => ErrorCode::InvalidNetworkConfig,
-        };
-        let at = if path == "." || path == "?" || path.is_empty() {
-            String::new()
-        } else {
-            format!(" field `{path}`")
-        };
-        CniError::new(code, format!("{what}:{at} {inner}"))
+    serde_path_to_error::deserialize(de).map_err(|e| Error::Json {
+        what: what.to_string(),
+        path: e.path().to_string(),
+        source: e.into_inner(),
     })
 }
 
@@ -68,7 +57,7 @@ pub struct NetConf {
 
 impl NetConf {
     /// Parses and validates the common fields; returns the requested spec version too.
-    pub fn load(bytes: &[u8]) -> Result<(Self, Version), CniError> {
+    pub fn load(bytes: &[u8]) -> Result<(Self, Version), Error> {
         let conf: NetConf = parse_json(bytes, "network config")?;
         let version = Version::parse(&conf.cni_version)
             .map_err(|e| e.context("network config: field `cniVersion`"))?;
@@ -89,19 +78,22 @@ impl NetConf {
 
 /// A network name becomes a directory name (host-local's `dataDir/<name>`) and the plugin
 /// runs as root, so it is restricted to the spec's character set.
-pub fn validate_network_name(name: &str) -> Result<(), CniError> {
+pub fn validate_network_name(name: &str) -> Result<(), Error> {
+    let refuse = |reason: String| Error::Field {
+        what: "network config".into(),
+        field: "name".into(),
+        reason,
+    };
     if name.is_empty() {
-        return Err(CniError::config(
-            "network config: field `name` is missing or empty",
-        ));
+        return Err(refuse("is missing or empty".into()));
     }
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !first_ok || !rest_ok || name.contains("..") {
-        return Err(CniError::config(format!(
-            "network config: field `name` {name:?} is invalid: it must start with a letter or \
-             digit and contain only letters, digits, '_', '.', '-' (no path separators or '..')"
+        return Err(refuse(format!(
+            "{name:?} is invalid: it must start with a letter or digit and contain only \
+             letters, digits, '_', '.', '-' (no path separators or '..')"
         )));
     }
     Ok(())
@@ -124,15 +116,17 @@ pub struct NetConfList {
 }
 
 impl NetConfList {
-    pub fn load(bytes: &[u8]) -> Result<(Self, Version), CniError> {
+    pub fn load(bytes: &[u8]) -> Result<(Self, Version), Error> {
         let list: NetConfList = parse_json(bytes, "network config list")?;
         let version = Version::parse(&list.cni_version)
             .map_err(|e| e.context("network config list: field `cniVersion`"))?;
         validate_network_name(&list.name)?;
         if list.plugins.is_empty() {
-            return Err(CniError::config(
-                "network config list: field `plugins` is empty",
-            ));
+            return Err(Error::Field {
+                what: "network config list".into(),
+                field: "plugins".into(),
+                reason: "is empty".into(),
+            });
         }
         Ok((list, version))
     }
@@ -156,11 +150,13 @@ mod tests {
     #[test]
     fn errors_name_field_and_code() {
         let e = parse_json::<NetConf>(br#"{"name": 5}"#, "network config").expect_err("type");
-        assert_eq!(e.code, ErrorCode::InvalidNetworkConfig);
-        assert!(e.msg.contains("`name`"), "{}", e.msg);
+        assert!(!e.is_malformed_json());
+        let msg = crate::error::chain(&e);
+        assert!(msg.contains("field `name`"), "{msg}");
         let e = parse_json::<NetConf>(br#"{"name": "x""#, "network config").expect_err("eof");
-        assert_eq!(e.code, ErrorCode::DecodingFailure);
-        assert!(e.msg.contains("line 1"), "{}", e.msg);
+        assert!(e.is_malformed_json());
+        let msg = crate::error::chain(&e);
+        assert!(msg.contains("line 1"), "{msg}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `CNI_*` environment a plugin is called with.
 
 use crate::args::CniArgs;
-use crate::error::CniError;
+use crate::error::Error;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn parse(s: &str) -> Result<Self, CniError> {
+    pub fn parse(s: &str) -> Result<Self, Error> {
         Ok(match s {
             "ADD" => Self::Add,
             "DEL" => Self::Del,
@@ -24,9 +24,10 @@ impl Command {
             "STATUS" => Self::Status,
             "GC" => Self::Gc,
             other => {
-                return Err(CniError::env(format!(
-                    "CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, VERSION, STATUS, GC"
-                )))
+                return Err(Error::Env {
+                    var: "CNI_COMMAND".into(),
+                    reason: format!("{other:?} is not one of ADD, DEL, CHECK, VERSION, STATUS, GC"),
+                })
             }
         })
     }
@@ -56,21 +57,23 @@ pub struct Environment {
 impl Environment {
     /// Reads and validates the variables `command` needs, from a lookup function so tests
     /// need not touch the process environment.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CniError> {
-        let command = Command::parse(&get("CNI_COMMAND").unwrap_or_default()).map_err(|e| {
-            if get("CNI_COMMAND").is_none() {
-                CniError::env("CNI_COMMAND is not set")
-            } else {
-                e
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let command = match get("CNI_COMMAND") {
+            Some(c) => Command::parse(&c)?,
+            None => {
+                return Err(Error::Env {
+                    var: "CNI_COMMAND".into(),
+                    reason: "is not set".into(),
+                })
             }
-        })?;
-        let need = |name: &str| -> Result<String, CniError> {
+        };
+        let need = |name: &str| -> Result<String, Error> {
             match get(name) {
                 Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(CniError::env(format!(
-                    "{name} is required for {}",
-                    command.as_str()
-                ))),
+                _ => Err(Error::Env {
+                    var: name.into(),
+                    reason: format!("is required for {}", command.as_str()),
+                }),
             }
         };
         let (container_id, ifname, netns) = match command {
@@ -111,27 +114,30 @@ impl Environment {
         })
     }
 
-    pub fn from_process() -> Result<Self, CniError> {
+    pub fn from_process() -> Result<Self, Error> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 }
 
 /// Container IDs end up in file contents and names; the reference accepts `[a-z0-9_.-]`.
-pub fn validate_container_id(id: &str) -> Result<(), CniError> {
+pub fn validate_container_id(id: &str) -> Result<(), Error> {
     let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !ok {
-        return Err(CniError::env(format!(
-            "CNI_CONTAINERID {id:?} is invalid: letters, digits, '_', '.', '-' only, starting with a letter or digit"
-        )));
+        return Err(Error::Env {
+            var: "CNI_CONTAINERID".into(),
+            reason: format!(
+                "{id:?} is invalid: letters, digits, '_', '.', '-' only, starting with a letter or digit"
+            ),
+        });
     }
     Ok(())
 }
 
 /// Linux interface names: 1–15 bytes, no '/', ':' or whitespace, not "." or "..".
-pub fn validate_ifname(name: &str) -> Result<(), CniError> {
+pub fn validate_ifname(name: &str) -> Result<(), Error> {
     let why = if name.is_empty() {
         Some("is empty")
     } else if name.len() > 15 {
@@ -147,7 +153,10 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         None
     };
     match why {
-        Some(why) => Err(CniError::env(format!("CNI_IFNAME {name:?} {why}"))),
+        Some(why) => Err(Error::Env {
+            var: "CNI_IFNAME".into(),
+            reason: format!("{name:?} {why}"),
+        }),
         None => Ok(()),
     }
 }
@@ -157,7 +166,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> Result<Environment, CniError> {
+    fn env(pairs: &[(&str, &str)]) -> Result<Environment, Error> {
         let m: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -184,7 +193,9 @@ mod tests {
             ("CNI_NETNS", "/x"),
         ])
         .expect_err("long");
-        assert_eq!(long.code, crate::ErrorCode::InvalidEnvironment);
-        assert!(long.msg.contains("CNI_IFNAME"));
+        assert!(
+            matches!(&long, Error::Env { var, .. } if var == "CNI_IFNAME"),
+            "{long}"
+        );
     }
 }

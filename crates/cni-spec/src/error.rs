@@ -1,7 +1,150 @@
-//! CNI errors: one spec code each, printed as the spec's JSON on stdout.
+//! Errors of the CNI contract: [`CniError`], the wire form a plugin prints (one spec code,
+//! a message, details) and reads back from its delegates; and [`Error`], what this crate's
+//! parsing, environment and exec client report. Which code an [`Error`] becomes is chosen
+//! at the binaries' boundary, not here.
 
+use crate::version::Version;
 use serde::Serialize;
 use std::fmt;
+use std::io;
+
+/// What the spec layer reports: configs, results, the `CNI_*` environment, `CNI_ARGS`,
+/// versions, and delegates run through the exec client. Messages do not repeat their
+/// source; [`chain`] prints an error with all of its sources.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// JSON that does not decode (malformed) or does not fit the expected shape.
+    #[error("{what}{}", field_at(path))]
+    Json {
+        what: String,
+        /// The failing field's path (`ipam.ranges[0]`); empty for the whole document.
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A config field the spec or the plugin refuses.
+    #[error("{what}: field `{field}` {reason}")]
+    Field {
+        what: String,
+        field: String,
+        reason: String,
+    },
+    /// A `cniVersion` this implementation does not speak.
+    #[error(
+        "cniVersion {version:?} {reason}: supported versions are {}",
+        Version::supported_list()
+    )]
+    Version { version: String, reason: String },
+    /// CHECK asked of a config older than 0.4.0.
+    #[error("config version {0} does not allow CHECK")]
+    CheckNotAllowed(Version),
+    /// A `CNI_*` variable (or a `CNI_ARGS` entry) that is missing or invalid.
+    #[error("{var} {reason}")]
+    Env { var: String, reason: String },
+    /// Reading the config from stdin failed.
+    #[error("failed to read config from stdin")]
+    Stdin(#[source] io::Error),
+    /// A plugin `type` that cannot name a file.
+    #[error("plugin type {0:?} is not a valid plugin name")]
+    PluginName(String),
+    /// A delegate plugin is in none of the `CNI_PATH` directories.
+    #[error("failed to find plugin {name:?} in path {path:?}")]
+    PluginNotFound { name: String, path: Vec<String> },
+    /// A delegate could not be started, fed or waited for.
+    #[error("failed to {step} plugin {plugin}")]
+    Exec {
+        plugin: String,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// A delegate reported an error (its code and details are kept).
+    #[error("plugin {plugin}")]
+    Delegate {
+        plugin: String,
+        #[source]
+        source: CniError,
+    },
+    /// A delegate failed without printing a CNI error.
+    #[error("plugin {plugin} failed ({status}) without a CNI error: {stdout}")]
+    DelegateCrashed {
+        plugin: String,
+        status: String,
+        stdout: String,
+    },
+    /// Where an error happened (a field, a document), around it.
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+fn field_at(path: &str) -> String {
+    if path == "." || path == "?" || path.is_empty() {
+        String::new()
+    } else {
+        format!(": field `{path}`")
+    }
+}
+
+impl Error {
+    /// Wraps the error with where it happened.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Self::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The error under any [`Error::Context`] layers.
+    pub fn root(&self) -> &Error {
+        match self {
+            Self::Context { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// Whether JSON failed to parse at all (as opposed to decoding into the wrong shape).
+    pub fn is_malformed_json(&self) -> bool {
+        matches!(self.root(), Self::Json { source, .. }
+            if matches!(source.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof))
+    }
+}
+
+/// An error and all of its sources, joined by `: ` (the errno of an `io::Error` source
+/// survives as its text).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let s = match e.downcast_ref::<CniError>() {
+            // A delegate's details travel in their own field.
+            Some(cni) => cni.msg.clone(),
+            None => e.to_string(),
+        };
+        if !s.is_empty() && !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = e.source();
+    }
+    out
+}
+
+/// The first delegate error in `err`'s chain, if any: its code and details win, since the
+/// delegate already chose them.
+pub fn delegate_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a CniError> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(cni) = e.downcast_ref::<CniError>() {
+            return Some(cni);
+        }
+        next = e.source();
+    }
+    None
+}
 
 /// Error codes from the CNI spec ("Error" section), plus the range reserved for plugins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,20 +171,6 @@ pub enum ErrorCode {
     PluginNotAvailableLimitedConnectivity,
     /// 100+: plugin-specific.
     Plugin(u32),
-}
-
-/// oxivirt's own codes (the spec reserves 100 and above for plugins).
-pub mod codes {
-    /// A netlink or kernel operation failed.
-    pub const NETLINK: u32 = 100;
-    /// IP address allocation failed (pool exhausted, address taken).
-    pub const IPAM: u32 = 101;
-    /// A delegate plugin failed without a spec error.
-    pub const DELEGATE: u32 = 102;
-    /// Firewall (nftables) programming failed.
-    pub const FIREWALL: u32 = 103;
-    /// CHECK found the interface state differs from the result.
-    pub const CHECK_MISMATCH: u32 = 104;
 }
 
 impl ErrorCode {
@@ -140,6 +269,19 @@ impl CniError {
         Self::new(ErrorCode::Plugin(code), msg)
     }
 
+    /// The wire form of `err` with `code`: the message is the error with its whole chain
+    /// ([`chain`]); a delegate's error in the chain gives its code and details instead.
+    pub fn from_error(code: ErrorCode, err: &(dyn std::error::Error + 'static)) -> Self {
+        match delegate_error(err) {
+            Some(d) => Self {
+                code: d.code,
+                msg: chain(err),
+                details: d.details.clone(),
+            },
+            None => Self::new(code, chain(err)),
+        }
+    }
+
     /// Prefixes the message with context, keeping the code.
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {
         self.msg = format!("{ctx}: {}", self.msg);
@@ -181,4 +323,4 @@ impl CniError {
     }
 }
 
-pub type Result<T, E = CniError> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,17 +2,15 @@
 //! meta plugin).
 
 use crate::env::Command;
-use crate::error::{codes, CniError, ErrorCode};
+use crate::error::{CniError, Error};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 /// Finds plugin `name` in `paths`. A name is a file name, never a path.
-pub fn find_plugin(name: &str, paths: &[PathBuf]) -> Result<PathBuf, CniError> {
+pub fn find_plugin(name: &str, paths: &[PathBuf]) -> Result<PathBuf, Error> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(CniError::config(format!(
-            "plugin type {name:?} is not a valid plugin name"
-        )));
+        return Err(Error::PluginName(name.to_string()));
     }
     for dir in paths {
         let candidate = dir.join(name);
@@ -20,13 +18,10 @@ pub fn find_plugin(name: &str, paths: &[PathBuf]) -> Result<PathBuf, CniError> {
             return Ok(candidate);
         }
     }
-    Err(CniError::config(format!(
-        "failed to find plugin {name:?} in path {:?}",
-        paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-    )))
+    Err(Error::PluginNotFound {
+        name: name.to_string(),
+        path: paths.iter().map(|p| p.display().to_string()).collect(),
+    })
 }
 
 /// What a delegate is called with beyond the inherited environment.
@@ -45,7 +40,7 @@ pub fn exec_plugin(
     command: Command,
     args: &ExecArgs<'_>,
     stdin: &[u8],
-) -> Result<Vec<u8>, CniError> {
+) -> Result<Vec<u8>, Error> {
     let mut cmd = std::process::Command::new(plugin);
     cmd.env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())
@@ -67,30 +62,31 @@ pub fn exec_plugin(
         cmd.env("CNI_PATH", v);
     }
     let name = plugin.display().to_string();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| CniError::io(format!("failed to run plugin {name}: {e}")))?;
+    let io = |step: &'static str| {
+        let plugin = name.clone();
+        move |source| Error::Exec {
+            plugin,
+            step,
+            source,
+        }
+    };
+    let mut child = cmd.spawn().map_err(io("run"))?;
     if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(stdin)
-            .map_err(|e| CniError::io(format!("failed to write config to plugin {name}: {e}")))?;
+        input.write_all(stdin).map_err(io("write the config to"))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| CniError::io(format!("failed to wait for plugin {name}: {e}")))?;
+    let out = child.wait_with_output().map_err(io("wait for"))?;
     if out.status.success() {
         return Ok(out.stdout);
     }
-    Err(CniError::from_json(&out.stdout)
-        .map(|e| e.context(format!("plugin {name}")))
-        .unwrap_or_else(|| {
-            CniError::new(
-                ErrorCode::Plugin(codes::DELEGATE),
-                format!(
-                    "plugin {name} failed ({}) without a CNI error: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout).trim()
-                ),
-            )
-        }))
+    Err(match CniError::from_json(&out.stdout) {
+        Some(source) => Error::Delegate {
+            plugin: name,
+            source,
+        },
+        None => Error::DelegateCrashed {
+            plugin: name,
+            status: out.status.to_string(),
+            stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        },
+    })
 }

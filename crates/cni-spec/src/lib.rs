@@ -18,6 +18,6 @@ pub mod version;
 pub use args::CniArgs;
 pub use config::{parse_json, IpamConf, NetConf, NetConfList};
 pub use env::{Command, Environment};
-pub use error::{CniError, ErrorCode};
+pub use error::{CniError, Error, ErrorCode};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 pub use version::Version;

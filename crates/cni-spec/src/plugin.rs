@@ -1,7 +1,7 @@
 //! The skeleton every plugin binary runs: environment, stdin, VERSION, output and errors.
 
 use crate::env::{Command, Environment};
-use crate::error::{CniError, ErrorCode};
+use crate::error::{CniError, Error};
 use crate::version::Version;
 use std::io::{Read, Write};
 
@@ -13,21 +13,22 @@ pub struct Call<'a> {
 }
 
 /// Runs one plugin invocation and returns the process exit code. `handle` answers every
-/// command but VERSION; it returns the JSON to print, if any.
-pub fn run(handle: impl FnOnce(Call<'_>) -> Result<Option<String>, CniError>) -> i32 {
+/// command but VERSION; it returns the JSON to print, if any. `to_cni` is the binary's
+/// one mapping of its errors (this crate's among them) to the spec's error codes.
+pub fn run<E: From<Error>>(
+    handle: impl FnOnce(Call<'_>) -> Result<Option<String>, E>,
+    to_cni: impl Fn(&E) -> CniError,
+) -> i32 {
     let env = match Environment::from_process() {
         Ok(env) => env,
-        Err(e) => return fail(&e, &[]),
+        Err(e) => return fail(&to_cni(&E::from(e)), &[]),
     };
     if env.command == Command::Version {
         return emit(&Version::version_info_json());
     }
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
-        return fail(
-            &CniError::io(format!("failed to read config from stdin: {e}")),
-            &[],
-        );
+        return fail(&to_cni(&E::from(Error::Stdin(e))), &[]);
     }
     match handle(Call {
         env: &env,
@@ -35,19 +36,16 @@ pub fn run(handle: impl FnOnce(Call<'_>) -> Result<Option<String>, CniError>) ->
     }) {
         Ok(Some(out)) => emit(&out),
         Ok(None) => 0,
-        Err(e) => fail(&e, &stdin),
+        Err(e) => fail(&to_cni(&e), &stdin),
     }
 }
 
 /// Refuses CHECK for configs older than 0.4.0, as the spec requires.
-pub fn require_check_support(version: Version) -> Result<(), CniError> {
+pub fn require_check_support(version: Version) -> Result<(), Error> {
     if version.has_check() {
         Ok(())
     } else {
-        Err(CniError::new(
-            ErrorCode::IncompatibleVersion,
-            format!("config version {version} does not allow CHECK"),
-        ))
+        Err(Error::CheckNotAllowed(version))
     }
 }
 
@@ -78,9 +76,11 @@ fn fail(e: &CniError, stdin: &[u8]) -> i32 {
 }
 
 /// `prevResult`, required by CHECK.
-pub fn prev_result(conf: &crate::NetConf) -> Result<crate::CniResult, CniError> {
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::config("network config: field `prevResult` is required for CHECK")
+pub fn prev_result(conf: &crate::NetConf) -> Result<crate::CniResult, Error> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| Error::Field {
+        what: "network config".into(),
+        field: "prevResult".into(),
+        reason: "is required for CHECK".into(),
     })?;
     crate::CniResult::from_value(prev).map_err(|e| e.context("network config: field `prevResult`"))
 }

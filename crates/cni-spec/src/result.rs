@@ -1,7 +1,7 @@
 //! CNI results, read in any supported version and written in the version asked for.
 
 use crate::config::parse_json;
-use crate::error::CniError;
+use crate::error::Error;
 use crate::version::Version;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -98,12 +98,16 @@ pub struct CniResult {
 
 impl CniResult {
     /// Reads a result of any supported version (`prevResult`, a delegate's stdout).
-    pub fn from_value(v: &Value) -> Result<Self, CniError> {
-        let bytes = serde_json::to_vec(v).map_err(|e| CniError::decode(e.to_string()))?;
+    pub fn from_value(v: &Value) -> Result<Self, Error> {
+        let bytes = serde_json::to_vec(v).map_err(|source| Error::Json {
+            what: "result".into(),
+            path: String::new(),
+            source,
+        })?;
         Self::from_slice(&bytes)
     }
 
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, CniError> {
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
         parse_json(bytes, "result")
     }
 

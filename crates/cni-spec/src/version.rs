@@ -1,6 +1,6 @@
 //! Spec versions this implementation speaks, and which are refused.
 
-use crate::error::{CniError, ErrorCode};
+use crate::error::Error;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -34,7 +34,7 @@ impl Version {
 
     /// Parses a `cniVersion`. An empty version means 0.1.0 in the spec, which is refused
     /// like every version before 0.3.0.
-    pub fn parse(s: &str) -> Result<Self, CniError> {
+    pub fn parse(s: &str) -> Result<Self, Error> {
         Ok(match s {
             "0.3.0" => Self::V0_3_0,
             "0.3.1" => Self::V0_3_1,
@@ -42,23 +42,16 @@ impl Version {
             "1.0.0" => Self::V1_0_0,
             "1.1.0" => Self::V1_1_0,
             "" | "0.1.0" | "0.2.0" => {
-                return Err(CniError::new(
-                    ErrorCode::IncompatibleVersion,
-                    format!(
-                        "cniVersion {:?} is too old: supported versions are {}",
-                        if s.is_empty() { "0.1.0 (absent)" } else { s },
-                        Self::supported_list()
-                    ),
-                ))
+                return Err(Error::Version {
+                    version: if s.is_empty() { "0.1.0 (absent)" } else { s }.to_string(),
+                    reason: "is too old".into(),
+                })
             }
             other => {
-                return Err(CniError::new(
-                    ErrorCode::IncompatibleVersion,
-                    format!(
-                        "cniVersion {other:?} is not supported: supported versions are {}",
-                        Self::supported_list()
-                    ),
-                ))
+                return Err(Error::Version {
+                    version: other.to_string(),
+                    reason: "is not supported".into(),
+                })
             }
         })
     }
@@ -107,11 +100,11 @@ mod tests {
     #[test]
     fn parses_supported_and_refuses_old() {
         for v in Version::ALL {
-            assert_eq!(Version::parse(v.as_str()), Ok(v));
+            assert_eq!(Version::parse(v.as_str()).ok(), Some(v));
         }
         for bad in ["", "0.1.0", "0.2.0", "2.0.0", "abc", "1.0"] {
             let e = Version::parse(bad).expect_err(bad);
-            assert_eq!(e.code, ErrorCode::IncompatibleVersion, "{bad}");
+            assert!(matches!(e, Error::Version { .. }), "{bad}: {e}");
         }
     }
 }
