@@ -3,10 +3,8 @@
 use crate::node::NodePolicy;
 use crate::range::{RangeConf, RangeSet};
 use crate::store::Store;
-use oxivirt_cni_spec::error::codes;
-use oxivirt_cni_spec::{
-    parse_json, CniArgs, CniError, CniResult, Dns, ErrorCode, IpConfig, NetConf, Route,
-};
+use crate::Error;
+use oxivirt_cni_spec::{parse_json, CniArgs, CniResult, Dns, IpConfig, NetConf, Route};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -55,17 +53,13 @@ pub struct HostLocal {
     pub index_root: PathBuf,
 }
 
-fn ipam_err(msg: String) -> CniError {
-    CniError::new(ErrorCode::Plugin(codes::IPAM), msg)
-}
-
 impl HostLocal {
     /// Parses the `ipam` section of a network config.
-    pub fn from_config(bytes: &[u8], name: &str, policy: &NodePolicy) -> Result<Self, CniError> {
+    pub fn from_config(bytes: &[u8], name: &str, policy: &NodePolicy) -> Result<Self, Error> {
         let outer: Outer = parse_json(bytes, "network config")?;
         let ipam = outer
             .ipam
-            .ok_or_else(|| CniError::config("network config: field `ipam` is missing"))?;
+            .ok_or_else(|| Error::config("network config: field `ipam` is missing"))?;
         let mut confs = Vec::new();
         if let Some(subnet) = ipam.subnet {
             confs.push((
@@ -78,7 +72,7 @@ impl HostLocal {
                 }],
             ));
         } else if ipam.range_start.is_some() || ipam.range_end.is_some() || ipam.gateway.is_some() {
-            return Err(CniError::config(
+            return Err(Error::config(
                 "ipam: rangeStart/rangeEnd/gateway given without `subnet` (use `ranges` or add `subnet`)",
             ));
         }
@@ -86,7 +80,7 @@ impl HostLocal {
             confs.push((format!("ipam.ranges[{i}]"), set.clone()));
         }
         if confs.is_empty() {
-            return Err(CniError::config(
+            return Err(Error::config(
                 "ipam: no IP ranges specified (`subnet` or `ranges`)",
             ));
         }
@@ -95,7 +89,7 @@ impl HostLocal {
             let rs = RangeSet::from_conf(set, field)?;
             for (j, other) in range_sets.iter().enumerate() {
                 if rs.overlaps(other) {
-                    return Err(CniError::config(format!(
+                    return Err(Error::config(format!(
                         "{field}: range set overlaps with {}",
                         confs
                             .get(j)
@@ -120,12 +114,12 @@ impl HostLocal {
         })
     }
 
-    fn open(&self) -> Result<Store, CniError> {
+    fn open(&self) -> Result<Store, Error> {
         Store::open(&self.data_dir, &self.name, &self.index_root)
     }
 
     /// Allocates one address from each range set (honouring requested ones).
-    pub fn add(&self, id: &str, ifname: &str, requested: &[IpAddr]) -> Result<CniResult, CniError> {
+    pub fn add(&self, id: &str, ifname: &str, requested: &[IpAddr]) -> Result<CniResult, Error> {
         let dns = match &self.resolv_conf {
             Some(p) => crate::resolv::load(p)?,
             None => Dns::default(),
@@ -133,13 +127,20 @@ impl HostLocal {
         let mut store = self.open()?;
         let mut taken: Vec<IpAddr> = Vec::new();
         let result = self.allocate(&mut store, id, ifname, requested, &mut taken);
-        if result.is_err() {
-            for ip in &taken {
-                let _ = store.release(*ip);
+        let ips = match result {
+            Ok(ips) => {
+                store.close()?;
+                ips
             }
-        }
-        store.close()?;
-        let ips = result?;
+            Err(error) => {
+                let mut cleanup: Vec<Error> = taken
+                    .iter()
+                    .filter_map(|ip| store.release(*ip).err())
+                    .collect();
+                cleanup.extend(store.close().err());
+                return Err(Error::with_cleanup(error, cleanup));
+            }
+        };
         Ok(CniResult {
             interfaces: vec![],
             ips,
@@ -155,13 +156,13 @@ impl HostLocal {
         ifname: &str,
         requested: &[IpAddr],
         taken: &mut Vec<IpAddr>,
-    ) -> Result<Vec<IpConfig>, CniError> {
+    ) -> Result<Vec<IpConfig>, Error> {
         let mut left: Vec<IpAddr> = requested.to_vec();
         let existing = store.get_by_id(id, ifname)?;
         let mut out = Vec::new();
         for (i, set) in self.range_sets.iter().enumerate() {
             if let Some(ip) = existing.iter().find(|ip| set.range_for(**ip).is_some()) {
-                return Err(ipam_err(format!(
+                return Err(Error::Allocation(format!(
                     "{ip} has been allocated to {id}, duplicate allocation is not allowed"
                 )));
             }
@@ -173,12 +174,12 @@ impl HostLocal {
                 Some(ip) => {
                     let range = set
                         .range_for(ip)
-                        .ok_or_else(|| ipam_err(format!("{ip} not in range set")))?;
+                        .ok_or_else(|| Error::Allocation(format!("{ip} not in range set")))?;
                     if Some(ip) == range.gateway {
-                        return Err(ipam_err(format!("requested ip {ip} is subnet's gateway")));
+                        return Err(Error::Allocation(format!("requested ip {ip} is subnet's gateway")));
                     }
                     if !store.reserve(id, ifname, ip, i)? {
-                        return Err(ipam_err(format!(
+                        return Err(Error::Allocation(format!(
                             "requested IP address {ip} is not available in range set {}",
                             set.describe()
                         )));
@@ -194,7 +195,7 @@ impl HostLocal {
                         }
                     }
                     got.ok_or_else(|| {
-                        ipam_err(format!(
+                        Error::Allocation(format!(
                             "no IP addresses available in range set: {}",
                             set.describe()
                         ))
@@ -204,7 +205,7 @@ impl HostLocal {
             taken.push(ip);
             let range = set
                 .range_for(ip)
-                .ok_or_else(|| ipam_err(format!("{ip} not in range set")))?;
+                .ok_or_else(|| Error::Allocation(format!("{ip} not in range set")))?;
             out.push(IpConfig {
                 address: range.with_prefix(ip),
                 gateway: range.gateway,
@@ -212,7 +213,7 @@ impl HostLocal {
             });
         }
         if !left.is_empty() {
-            return Err(ipam_err(format!(
+            return Err(Error::Allocation(format!(
                 "failed to allocate all requested IPs: {} not in any range set",
                 left.iter()
                     .map(|ip| ip.to_string())
@@ -224,7 +225,7 @@ impl HostLocal {
     }
 
     /// Releases everything the attachment holds. Nothing held is success.
-    pub fn del(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, CniError> {
+    pub fn del(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, Error> {
         let mut store = self.open()?;
         let freed = store.release_by_id(id, ifname)?;
         store.close()?;
@@ -232,24 +233,25 @@ impl HostLocal {
     }
 
     /// Checks that every address of `prev` in our ranges is held by the attachment.
-    pub fn check(&self, id: &str, ifname: &str, prev: &CniResult) -> Result<(), CniError> {
+    pub fn check(&self, id: &str, ifname: &str, prev: &CniResult) -> Result<(), Error> {
         let mut store = self.open()?;
         let held = store.get_by_id(id, ifname)?;
         store.close()?;
         for ip in &prev.ips {
             let a = ip.address.addr();
             if self.range_sets.iter().any(|s| s.range_for(a).is_some()) && !held.contains(&a) {
-                return Err(CniError::plugin(
-                    codes::CHECK_MISMATCH,
-                    format!("host-local: {a} is not allocated to {id}/{ifname}"),
-                ));
+                return Err(Error::NotAllocated {
+                    ip: a,
+                    container_id: id.to_string(),
+                    ifname: ifname.to_string(),
+                });
             }
         }
         Ok(())
     }
 
     /// Releases every allocation not in `valid` (container ID, ifname).
-    pub fn gc(&self, valid: &HashSet<(String, String)>) -> Result<Vec<IpAddr>, CniError> {
+    pub fn gc(&self, valid: &HashSet<(String, String)>) -> Result<Vec<IpAddr>, Error> {
         let mut store = self.open()?;
         let mut freed = Vec::new();
         for (id, ifname, ips) in store.attachments()? {
@@ -267,7 +269,7 @@ impl HostLocal {
     }
 
     /// Reports an exhausted pool as "not available" (code 50).
-    pub fn status(&self) -> Result<(), CniError> {
+    pub fn status(&self) -> Result<(), Error> {
         let dir = self.data_dir.join(&self.name);
         if !dir.exists() {
             return Ok(());
@@ -278,13 +280,10 @@ impl HostLocal {
                 .candidates(None)
                 .any(|(_, ip)| !store.dir().join(ip.to_string()).exists());
             if !free {
-                return Err(CniError::new(
-                    ErrorCode::PluginNotAvailable,
-                    format!(
-                        "host-local: range set {i} ({}) has no free addresses",
-                        set.describe()
-                    ),
-                ));
+                return Err(Error::Exhausted {
+                    index: i,
+                    ranges: set.describe(),
+                });
             }
         }
         Ok(())
@@ -293,13 +292,13 @@ impl HostLocal {
 
 /// Addresses requested for an attachment: `CNI_ARGS` `IP=` (comma-separated),
 /// `args.cni.ips` and `runtimeConfig.ips`. A prefix length, if given, is dropped.
-pub fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<IpAddr>, CniError> {
+pub fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<IpAddr>, Error> {
     let mut out = Vec::new();
-    let mut push = |raw: &str, from: &str| -> Result<(), CniError> {
+    let mut push = |raw: &str, from: &str| -> Result<(), Error> {
         let bare = raw.split('/').next().unwrap_or("").trim();
         let ip: IpAddr = bare
             .parse()
-            .map_err(|_| CniError::config(format!("{from}: {raw:?} is not a valid IP address")))?;
+            .map_err(|_| Error::config(format!("{from}: {raw:?} is not a valid IP address")))?;
         if !out.contains(&ip) {
             out.push(ip);
         }
@@ -320,12 +319,12 @@ pub fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<IpAddr>, CniE
                 for (i, item) in items.iter().enumerate() {
                     let s = item
                         .as_str()
-                        .ok_or_else(|| CniError::config(format!("{from}[{i}] must be a string")))?;
+                        .ok_or_else(|| Error::config(format!("{from}[{i}] must be a string")))?;
                     push(s, &format!("{from}[{i}]"))?;
                 }
             }
             Some(_) => {
-                return Err(CniError::config(format!(
+                return Err(Error::config(format!(
                     "{from} must be a list of strings"
                 )))
             }
@@ -380,11 +379,14 @@ mod tests {
         let d = h.add("c9", "eth0", &[]).expect("wrap");
         assert_eq!(d.ips[0].address.to_string(), "10.1.2.2/29");
         let e = h.add("c10", "eth0", &[]).expect_err("full");
-        assert!(e.msg.contains("no IP addresses available"), "{}", e.msg);
-        assert_eq!(
-            h.status().expect_err("exhausted").code,
-            ErrorCode::PluginNotAvailable
+        assert!(
+            matches!(&e, Error::Allocation(m) if m.contains("no IP addresses available")),
+            "{e}"
         );
+        assert!(matches!(
+            h.status().expect_err("exhausted"),
+            Error::Exhausted { index: 0, .. }
+        ));
     }
 
     #[test]

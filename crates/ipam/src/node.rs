@@ -5,7 +5,8 @@
 //! (or the path in `OXIVIRT_CNI_NODE_CONFIG`). No file means no restriction, as the
 //! reference plugins behave.
 
-use oxivirt_cni_spec::{parse_json, CniError};
+use crate::Error;
+use oxivirt_cni_spec::parse_json;
 use serde::Deserialize;
 use std::path::{Component, Path, PathBuf};
 
@@ -19,27 +20,27 @@ pub struct NodePolicy {
 }
 
 impl NodePolicy {
-    pub fn load() -> Result<Self, CniError> {
+    pub fn load() -> Result<Self, Error> {
         let path = std::env::var_os("OXIVIRT_CNI_NODE_CONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
         match std::fs::read(&path) {
-            Ok(bytes) => parse_json(&bytes, &format!("node policy {}", path.display())),
+            Ok(bytes) => Ok(parse_json(&bytes, &format!("node policy {}", path.display()))?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(CniError::io(format!("node policy {}: {e}", path.display()))),
+            Err(source) => Err(Error::NodePolicy { path, source }),
         }
     }
 
     /// Checks a host-local `dataDir`: absolute, no `..`, and under an allowed root if any.
-    pub fn check_data_dir(&self, dir: &Path) -> Result<(), CniError> {
+    pub fn check_data_dir(&self, dir: &Path) -> Result<(), Error> {
         if !dir.is_absolute() {
-            return Err(CniError::config(format!(
+            return Err(Error::config(format!(
                 "ipam.dataDir {:?} must be an absolute path",
                 dir.display().to_string()
             )));
         }
         if dir.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(CniError::config(format!(
+            return Err(Error::config(format!(
                 "ipam.dataDir {:?} must not contain '..'",
                 dir.display().to_string()
             )));
@@ -52,7 +53,7 @@ impl NodePolicy {
         {
             return Ok(());
         }
-        Err(CniError::config(format!(
+        Err(Error::config(format!(
             "ipam.dataDir {:?} is outside the directories this node allows ({})",
             dir.display().to_string(),
             self.host_local_data_dir_roots

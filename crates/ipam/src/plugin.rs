@@ -8,7 +8,8 @@ use crate::node::NodePolicy;
 use crate::{static_ipam, HostLocal};
 use oxivirt_cni_spec::exec::{exec_plugin, find_plugin, ExecArgs};
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
-use oxivirt_cni_spec::{parse_json, CniError, CniResult, Command, NetConf};
+use crate::Error;
+use oxivirt_cni_spec::{parse_json, CniResult, Command, NetConf};
 use serde::Deserialize;
 use std::collections::HashSet;
 
@@ -25,7 +26,7 @@ pub const KNOWN_ARGS: [&str; 7] = [
 ];
 
 /// `cni.dev/valid-attachments` of a GC request.
-pub fn valid_attachments(stdin: &[u8]) -> Result<HashSet<(String, String)>, CniError> {
+pub fn valid_attachments(stdin: &[u8]) -> Result<HashSet<(String, String)>, Error> {
     #[derive(Deserialize)]
     struct Attachment {
         #[serde(rename = "containerID")]
@@ -45,7 +46,7 @@ pub fn valid_attachments(stdin: &[u8]) -> Result<HashSet<(String, String)>, CniE
         .collect())
 }
 
-fn host_local(call: &Call<'_>, conf: &NetConf) -> Result<HostLocal, CniError> {
+fn host_local(call: &Call<'_>, conf: &NetConf) -> Result<HostLocal, Error> {
     HostLocal::from_config(call.stdin, &conf.name, &NodePolicy::load()?)
 }
 
@@ -62,7 +63,7 @@ pub fn delegate(
     call: &Call<'_>,
     conf: &NetConf,
     command: Command,
-) -> Result<Option<CniResult>, CniError> {
+) -> Result<Option<CniResult>, Error> {
     let ipam_type = conf
         .ipam
         .as_ref()
@@ -106,7 +107,7 @@ fn host_local_command(
     call: &Call<'_>,
     conf: &NetConf,
     command: Command,
-) -> Result<Option<CniResult>, CniError> {
+) -> Result<Option<CniResult>, Error> {
     let hl = host_local(call, conf)?;
     let env = call.env;
     match command {
@@ -143,7 +144,7 @@ fn static_command(
     call: &Call<'_>,
     conf: &NetConf,
     command: Command,
-) -> Result<Option<CniResult>, CniError> {
+) -> Result<Option<CniResult>, Error> {
     // Validate on every command so a broken config is reported, as the reference does.
     let result = static_ipam::result(call.stdin, conf, &call.env.args)?;
     Ok((command == Command::Add).then_some(result))
@@ -151,8 +152,8 @@ fn static_command(
 
 fn standalone(
     call: Call<'_>,
-    run: fn(&Call<'_>, &NetConf, Command) -> Result<Option<CniResult>, CniError>,
-) -> Result<Option<String>, CniError> {
+    run: fn(&Call<'_>, &NetConf, Command) -> Result<Option<CniResult>, Error>,
+) -> Result<Option<String>, Error> {
     let (conf, version) = NetConf::load(call.stdin)?;
     if call.env.command == Command::Check {
         require_check_support(version)?;
@@ -161,10 +162,10 @@ fn standalone(
     Ok(out.map(|r| r.to_json(version)))
 }
 
-pub fn host_local_handle(call: Call<'_>) -> Result<Option<String>, CniError> {
+pub fn host_local_handle(call: Call<'_>) -> Result<Option<String>, Error> {
     standalone(call, host_local_command)
 }
 
-pub fn static_handle(call: Call<'_>) -> Result<Option<String>, CniError> {
+pub fn static_handle(call: Call<'_>) -> Result<Option<String>, Error> {
     standalone(call, static_command)
 }

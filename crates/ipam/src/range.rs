@@ -1,7 +1,7 @@
 //! Ranges and range sets: validation and the round-robin candidate order.
 
 use ipnet::IpNet;
-use oxivirt_cni_spec::CniError;
+use crate::Error;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -45,30 +45,30 @@ pub(crate) fn from_u128(v: u128, v4: bool) -> IpAddr {
 impl Range {
     /// Validates like the reference (`Range.Canonicalize`), and also refuses a gateway
     /// outside the subnet, which the reference accepts and then hands out unusable configs.
-    pub fn from_conf(c: &RangeConf, field: &str) -> Result<Self, CniError> {
+    pub fn from_conf(c: &RangeConf, field: &str) -> Result<Self, Error> {
         let subnet = c.subnet;
         let v4 = subnet.addr().is_ipv4();
         let bits = if v4 { 32 } else { 128 };
         if subnet.prefix_len() > bits - 2 {
-            return Err(CniError::config(format!(
+            return Err(Error::config(format!(
                 "{field}.subnet: network {subnet} is too small to allocate from"
             )));
         }
         if subnet.addr() != subnet.network() {
-            return Err(CniError::config(format!(
+            return Err(Error::config(format!(
                 "{field}.subnet: {subnet} has host bits set: for a /{} the network address is {}",
                 subnet.prefix_len(),
                 subnet.network()
             )));
         }
-        let check = |ip: IpAddr, what: &str| -> Result<IpAddr, CniError> {
+        let check = |ip: IpAddr, what: &str| -> Result<IpAddr, Error> {
             if ip.is_ipv4() != v4 {
-                return Err(CniError::config(format!(
+                return Err(Error::config(format!(
                     "{field}.{what}: {ip} is not of the same IP family as subnet {subnet}"
                 )));
             }
             if !subnet.contains(&ip) {
-                return Err(CniError::config(format!(
+                return Err(Error::config(format!(
                     "{field}.{what}: {ip} is not in network {subnet}"
                 )));
             }
@@ -91,7 +91,7 @@ impl Range {
             }
         };
         if to_u128(start) > to_u128(end) {
-            return Err(CniError::config(format!(
+            return Err(Error::config(format!(
                 "{field}: rangeStart {start} is after rangeEnd {end}"
             )));
         }
@@ -136,9 +136,9 @@ pub struct RangeSet {
 }
 
 impl RangeSet {
-    pub fn from_conf(confs: &[RangeConf], field: &str) -> Result<Self, CniError> {
+    pub fn from_conf(confs: &[RangeConf], field: &str) -> Result<Self, Error> {
         if confs.is_empty() {
-            return Err(CniError::config(format!("{field}: empty range set")));
+            return Err(Error::config(format!("{field}: empty range set")));
         }
         let mut ranges: Vec<Range> = Vec::with_capacity(confs.len());
         for (i, c) in confs.iter().enumerate() {
@@ -146,14 +146,14 @@ impl RangeSet {
             let r = Range::from_conf(c, &f)?;
             if let Some(first) = ranges.first() {
                 if first.is_v4() != r.is_v4() {
-                    return Err(CniError::config(format!(
+                    return Err(Error::config(format!(
                         "{f}: mixed address families in one range set"
                     )));
                 }
             }
             for (j, other) in ranges.iter().enumerate() {
                 if r.overlaps(other) {
-                    return Err(CniError::config(format!(
+                    return Err(Error::config(format!(
                         "{f}: range {}-{} overlaps with {field}[{j}] {}-{}",
                         r.start, r.end, other.start, other.end
                     )));
@@ -275,7 +275,7 @@ mod tests {
         c.gateway = Some("10.0.1.1".parse().expect("ip"));
         assert!(Range::from_conf(&c, "r")
             .expect_err("gw")
-            .msg
+            .to_string()
             .contains("gateway"));
         let mut c = rc("10.0.0.0/24");
         c.range_start = Some("10.0.0.100".parse().expect("ip"));

@@ -1,6 +1,7 @@
 //! `resolv.conf` → CNI DNS, as host-local's `resolvConf` option does.
 
-use oxivirt_cni_spec::{CniError, Dns};
+use crate::Error;
+use oxivirt_cni_spec::Dns;
 use std::path::Path;
 
 pub fn parse(text: &str) -> Dns {
@@ -19,12 +20,10 @@ pub fn parse(text: &str) -> Dns {
     dns
 }
 
-pub fn load(path: &Path) -> Result<Dns, CniError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CniError::config(format!(
-            "ipam.resolvConf: cannot read {}: {e}",
-            path.display()
-        ))
+pub fn load(path: &Path) -> Result<Dns, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ResolvConf {
+        path: path.to_path_buf(),
+        source,
     })?;
     Ok(parse(&text))
 }

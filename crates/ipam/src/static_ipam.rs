@@ -2,7 +2,8 @@
 //! runtime (`CNI_ARGS` `IP=`/`GATEWAY=`, `args.cni.ips`, `runtimeConfig.ips`).
 
 use ipnet::IpNet;
-use oxivirt_cni_spec::{parse_json, CniArgs, CniError, CniResult, Dns, IpConfig, NetConf, Route};
+use crate::Error;
+use oxivirt_cni_spec::{parse_json, CniArgs, CniResult, Dns, IpConfig, NetConf, Route};
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -30,18 +31,18 @@ struct Outer {
 }
 
 /// Builds the static result for `conf`.
-pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult, CniError> {
+pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult, Error> {
     let outer: Outer = parse_json(bytes, "network config")?;
     let ipam = outer
         .ipam
-        .ok_or_else(|| CniError::config("network config: field `ipam` is missing"))?;
+        .ok_or_else(|| Error::config("network config: field `ipam` is missing"))?;
     let mut addrs: Vec<AddressConf> = ipam.addresses;
     // As the reference: CNI_ARGS IP= appends, GATEWAY= applies to every address whose
     // subnet holds it; args.cni.ips and then runtimeConfig.ips replace the whole list.
     if let Some(ips) = args.get("IP") {
         for s in ips.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let address = s.parse().map_err(|_| {
-                CniError::config(format!(
+                Error::config(format!(
                     "CNI_ARGS IP: {s:?} is not an address with a prefix (CIDR)"
                 ))
             })?;
@@ -54,7 +55,7 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
     if let Some(gws) = args.get("GATEWAY") {
         for g in gws.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let gw: IpAddr = g.parse().map_err(|_| {
-                CniError::config(format!("CNI_ARGS GATEWAY: {g:?} is not an IP address"))
+                Error::config(format!("CNI_ARGS GATEWAY: {g:?} is not an IP address"))
             })?;
             for a in addrs.iter_mut().filter(|a| a.address.contains(&gw)) {
                 a.gateway = Some(gw);
@@ -73,7 +74,7 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
             for (i, item) in items.iter().enumerate() {
                 let s = item.as_str().unwrap_or_default();
                 let address = s.parse().map_err(|_| {
-                    CniError::config(format!(
+                    Error::config(format!(
                         "{from}[{i}]: {s:?} is not an address with a prefix (CIDR)"
                     ))
                 })?;
@@ -88,7 +89,7 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
     for (i, a) in addrs.iter().enumerate() {
         if let Some(gw) = a.gateway {
             if gw.is_ipv4() != a.address.addr().is_ipv4() {
-                return Err(CniError::config(format!(
+                return Err(Error::config(format!(
                     "ipam.addresses[{i}].gateway: {gw} is not of the same family as {}",
                     a.address
                 )));

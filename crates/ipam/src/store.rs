@@ -9,7 +9,7 @@
 //! mtime, and the next call then rebuilds the index from the files (the reference's cost,
 //! once). A reboot empties /run, which just means one rebuild.
 
-use oxivirt_cni_spec::CniError;
+use crate::Error;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -40,8 +40,8 @@ pub fn index_root(data_dir: &Path) -> PathBuf {
     root.join(format!("{h:016x}"))
 }
 
-fn io_err(what: impl std::fmt::Display, path: &Path, e: std::io::Error) -> CniError {
-    CniError::io(format!("host-local store: {what} {}: {e}", path.display()))
+fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::store(op, path, e)
 }
 
 /// An allocation as found on disk.
@@ -94,7 +94,7 @@ fn rewrite_small(path: &Path, content: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn mtime_of(path: &Path) -> Result<(i64, i64), CniError> {
+fn mtime_of(path: &Path) -> Result<(i64, i64), Error> {
     let md = fs::metadata(path).map_err(|e| io_err("stat", path, e))?;
     Ok((md.mtime(), md.mtime_nsec()))
 }
@@ -102,7 +102,7 @@ fn mtime_of(path: &Path) -> Result<(i64, i64), CniError> {
 impl Store {
     /// Opens (creating if needed) and locks the store of `network` under `data_dir`, with
     /// its index under `index_root` (see [`index_root`]).
-    pub fn open(data_dir: &Path, network: &str, index_root: &Path) -> Result<Self, CniError> {
+    pub fn open(data_dir: &Path, network: &str, index_root: &Path) -> Result<Self, Error> {
         let dir = data_dir.join(network);
         fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
         let lock_path = dir.join("lock");
@@ -160,7 +160,7 @@ impl Store {
     }
 
     /// Makes the index complete, rebuilding it from the files if it is not.
-    fn ensure_index(&mut self) -> Result<(), CniError> {
+    fn ensure_index(&mut self) -> Result<(), Error> {
         if self.trusted {
             return Ok(());
         }
@@ -188,7 +188,7 @@ impl Store {
     }
 
     /// Reads every allocation file (what the reference does on each call).
-    pub fn scan(&self) -> Result<Vec<Allocation>, CniError> {
+    pub fn scan(&self) -> Result<Vec<Allocation>, Error> {
         let mut out = Vec::new();
         let rd = fs::read_dir(&self.dir).map_err(|e| io_err("read", &self.dir, e))?;
         for entry in rd {
@@ -210,7 +210,7 @@ impl Store {
         Ok(out)
     }
 
-    fn write_hint(&self, name: &str, ips: &[IpAddr]) -> Result<(), CniError> {
+    fn write_hint(&self, name: &str, ips: &[IpAddr]) -> Result<(), Error> {
         let path = self.hints_dir().join(name);
         if ips.is_empty() {
             return match fs::remove_file(&path) {
@@ -236,7 +236,7 @@ impl Store {
     }
 
     /// Addresses held by `(id, ifname)`.
-    pub fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, CniError> {
+    pub fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, Error> {
         self.ensure_index()?;
         let mut ips = self.read_hint(&hint_name(id, ifname));
         // A hint is advice: keep only what the files confirm.
@@ -260,7 +260,7 @@ impl Store {
         ifname: &str,
         ip: IpAddr,
         rangeset: usize,
-    ) -> Result<bool, CniError> {
+    ) -> Result<bool, Error> {
         self.ensure_index()?;
         let path = self.dir.join(ip.to_string());
         let mut f = match OpenOptions::new()
@@ -275,8 +275,12 @@ impl Store {
         };
         self.dirty = true;
         if let Err(e) = f.write_all(format!("{}{LINE_BREAK}{ifname}", id.trim()).as_bytes()) {
-            let _ = fs::remove_file(&path);
-            return Err(io_err("write", &path, e));
+            // A half-written reservation must not stay behind as a taken address.
+            let cleanup = fs::remove_file(&path).err().map(|r| io_err("remove", &path, r));
+            return Err(Error::with_cleanup(
+                io_err("write", &path, e),
+                cleanup.into_iter().collect(),
+            ));
         }
         let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{rangeset}"));
         rewrite_small(&last, ip.to_string().as_bytes()).map_err(|e| io_err("write", &last, e))?;
@@ -290,7 +294,7 @@ impl Store {
     }
 
     /// Releases one address, whoever holds it.
-    pub fn release(&mut self, ip: IpAddr) -> Result<(), CniError> {
+    pub fn release(&mut self, ip: IpAddr) -> Result<(), Error> {
         self.ensure_index()?;
         let owner = self.owner_of(ip);
         let path = self.dir.join(ip.to_string());
@@ -310,7 +314,7 @@ impl Store {
 
     /// Releases everything `(id, ifname)` holds; as the reference, falls back to files that
     /// hold only the container ID (written by old plugin versions). Returns what was freed.
-    pub fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, CniError> {
+    pub fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, Error> {
         let mut ips = self.get_by_id(id, ifname)?;
         if ips.is_empty() {
             ips = self.get_by_id(id, "")?;
@@ -322,7 +326,7 @@ impl Store {
     }
 
     /// Every attachment that holds addresses, from the index.
-    pub fn attachments(&mut self) -> Result<Vec<(String, String, Vec<IpAddr>)>, CniError> {
+    pub fn attachments(&mut self) -> Result<Vec<(String, String, Vec<IpAddr>)>, Error> {
         self.ensure_index()?;
         let hints = self.hints_dir();
         let mut out = Vec::new();
@@ -343,7 +347,7 @@ impl Store {
     }
 
     /// Number of address files (allocated addresses) in the store.
-    pub fn allocated_count(&self) -> Result<usize, CniError> {
+    pub fn allocated_count(&self) -> Result<usize, Error> {
         let rd = fs::read_dir(&self.dir).map_err(|e| io_err("read", &self.dir, e))?;
         Ok(rd
             .flatten()
@@ -356,7 +360,7 @@ impl Store {
     }
 
     /// Stamps the directory so the next call can trust the index; runs on drop too.
-    fn seal(&mut self) -> Result<(), CniError> {
+    fn seal(&mut self) -> Result<(), Error> {
         if !self.dirty {
             return Ok(());
         }
@@ -378,7 +382,13 @@ impl Store {
             },
         ];
         let c = CString::new(self.dir.as_os_str().as_bytes())
-            .map_err(|_| CniError::io("host-local store: path contains NUL"))?;
+            .map_err(|_| {
+                io_err(
+                    "stamp",
+                    &self.dir,
+                    std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                )
+            })?;
         // SAFETY: valid NUL-terminated path and a two-element timespec array.
         let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
         if rc != 0 {
@@ -390,13 +400,14 @@ impl Store {
     }
 
     /// Ends the session: stamps the index. (Drop does the same, ignoring errors.)
-    pub fn close(mut self) -> Result<(), CniError> {
+    pub fn close(mut self) -> Result<(), Error> {
         self.seal()
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // Only on early returns, which already carry an error; `close` reports its own.
         let _ = self.seal();
     }
 }
