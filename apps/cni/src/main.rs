@@ -6,7 +6,7 @@
 
 use oxivirt_cni_spec::plugin;
 use oxivirt_cni_spec::process::{called_as, finish, start_up};
-use oxivirt_pod_net::plugin as handler;
+use oxivirt_app_cni::{error::to_cni, plugin as handler};
 
 /// The C entry point (see [`start_up`]).
 #[unsafe(no_mangle)]
@@ -14,7 +14,7 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     start_up();
     let (name, _) = called_as("oxivirt-cni");
     let code = match handler(&name) {
-        Some(h) => plugin::run(h),
+        Some(h) => plugin::run(h, to_cni),
         None => {
             eprintln!(
                 "oxivirt-cni: unknown plugin {name:?}: call as bridge, macvlan, host-local or static \

@@ -82,7 +82,7 @@ struct Config {
     layer3: bool,
 }
 
-fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>, CniError> {
+fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>> {
     let mut set = std::collections::BTreeSet::new();
     let ok = |v: i64| (1..=4094).contains(&v);
     for (i, t) in trunk.iter().enumerate() {
@@ -90,29 +90,29 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>, CniError> {
         match (t.min_id, t.max_id) {
             (Some(lo), Some(hi)) => {
                 if !ok(lo) {
-                    return Err(CniError::config(format!(
+                    return Err(Error::config(format!(
                         "{at}.minID {lo} is not in 1..4094"
                     )));
                 }
                 if !ok(hi) {
-                    return Err(CniError::config(format!(
+                    return Err(Error::config(format!(
                         "{at}.maxID {hi} is not in 1..4094"
                     )));
                 }
                 if hi < lo {
-                    return Err(CniError::config(format!(
+                    return Err(Error::config(format!(
                         "{at}: minID {lo} is greater than maxID {hi}"
                     )));
                 }
                 set.extend(lo..=hi);
             }
-            (None, Some(_)) => return Err(CniError::config(format!("{at}: maxID without minID"))),
-            (Some(_), None) => return Err(CniError::config(format!("{at}: minID without maxID"))),
+            (None, Some(_)) => return Err(Error::config(format!("{at}: maxID without minID"))),
+            (Some(_), None) => return Err(Error::config(format!("{at}: minID without maxID"))),
             (None, None) => {}
         }
         if let Some(id) = t.id {
             if !ok(id) {
-                return Err(CniError::config(format!("{at}.id {id} is not in 1..4094")));
+                return Err(Error::config(format!("{at}.id {id} is not in 1..4094")));
             }
             set.insert(id);
         }
@@ -120,29 +120,29 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>, CniError> {
     Ok(set.into_iter().map(|v| v as u16).collect())
 }
 
-fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version), CniError> {
+fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version)> {
     let (conf, version) = NetConf::load(call.stdin)?;
     let br: BridgeConf = parse_json(call.stdin, "network config")?;
     validate_ifname(&br.bridge).map_err(|e| {
-        CniError::config(format!(
+        Error::config(format!(
             "network config: field `bridge`: {}",
             e.msg.replace("CNI_IFNAME ", "")
         ))
     })?;
     if !(0..=4094).contains(&br.vlan) {
-        return Err(CniError::config(format!(
+        return Err(Error::config(format!(
             "network config: field `vlan`: invalid VLAN ID {} (must be between 0 and 4094)",
             br.vlan
         )));
     }
     let vlans = collect_trunk(br.vlan_trunk.as_deref().unwrap_or(&[]))?;
     if br.vlan > 0 && !vlans.is_empty() {
-        return Err(CniError::config(
+        return Err(Error::config(
             "network config: cannot set `vlan` and `vlanTrunk` at the same time",
         ));
     }
     if !(0..=65535).contains(&br.mtu) {
-        return Err(CniError::config(format!(
+        return Err(Error::config(format!(
             "network config: field `mtu`: {} is not a valid MTU",
             br.mtu
         )));
@@ -150,19 +150,19 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version), CniError
     match br.ip_masq_backend.as_deref() {
         None | Some("nftables") | Some("iptables") => {}
         Some(other) => {
-            return Err(CniError::config(format!(
+            return Err(Error::config(format!(
             "network config: field `ipMasqBackend`: {other:?} is not \"iptables\" or \"nftables\""
         )))
         }
     }
     if br.hairpin_mode && br.promisc_mode {
-        return Err(CniError::config(
+        return Err(Error::config(
             "cannot set hairpin mode and promiscuous mode at the same time",
         ));
     }
     let layer3 = iface::layer3(&conf);
     if br.disable_container_interface && layer3 {
-        return Err(CniError::config(
+        return Err(Error::config(
             "network config: `disableContainerInterface` cannot be used with IPAM (the interface would be down)",
         ));
     }
@@ -185,7 +185,7 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version), CniError
     ))
 }
 
-pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
+pub fn handle(call: Call<'_>) -> Result<Option<String>> {
     let (cfg, version) = load(&call)?;
     match call.env.command {
         Command::Add => add(&call, &cfg).map(|r| Some(r.to_json(version))),
@@ -248,7 +248,7 @@ enum IpamJob<'s> {
     Worker(mpsc::Receiver<IpamOutcome>),
 }
 
-type IpamOutcome = Result<Option<CniResult>, CniError>;
+type IpamOutcome = Result<Option<CniResult>>;
 
 /// What the namespace thread hands over.
 struct WorkerReport {
@@ -275,7 +275,7 @@ struct Helpers<'s> {
 
 impl Helpers<'_> {
     fn ipam_result(&mut self, undo: &mut Undo) -> IpamOutcome {
-        let lost = || CniError::plugin(codes::IPAM, "IPAM thread ended without a result");
+        let lost = || Error::IpamResult("IPAM thread ended without a result".into());
         let r = match self.ipam.take() {
             None => return Ok(None),
             Some(IpamJob::Thread(job)) => job.join().unwrap_or_else(|_| Err(lost())),
@@ -288,9 +288,9 @@ impl Helpers<'_> {
     }
 }
 
-fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
+fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
     let ns = iface::open_netns(call)?;
-    let mut host = Handle::new().map_err(nl_err)?;
+    let mut host = Handle::new()?;
     std::thread::scope(|s| {
         let in_process = ipam::in_process(&cfg.conf);
         let (ipam_tx, ipam_rx) = mpsc::channel();
@@ -349,12 +349,12 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
     })
 }
 
-fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Link, CniError> {
+fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Link> {
     let name = cfg.br.bridge.as_str();
     let vlan_filtering = cfg.br.vlan != 0 || cfg.br.vlan_trunk.is_some();
     // An existing bridge is looked up by ioctl (cheap); that it really is a bridge is
     // checked once the veth has joined it (see `add_inner`).
-    let br = match host.if_info(name).map_err(nl_err)? {
+    let br = match host.if_info(name)? {
         Some(i) => Link {
             index: i.index,
             name: name.to_string(),
@@ -370,10 +370,10 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
                 Ok(()) => {}
                 Err(e) if e.is_exists() => {}
                 Err(e) => {
-                    return Err(nl_err(e).context(format!("failed to create bridge {name:?}")))
+                    return Err(Error::from(e).context(format!("failed to create bridge {name:?}")))
                 }
             }
-            let l = host.require_link(name).map_err(nl_err)?;
+            let l = host.require_link(name)?;
             undo.bridge = Some(l.index);
             if l.kind.as_deref() != Some("bridge") {
                 return Err(not_a_bridge(name));
@@ -382,14 +382,14 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
         }
     };
     if cfg.br.promisc_mode && !br.promisc {
-        host.set_promisc(br.index, true).map_err(nl_err)?;
+        host.set_promisc(br.index, true)?;
     }
     if undo.bridge.is_some() {
         // An existing bridge gets this from the namespace thread, off the critical path.
         let _ = sysctl::write(&accept_ra_key(name), "0");
     }
     if !br.up {
-        host.set_up(br.index, true).map_err(nl_err)?;
+        host.set_up(br.index, true)?;
     }
     Ok(br)
 }
@@ -410,7 +410,7 @@ fn name_taken_in_container(helpers: &Helpers<'_>, ifname: &str) -> bool {
 }
 
 fn not_a_bridge(name: &str) -> CniError {
-    CniError::config(format!("{name:?} already exists but is not a bridge"))
+    Error::config(format!("{name:?} already exists but is not a bridge"))
 }
 
 /// Puts `gw` on the bridge; another IPv4 address (or an overlapping IPv6 one) is an
@@ -422,7 +422,7 @@ fn ensure_addr(
     gw: IpNet,
     force: bool,
 ) -> Result<Option<[u8; 6]>, CniError> {
-    let addrs = host.addresses(Some(br.index)).map_err(nl_err)?;
+    let addrs = host.addresses(Some(br.index))?;
     for a in addrs
         .iter()
         .filter(|a| a.addr.addr().is_ipv4() == gw.addr().is_ipv4())
@@ -435,9 +435,9 @@ fn ensure_addr(
         }
         if gw.addr().is_ipv4() || a.addr.contains(&gw.addr()) || gw.contains(&a.addr.addr()) {
             if force {
-                host.del_address(br.index, a.addr).map_err(nl_err)?;
+                host.del_address(br.index, a.addr)?;
             } else {
-                return Err(CniError::config(format!(
+                return Err(Error::config(format!(
                     "{:?} already has an IP address different from {gw}",
                     br.name
                 )));
@@ -447,12 +447,12 @@ fn ensure_addr(
     match host.add_address(br.index, gw, false) {
         Ok(()) => {}
         Err(e) if e.is_exists() => {}
-        Err(e) => return Err(nl_err(e)),
+        Err(e) => return Err(e.into()),
     }
     // Pin the bridge MAC so it does not follow the lowest port MAC as ports churn.
     let mac = br.mac.filter(|m| m.iter().any(|b| *b != 0));
     if let Some(mac) = mac {
-        host.set_mac(br.index, mac).map_err(nl_err)?;
+        host.set_mac(br.index, mac)?;
     }
     Ok(mac)
 }
@@ -474,7 +474,7 @@ fn add_inner(
     host: &mut Handle,
     helpers: &mut Helpers<'_>,
     undo: &mut Undo,
-) -> Result<CniResult, CniError> {
+) -> Result<CniResult> {
     let ifname = call.env.ifname.as_str();
     let br = ensure_bridge(host, cfg, undo)?;
     mark("bridge ready");
@@ -505,7 +505,7 @@ fn add_inner(
             if kind.as_deref() != Some("bridge") {
                 return Err(not_a_bridge(&br.name));
             }
-            return Err(nl_err(e).context(format!(
+            return Err(Error::from(e).context(format!(
                 "failed to create veth pair {veth_name}/{ifname} on bridge {:?}",
                 br.name
             )));
@@ -515,7 +515,7 @@ fn add_inner(
     // The veth joined its master in the same request. One look at the master tells that it
     // really is a bridge (a bond or a VRF takes ports too) and gives its MAC, which follows
     // the lowest port MAC unless one was set.
-    let br_after_port = match host.link_by_index(br.index).map_err(nl_err)? {
+    let br_after_port = match host.link_by_index(br.index)? {
         Some(l) if l.kind.as_deref() == Some("bridge") => Link {
             mac: l.mac,
             ..br.clone()
@@ -526,7 +526,7 @@ fn add_inner(
         .cont
         .recv()
         .map_err(|_| CniError::io("container namespace thread ended"))?;
-    let mut cont = report.cont.map_err(nl_err)?;
+    let mut cont = report.cont?;
     if let (None, Some(f)) = (undo.bridge, report.accept_ra) {
         // A bridge made by this call got it at creation.
         let _ = sysctl::write_to(f, "0");
@@ -540,26 +540,24 @@ fn add_inner(
         port_opts.push(InfoBridgePort::Isolated(true));
     }
     if !port_opts.is_empty() {
-        host.set_port_options(veth.index, port_opts)
-            .map_err(nl_err)?;
+        host.set_port_options(veth.index, port_opts)?;
     }
     if (cfg.br.vlan != 0 || !cfg.vlans.is_empty()) && !cfg.br.preserve_default_vlan {
-        for (vid, _) in host.bridge_vlans(veth.index).map_err(nl_err)? {
-            host.bridge_vlan(veth.index, vid, false, false, false)
-                .map_err(nl_err)?;
+        for (vid, _) in host.bridge_vlans(veth.index)? {
+            host.bridge_vlan(veth.index, vid, false, false, false)?;
         }
     }
     if cfg.br.vlan != 0 {
         host.bridge_vlan(veth.index, cfg.br.vlan as u16, true, false, true)
-            .map_err(|e| nl_err(e).context(format!("failed to set vlan tag on {veth_name:?}")))?;
+            .map_err(|e| Error::from(e).context(format!("failed to set vlan tag on {veth_name:?}")))?;
     }
     for vid in &cfg.vlans {
         host.bridge_vlan(veth.index, *vid, false, false, true)
-            .map_err(|e| nl_err(e).context(format!("failed to set trunk vlan on {veth_name:?}")))?;
+            .map_err(|e| Error::from(e).context(format!("failed to set trunk vlan on {veth_name:?}")))?;
     }
     let mut gateway_mac = None;
 
-    let cont_link = match cont.if_info(ifname).map_err(nl_err)? {
+    let cont_link = match cont.if_info(ifname)? {
         Some(i) => Link {
             index: i.index,
             name: ifname.to_string(),
@@ -567,19 +565,16 @@ fn add_inner(
             mtu: i.mtu,
             ..Default::default()
         },
-        None => cont.require_link(ifname).map_err(nl_err)?,
+        None => cont.require_link(ifname)?,
     };
     let mut result = CniResult::default();
     if cfg.layer3 {
         let r = helpers
             .ipam_result(undo)?
-            .ok_or_else(|| CniError::plugin(codes::IPAM, "IPAM plugin returned no result"))?;
+            .ok_or_else(|| Error::IpamResult("IPAM plugin returned no result".into()))?;
         mark("IPAM done");
         if r.ips.is_empty() {
-            return Err(CniError::plugin(
-                codes::IPAM,
-                "IPAM plugin returned missing IP config",
-            ));
+            return Err(Error::IpamResult("IPAM plugin returned missing IP config".into()));
         }
         result.ips = r.ips;
         result.routes = r.routes;
@@ -626,8 +621,7 @@ fn add_inner(
         match &report.host_ns {
             Some(home) => ns.visit(home, || iface::write_container_sysctls(ifname, enable_dad)),
             None => ns.run(|| iface::write_container_sysctls(ifname, enable_dad)),
-        }
-        .map_err(nl_err)?;
+        }?;
         iface::configure(&mut cont, cont_link.index, &result, 2, !cfg.br.enabledad)?;
         mark("container configured");
         for gw in &gateways {
@@ -635,10 +629,10 @@ fn add_inner(
                 .map_err(|e| e.context(format!("failed to set bridge address {gw}")))?;
         }
         if gateways.iter().any(|g| g.addr().is_ipv4()) {
-            sysctl::write(&["net", "ipv4", "ip_forward"], "1").map_err(nl_err)?;
+            sysctl::write(&["net", "ipv4", "ip_forward"], "1")?;
         }
         if gateways.iter().any(|g| g.addr().is_ipv6()) {
-            sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1").map_err(nl_err)?;
+            sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1")?;
         }
         if cfg.br.ip_masq {
             undo.firewall = true;
@@ -646,7 +640,7 @@ fn add_inner(
             NftCli.add_masquerade(&owner(call, cfg), &addrs)?;
         }
     } else if !cfg.br.disable_container_interface {
-        cont.set_up(cont_link.index, true).map_err(nl_err)?;
+        cont.set_up(cont_link.index, true)?;
     }
     if cfg.br.macspoofchk {
         undo.firewall = true;
@@ -682,7 +676,7 @@ fn add_inner(
     Ok(result)
 }
 
-fn del(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
+fn del(call: &Call<'_>, cfg: &Config) -> Result<()> {
     std::thread::scope(|s| {
         // The allocation is released while the kernel tears the veth down.
         let ipam = cfg
@@ -693,7 +687,7 @@ fn del(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
         let ipam = ipam
             .map(|j| {
                 j.join()
-                    .unwrap_or_else(|_| Err(CniError::plugin(codes::IPAM, "IPAM thread panicked")))
+                    .unwrap_or_else(|_| Err(Error::IpamResult("IPAM thread panicked".into())))
             })
             .unwrap_or(Ok(None));
         links?;
@@ -706,10 +700,10 @@ fn del(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
 }
 
 fn mismatch(msg: String) -> CniError {
-    CniError::plugin(codes::CHECK_MISMATCH, msg)
+    Error::CheckMismatch(msg)
 }
 
-fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
+fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
     let ns = iface::open_netns(call)?;
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Check)?;
@@ -731,10 +725,9 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
                 call.env.ifname
             ))
         })?;
-    let mut host = Handle::new().map_err(nl_err)?;
+    let mut host = Handle::new()?;
     let br = host
-        .link_by_name(&cfg.br.bridge)
-        .map_err(nl_err)?
+        .link_by_name(&cfg.br.bridge)?
         .ok_or_else(|| mismatch(format!("bridge {} not found", cfg.br.bridge)))?;
     if br.kind.as_deref() != Some("bridge") {
         return Err(mismatch(format!("{} is not a bridge", br.name)));
@@ -753,10 +746,9 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
             br.name, br.promisc, cfg.br.promisc_mode
         )));
     }
-    let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
+    let mut cont = Handle::in_netns(&ns)?;
     let c = cont
-        .link_by_name(&call.env.ifname)
-        .map_err(nl_err)?
+        .link_by_name(&call.env.ifname)?
         .ok_or_else(|| {
             mismatch(format!(
                 "interface {} not found in {netns}",
@@ -795,7 +787,7 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
     iface::validate(&mut cont, c.index, &c.name, &prev, 2)
 }
 
-fn gc(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
+fn gc(call: &Call<'_>, cfg: &Config) -> Result<()> {
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Gc)?;
     }
@@ -823,7 +815,7 @@ fn gc(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
     Ok(())
 }
 
-fn status(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
+fn status(call: &Call<'_>, cfg: &Config) -> Result<()> {
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Status)?;
     }

@@ -1,29 +1,24 @@
 //! Shared interface work for `bridge` and `macvlan`: applying a result's addresses and
 //! routes to the container interface, and checking them for CHECK.
 
-use oxivirt_cni_spec::error::codes;
+use crate::error::{Error, Result};
 use oxivirt_cni_spec::plugin::Call;
-use oxivirt_cni_spec::{CniError, CniResult, ErrorCode, NetConf};
+use oxivirt_cni_spec::{CniResult, NetConf};
 use oxivirt_netlink::{parse_mac, sysctl, Handle, NetNs, RouteSpec};
 use serde_json::Value;
 use std::net::IpAddr;
 
-pub fn nl_err(e: oxivirt_netlink::Error) -> CniError {
-    CniError::plugin(codes::NETLINK, e.to_string())
-}
-
-/// The container's namespace; one that cannot be opened is an unknown container (3).
-pub fn open_netns(call: &Call<'_>) -> Result<NetNs, CniError> {
-    let path = call
-        .env
-        .netns
-        .as_ref()
-        .ok_or_else(|| CniError::env("CNI_NETNS is required"))?;
-    NetNs::open(path).map_err(|e| {
-        CniError::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns: {e}"),
-        )
+/// The container's namespace; one that cannot be opened is an unknown container.
+pub fn open_netns(call: &Call<'_>) -> Result<NetNs> {
+    let path = call.env.netns.as_ref().ok_or_else(|| {
+        Error::Spec(oxivirt_cni_spec::Error::Env {
+            var: "CNI_NETNS".into(),
+            reason: "is required".into(),
+        })
+    })?;
+    NetNs::open(path).map_err(|source| Error::UnknownContainer {
+        path: path.display().to_string(),
+        source,
     })
 }
 
@@ -36,7 +31,7 @@ pub fn layer3(conf: &NetConf) -> bool {
 
 /// The MAC the runtime asks for: `CNI_ARGS` `MAC=`, then `args.cni.mac`, then
 /// `runtimeConfig.mac`, later ones winning (as in the reference).
-pub fn requested_mac(call: &Call<'_>, conf: &NetConf) -> Result<Option<[u8; 6]>, CniError> {
+pub fn requested_mac(call: &Call<'_>, conf: &NetConf) -> Result<Option<[u8; 6]>> {
     let from_args = call
         .env
         .args
@@ -54,10 +49,10 @@ pub fn requested_mac(call: &Call<'_>, conf: &NetConf) -> Result<Option<[u8; 6]>,
             Some(Value::String(s)) if s.is_empty() => {}
             Some(Value::String(s)) => {
                 mac = Some(parse_mac(s).ok_or_else(|| {
-                    CniError::config(format!("{from}: {s:?} is not a MAC address"))
+                    Error::config(format!("{from}: {s:?} is not a MAC address"))
                 })?)
             }
-            Some(_) => return Err(CniError::config(format!("{from} must be a string"))),
+            Some(_) => return Err(Error::config(format!("{from} must be a string"))),
         }
     }
     Ok(mac)
@@ -67,7 +62,7 @@ pub fn requested_mac(call: &Call<'_>, conf: &NetConf) -> Result<Option<[u8; 6]>,
 /// gone is already removed. With `retire`, the link is taken out of use and renamed at
 /// once and the kernel's slow deletion finishes in a detached process (see
 /// [`Handle::retire_link`]).
-pub fn remove_container_link(call: &Call<'_>, retire: Option<&str>) -> Result<(), CniError> {
+pub fn remove_container_link(call: &Call<'_>, retire: Option<&str>) -> Result<()> {
     let Some(path) = &call.env.netns else {
         return Ok(());
     };
@@ -75,9 +70,9 @@ pub fn remove_container_link(call: &Call<'_>, retire: Option<&str>) -> Result<()
         return Ok(());
     };
     let ifname = call.env.ifname.as_str();
-    ns.run(|| -> Result<(), CniError> {
-        let mut cont = Handle::new().map_err(nl_err)?;
-        let Some(link) = cont.link_by_name(ifname).map_err(nl_err)? else {
+    ns.run(|| -> Result<()> {
+        let mut cont = Handle::new()?;
+        let Some(link) = cont.link_by_name(ifname)? else {
             return Ok(());
         };
         let r = match retire {
@@ -85,19 +80,17 @@ pub fn remove_container_link(call: &Call<'_>, retire: Option<&str>) -> Result<()
             None => cont.del_link(link.index),
         };
         match r {
-            Err(e) if !e.is_not_found() => Err(nl_err(e)),
+            Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
         }
-    })
-    .map_err(nl_err)?
+    })?
 }
 
 /// Sets the per-interface sysctls the reference sets before addressing: DAD (`arp_notify`
 /// goes with the link-up request, see [`configure`]). Failures are ignored (IPv6 may be
 /// disabled), as the reference does.
-pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<(), CniError> {
-    ns.run(|| write_container_sysctls(ifname, enable_dad))
-        .map_err(nl_err)
+pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
+    Ok(ns.run(|| write_container_sysctls(ifname, enable_dad))?)
 }
 
 /// [`container_sysctls`] for a thread that is already in the container's namespace.
@@ -121,15 +114,14 @@ pub fn configure(
     result: &CniResult,
     result_if: usize,
     nodad: bool,
-) -> Result<(), CniError> {
+) -> Result<()> {
     let mut gw4: Option<IpAddr> = None;
     let mut gw6: Option<IpAddr> = None;
     for ip in &result.ips {
         if ip.interface.is_some_and(|i| i != result_if) {
             continue;
         }
-        nl.add_address(link_index, ip.address, nodad)
-            .map_err(nl_err)?;
+        nl.add_address(link_index, ip.address, nodad)?;
         if let Some(gw) = ip.gateway {
             match gw {
                 IpAddr::V4(_) if gw4.is_none() => gw4 = Some(gw),
@@ -138,7 +130,7 @@ pub fn configure(
             }
         }
     }
-    nl.set_up_arp_notify(link_index).map_err(nl_err)?;
+    nl.set_up_arp_notify(link_index)?;
     for r in &result.routes {
         let gw = r.gw.or(if r.dst.addr().is_ipv4() { gw4 } else { gw6 });
         let spec = RouteSpec {
@@ -155,7 +147,7 @@ pub fn configure(
         match nl.add_route(&spec) {
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
-            Err(e) => return Err(nl_err(e)),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -168,36 +160,30 @@ pub fn validate(
     ifname: &str,
     result: &CniResult,
     result_if: usize,
-) -> Result<(), CniError> {
-    let addrs = nl.addresses(Some(link_index)).map_err(nl_err)?;
+) -> Result<()> {
+    let addrs = nl.addresses(Some(link_index))?;
     for ip in &result.ips {
         if ip.interface.is_some_and(|i| i != result_if) {
             continue;
         }
         if !addrs.iter().any(|a| a.addr == ip.address) {
-            return Err(CniError::plugin(
-                codes::CHECK_MISMATCH,
-                format!(
-                    "{ifname}: address {} from prevResult is not configured",
-                    ip.address
-                ),
-            ));
+            return Err(Error::CheckMismatch(format!(
+                "{ifname}: address {} from prevResult is not configured",
+                ip.address
+            )));
         }
     }
-    let routes = nl.routes().map_err(nl_err)?;
+    let routes = nl.routes()?;
     for r in &result.routes {
         let dst = r.dst.trunc();
         if !routes
             .iter()
             .any(|x| x.dst == dst && (r.gw.is_none() || x.gateway == r.gw))
         {
-            return Err(CniError::plugin(
-                codes::CHECK_MISMATCH,
-                format!(
-                    "route {} via {:?} from prevResult is not installed",
-                    r.dst, r.gw
-                ),
-            ));
+            return Err(Error::CheckMismatch(format!(
+                "route {} via {:?} from prevResult is not installed",
+                r.dst, r.gw
+            )));
         }
     }
     Ok(())

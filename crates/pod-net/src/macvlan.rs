@@ -1,9 +1,9 @@
 //! The `macvlan` plugin: a macvlan sub-interface of a host link, moved into the container.
 
-use crate::iface::{self, nl_err};
-use oxivirt_cni_spec::error::codes;
+use crate::error::{Error, Result};
+use crate::iface;
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
-use oxivirt_cni_spec::{parse_json, CniError, CniResult, Command, Interface, NetConf};
+use oxivirt_cni_spec::{parse_json, CniResult, Command, Interface, NetConf};
 use oxivirt_ipam::plugin as ipam;
 use oxivirt_netlink::{Handle, MacvlanMode};
 use serde::Deserialize;
@@ -29,14 +29,14 @@ struct Config {
     layer3: bool,
 }
 
-fn parse_mode(s: &str) -> Result<MacvlanMode, CniError> {
+fn parse_mode(s: &str) -> Result<MacvlanMode> {
     Ok(match s {
         "" | "bridge" => MacvlanMode::Bridge,
         "private" => MacvlanMode::Private,
         "vepa" => MacvlanMode::Vepa,
         "passthru" => MacvlanMode::Passthru,
         other => {
-            return Err(CniError::config(format!(
+            return Err(Error::config(format!(
                 "network config: field `mode`: unknown macvlan mode {other:?} (bridge, private, vepa, passthru)"
             )))
         }
@@ -53,30 +53,29 @@ fn mode_name(m: MacvlanMode) -> &'static str {
 }
 
 /// The interface of the host's default route: the reference's default `master`.
-fn default_route_interface(nl: &mut Handle) -> Result<String, CniError> {
-    let routes = nl.routes().map_err(nl_err)?;
+fn default_route_interface(nl: &mut Handle) -> Result<String> {
+    let routes = nl.routes()?;
     let oif = routes
         .iter()
         .find(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() && r.oif.is_some())
         .and_then(|r| r.oif)
         .ok_or_else(|| {
-            CniError::config(
+            Error::config(
                 "network config: field `master` is missing and there is no default route",
             )
         })?;
     Ok(nl
-        .link_by_index(oif)
-        .map_err(nl_err)?
+        .link_by_index(oif)?
         .map(|l| l.name)
         .unwrap_or_default())
 }
 
-fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version), CniError> {
+fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version)> {
     let (conf, version) = NetConf::load(call.stdin)?;
     let mv: MacvlanConf = parse_json(call.stdin, "network config")?;
     let mode = parse_mode(&mv.mode)?;
     if mv.mtu < 0 || mv.mtu > 65535 {
-        return Err(CniError::config(format!(
+        return Err(Error::config(format!(
             "network config: field `mtu`: {} is not a valid MTU",
             mv.mtu
         )));
@@ -86,7 +85,7 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version), CniError
     }
     let mac = iface::requested_mac(call, &conf)?;
     if mac.is_some() && mode == MacvlanMode::Passthru {
-        return Err(CniError::config(
+        return Err(Error::config(
             "a MAC address cannot be set in passthru mode",
         ));
     }
@@ -103,7 +102,7 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version), CniError
     ))
 }
 
-pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
+pub fn handle(call: Call<'_>) -> Result<Option<String>> {
     let (cfg, version) = load(&call)?;
     match call.env.command {
         Command::Add => add(&call, &cfg).map(|r| Some(r.to_json(version))),
@@ -122,40 +121,35 @@ pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
     }
 }
 
-fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
+fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
     let ns = iface::open_netns(call)?;
     let ifname = call.env.ifname.as_str();
-    let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
-    if cont.link_by_name(ifname).map_err(nl_err)?.is_some() {
-        return Err(CniError::plugin(
-            codes::NETLINK,
-            format!("container already has an interface named {ifname:?}"),
-        ));
+    let mut cont = Handle::in_netns(&ns)?;
+    if cont.link_by_name(ifname)?.is_some() {
+        return Err(Error::IfnameTaken(ifname.to_string()));
     }
     // With linkInContainer the master lives in the container and the link is made there.
     let mut host = if cfg.mv.link_in_container {
         Handle::in_netns(&ns)
     } else {
         Handle::new()
-    }
-    .map_err(nl_err)?;
+    }?;
     let master_name = if cfg.mv.master.is_empty() {
         default_route_interface(&mut host)?
     } else {
         cfg.mv.master.clone()
     };
     let master = host
-        .link_by_name(&master_name)
-        .map_err(nl_err)?
+        .link_by_name(&master_name)?
         .ok_or_else(|| {
-            CniError::config(format!(
+            Error::config(format!(
                 "network config: field `master`: link {master_name:?} not found"
             ))
         })?;
     let mtu = (cfg.mv.mtu > 0).then_some(cfg.mv.mtu as u32);
     if let Some(m) = mtu {
         if m > master.mtu {
-            return Err(CniError::config(format!(
+            return Err(Error::config(format!(
                 "network config: field `mtu`: invalid MTU {m}, must be [0, master MTU({})]",
                 master.mtu
             )));
@@ -164,23 +158,20 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
     let target_ns = (!cfg.mv.link_in_container).then(|| ns.raw_fd());
     host.add_macvlan(ifname, master.index, cfg.mode, mtu, cfg.mac, target_ns)
         .map_err(|e| {
-            nl_err(e).context(format!(
+            Error::from(e).context(format!(
                 "failed to create macvlan {ifname} on {master_name}"
             ))
         })?;
-    let link = cont.require_link(ifname).map_err(nl_err)?;
+    let link = cont.require_link(ifname)?;
     let mut ipam_done = false;
-    let res = (|| -> Result<CniResult, CniError> {
+    let res = (|| -> Result<CniResult> {
         let mut result = CniResult::default();
         if cfg.layer3 {
             let r = ipam::delegate(call, &cfg.conf, Command::Add)?
-                .ok_or_else(|| CniError::plugin(codes::IPAM, "IPAM plugin returned no result"))?;
+                .ok_or_else(|| Error::IpamResult("IPAM plugin returned no result".into()))?;
             ipam_done = true;
             if r.ips.is_empty() {
-                return Err(CniError::plugin(
-                    codes::IPAM,
-                    "IPAM plugin returned missing IP config",
-                ));
+                return Err(Error::IpamResult("IPAM plugin returned missing IP config".into()));
             }
             result.ips = r.ips;
             result.routes = r.routes;
@@ -191,9 +182,9 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
             iface::container_sysctls(&ns, ifname, false)?;
             iface::configure(&mut cont, link.index, &result, 0, true)?;
         } else {
-            cont.set_up(link.index, true).map_err(nl_err)?;
+            cont.set_up(link.index, true)?;
         }
-        let now = cont.require_link(ifname).map_err(nl_err)?;
+        let now = cont.require_link(ifname)?;
         result.interfaces = vec![Interface {
             name: ifname.to_string(),
             mac: now.mac_string(),
@@ -206,48 +197,42 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult, CniError> {
         }
         Ok(result)
     })();
-    if res.is_err() {
+    res.map_err(|error| {
+        let mut cleanup = Vec::new();
         if ipam_done {
-            let _ = ipam::delegate(call, &cfg.conf, Command::Del);
+            cleanup.extend(ipam::delegate(call, &cfg.conf, Command::Del).err().map(Error::from));
         }
-        let _ = cont.del_link(link.index);
-    }
-    res
+        cleanup.extend(cont.del_link(link.index).err().map(Error::from));
+        Error::with_cleanup(error, cleanup)
+    })
 }
 
-fn del(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
+fn del(call: &Call<'_>, cfg: &Config) -> Result<()> {
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Del)?;
     }
     iface::remove_container_link(call, None)
 }
 
-fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
+fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
     let ns = iface::open_netns(call)?;
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Check)?;
     }
     let prev = oxivirt_cni_spec::plugin::prev_result(&cfg.conf)?;
-    let mut cont = Handle::in_netns(&ns).map_err(nl_err)?;
+    let mut cont = Handle::in_netns(&ns)?;
     let link = cont
-        .link_by_name(&call.env.ifname)
-        .map_err(nl_err)?
+        .link_by_name(&call.env.ifname)?
         .ok_or_else(|| {
-            CniError::plugin(
-                codes::CHECK_MISMATCH,
-                format!("interface {} not found", call.env.ifname),
+            Error::CheckMismatch(format!("interface {} not found", call.env.ifname),
             )
         })?;
     if link.kind.as_deref() != Some("macvlan") {
-        return Err(CniError::plugin(
-            codes::CHECK_MISMATCH,
-            format!("{} is not a macvlan", link.name),
+        return Err(Error::CheckMismatch(format!("{} is not a macvlan", link.name),
         ));
     }
     if link.macvlan_mode != Some(cfg.mode) {
-        return Err(CniError::plugin(
-            codes::CHECK_MISMATCH,
-            format!(
+        return Err(Error::CheckMismatch(format!(
                 "{} mode is {:?}, config says {}",
                 link.name,
                 link.macvlan_mode,
@@ -257,9 +242,7 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<(), CniError> {
     }
     if let Some(i) = prev.interfaces.iter().find(|i| i.name == link.name) {
         if !i.mac.is_empty() && i.mac != link.mac_string() {
-            return Err(CniError::plugin(
-                codes::CHECK_MISMATCH,
-                format!("{} MAC does not match prevResult", link.name),
+            return Err(Error::CheckMismatch(format!("{} MAC does not match prevResult", link.name),
             ));
         }
     }

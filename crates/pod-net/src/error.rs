@@ -1,0 +1,103 @@
+//! What the interface plugins report. The binaries choose the CNI code for each variant
+//! (`oxivirt-cni`'s boundary), so nothing here knows the spec's numbers.
+
+/// An error of the `bridge` or `macvlan` plugin, with everything under it as sources.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config, the `CNI_*` environment or a delegate, as the spec layer read them.
+    #[error(transparent)]
+    Spec(#[from] oxivirt_cni_spec::Error),
+    /// Address management (in-process `host-local`/`static`).
+    #[error(transparent)]
+    Ipam(#[from] oxivirt_ipam::Error),
+    /// A config value the plugin refuses; the message names the field.
+    #[error("{0}")]
+    Config(String),
+    /// The container's network namespace cannot be opened: the container is unknown.
+    #[error("failed to open netns {path}")]
+    UnknownContainer {
+        path: String,
+        #[source]
+        source: oxivirt_netlink::Error,
+    },
+    /// A kernel operation (netlink, namespaces, sysctls) failed.
+    #[error(transparent)]
+    Netlink(#[from] oxivirt_netlink::Error),
+    /// Programming nftables failed.
+    #[error(transparent)]
+    Firewall(#[from] oxivirt_firewall::Error),
+    /// The container already has an interface with the name asked for.
+    #[error("container already has an interface named {0:?}")]
+    IfnameTaken(String),
+    /// The delegated IPAM gave no usable result.
+    #[error("{0}")]
+    IpamResult(String),
+    /// CHECK: the interface differs from the previous result.
+    #[error("{0}")]
+    CheckMismatch(String),
+    /// A helper thread of the plugin could not be started or ended without a result.
+    #[error("{what}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// Where an error happened, around it.
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A failed ADD or DEL that could not undo or finish everything: the first error, then
+    /// every cleanup step that failed too.
+    #[error("{error} (and {} cleanup step(s) failed: {})", cleanup.len(), list(cleanup))]
+    Cleanup {
+        error: Box<Error>,
+        cleanup: Vec<Error>,
+    },
+}
+
+fn list(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(|e| oxivirt_cni_spec::error::chain(e))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    pub(crate) fn config(msg: impl Into<String>) -> Self {
+        Self::Config(msg.into())
+    }
+
+    /// Wraps the error with where it happened.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Self::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The error under any [`Error::Context`] layers.
+    pub fn root(&self) -> &Error {
+        match self {
+            Self::Context { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// `error`, plus the cleanup failures if there were any.
+    pub fn with_cleanup(error: Error, cleanup: Vec<Error>) -> Self {
+        if cleanup.is_empty() {
+            error
+        } else {
+            Self::Cleanup {
+                error: Box::new(error),
+                cleanup,
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
