@@ -1,14 +1,14 @@
 //! The `bridge` plugin: a veth pair from the container to a Linux bridge on the host,
 //! with every option of the reference plugin.
 
-use crate::iface::{self, nl_err};
+use crate::error::{Error, Result};
+use crate::iface;
 use ipnet::IpNet;
 use netlink_packet_route::link::InfoBridgePort;
 use oxivirt_cni_spec::env::validate_ifname;
-use oxivirt_cni_spec::error::codes;
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
 use oxivirt_cni_spec::trace::mark;
-use oxivirt_cni_spec::{parse_json, CniError, CniResult, Command, Interface, NetConf, Route};
+use oxivirt_cni_spec::{parse_json, CniResult, Command, Interface, NetConf, Route};
 use oxivirt_firewall::{Firewall, NftCli, Owner};
 use oxivirt_ipam::plugin as ipam;
 use oxivirt_netlink::{format_mac, sysctl, Handle, Link, NetNs};
@@ -123,11 +123,11 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>> {
 fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version)> {
     let (conf, version) = NetConf::load(call.stdin)?;
     let br: BridgeConf = parse_json(call.stdin, "network config")?;
-    validate_ifname(&br.bridge).map_err(|e| {
-        Error::config(format!(
-            "network config: field `bridge`: {}",
-            e.msg.replace("CNI_IFNAME ", "")
-        ))
+    validate_ifname(&br.bridge).map_err(|e| match e {
+        oxivirt_cni_spec::Error::Env { reason, .. } => {
+            Error::config(format!("network config: field `bridge`: {reason}"))
+        }
+        other => other.context("network config: field `bridge`").into(),
     })?;
     if !(0..=4094).contains(&br.vlan) {
         return Err(Error::config(format!(
@@ -298,7 +298,7 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
             (false, _) => None,
             (true, true) => Some(IpamJob::Worker(ipam_rx)),
             (true, false) => Some(IpamJob::Thread(
-                s.spawn(|| ipam::delegate(call, &cfg.conf, Command::Add)),
+                s.spawn(|| Ok(ipam::delegate(call, &cfg.conf, Command::Add)?)),
             )),
         };
         let ipam_here = cfg.layer3 && in_process;
@@ -308,7 +308,9 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
             .stack_size(oxivirt_netlink::netns::NS_THREAD_STACK)
             .spawn_scoped(s, move || {
                 if ipam_here {
-                    let _ = ipam_tx.send(ipam::delegate(call, &cfg.conf, Command::Add));
+                    let ipam = ipam::delegate(call, &cfg.conf, Command::Add).map_err(Error::from);
+                    // The receiver is gone only if the main thread already failed.
+                    let _ = ipam_tx.send(ipam);
                 }
                 let accept_ra = sysctl::open_for_write(&accept_ra_key(bridge)).ok();
                 // Only layer-3 configs visit the container's namespace (for its sysctls).
@@ -320,7 +322,10 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
                     accept_ra,
                 });
             })
-            .map_err(|e| CniError::io(format!("failed to start a thread: {e}")))?;
+            .map_err(|e| Error::Thread {
+                what: "failed to start the namespace thread",
+                source: Some(e),
+            })?;
         let mut helpers = Helpers {
             ipam,
             cont: cont_rx,
@@ -328,22 +333,25 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
         let mut undo = Undo::default();
         match add_inner(call, cfg, &ns, &mut host, &mut helpers, &mut undo) {
             Ok(r) => Ok(r),
-            Err(e) => {
-                // The allocation may have succeeded while the links failed.
+            Err(error) => {
+                // The allocation may have succeeded while the links failed; its own failure
+                // is the error already reported, or a consequence of it.
                 let _ = helpers.ipam_result(&mut undo);
+                let mut cleanup: Vec<Error> = Vec::new();
                 if undo.firewall {
-                    let _ = NftCli.remove(&owner(call, cfg));
+                    cleanup.extend(NftCli.remove(&owner(call, cfg)).err().map(Error::from));
                 }
                 if undo.ipam {
-                    let _ = ipam::delegate(call, &cfg.conf, Command::Del);
+                    cleanup.extend(
+                        ipam::delegate(call, &cfg.conf, Command::Del)
+                            .err()
+                            .map(Error::from),
+                    );
                 }
-                if let Some(i) = undo.host_veth {
-                    let _ = host.del_link(i);
+                for link in [undo.host_veth, undo.bridge].into_iter().flatten() {
+                    cleanup.extend(host.del_link(link).err().map(Error::from));
                 }
-                if let Some(b) = undo.bridge {
-                    let _ = host.del_link(b);
-                }
-                Err(e)
+                Err(Error::with_cleanup(error, cleanup))
             }
         }
     })
@@ -409,7 +417,7 @@ fn name_taken_in_container(helpers: &Helpers<'_>, ifname: &str) -> bool {
     cont.link_by_name(ifname).ok().flatten().is_some()
 }
 
-fn not_a_bridge(name: &str) -> CniError {
+fn not_a_bridge(name: &str) -> Error {
     Error::config(format!("{name:?} already exists but is not a bridge"))
 }
 
@@ -491,10 +499,7 @@ fn add_inner(
         Ok(v) => v,
         // Only now tell the likely cause apart: checking first would cost every ADD.
         Err(e) if e.is_exists() && name_taken_in_container(helpers, ifname) => {
-            return Err(CniError::plugin(
-                codes::NETLINK,
-                format!("container already has an interface named {ifname:?}"),
-            ))
+            return Err(Error::IfnameTaken(ifname.to_string()))
         }
         Err(e) => {
             let kind = host
@@ -525,7 +530,10 @@ fn add_inner(
     let report = helpers
         .cont
         .recv()
-        .map_err(|_| CniError::io("container namespace thread ended"))?;
+        .map_err(|_| Error::Thread {
+            what: "the container namespace thread ended without a report",
+            source: None,
+        })?;
     let mut cont = report.cont?;
     if let (None, Some(f)) = (undo.bridge, report.accept_ra) {
         // A bridge made by this call got it at creation.
@@ -600,9 +608,11 @@ fn add_inner(
             if cfg.br.is_default_gateway {
                 let found = if v4 { &mut default_v4 } else { &mut default_v6 };
                 if !*found {
-                    let dst: IpNet = if v4 { "0.0.0.0/0" } else { "::/0" }
-                        .parse()
-                        .map_err(|_| CniError::io("default route"))?;
+                    let dst = if v4 {
+                        IpNet::V4(ipnet::Ipv4Net::default())
+                    } else {
+                        IpNet::V6(ipnet::Ipv6Net::default())
+                    };
                     extra_routes.push(Route::new(dst, ip.gateway));
                     *found = true;
                 }
@@ -681,25 +691,30 @@ fn del(call: &Call<'_>, cfg: &Config) -> Result<()> {
         // The allocation is released while the kernel tears the veth down.
         let ipam = cfg
             .layer3
-            .then(|| s.spawn(|| ipam::delegate(call, &cfg.conf, Command::Del)));
+            .then(|| s.spawn(|| Ok(ipam::delegate(call, &cfg.conf, Command::Del)?)));
         let links = iface::remove_container_link(call, Some(&grave_name()));
         mark("container link deleted");
-        let ipam = ipam
+        let ipam: Result<Option<CniResult>> = ipam
             .map(|j| {
                 j.join()
                     .unwrap_or_else(|_| Err(Error::IpamResult("IPAM thread panicked".into())))
             })
             .unwrap_or(Ok(None));
-        links?;
-        ipam?;
+        // Every step runs whatever the others did; all failures are reported.
+        let mut failed: Vec<Error> = links.err().into_iter().collect();
+        failed.extend(ipam.err());
         if cfg.br.macspoofchk || (cfg.layer3 && cfg.br.ip_masq) {
-            NftCli.remove(&owner(call, cfg))?;
+            failed.extend(NftCli.remove(&owner(call, cfg)).err().map(Error::from));
         }
-        Ok(())
+        let mut failed = failed.into_iter();
+        match failed.next() {
+            None => Ok(()),
+            Some(first) => Err(Error::with_cleanup(first, failed.collect())),
+        }
     })
 }
 
-fn mismatch(msg: String) -> CniError {
+fn mismatch(msg: String) -> Error {
     Error::CheckMismatch(msg)
 }
 
