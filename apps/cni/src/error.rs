@@ -124,7 +124,11 @@ mod tests {
         let wire = to_cni(&e);
         assert_eq!(wire.code, ErrorCode::Plugin(codes::CHECK_MISMATCH));
         assert!(wire.msg.contains("eth0: address gone"), "{}", wire.msg);
-        assert!(wire.msg.contains("1 cleanup step(s) failed"), "{}", wire.msg);
+        assert!(
+            wire.msg.contains("1 cleanup step(s) failed"),
+            "{}",
+            wire.msg
+        );
         assert!(
             wire.msg.contains("Device or resource busy"),
             "errno lost: {}",

@@ -4,9 +4,9 @@
 
 #![no_main]
 
+use oxivirt_app_cni::{error::to_cni, plugin as handler};
 use oxivirt_cni_spec::plugin;
 use oxivirt_cni_spec::process::{called_as, finish, start_up};
-use oxivirt_app_cni::{error::to_cni, plugin as handler};
 
 /// The C entry point (see [`start_up`]).
 #[unsafe(no_mangle)]

@@ -4,8 +4,10 @@
 //! DEL and GC find it. The driver is a trait; [`NftCli`] is the real one.
 
 use ipnet::IpNet;
-use oxivirt_cni_spec::error::codes;
-use oxivirt_cni_spec::CniError;
+/// Stand-in until the firewall crate's own error lands.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(String);
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -38,25 +40,25 @@ impl Owner {
 }
 
 pub trait Firewall {
-    fn add_masquerade(&self, owner: &Owner, addrs: &[IpNet]) -> Result<(), CniError>;
-    fn add_spoofcheck(&self, owner: &Owner, host_if: &str, mac: &str) -> Result<(), CniError>;
+    fn add_masquerade(&self, owner: &Owner, addrs: &[IpNet]) -> Result<(), Error>;
+    fn add_spoofcheck(&self, owner: &Owner, host_if: &str, mac: &str) -> Result<(), Error>;
     /// Removes every rule of `owner` (masquerade and spoof check); none is success.
-    fn remove(&self, owner: &Owner) -> Result<(), CniError>;
+    fn remove(&self, owner: &Owner) -> Result<(), Error>;
     /// Comments of every rule we own, for GC.
-    fn comments(&self) -> Result<Vec<String>, CniError>;
+    fn comments(&self) -> Result<Vec<String>, Error>;
     /// Removes every rule whose comment is in `comments`.
-    fn remove_comments(&self, comments: &[String]) -> Result<(), CniError>;
+    fn remove_comments(&self, comments: &[String]) -> Result<(), Error>;
 }
 
 /// nftables through the `nft` command (scripts in, JSON listings out).
 #[derive(Debug, Default)]
 pub struct NftCli;
 
-fn fw_err(msg: String) -> CniError {
-    CniError::plugin(codes::FIREWALL, msg)
+fn fw_err(msg: String) -> Error {
+    Error(msg)
 }
 
-fn run_nft(args: &[&str], script: Option<&str>) -> Result<String, CniError> {
+fn run_nft(args: &[&str], script: Option<&str>) -> Result<String, Error> {
     let mut cmd = Command::new("nft");
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     if script.is_some() {
@@ -116,15 +118,13 @@ pub fn spoofcheck_script(owner: &Owner, host_if: &str, mac: &str) -> String {
 }
 
 /// (family, chain, handle, comment) of every rule in our tables.
-fn list_rules() -> Result<Vec<(String, String, u64, String)>, CniError> {
+fn list_rules() -> Result<Vec<(String, String, u64, String)>, Error> {
     let mut out = Vec::new();
     for family in ["inet", "bridge"] {
         let json = match run_nft(&["-j", "list", "table", family, TABLE], None) {
             Ok(j) => j,
             // No table: nothing of ours.
-            Err(e) if e.msg.contains("No such file") || e.msg.contains("does not exist") => {
-                continue
-            }
+            Err(e) if e.0.contains("No such file") || e.0.contains("does not exist") => continue,
             Err(e) => return Err(e),
         };
         let v: serde_json::Value =
@@ -162,19 +162,19 @@ fn list_rules() -> Result<Vec<(String, String, u64, String)>, CniError> {
 }
 
 impl Firewall for NftCli {
-    fn add_masquerade(&self, owner: &Owner, addrs: &[IpNet]) -> Result<(), CniError> {
+    fn add_masquerade(&self, owner: &Owner, addrs: &[IpNet]) -> Result<(), Error> {
         run_nft(&["-f", "-"], Some(&masquerade_script(owner, addrs))).map(|_| ())
     }
 
-    fn add_spoofcheck(&self, owner: &Owner, host_if: &str, mac: &str) -> Result<(), CniError> {
+    fn add_spoofcheck(&self, owner: &Owner, host_if: &str, mac: &str) -> Result<(), Error> {
         run_nft(&["-f", "-"], Some(&spoofcheck_script(owner, host_if, mac))).map(|_| ())
     }
 
-    fn remove(&self, owner: &Owner) -> Result<(), CniError> {
+    fn remove(&self, owner: &Owner) -> Result<(), Error> {
         self.remove_comments(&[owner.comment()])
     }
 
-    fn comments(&self) -> Result<Vec<String>, CniError> {
+    fn comments(&self) -> Result<Vec<String>, Error> {
         Ok(list_rules()?
             .into_iter()
             .map(|r| r.3)
@@ -182,7 +182,7 @@ impl Firewall for NftCli {
             .collect())
     }
 
-    fn remove_comments(&self, comments: &[String]) -> Result<(), CniError> {
+    fn remove_comments(&self, comments: &[String]) -> Result<(), Error> {
         let script: String = list_rules()?
             .into_iter()
             .filter(|r| comments.contains(&r.3))

@@ -176,7 +176,9 @@ impl HostLocal {
                         .range_for(ip)
                         .ok_or_else(|| Error::Allocation(format!("{ip} not in range set")))?;
                     if Some(ip) == range.gateway {
-                        return Err(Error::Allocation(format!("requested ip {ip} is subnet's gateway")));
+                        return Err(Error::Allocation(format!(
+                            "requested ip {ip} is subnet's gateway"
+                        )));
                     }
                     if !store.reserve(id, ifname, ip, i)? {
                         return Err(Error::Allocation(format!(
@@ -323,11 +325,7 @@ pub fn requested_ips(conf: &NetConf, args: &CniArgs) -> Result<Vec<IpAddr>, Erro
                     push(s, &format!("{from}[{i}]"))?;
                 }
             }
-            Some(_) => {
-                return Err(Error::config(format!(
-                    "{from} must be a list of strings"
-                )))
-            }
+            Some(_) => return Err(Error::config(format!("{from} must be a list of strings"))),
         }
     }
     Ok(out)

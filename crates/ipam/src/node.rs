@@ -25,7 +25,10 @@ impl NodePolicy {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(parse_json(&bytes, &format!("node policy {}", path.display()))?),
+            Ok(bytes) => Ok(parse_json(
+                &bytes,
+                &format!("node policy {}", path.display()),
+            )?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(source) => Err(Error::NodePolicy { path, source }),
         }

@@ -5,10 +5,10 @@
 //! implementation, minus a process start); any other IPAM type is exec'd from `CNI_PATH`.
 
 use crate::node::NodePolicy;
+use crate::Error;
 use crate::{static_ipam, HostLocal};
 use oxivirt_cni_spec::exec::{exec_plugin, find_plugin, ExecArgs};
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
-use crate::Error;
 use oxivirt_cni_spec::{parse_json, CniResult, Command, NetConf};
 use serde::Deserialize;
 use std::collections::HashSet;

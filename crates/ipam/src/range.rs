@@ -1,7 +1,7 @@
 //! Ranges and range sets: validation and the round-robin candidate order.
 
-use ipnet::IpNet;
 use crate::Error;
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

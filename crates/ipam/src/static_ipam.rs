@@ -1,8 +1,8 @@
 //! The `static` IPAM plugin: addresses, routes and DNS straight from the config or the
 //! runtime (`CNI_ARGS` `IP=`/`GATEWAY=`, `args.cni.ips`, `runtimeConfig.ips`).
 
-use ipnet::IpNet;
 use crate::Error;
+use ipnet::IpNet;
 use oxivirt_cni_spec::{parse_json, CniArgs, CniResult, Dns, IpConfig, NetConf, Route};
 use serde::Deserialize;
 use serde_json::Value;

@@ -276,7 +276,9 @@ impl Store {
         self.dirty = true;
         if let Err(e) = f.write_all(format!("{}{LINE_BREAK}{ifname}", id.trim()).as_bytes()) {
             // A half-written reservation must not stay behind as a taken address.
-            let cleanup = fs::remove_file(&path).err().map(|r| io_err("remove", &path, r));
+            let cleanup = fs::remove_file(&path)
+                .err()
+                .map(|r| io_err("remove", &path, r));
             return Err(Error::with_cleanup(
                 io_err("write", &path, e),
                 cleanup.into_iter().collect(),
@@ -381,14 +383,13 @@ impl Store {
                 tv_nsec: nsec as _,
             },
         ];
-        let c = CString::new(self.dir.as_os_str().as_bytes())
-            .map_err(|_| {
-                io_err(
-                    "stamp",
-                    &self.dir,
-                    std::io::Error::from(std::io::ErrorKind::InvalidInput),
-                )
-            })?;
+        let c = CString::new(self.dir.as_os_str().as_bytes()).map_err(|_| {
+            io_err(
+                "stamp",
+                &self.dir,
+                std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            )
+        })?;
         // SAFETY: valid NUL-terminated path and a two-element timespec array.
         let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
         if rc != 0 {

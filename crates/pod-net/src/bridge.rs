@@ -90,14 +90,10 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>> {
         match (t.min_id, t.max_id) {
             (Some(lo), Some(hi)) => {
                 if !ok(lo) {
-                    return Err(Error::config(format!(
-                        "{at}.minID {lo} is not in 1..4094"
-                    )));
+                    return Err(Error::config(format!("{at}.minID {lo} is not in 1..4094")));
                 }
                 if !ok(hi) {
-                    return Err(Error::config(format!(
-                        "{at}.maxID {hi} is not in 1..4094"
-                    )));
+                    return Err(Error::config(format!("{at}.maxID {hi} is not in 1..4094")));
                 }
                 if hi < lo {
                     return Err(Error::config(format!(
@@ -297,9 +293,11 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
         let ipam = match (cfg.layer3, in_process) {
             (false, _) => None,
             (true, true) => Some(IpamJob::Worker(ipam_rx)),
-            (true, false) => Some(IpamJob::Thread(
-                s.spawn(|| Ok(ipam::delegate(call, &cfg.conf, Command::Add)?)),
-            )),
+            (true, false) => {
+                Some(IpamJob::Thread(s.spawn(|| {
+                    Ok(ipam::delegate(call, &cfg.conf, Command::Add)?)
+                })))
+            }
         };
         let ipam_here = cfg.layer3 && in_process;
         let (cont_tx, cont_rx) = mpsc::channel();
@@ -424,12 +422,7 @@ fn not_a_bridge(name: &str) -> Error {
 /// Puts `gw` on the bridge; another IPv4 address (or an overlapping IPv6 one) is an
 /// error unless `forceAddress`, as in the reference.
 /// Returns the bridge MAC if it pinned it.
-fn ensure_addr(
-    host: &mut Handle,
-    br: &Link,
-    gw: IpNet,
-    force: bool,
-) -> Result<Option<[u8; 6]>, CniError> {
+fn ensure_addr(host: &mut Handle, br: &Link, gw: IpNet, force: bool) -> Result<Option<[u8; 6]>> {
     let addrs = host.addresses(Some(br.index))?;
     for a in addrs
         .iter()
@@ -527,13 +520,10 @@ fn add_inner(
         },
         _ => return Err(not_a_bridge(&br.name)),
     };
-    let report = helpers
-        .cont
-        .recv()
-        .map_err(|_| Error::Thread {
-            what: "the container namespace thread ended without a report",
-            source: None,
-        })?;
+    let report = helpers.cont.recv().map_err(|_| Error::Thread {
+        what: "the container namespace thread ended without a report",
+        source: None,
+    })?;
     let mut cont = report.cont?;
     if let (None, Some(f)) = (undo.bridge, report.accept_ra) {
         // A bridge made by this call got it at creation.
@@ -557,11 +547,15 @@ fn add_inner(
     }
     if cfg.br.vlan != 0 {
         host.bridge_vlan(veth.index, cfg.br.vlan as u16, true, false, true)
-            .map_err(|e| Error::from(e).context(format!("failed to set vlan tag on {veth_name:?}")))?;
+            .map_err(|e| {
+                Error::from(e).context(format!("failed to set vlan tag on {veth_name:?}"))
+            })?;
     }
     for vid in &cfg.vlans {
         host.bridge_vlan(veth.index, *vid, false, false, true)
-            .map_err(|e| Error::from(e).context(format!("failed to set trunk vlan on {veth_name:?}")))?;
+            .map_err(|e| {
+                Error::from(e).context(format!("failed to set trunk vlan on {veth_name:?}"))
+            })?;
     }
     let mut gateway_mac = None;
 
@@ -582,7 +576,9 @@ fn add_inner(
             .ok_or_else(|| Error::IpamResult("IPAM plugin returned no result".into()))?;
         mark("IPAM done");
         if r.ips.is_empty() {
-            return Err(Error::IpamResult("IPAM plugin returned missing IP config".into()));
+            return Err(Error::IpamResult(
+                "IPAM plugin returned missing IP config".into(),
+            ));
         }
         result.ips = r.ips;
         result.routes = r.routes;
@@ -762,14 +758,12 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
         )));
     }
     let mut cont = Handle::in_netns(&ns)?;
-    let c = cont
-        .link_by_name(&call.env.ifname)?
-        .ok_or_else(|| {
-            mismatch(format!(
-                "interface {} not found in {netns}",
-                call.env.ifname
-            ))
-        })?;
+    let c = cont.link_by_name(&call.env.ifname)?.ok_or_else(|| {
+        mismatch(format!(
+            "interface {} not found in {netns}",
+            call.env.ifname
+        ))
+    })?;
     if c.kind.as_deref() != Some("veth") {
         return Err(mismatch(format!(
             "container interface {} is not a veth",

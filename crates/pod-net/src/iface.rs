@@ -48,9 +48,10 @@ pub fn requested_mac(call: &Call<'_>, conf: &NetConf) -> Result<Option<[u8; 6]>>
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.is_empty() => {}
             Some(Value::String(s)) => {
-                mac = Some(parse_mac(s).ok_or_else(|| {
-                    Error::config(format!("{from}: {s:?} is not a MAC address"))
-                })?)
+                mac =
+                    Some(parse_mac(s).ok_or_else(|| {
+                        Error::config(format!("{from}: {s:?} is not a MAC address"))
+                    })?)
             }
             Some(_) => return Err(Error::config(format!("{from} must be a string"))),
         }

@@ -60,14 +60,9 @@ fn default_route_interface(nl: &mut Handle) -> Result<String> {
         .find(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() && r.oif.is_some())
         .and_then(|r| r.oif)
         .ok_or_else(|| {
-            Error::config(
-                "network config: field `master` is missing and there is no default route",
-            )
+            Error::config("network config: field `master` is missing and there is no default route")
         })?;
-    Ok(nl
-        .link_by_index(oif)?
-        .map(|l| l.name)
-        .unwrap_or_default())
+    Ok(nl.link_by_index(oif)?.map(|l| l.name).unwrap_or_default())
 }
 
 fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version)> {
@@ -139,13 +134,11 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
     } else {
         cfg.mv.master.clone()
     };
-    let master = host
-        .link_by_name(&master_name)?
-        .ok_or_else(|| {
-            Error::config(format!(
-                "network config: field `master`: link {master_name:?} not found"
-            ))
-        })?;
+    let master = host.link_by_name(&master_name)?.ok_or_else(|| {
+        Error::config(format!(
+            "network config: field `master`: link {master_name:?} not found"
+        ))
+    })?;
     let mtu = (cfg.mv.mtu > 0).then_some(cfg.mv.mtu as u32);
     if let Some(m) = mtu {
         if m > master.mtu {
@@ -171,7 +164,9 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
                 .ok_or_else(|| Error::IpamResult("IPAM plugin returned no result".into()))?;
             ipam_done = true;
             if r.ips.is_empty() {
-                return Err(Error::IpamResult("IPAM plugin returned missing IP config".into()));
+                return Err(Error::IpamResult(
+                    "IPAM plugin returned missing IP config".into(),
+                ));
             }
             result.ips = r.ips;
             result.routes = r.routes;
@@ -200,7 +195,11 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
     res.map_err(|error| {
         let mut cleanup = Vec::new();
         if ipam_done {
-            cleanup.extend(ipam::delegate(call, &cfg.conf, Command::Del).err().map(Error::from));
+            cleanup.extend(
+                ipam::delegate(call, &cfg.conf, Command::Del)
+                    .err()
+                    .map(Error::from),
+            );
         }
         cleanup.extend(cont.del_link(link.index).err().map(Error::from));
         Error::with_cleanup(error, cleanup)
@@ -223,27 +222,27 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
     let mut cont = Handle::in_netns(&ns)?;
     let link = cont
         .link_by_name(&call.env.ifname)?
-        .ok_or_else(|| {
-            Error::CheckMismatch(format!("interface {} not found", call.env.ifname),
-            )
-        })?;
+        .ok_or_else(|| Error::CheckMismatch(format!("interface {} not found", call.env.ifname)))?;
     if link.kind.as_deref() != Some("macvlan") {
-        return Err(Error::CheckMismatch(format!("{} is not a macvlan", link.name),
-        ));
+        return Err(Error::CheckMismatch(format!(
+            "{} is not a macvlan",
+            link.name
+        )));
     }
     if link.macvlan_mode != Some(cfg.mode) {
         return Err(Error::CheckMismatch(format!(
-                "{} mode is {:?}, config says {}",
-                link.name,
-                link.macvlan_mode,
-                mode_name(cfg.mode)
-            ),
-        ));
+            "{} mode is {:?}, config says {}",
+            link.name,
+            link.macvlan_mode,
+            mode_name(cfg.mode)
+        )));
     }
     if let Some(i) = prev.interfaces.iter().find(|i| i.name == link.name) {
         if !i.mac.is_empty() && i.mac != link.mac_string() {
-            return Err(Error::CheckMismatch(format!("{} MAC does not match prevResult", link.name),
-            ));
+            return Err(Error::CheckMismatch(format!(
+                "{} MAC does not match prevResult",
+                link.name
+            )));
         }
     }
     iface::validate(&mut cont, link.index, &link.name, &prev, 0)
