@@ -2,9 +2,11 @@
 //! only that MAC, only with that address, and treats every packet as hostile input:
 //! anything malformed is dropped and counted, never answered.
 
+mod error;
 mod server;
 mod socket;
 pub mod v6;
 
+pub use error::{Error, Result};
 pub use server::{Counters, DhcpOptionsSpec, Lease, Server};
 pub use socket::serve;

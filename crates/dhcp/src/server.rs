@@ -47,7 +47,7 @@ pub struct DhcpOptionsSpec {
 impl DhcpOptionsSpec {
     /// The raw options for [`Lease::extra`]; a private option outside 224–254 is an error,
     /// as KubeVirt's validation has it.
-    pub fn to_extra(&self) -> Result<Vec<(u8, Vec<u8>)>, String> {
+    pub fn to_extra(&self) -> crate::Result<Vec<(u8, Vec<u8>)>> {
         let mut out = Vec::new();
         if let Some(t) = &self.tftp_server_name {
             out.push((66, t.as_bytes().to_vec()));
@@ -63,9 +63,7 @@ impl DhcpOptionsSpec {
         }
         for (code, value) in &self.private_options {
             if !(224..=254).contains(code) {
-                return Err(format!(
-                    "dhcpOptions.privateOptions: option {code} is not in the private range 224-254"
-                ));
+                return Err(crate::Error::PrivateOption(*code));
             }
             out.push((*code, value.as_bytes().to_vec()));
         }
@@ -522,10 +520,9 @@ mod tests {
             private_options: vec![(100, "x".into())],
             ..Default::default()
         };
-        assert!(bad
-            .to_extra()
-            .expect_err("out of range")
-            .contains("224-254"));
+        let e = bad.to_extra().expect_err("out of range");
+        assert!(matches!(e, crate::Error::PrivateOption(100)), "{e}");
+        assert!(e.to_string().contains("224-254"), "{e}");
     }
 
     /// Found by the libFuzzer target: a fixed-length option (154, four bytes) given twice.

@@ -1,6 +1,7 @@
 //! DHCPv6 (IA_NA and DNS) for the masquerade network's one VM, and the router
 //! advertisements that give the guest its default route without cloud-init.
 
+use crate::error::socket;
 use dhcproto::v6::{
     DhcpOption, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, IANA,
 };
@@ -238,23 +239,29 @@ fn ifindex(name: &str) -> std::io::Result<u32> {
 }
 
 /// Serves DHCPv6 on `bridge` until `stop` (from a thread in the pod's namespace).
-pub fn serve6(bridge: &str, server: &mut Server6, stop: &AtomicBool) -> std::io::Result<()> {
-    let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_reuse_address(true)?;
-    sock.set_only_v6(true)?;
-    sock.bind_device(Some(bridge.as_bytes()))?;
+pub fn serve6(bridge: &str, server: &mut Server6, stop: &AtomicBool) -> crate::Result<()> {
+    let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(socket(bridge, "open a UDP socket"))?;
+    sock.set_reuse_address(true)
+        .and_then(|()| sock.set_only_v6(true))
+        .map_err(socket(bridge, "set socket options"))?;
+    sock.bind_device(Some(bridge.as_bytes()))
+        .map_err(socket(bridge, "bind to the bridge"))?;
     sock.bind(&SockAddr::from(SocketAddrV6::new(
         Ipv6Addr::UNSPECIFIED,
         547,
         0,
         0,
-    )))?;
-    let index = ifindex(bridge)?;
+    )))
+    .map_err(socket(bridge, "bind port 547"))?;
+    let index = ifindex(bridge).map_err(socket(bridge, "look up the bridge"))?;
     // All_DHCP_Relay_Agents_and_Servers.
-    sock.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2), index)?;
+    sock.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2), index)
+        .map_err(socket(bridge, "join the DHCPv6 servers' group"))?;
     crate::socket::serve_datagrams(&sock, stop, |data, from| {
         server.handle(data).map(|r| (r, from))
     })
+    .map_err(socket(bridge, "receive"))
 }
 
 /// A router advertisement: managed and other-config flags set (addresses and DNS come from
@@ -279,16 +286,20 @@ pub fn serve_ra(
     mtu: u32,
     interval: Duration,
     stop: &AtomicBool,
-) -> std::io::Result<()> {
-    let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
-    sock.bind_device(Some(bridge.as_bytes()))?;
-    sock.set_multicast_hops_v6(255)?;
-    sock.set_unicast_hops_v6(255)?;
-    let index = ifindex(bridge)?;
-    sock.set_multicast_if_v6(index)?;
+) -> crate::Result<()> {
+    let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+        .map_err(socket(bridge, "open an ICMPv6 socket"))?;
+    sock.bind_device(Some(bridge.as_bytes()))
+        .map_err(socket(bridge, "bind to the bridge"))?;
+    let index = ifindex(bridge).map_err(socket(bridge, "look up the bridge"))?;
+    sock.set_multicast_hops_v6(255)
+        .and_then(|()| sock.set_unicast_hops_v6(255))
+        .and_then(|()| sock.set_multicast_if_v6(index))
+        .and_then(|()| sock.set_read_timeout(Some(Duration::from_millis(200))))
+        .map_err(socket(bridge, "set socket options"))?;
     // All-routers, where solicitations go.
-    sock.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2), index)?;
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    sock.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2), index)
+        .map_err(socket(bridge, "join the all-routers group"))?;
     let ra = router_advertisement(mac, 1800, mtu);
     let all_nodes = SockAddr::from(SocketAddrV6::new(
         Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
