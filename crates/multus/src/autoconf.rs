@@ -30,8 +30,8 @@ pub fn first_config(dir: &Path) -> Result<(PathBuf, Value)> {
             path: f.clone(),
             source,
         })?;
-        let v: Value = oxivirt_cni_spec::parse_json(&bytes, &f.display().to_string())
-            .map_err(Error::Config)?;
+        let v: Value =
+            oxivirt_cni_spec::parse_json(&bytes, &f.display().to_string()).map_err(Error::Spec)?;
         if v.get("type").and_then(Value::as_str) == Some("multus") {
             continue;
         }

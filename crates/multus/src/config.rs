@@ -76,8 +76,8 @@ pub struct Config {
 
 impl Config {
     pub fn load(bytes: &[u8]) -> Result<Self> {
-        let (net, version) = NetConf::load(bytes).map_err(Error::Config)?;
-        let multus: MultusConf = parse_json(bytes, "multus config").map_err(Error::Config)?;
+        let (net, version) = NetConf::load(bytes).map_err(Error::Spec)?;
+        let multus: MultusConf = parse_json(bytes, "multus config").map_err(Error::Spec)?;
         if multus.cluster_network.is_none() && multus.delegates.is_empty() {
             return Err(Error::NoClusterNetwork);
         }

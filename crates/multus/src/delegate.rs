@@ -360,7 +360,7 @@ pub fn config_from_path(path: &Path) -> Result<Value> {
         path: file.clone(),
         source,
     })?;
-    oxivirt_cni_spec::parse_json(&bytes, &file.display().to_string()).map_err(Error::Config)
+    oxivirt_cni_spec::parse_json(&bytes, &file.display().to_string()).map_err(Error::Spec)
 }
 
 #[cfg(test)]

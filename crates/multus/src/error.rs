@@ -13,10 +13,12 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // The meta plugin's own config and the network configs it reads.
-    /// A network config the spec layer refuses: the meta plugin's own (stdin) or a file in
-    /// `confDir`. CNI: the spec error's own code (malformed JSON 6, wrong shape 7, …).
+    /// What the spec layer refuses: the meta plugin's own config (stdin), a config file's
+    /// JSON, and (through `From`, for the binary's `plugin::run`) the `CNI_*` environment,
+    /// stdin, CHECK of an old version. CNI: the spec error's own code (malformed JSON 6,
+    /// wrong shape 7, version 1, environment 4, …).
     #[error(transparent)]
-    Config(oxivirt_cni_spec::Error),
+    Spec(#[from] oxivirt_cni_spec::Error),
     /// The meta plugin's config names neither `clusterNetwork` nor `delegates`.
     /// CNI: invalid network config (7).
     #[error("multus config: one of `clusterNetwork` or `delegates` is required")]
@@ -391,5 +393,47 @@ pub fn with_cleanup(error: Error, also: Vec<Error>) -> Error {
             error: Box::new(error),
             also,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxivirt_cni_spec::error::chain;
+
+    #[test]
+    fn errors_cross_threads() {
+        // The daemon that comes next hands errors between threads.
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Error>();
+    }
+
+    #[test]
+    fn collect_keeps_every_failure() {
+        assert!(collect(Vec::new()).is_ok());
+        let one = collect(vec![Error::NoClusterResult]).expect_err("one");
+        assert!(matches!(one, Error::NoClusterResult));
+        let io = |op| Error::Cache {
+            path: "/c/x".into(),
+            op,
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        };
+        let e = collect(vec![io("remove"), io("read"), Error::NoClusterResult]).expect_err("3");
+        let Error::Cleanup { error, also } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(also.len(), 2);
+        assert!(matches!(e.root(), Error::Cache { op: "remove", .. }));
+        // The errno survives into the message, once.
+        let msg = chain(&e);
+        assert!(
+            msg.starts_with("2 cleanup steps failed after this error: failed to remove cache /c/x: Permission denied"),
+            "{msg}"
+        );
+        assert!(matches!(&**error, Error::Cache { .. }));
+        assert!(matches!(
+            with_cleanup(Error::NoClusterResult, Vec::new()),
+            Error::NoClusterResult
+        ));
     }
 }

@@ -466,3 +466,99 @@ impl ClusterSource for LazyKube {
         self.get()?.set_network_status(ns, name, status)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::is_unreachable;
+    use std::io::{Read, Write};
+
+    /// An API server that answers every request with `status` and `body`.
+    fn server(status: u16, body: &'static str) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn source(server: &str) -> KubeSource {
+        KubeSource::new(server, None, None, None, false, Duration::from_secs(5)).expect("client")
+    }
+
+    #[test]
+    fn status_and_unreachable_are_told_apart() {
+        let s = server(
+            403,
+            r#"{"kind":"Status","message":"pods \"p\" is forbidden"}"#,
+        );
+        let e = source(&s).pod("ns", "p").expect_err("forbidden");
+        assert!(
+            matches!(&e, Error::ApiStatus { status: 403, message, what, .. }
+                if message == "pods \"p\" is forbidden" && what == "pod ns/p"),
+            "{e:?}"
+        );
+        assert!(!is_unreachable(&e));
+        let s = server(503, "not json");
+        let e = source(&s).pod("ns", "p").expect_err("unavailable");
+        assert!(
+            matches!(&e, Error::ApiStatus { status: 503, message, .. } if message.is_empty()),
+            "{e:?}"
+        );
+        assert!(is_unreachable(&e));
+        let s = server(200, "not json");
+        let e = source(&s).pod("ns", "p").expect_err("garbage");
+        assert!(matches!(&e, Error::ApiResponse { .. }), "{e:?}");
+        let s = server(404, "{}");
+        let e = source(&s).pod("ns", "p").expect_err("no pod");
+        assert!(matches!(&e, Error::PodNotFound { .. }), "{e:?}");
+        assert_eq!(source(&s).network_attachment("ns", "n").expect("ok"), None);
+        // Nobody listening: the connection error is the source.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let e = source(&format!("http://{addr}"))
+            .pod("ns", "p")
+            .expect_err("refused");
+        assert!(matches!(&e, Error::ApiUnreachable { .. }), "{e:?}");
+        assert!(is_unreachable(&e));
+        let msg = oxivirt_cni_spec::error::chain(&e);
+        assert!(
+            msg.starts_with(&format!("API server http://{addr}: ")),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn lazy_client_reports_its_set_up_error_on_every_lookup() {
+        let lazy = LazyKube::new(
+            Some("/nonexistent/kubeconfig".into()),
+            Duration::from_secs(1),
+        );
+        for _ in 0..2 {
+            let e = lazy.pod("ns", "p").expect_err("no kubeconfig");
+            let Error::ApiClient(inner) = &e else {
+                panic!("{e:?}");
+            };
+            assert!(
+                matches!(&**inner, Error::CredentialRead { .. }),
+                "{inner:?}"
+            );
+            assert!(is_unreachable(&e));
+            let msg = oxivirt_cni_spec::error::chain(&e);
+            assert!(
+                msg.contains("/nonexistent/kubeconfig") && msg.contains("No such file"),
+                "{msg}"
+            );
+        }
+    }
+}
