@@ -10,17 +10,54 @@ pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 pub const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
 pub const DEFAULT_NETWORK: &str = "v1.multus-cni.io/default-network";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("annotation {annotation}: {reason}")]
+/// An invalid networks or default-network annotation: which one, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("annotation {annotation}")]
 pub struct AnnotationError {
     pub annotation: &'static str,
-    pub reason: String,
+    #[source]
+    pub problem: Problem,
 }
 
-fn err(annotation: &'static str, reason: impl Into<String>) -> AnnotationError {
+/// What is wrong with an annotation; entries are counted from 0 in the order written.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("invalid JSON network list")]
+    Json(#[source] serde_json::Error),
+    #[error("empty entry in the network list")]
+    EmptyEntry,
+    #[error("{0:?} is not of the form [namespace/]name[@interface]")]
+    Form(String),
+    /// A field of one entry: `field` is name, namespace, mac or "ips entry".
+    #[error("entry {index} ({name:?}): {field} {value:?} {reason}")]
+    Entry {
+        index: usize,
+        name: String,
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// An interface name Linux refuses (`reason` says why, naming it).
+    #[error("entry {index} ({name:?}): interface {reason}")]
+    Interface {
+        index: usize,
+        name: String,
+        reason: String,
+    },
+    #[error("more than one IPv4 or IPv6 default-route gateway requested")]
+    DefaultRoutes,
+    #[error("interface name {0:?} is used twice")]
+    InterfaceTwice(String),
+    #[error("an interface name cannot be set for the default network")]
+    DefaultNetworkInterface,
+    #[error("exactly one network must be named")]
+    DefaultNetworkCount,
+}
+
+fn err(annotation: &'static str, problem: Problem) -> AnnotationError {
     AnnotationError {
         annotation,
-        reason: reason.into(),
+        problem,
     }
 }
 
@@ -73,20 +110,21 @@ pub fn parse_networks(value: &str) -> Result<Vec<NetworkSelection>, AnnotationEr
     }
     let list = if trimmed.starts_with('[') {
         serde_json::from_str::<Vec<NetworkSelection>>(trimmed)
-            .map_err(|e| err(NETWORKS, format!("invalid JSON network list: {e}")))?
+            .map_err(|e| err(NETWORKS, Problem::Json(e)))?
     } else {
         trimmed
             .split(',')
             .map(|item| parse_text_item(item.trim()))
-            .collect::<Result<_, _>>()?
+            .collect::<Result<_, _>>()
+            .map_err(|p| err(NETWORKS, p))?
     };
-    validate(&list)?;
+    validate(&list).map_err(|p| err(NETWORKS, p))?;
     Ok(list)
 }
 
-fn parse_text_item(item: &str) -> Result<NetworkSelection, AnnotationError> {
+fn parse_text_item(item: &str) -> Result<NetworkSelection, Problem> {
     if item.is_empty() {
-        return Err(err(NETWORKS, "empty entry in the network list"));
+        return Err(Problem::EmptyEntry);
     }
     let (rest, interface) = match item.split_once('@') {
         Some((r, i)) => (r, Some(i.to_string())),
@@ -97,10 +135,7 @@ fn parse_text_item(item: &str) -> Result<NetworkSelection, AnnotationError> {
         None => (None, rest.to_string()),
     };
     if name.contains('/') || interface.as_deref().is_some_and(|i| i.contains('@')) {
-        return Err(err(
-            NETWORKS,
-            format!("{item:?} is not of the form [namespace/]name[@interface]"),
-        ));
+        return Err(Problem::Form(item.to_string()));
     }
     Ok(NetworkSelection {
         name,
@@ -110,51 +145,47 @@ fn parse_text_item(item: &str) -> Result<NetworkSelection, AnnotationError> {
     })
 }
 
-fn validate(list: &[NetworkSelection]) -> Result<(), AnnotationError> {
+fn validate(list: &[NetworkSelection]) -> Result<(), Problem> {
     let mut v4_default = 0;
     let mut v6_default = 0;
-    for (i, n) in list.iter().enumerate() {
-        let at = format!("entry {i} ({:?})", n.name);
+    for (index, n) in list.iter().enumerate() {
+        let bad = |field: &'static str, value: &str, reason: &'static str| Problem::Entry {
+            index,
+            name: n.name.clone(),
+            field,
+            value: value.to_string(),
+            reason,
+        };
+        const NOT_DNS1123: &str = "is not a valid DNS-1123 subdomain";
         if !is_dns1123_subdomain(&n.name) {
-            return Err(err(
-                NETWORKS,
-                format!("{at}: name {:?} is not a valid DNS-1123 subdomain", n.name),
-            ));
+            return Err(bad("name", &n.name, NOT_DNS1123));
         }
         if let Some(ns) = &n.namespace {
             if !is_dns1123_subdomain(ns) {
-                return Err(err(
-                    NETWORKS,
-                    format!("{at}: namespace {ns:?} is not a valid DNS-1123 subdomain"),
-                ));
+                return Err(bad("namespace", ns, NOT_DNS1123));
             }
         }
         if let Some(ifname) = &n.interface {
-            validate_ifname(ifname).map_err(|e| {
-                err(
-                    NETWORKS,
-                    format!(
-                        "{at}: interface {}",
-                        e.msg.trim_start_matches("CNI_IFNAME ")
-                    ),
-                )
+            validate_ifname(ifname).map_err(|e| Problem::Interface {
+                index,
+                name: n.name.clone(),
+                // The spec layer's reason names the interface; its `CNI_IFNAME` does not
+                // apply to an annotation.
+                reason: match e {
+                    oxivirt_cni_spec::Error::Env { reason, .. } => reason,
+                    other => other.to_string(),
+                },
             })?;
         }
         if let Some(mac) = &n.mac {
             if !is_mac(mac) {
-                return Err(err(
-                    NETWORKS,
-                    format!("{at}: mac {mac:?} is not a MAC address"),
-                ));
+                return Err(bad("mac", mac, "is not a MAC address"));
             }
         }
         for ip in &n.ips {
             let bare = ip.split('/').next().unwrap_or("");
             if bare.parse::<IpAddr>().is_err() {
-                return Err(err(
-                    NETWORKS,
-                    format!("{at}: ips entry {ip:?} is not an IP address"),
-                ));
+                return Err(bad("ips entry", ip, "is not an IP address"));
             }
         }
         for gw in &n.default_route {
@@ -166,10 +197,7 @@ fn validate(list: &[NetworkSelection]) -> Result<(), AnnotationError> {
         }
     }
     if v4_default > 1 || v6_default > 1 {
-        return Err(err(
-            NETWORKS,
-            "more than one IPv4 or IPv6 default-route gateway requested",
-        ));
+        return Err(Problem::DefaultRoutes);
     }
     Ok(())
 }
@@ -196,10 +224,7 @@ pub fn interface_names(
             .clone()
             .unwrap_or_else(|| format!("net{}", i + 1));
         if name == cluster_if || names.contains(&name) {
-            return Err(err(
-                NETWORKS,
-                format!("interface name {name:?} is used twice"),
-            ));
+            return Err(err(NETWORKS, Problem::InterfaceTwice(name)));
         }
         names.push(name);
     }
@@ -209,20 +234,18 @@ pub fn interface_names(
 /// `v1.multus-cni.io/default-network`: one network, `[ns/]name` (an interface is not
 /// allowed: the cluster network is always `eth0`).
 pub fn parse_default_network(value: &str) -> Result<NetworkSelection, AnnotationError> {
-    let list = parse_networks(value).map_err(|e| err(DEFAULT_NETWORK, e.reason))?;
+    let list = parse_networks(value).map_err(|e| err(DEFAULT_NETWORK, e.problem))?;
     match list.as_slice() {
         [one] if one.interface.is_none() => Ok(one.clone()),
-        [_] => Err(err(
-            DEFAULT_NETWORK,
-            "an interface name cannot be set for the default network",
-        )),
-        _ => Err(err(DEFAULT_NETWORK, "exactly one network must be named")),
+        [_] => Err(err(DEFAULT_NETWORK, Problem::DefaultNetworkInterface)),
+        _ => Err(err(DEFAULT_NETWORK, Problem::DefaultNetworkCount)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oxivirt_cni_spec::error::chain;
 
     #[test]
     fn text_form() {
@@ -273,10 +296,18 @@ mod tests {
         ];
         for (input, says) in bad {
             let e = parse_networks(input).expect_err(input);
-            assert!(e.to_string().contains(says), "{input}: {e}");
+            let msg = chain(&e);
+            assert!(
+                msg.contains(says) && msg.contains(NETWORKS),
+                "{input}: {msg}"
+            );
         }
         let dup = parse_networks("a@net2,b").expect("parse");
-        assert!(interface_names(&dup, "eth0").is_err());
+        let e = interface_names(&dup, "eth0").expect_err("dup");
+        assert!(
+            matches!(&e.problem, Problem::InterfaceTwice(n) if n == "net2"),
+            "{e:?}"
+        );
         let clash = parse_networks("a@eth0").expect("parse");
         assert!(interface_names(&clash, "eth0").is_err());
     }
@@ -287,7 +318,17 @@ mod tests {
             parse_default_network("kube-system/other").expect("ok").name,
             "other"
         );
-        assert!(parse_default_network("a,b").is_err());
-        assert!(parse_default_network("a@eth1").is_err());
+        let e = parse_default_network("a,b").expect_err("two");
+        assert!(matches!(e.problem, Problem::DefaultNetworkCount));
+        assert_eq!(e.annotation, DEFAULT_NETWORK);
+        let e = parse_default_network("a@eth1").expect_err("interface");
+        assert!(matches!(e.problem, Problem::DefaultNetworkInterface));
+        let e = parse_default_network("Bad").expect_err("invalid");
+        assert_eq!(e.annotation, DEFAULT_NETWORK);
+        assert!(
+            chain(&e).contains("entry 0 (\"Bad\"): name \"Bad\" is not a valid DNS-1123"),
+            "{}",
+            chain(&e)
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! network config in a `00-multus.conf` that makes it the cluster network, and remove it
 //! again on request.
 
-use oxivirt_cni_spec::CniError;
+use crate::error::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -16,25 +16,30 @@ pub enum Backend {
 }
 
 /// The first config in `dir` (lexical order, as the runtime picks it), ours excluded.
-pub fn first_config(dir: &Path) -> Result<(PathBuf, Value), CniError> {
-    let files = crate::delegate::config_files(dir)
-        .map_err(|e| CniError::io(format!("{}: {e}", dir.display())))?;
+pub fn first_config(dir: &Path) -> Result<(PathBuf, Value)> {
+    let files = crate::delegate::config_files(dir).map_err(|source| Error::ConfDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let ours = Some(FILE_NAME);
     for f in files
         .into_iter()
         .filter(|f| f.file_name().and_then(|n| n.to_str()) != ours)
     {
-        let bytes = std::fs::read(&f).map_err(|e| CniError::io(format!("{}: {e}", f.display())))?;
-        let v: Value = oxivirt_cni_spec::parse_json(&bytes, &f.display().to_string())?;
+        let bytes = std::fs::read(&f).map_err(|source| Error::ConfRead {
+            path: f.clone(),
+            source,
+        })?;
+        let v: Value =
+            oxivirt_cni_spec::parse_json(&bytes, &f.display().to_string()).map_err(Error::Spec)?;
         if v.get("type").and_then(Value::as_str) == Some("multus") {
             continue;
         }
         return Ok((f, v));
     }
-    Err(CniError::config(format!(
-        "no network config in {} to wrap",
-        dir.display()
-    )))
+    Err(Error::NoNetworkConfig {
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// The capabilities the wrapped network's plugins declare, so the runtime passes them on.
@@ -57,12 +62,7 @@ fn capabilities(conf: &Value) -> Map<String, Value> {
 }
 
 /// Writes `<dir>/00-multus.conf` around the first config; returns its path.
-pub fn generate(
-    dir: &Path,
-    backend: &Backend,
-    cni_dir: &Path,
-    bin_dir: &Path,
-) -> Result<PathBuf, CniError> {
+pub fn generate(dir: &Path, backend: &Backend, cni_dir: &Path, bin_dir: &Path) -> Result<PathBuf> {
     let (_, conf) = first_config(dir)?;
     let version = conf
         .get("cniVersion")
@@ -89,21 +89,28 @@ pub fn generate(
     }
     let path = dir.join(FILE_NAME);
     let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-    let text = serde_json::to_string_pretty(&out).map_err(|e| CniError::io(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(|e| CniError::io(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, &path).map_err(|e| CniError::io(format!("{}: {e}", path.display())))?;
+    // `{:#}` is a `Value`'s pretty JSON, which cannot fail.
+    let text = format!("{out:#}");
+    let io = |path: &Path, op: &'static str| {
+        let path = path.to_path_buf();
+        move |source| Error::ConfWrite { path, op, source }
+    };
+    std::fs::write(&tmp, text).map_err(io(&tmp, "write"))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path, "rename into place"))?;
     Ok(path)
 }
 
 /// Removes the generated config; none is fine.
-pub fn remove(dir: &Path) -> Result<(), CniError> {
-    match std::fs::remove_file(dir.join(FILE_NAME)) {
+pub fn remove(dir: &Path) -> Result<()> {
+    let path = dir.join(FILE_NAME);
+    match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(CniError::io(format!(
-            "{}: {e}",
-            dir.join(FILE_NAME).display()
-        ))),
+        Err(source) => Err(Error::ConfWrite {
+            path,
+            op: "remove",
+            source,
+        }),
     }
 }
 
@@ -154,12 +161,16 @@ mod tests {
         assert!(!p.exists());
         remove(dir.path()).expect("remove twice");
         let empty = tempfile::tempdir().expect("tmp");
-        assert!(generate(
+        let e = generate(
             empty.path(),
             &Backend::Store("/s".into()),
             Path::new("/c"),
-            Path::new("/b")
+            Path::new("/b"),
         )
-        .is_err());
+        .expect_err("nothing to wrap");
+        assert!(
+            matches!(&e, Error::NoNetworkConfig { dir } if dir == empty.path()),
+            "{e:?}"
+        );
     }
 }

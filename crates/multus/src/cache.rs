@@ -2,7 +2,7 @@
 //! work with the API server or the store gone.
 
 use crate::delegate::Delegate;
-use oxivirt_cni_spec::CniError;
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;
@@ -31,39 +31,63 @@ fn path_of(dir: &Path, id: &str) -> PathBuf {
     dir.join(id)
 }
 
-pub fn save(dir: &Path, e: &Entry) -> Result<(), CniError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|err| CniError::io(format!("cache dir {}: {err}", dir.display())))?;
+pub fn save(dir: &Path, e: &Entry) -> Result<()> {
+    let io = |path: &Path, op: &'static str| {
+        let path = path.to_path_buf();
+        move |source| Error::Cache { path, op, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir, "create the directory of"))?;
     let path = path_of(dir, &e.container_id);
     let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec(e).map_err(|err| CniError::io(err.to_string()))?;
+    let bytes = serde_json::to_vec(e).map_err(|source| Error::CacheJson {
+        path: path.clone(),
+        source,
+    })?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|err| CniError::io(format!("cache {}: {err}", tmp.display())))?;
-    f.write_all(&bytes)
-        .map_err(|err| CniError::io(format!("cache {}: {err}", tmp.display())))?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|err| CniError::io(format!("cache {}: {err}", path.display())))
+        .map_err(io(&tmp, "create"))?;
+    f.write_all(&bytes).map_err(io(&tmp, "write"))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path, "rename into place"))
 }
 
-pub fn load(dir: &Path, id: &str) -> Option<Entry> {
-    let bytes = std::fs::read(path_of(dir, id)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// The entry of container `id`; `None` when there is none.
+pub fn load(dir: &Path, id: &str) -> Result<Option<Entry>> {
+    let path = path_of(dir, id);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Cache {
+                path,
+                op: "read",
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| Error::CacheJson { path, source })
 }
 
-pub fn remove(dir: &Path, id: &str) -> Result<(), CniError> {
-    match std::fs::remove_file(path_of(dir, id)) {
+pub fn remove(dir: &Path, id: &str) -> Result<()> {
+    let path = path_of(dir, id);
+    match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(CniError::io(format!("cache {id}: {e}"))),
+        Err(source) => Err(Error::Cache {
+            path,
+            op: "remove",
+            source,
+        }),
     }
 }
 
-/// Every cached container.
+/// Every cached container. Entries that cannot be read are skipped: GC cannot tear down
+/// what it cannot read (DEL of that container falls back to the object store).
 pub fn list(dir: &Path) -> Vec<Entry> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();

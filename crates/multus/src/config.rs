@@ -1,6 +1,7 @@
 //! The meta plugin's own network config (`"type": "multus"`), with Multus's fields.
 
-use oxivirt_cni_spec::{parse_json, CniError, NetConf, Version};
+use crate::error::{Error, Result};
+use oxivirt_cni_spec::{parse_json, NetConf, Version};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -74,19 +75,15 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn load(bytes: &[u8]) -> Result<Self, CniError> {
-        let (net, version) = NetConf::load(bytes)?;
-        let multus: MultusConf = parse_json(bytes, "multus config")?;
+    pub fn load(bytes: &[u8]) -> Result<Self> {
+        let (net, version) = NetConf::load(bytes).map_err(Error::Spec)?;
+        let multus: MultusConf = parse_json(bytes, "multus config").map_err(Error::Spec)?;
         if multus.cluster_network.is_none() && multus.delegates.is_empty() {
-            return Err(CniError::config(
-                "multus config: one of `clusterNetwork` or `delegates` is required",
-            ));
+            return Err(Error::NoClusterNetwork);
         }
         if let Some(level) = multus.log_level.as_deref() {
             if !matches!(level, "" | "debug" | "verbose" | "error" | "panic") {
-                return Err(CniError::config(format!(
-                    "multus config: field `logLevel` {level:?} is not one of debug, verbose, error, panic"
-                )));
+                return Err(Error::LogLevel(level.to_string()));
             }
         }
         Ok(Self {

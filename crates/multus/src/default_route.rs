@@ -2,14 +2,17 @@
 //! through the named gateway on that network's interface, and the other networks' default
 //! routes of the family are removed (from the pod and from their results), as Multus does.
 
-use oxivirt_cni_spec::error::codes;
-use oxivirt_cni_spec::{CniError, CniResult, Route};
+use crate::error::{Error, Result};
+use oxivirt_cni_spec::{CniResult, Route};
 use oxivirt_netlink::{Handle, NetNs, RouteSpec};
 use std::net::IpAddr;
 use std::path::Path;
 
-fn nl(e: oxivirt_netlink::Error) -> CniError {
-    CniError::plugin(codes::NETLINK, e.to_string())
+/// Wraps a netlink error with the step and the interface.
+fn nl(op: impl Into<String>, ifname: &str) -> impl FnOnce(oxivirt_netlink::Error) -> Error {
+    let op = op.into();
+    let ifname = ifname.to_string();
+    move |source| Error::Netlink { op, ifname, source }
 }
 
 fn default_dst(v4: bool) -> ipnet::IpNet {
@@ -27,20 +30,20 @@ pub fn drop_defaults(
     ifname: &str,
     families: &[bool],
     result: &mut CniResult,
-) -> Result<(), CniError> {
+) -> Result<()> {
     if families.is_empty() {
         return Ok(());
     }
     result
         .routes
         .retain(|r| !(r.dst.prefix_len() == 0 && families.contains(&r.dst.addr().is_ipv4())));
-    let ns = NetNs::open(netns).map_err(nl)?;
-    ns.run(|| -> Result<(), CniError> {
-        let mut h = Handle::new().map_err(nl)?;
-        let Some(link) = h.if_info(ifname).map_err(nl)? else {
+    let ns = NetNs::open(netns).map_err(nl("enter the pod's netns", ifname))?;
+    ns.run(|| -> Result<()> {
+        let mut h = Handle::new().map_err(nl("open netlink", ifname))?;
+        let Some(link) = h.if_info(ifname).map_err(nl("look up", ifname))? else {
             return Ok(());
         };
-        for r in h.routes().map_err(nl)? {
+        for r in h.routes().map_err(nl("list routes", ifname))? {
             let v4 = r.dst.addr().is_ipv4();
             if r.dst.prefix_len() == 0
                 && r.oif == Some(link.index)
@@ -54,14 +57,16 @@ pub fn drop_defaults(
                     ..Default::default()
                 };
                 match h.del_route(&spec) {
-                    Err(e) if !e.is_not_found() => return Err(nl(e)),
+                    Err(e) if !e.is_not_found() => {
+                        return Err(nl("delete the default route", ifname)(e))
+                    }
                     _ => {}
                 }
             }
         }
         Ok(())
     })
-    .map_err(nl)?
+    .map_err(nl("enter the pod's netns", ifname))?
 }
 
 /// Makes `gateways` the default routes through `ifname` and records them in `result`.
@@ -70,19 +75,19 @@ pub fn set_defaults(
     ifname: &str,
     gateways: &[IpAddr],
     result: &mut CniResult,
-) -> Result<(), CniError> {
+) -> Result<()> {
     if gateways.is_empty() {
         return Ok(());
     }
-    let ns = NetNs::open(netns).map_err(nl)?;
-    ns.run(|| -> Result<(), CniError> {
-        let mut h = Handle::new().map_err(nl)?;
-        let link = h.if_info(ifname).map_err(nl)?.ok_or_else(|| {
-            CniError::plugin(
-                codes::NETLINK,
-                format!("default-route: interface {ifname} not found"),
-            )
-        })?;
+    let ns = NetNs::open(netns).map_err(nl("enter the pod's netns", ifname))?;
+    ns.run(|| -> Result<()> {
+        let mut h = Handle::new().map_err(nl("open netlink", ifname))?;
+        let link = h
+            .if_info(ifname)
+            .map_err(nl("look up", ifname))?
+            .ok_or_else(|| Error::NoInterface {
+                ifname: ifname.to_string(),
+            })?;
         for gw in gateways {
             let spec = RouteSpec {
                 dst: None,
@@ -91,11 +96,11 @@ pub fn set_defaults(
                 ..Default::default()
             };
             h.replace_route(&spec)
-                .map_err(|e| nl(e).context(format!("default-route via {gw} on {ifname}")))?;
+                .map_err(nl(format!("set the default route via {gw}"), ifname))?;
         }
         Ok(())
     })
-    .map_err(nl)??;
+    .map_err(nl("enter the pod's netns", ifname))??;
     for gw in gateways {
         result
             .routes

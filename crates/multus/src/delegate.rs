@@ -2,8 +2,9 @@
 //! the runtime parameters the plugin declared capabilities for, and running it.
 
 use crate::annotation::NetworkSelection;
+use crate::error::{self, Error, Result};
 use oxivirt_cni_spec::exec::{exec_plugin, find_plugin, ExecArgs};
-use oxivirt_cni_spec::{CniError, CniResult, Command};
+use oxivirt_cni_spec::{CniResult, Command};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -163,13 +164,14 @@ pub struct Runner {
     pub in_process: Option<InProcess>,
 }
 
-/// See [`Runner::in_process`]: `None` means "exec it".
+/// See [`Runner::in_process`]: `None` means "exec it". A plugin that fails reports what
+/// exec would: its CNI error as [`oxivirt_cni_spec::Error::Delegate`].
 pub type InProcess = fn(
     plugin: &Path,
     cmd: Command,
     args: &ExecArgs<'_>,
     stdin: &[u8],
-) -> Option<Result<Vec<u8>, CniError>>;
+) -> Option<Result<Vec<u8>, oxivirt_cni_spec::Error>>;
 
 impl Runner {
     pub fn path_string(&self) -> String {
@@ -180,10 +182,13 @@ impl Runner {
             .join(":")
     }
 
-    fn exec(&self, d: &Delegate, cmd: Command, conf: &Value) -> Result<Vec<u8>, CniError> {
+    fn exec(&self, d: &Delegate, cmd: Command, conf: &Value) -> Result<Vec<u8>> {
+        let failed = |source| Error::Delegate {
+            network: d.network.clone(),
+            source,
+        };
         let ty = conf.get("type").and_then(Value::as_str).unwrap_or_default();
-        let plugin = find_plugin(ty, &self.paths)
-            .map_err(|e| e.context(format!("network {}", d.network)))?;
+        let plugin = find_plugin(ty, &self.paths).map_err(failed)?;
         let path = self.path_string();
         let args = ExecArgs {
             container_id: Some(&self.container_id),
@@ -192,7 +197,8 @@ impl Runner {
             args: Some(&self.cni_args),
             path: Some(&path),
         };
-        let stdin = serde_json::to_vec(conf).map_err(|e| CniError::decode(e.to_string()))?;
+        // A `Value` always serializes (its keys are strings).
+        let stdin = conf.to_string().into_bytes();
         let out = match self
             .in_process
             .and_then(|run| run(&plugin, cmd, &args, &stdin))
@@ -200,38 +206,45 @@ impl Runner {
             Some(r) => r,
             None => exec_plugin(&plugin, cmd, &args, &stdin),
         };
-        out.map_err(|e| e.context(format!("network {}", d.network)))
+        out.map_err(failed)
     }
 
     /// ADD through the chain; returns the final result as the last plugin printed it.
-    pub fn add(&self, d: &Delegate) -> Result<Value, CniError> {
+    pub fn add(&self, d: &Delegate) -> Result<Value> {
         let mut prev: Option<Value> = None;
         for i in 0..d.plugin_count() {
-            let conf = d.plugin_conf(i, prev.as_ref()).ok_or_else(|| {
-                CniError::config(format!("network {}: bad plugin list", d.network))
-            })?;
+            let conf = d
+                .plugin_conf(i, prev.as_ref())
+                .ok_or_else(|| Error::DelegateConfig {
+                    network: d.network.clone(),
+                    reason: "bad plugin list",
+                })?;
             let out = self.exec(d, Command::Add, &conf)?;
-            let v: Value = serde_json::from_slice(&out)
-                .map_err(|e| CniError::decode(format!("network {}: result: {e}", d.network)))?;
+            let v: Value = oxivirt_cni_spec::parse_json(&out, "result").map_err(|source| {
+                Error::DelegateResult {
+                    network: d.network.clone(),
+                    source,
+                }
+            })?;
             prev = Some(v);
         }
-        prev.ok_or_else(|| CniError::config(format!("network {}: no plugins", d.network)))
+        prev.ok_or_else(|| Error::DelegateConfig {
+            network: d.network.clone(),
+            reason: "no plugins",
+        })
     }
 
-    /// DEL (reverse order) or CHECK through the chain, with the cached result.
-    pub fn del_or_check(
-        &self,
-        d: &Delegate,
-        cmd: Command,
-        result: Option<&Value>,
-    ) -> Result<(), CniError> {
+    /// DEL (reverse order) or CHECK through the chain, with the cached result. DEL goes
+    /// on through the chain after a failure, so one failure leaks as little as possible,
+    /// and reports every failure.
+    pub fn del_or_check(&self, d: &Delegate, cmd: Command, result: Option<&Value>) -> Result<()> {
         let n = d.plugin_count();
         let order: Vec<usize> = if cmd == Command::Del {
             (0..n).rev().collect()
         } else {
             (0..n).collect()
         };
-        let mut first_err = None;
+        let mut failed = Vec::new();
         for i in order {
             let Some(conf) = d.plugin_conf(i, result) else {
                 continue;
@@ -250,20 +263,17 @@ impl Runner {
                 if cmd != Command::Del {
                     return Err(e);
                 }
-                // DEL goes on through the chain so one failure leaks as little as possible.
-                first_err.get_or_insert(e);
+                failed.push(e);
             }
         }
-        first_err.map_or(Ok(()), Err)
+        error::collect(failed)
     }
 
     /// STATUS or GC for each plugin of the chain (GC gets `cni.dev/valid-attachments`).
-    pub fn status_or_gc(
-        &self,
-        d: &Delegate,
-        cmd: Command,
-        valid: Option<&Value>,
-    ) -> Result<(), CniError> {
+    /// STATUS stops at the first plugin that is not available; GC asks every plugin and
+    /// reports every failure.
+    pub fn status_or_gc(&self, d: &Delegate, cmd: Command, valid: Option<&Value>) -> Result<()> {
+        let mut failed = Vec::new();
         for i in 0..d.plugin_count() {
             let Some(mut conf) = d.plugin_conf(i, None) else {
                 continue;
@@ -271,15 +281,23 @@ impl Runner {
             if let (Some(v), Some(o)) = (valid, conf.as_object_mut()) {
                 o.insert("cni.dev/valid-attachments".into(), v.clone());
             }
-            self.exec(d, cmd, &conf)?;
+            if let Err(e) = self.exec(d, cmd, &conf) {
+                if cmd != Command::Gc {
+                    return Err(e);
+                }
+                failed.push(e);
+            }
         }
-        Ok(())
+        error::collect(failed)
     }
 }
 
 /// Parses a delegate's result in whatever version it printed.
-pub fn parse_result(v: &Value) -> Result<CniResult, CniError> {
-    CniResult::from_value(v)
+pub fn parse_result(d: &Delegate, v: &Value) -> Result<CniResult> {
+    CniResult::from_value(v).map_err(|source| Error::DelegateResult {
+        network: d.network.clone(),
+        source,
+    })
 }
 
 /// The network config files in `dir` (`*.conf`, `*.conflist`, `*.json`), in the lexical
@@ -301,11 +319,11 @@ pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Finds the config named `name` in `dir`, as Multus does for `clusterNetwork` and for
-/// NADs without a config.
-pub fn config_by_name(dir: &Path, name: &str) -> Result<Option<Value>, CniError> {
-    let Ok(files) = config_files(dir) else {
-        return Ok(None);
-    };
+/// NADs without a config. Files that cannot be read or parsed are passed over, as Multus
+/// does: the directory holds other runtimes' files, and the caller reports the network as
+/// not found when none fits.
+pub fn config_by_name(dir: &Path, name: &str) -> Option<Value> {
+    let files = config_files(dir).ok()?;
     for f in files {
         let Ok(bytes) = std::fs::read(&f) else {
             continue;
@@ -316,26 +334,33 @@ pub fn config_by_name(dir: &Path, name: &str) -> Result<Option<Value>, CniError>
         if v.get("name").and_then(Value::as_str) == Some(name)
             && v.get("type").and_then(Value::as_str) != Some("multus")
         {
-            return Ok(Some(v));
+            return Some(v);
         }
     }
-    Ok(None)
+    None
 }
 
 /// Reads a config file or the first config in a directory.
-pub fn config_from_path(path: &Path) -> Result<Value, CniError> {
+pub fn config_from_path(path: &Path) -> Result<Value> {
     let file = if path.is_dir() {
         config_files(path)
-            .map_err(|e| CniError::io(format!("{}: {e}", path.display())))?
+            .map_err(|source| Error::ConfDir {
+                dir: path.to_path_buf(),
+                source,
+            })?
             .into_iter()
             .next()
-            .ok_or_else(|| CniError::config(format!("no network config in {}", path.display())))?
+            .ok_or_else(|| Error::NoNetworkConfig {
+                dir: path.to_path_buf(),
+            })?
     } else {
         path.to_path_buf()
     };
-    let bytes =
-        std::fs::read(&file).map_err(|e| CniError::config(format!("{}: {e}", file.display())))?;
-    oxivirt_cni_spec::parse_json(&bytes, &file.display().to_string())
+    let bytes = std::fs::read(&file).map_err(|source| Error::ConfRead {
+        path: file.clone(),
+        source,
+    })?;
+    oxivirt_cni_spec::parse_json(&bytes, &file.display().to_string()).map_err(Error::Spec)
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //! the requests themselves. Credentials (kubeconfig, or the in-cluster service account)
 //! are read on every process start, so a rotated token is picked up by the next call.
 
-use crate::source::{ClusterSource, NetworkAttachmentDefinition, Pod, SourceError};
+use crate::error::{Error, Result};
+use crate::source::{ClusterSource, NetworkAttachmentDefinition, Pod};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
@@ -69,13 +71,6 @@ struct UserEntry {
     key_data: Option<String>,
 }
 
-fn invalid(what: impl Into<String>, reason: impl std::fmt::Display) -> SourceError {
-    SourceError::Invalid {
-        what: what.into(),
-        reason: reason.to_string(),
-    }
-}
-
 /// A connection to one API server.
 pub struct KubeSource {
     server: String,
@@ -96,12 +91,15 @@ fn read_pem(
     data: Option<&str>,
     file: Option<&Path>,
     base: &Path,
-) -> Result<Option<Vec<u8>>, SourceError> {
+) -> Result<Option<Vec<u8>>> {
     if let Some(d) = data {
         return base64::engine::general_purpose::STANDARD
             .decode(d.trim())
             .map(Some)
-            .map_err(|e| invalid(what, format!("not base64: {e}")));
+            .map_err(|source| Error::CredentialBase64 {
+                what: what.to_string(),
+                source,
+            });
     }
     if let Some(f) = file {
         let path = if f.is_absolute() {
@@ -111,17 +109,27 @@ fn read_pem(
         };
         return std::fs::read(&path)
             .map(Some)
-            .map_err(|e| invalid(path.display().to_string(), e));
+            .map_err(|source| Error::CredentialRead { path, source });
     }
     Ok(None)
 }
 
 impl KubeSource {
     /// From a kubeconfig file (its current context).
-    pub fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<Self, SourceError> {
+    pub fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<Self> {
         let what = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(&what, e))?;
-        let kc: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| invalid(&what, e))?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::CredentialRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let kc: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| Error::KubeconfigParse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        let broken = |reason: String| Error::Kubeconfig {
+            path: path.to_path_buf(),
+            reason,
+        };
         let ctx_name = if kc.current_context.is_empty() {
             kc.contexts
                 .first()
@@ -134,12 +142,12 @@ impl KubeSource {
             .contexts
             .iter()
             .find(|c| c.name == ctx_name)
-            .ok_or_else(|| invalid(&what, format!("context {ctx_name:?} not found")))?;
+            .ok_or_else(|| broken(format!("context {ctx_name:?} not found")))?;
         let cluster = kc
             .clusters
             .iter()
             .find(|c| c.name == ctx.item.cluster)
-            .ok_or_else(|| invalid(&what, format!("cluster {:?} not found", ctx.item.cluster)))?;
+            .ok_or_else(|| broken(format!("cluster {:?} not found", ctx.item.cluster)))?;
         let user = kc
             .users
             .iter()
@@ -165,7 +173,7 @@ impl KubeSource {
                     };
                     Some(
                         std::fs::read_to_string(&p)
-                            .map_err(|e| invalid(p.display().to_string(), e))?
+                            .map_err(|source| Error::CredentialRead { path: p, source })?
                             .trim()
                             .to_string(),
                     )
@@ -199,19 +207,19 @@ impl KubeSource {
     }
 
     /// From the pod's service account (`KUBERNETES_SERVICE_HOST`/`_PORT`).
-    pub fn in_cluster(timeout: Duration) -> Result<Self, SourceError> {
-        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-            SourceError::Unreachable("not in a cluster: KUBERNETES_SERVICE_HOST is not set".into())
-        })?;
+    pub fn in_cluster(timeout: Duration) -> Result<Self> {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| Error::NotInCluster)?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
         // The service account's files; another directory only where tests stand in for it.
         let dir = std::env::var_os("OXIVIRT_SERVICEACCOUNT_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(SA_DIR));
-        let token = std::fs::read_to_string(dir.join("token"))
-            .map_err(|e| invalid(dir.join("token").display().to_string(), e))?;
-        let ca = std::fs::read(dir.join("ca.crt"))
-            .map_err(|e| invalid(dir.join("ca.crt").display().to_string(), e))?;
+        let read = |file: &str| {
+            let path = dir.join(file);
+            std::fs::read(&path).map_err(|source| Error::CredentialRead { path, source })
+        };
+        let token = String::from_utf8_lossy(&read("token")?).into_owned();
+        let ca = read("ca.crt")?;
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -234,7 +242,7 @@ impl KubeSource {
         token: Option<String>,
         insecure: bool,
         timeout: Duration,
-    ) -> Result<Self, SourceError> {
+    ) -> Result<Self> {
         let mut tls = TlsConfig::builder().disable_verification(insecure);
         if let Some(pem) = ca {
             let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
@@ -244,7 +252,11 @@ impl KubeSource {
                 })
                 .collect();
             if certs.is_empty() {
-                return Err(invalid("certificate-authority", "no PEM certificate in it"));
+                return Err(Error::CredentialPem {
+                    what: "certificate-authority".into(),
+                    reason: "no PEM certificate in it",
+                    source: None,
+                });
             }
             tls = tls.root_certs(RootCerts::new_with_certs(&certs));
         }
@@ -255,7 +267,11 @@ impl KubeSource {
                     _ => None,
                 })
                 .collect();
-            let key = PrivateKey::from_pem(&key).map_err(|e| invalid("client-key", e))?;
+            let key = PrivateKey::from_pem(&key).map_err(|e| Error::CredentialPem {
+                what: "client-key".into(),
+                reason: "not a PEM private key",
+                source: Some(Box::new(e)),
+            })?;
             tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -271,15 +287,12 @@ impl KubeSource {
         })
     }
 
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> Result<(u16, Value), SourceError> {
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
         let url = format!("{}{path}", self.server);
-        let unreachable =
-            |e: ureq::Error| SourceError::Unreachable(format!("API server {}: {e}", self.server));
+        let unreachable = |e: ureq::Error| Error::ApiUnreachable {
+            server: self.server.clone(),
+            source: Box::new(e),
+        };
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let resp = match (method, body) {
             ("GET", _) => {
@@ -302,8 +315,22 @@ impl KubeSource {
         };
         let status = resp.status().as_u16();
         let text = resp.into_body().read_to_string().map_err(unreachable)?;
-        let v = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok((status, v))
+        Ok((status, text))
+    }
+
+    /// An error status, with the `message` of the Status object the server sent (if any:
+    /// a proxy in between may answer with anything).
+    fn status_error(&self, what: String, status: u16, body: &str) -> Error {
+        let message = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        Error::ApiStatus {
+            server: self.server.clone(),
+            what,
+            status,
+            message,
+        }
     }
 
     fn get(
@@ -312,29 +339,25 @@ impl KubeSource {
         path: &str,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<Value>, SourceError> {
-        let (status, v) = self.request("GET", path, None)?;
+    ) -> Result<Option<Value>> {
+        let what = format!("{kind} {namespace}/{name}");
+        let (status, body) = self.request("GET", path, None)?;
         match status {
-            200 => Ok(Some(v)),
+            200 => serde_json::from_str(&body)
+                .map(Some)
+                .map_err(|source| Error::ApiResponse {
+                    server: self.server.clone(),
+                    what,
+                    source,
+                }),
             404 => Ok(None),
-            401 | 403 => Err(invalid(
-                format!("{kind} {namespace}/{name}"),
-                format!(
-                    "the API server refused access ({status}): {}",
-                    v["message"].as_str().unwrap_or("")
-                ),
-            )),
-            _ => Err(SourceError::Unreachable(format!(
-                "API server {}: {kind} {namespace}/{name}: HTTP {status} {}",
-                self.server,
-                v["message"].as_str().unwrap_or("")
-            ))),
+            _ => Err(self.status_error(what, status, &body)),
         }
     }
 }
 
 impl ClusterSource for KubeSource {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Pod, SourceError> {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Pod> {
         let v = self
             .get(
                 "pod",
@@ -342,8 +365,7 @@ impl ClusterSource for KubeSource {
                 namespace,
                 name,
             )?
-            .ok_or_else(|| SourceError::NotFound {
-                kind: "pod",
+            .ok_or_else(|| Error::PodNotFound {
                 namespace: namespace.into(),
                 name: name.into(),
             })?;
@@ -354,7 +376,7 @@ impl ClusterSource for KubeSource {
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError> {
+    ) -> Result<Option<NetworkAttachmentDefinition>> {
         let path = format!(
             "/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions/{name}"
         );
@@ -367,38 +389,176 @@ impl ClusterSource for KubeSource {
             }))
     }
 
-    fn set_network_status(
-        &self,
-        namespace: &str,
-        name: &str,
-        status: &str,
-    ) -> Result<(), SourceError> {
+    fn set_network_status(&self, namespace: &str, name: &str, status: &str) -> Result<()> {
         // A merge patch of one annotation: no resourceVersion, so no conflict to retry,
         // except the API server's own transient answers.
         let body = serde_json::json!({"metadata": {"annotations": {crate::annotation::NETWORK_STATUS: status}}}).to_string();
         let path = format!("/api/v1/namespaces/{namespace}/pods/{name}");
-        let mut last = String::new();
-        for attempt in 0..3 {
-            let (code, v) = self.request("PATCH", &path, Some(&body))?;
+        let what = || format!("network-status of pod {namespace}/{name}");
+        let mut attempt = 0;
+        loop {
+            let (code, text) = self.request("PATCH", &path, Some(&body))?;
             match code {
                 200 | 201 => return Ok(()),
-                409 | 429 | 500 | 503 => {
-                    last = format!("HTTP {code} {}", v["message"].as_str().unwrap_or(""));
+                409 | 429 | 500 | 503 if attempt < 2 => {
                     std::thread::sleep(Duration::from_millis(50 << attempt));
+                    attempt += 1;
                 }
-                _ => {
-                    return Err(invalid(
-                        format!("pod {namespace}/{name}"),
-                        format!(
-                            "network-status not written: HTTP {code} {}",
-                            v["message"].as_str().unwrap_or("")
-                        ),
-                    ))
-                }
+                // The last transient answer, or a refusal.
+                _ => return Err(self.status_error(what(), code, &text)),
             }
         }
-        Err(SourceError::Unreachable(format!(
-            "pod {namespace}/{name}: network-status not written: {last}"
-        )))
+    }
+}
+
+/// The Kubernetes backend, connected on first use: DEL and GC served from the cache
+/// never pay for reading credentials or setting up TLS. A set-up failure is kept, and
+/// every lookup reports it as [`Error::ApiClient`].
+pub struct LazyKube {
+    kubeconfig: Option<PathBuf>,
+    timeout: Duration,
+    cell: OnceLock<Result<KubeSource, Arc<Error>>>,
+}
+
+impl LazyKube {
+    /// From `kubeconfig`, else in-cluster (the service account).
+    pub fn new(kubeconfig: Option<PathBuf>, timeout: Duration) -> Self {
+        Self {
+            kubeconfig,
+            timeout,
+            cell: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Result<&KubeSource> {
+        let r = self.cell.get_or_init(|| {
+            let r = match &self.kubeconfig {
+                Some(k) => KubeSource::from_kubeconfig(k, self.timeout),
+                None => KubeSource::in_cluster(self.timeout),
+            };
+            oxivirt_cni_spec::trace::mark("multus: API client set up");
+            r.map_err(Arc::new)
+        });
+        r.as_ref().map_err(|e| Error::ApiClient(Arc::clone(e)))
+    }
+}
+
+impl std::fmt::Debug for LazyKube {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyKube")
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterSource for LazyKube {
+    fn pod(&self, ns: &str, name: &str) -> Result<Pod> {
+        self.get()?.pod(ns, name)
+    }
+    fn network_attachment(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<NetworkAttachmentDefinition>> {
+        self.get()?.network_attachment(ns, name)
+    }
+    fn set_network_status(&self, ns: &str, name: &str, status: &str) -> Result<()> {
+        self.get()?.set_network_status(ns, name, status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::is_unreachable;
+    use std::io::{Read, Write};
+
+    /// An API server that answers every request with `status` and `body`.
+    fn server(status: u16, body: &'static str) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn source(server: &str) -> KubeSource {
+        KubeSource::new(server, None, None, None, false, Duration::from_secs(5)).expect("client")
+    }
+
+    #[test]
+    fn status_and_unreachable_are_told_apart() {
+        let s = server(
+            403,
+            r#"{"kind":"Status","message":"pods \"p\" is forbidden"}"#,
+        );
+        let e = source(&s).pod("ns", "p").expect_err("forbidden");
+        assert!(
+            matches!(&e, Error::ApiStatus { status: 403, message, what, .. }
+                if message == "pods \"p\" is forbidden" && what == "pod ns/p"),
+            "{e:?}"
+        );
+        assert!(!is_unreachable(&e));
+        let s = server(503, "not json");
+        let e = source(&s).pod("ns", "p").expect_err("unavailable");
+        assert!(
+            matches!(&e, Error::ApiStatus { status: 503, message, .. } if message.is_empty()),
+            "{e:?}"
+        );
+        assert!(is_unreachable(&e));
+        let s = server(200, "not json");
+        let e = source(&s).pod("ns", "p").expect_err("garbage");
+        assert!(matches!(&e, Error::ApiResponse { .. }), "{e:?}");
+        let s = server(404, "{}");
+        let e = source(&s).pod("ns", "p").expect_err("no pod");
+        assert!(matches!(&e, Error::PodNotFound { .. }), "{e:?}");
+        assert_eq!(source(&s).network_attachment("ns", "n").expect("ok"), None);
+        // Nobody listening: the connection error is the source.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let e = source(&format!("http://{addr}"))
+            .pod("ns", "p")
+            .expect_err("refused");
+        assert!(matches!(&e, Error::ApiUnreachable { .. }), "{e:?}");
+        assert!(is_unreachable(&e));
+        let msg = oxivirt_cni_spec::error::chain(&e);
+        assert!(
+            msg.starts_with(&format!("API server http://{addr}: ")),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn lazy_client_reports_its_set_up_error_on_every_lookup() {
+        let lazy = LazyKube::new(
+            Some("/nonexistent/kubeconfig".into()),
+            Duration::from_secs(1),
+        );
+        for _ in 0..2 {
+            let e = lazy.pod("ns", "p").expect_err("no kubeconfig");
+            let Error::ApiClient(inner) = &e else {
+                panic!("{e:?}");
+            };
+            assert!(
+                matches!(&**inner, Error::CredentialRead { .. }),
+                "{inner:?}"
+            );
+            assert!(is_unreachable(&e));
+            let msg = oxivirt_cni_spec::error::chain(&e);
+            assert!(
+                msg.contains("/nonexistent/kubeconfig") && msg.contains("No such file"),
+                "{msg}"
+            );
+        }
     }
 }

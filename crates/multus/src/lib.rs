@@ -9,7 +9,10 @@ pub mod cache;
 pub mod config;
 pub mod default_route;
 pub mod delegate;
+pub mod error;
 pub mod kube;
 pub mod meta;
 pub mod source;
 pub mod status;
+
+pub use error::{Error, Result};

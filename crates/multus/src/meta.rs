@@ -6,11 +6,11 @@ use crate::cache::{self, CachedDelegate, Entry};
 use crate::config::Config;
 use crate::default_route;
 use crate::delegate::{self, Delegate, Runner};
-use crate::source::{ClusterSource, NetworkAttachmentDefinition, Pod, SourceError};
+use crate::error::{self, Error, Result};
+use crate::source::{self as src, ClusterSource, NetworkAttachmentDefinition, Pod};
 use crate::status;
-use oxivirt_cni_spec::error::codes;
 use oxivirt_cni_spec::trace::mark;
-use oxivirt_cni_spec::{CniError, CniResult, Command, Environment, ErrorCode};
+use oxivirt_cni_spec::{CniResult, Command, Environment};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 
@@ -37,19 +37,16 @@ impl PodRef {
         })
     }
 
+    /// `namespace/name`, as errors name the pod.
+    pub fn pod(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
     fn cni_args(&self, uid: &str) -> String {
         format!(
             "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
             self.namespace, self.name, self.infra_id, uid
         )
-    }
-}
-
-fn source_err(e: SourceError) -> CniError {
-    match e {
-        SourceError::Unreachable(m) => CniError::new(ErrorCode::TryAgainLater, m),
-        SourceError::NotFound { .. } => CniError::config(e.to_string()),
-        SourceError::Invalid { .. } => CniError::config(e.to_string()),
     }
 }
 
@@ -80,45 +77,37 @@ impl Meta<'_> {
         }
     }
 
-    fn nad_config(
-        &self,
-        nad: &NetworkAttachmentDefinition,
-        pod: Option<&PodRef>,
-    ) -> Result<Value, CniError> {
-        let whose = pod
-            .map(|p| format!("pod {}/{}: ", p.namespace, p.name))
-            .unwrap_or_default();
+    fn nad_config(&self, nad: &NetworkAttachmentDefinition, pod: Option<&PodRef>) -> Result<Value> {
+        let pod = || pod.map(PodRef::pod);
+        let network = || format!("{}/{}", nad.namespace, nad.name);
         let mut v = if nad.config.trim().is_empty() {
-            delegate::config_by_name(&self.cfg.multus.conf_dir, &nad.name)?.ok_or_else(|| {
-                CniError::config(format!(
-                    "{whose}network {}/{}: the NetworkAttachmentDefinition has no config and {} has none named {:?}",
-                    nad.namespace,
-                    nad.name,
-                    self.cfg.multus.conf_dir.display(),
-                    nad.name
-                ))
+            delegate::config_by_name(&self.cfg.multus.conf_dir, &nad.name).ok_or_else(|| {
+                Error::NadNoConfig {
+                    pod: pod(),
+                    network: network(),
+                    name: nad.name.clone(),
+                    conf_dir: self.cfg.multus.conf_dir.clone(),
+                }
             })?
         } else {
-            serde_json::from_str::<Value>(&nad.config).map_err(|e| {
-                CniError::config(format!(
-                    "{whose}network {}/{}: spec.config is not valid JSON: {e}",
-                    nad.namespace, nad.name
-                ))
+            serde_json::from_str::<Value>(&nad.config).map_err(|source| Error::NadConfigJson {
+                pod: pod(),
+                network: network(),
+                source,
             })?
         };
-        if let Some(o) = v.as_object_mut() {
-            if o.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .is_empty()
-            {
-                o.insert("name".into(), json!(nad.name));
-            }
-        } else {
-            return Err(CniError::config(format!(
-                "{whose}network {}/{}: spec.config is not a JSON object",
-                nad.namespace, nad.name
-            )));
+        let Some(o) = v.as_object_mut() else {
+            return Err(Error::NadConfigNotObject {
+                pod: pod(),
+                network: network(),
+            });
+        };
+        if o.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            o.insert("name".into(), json!(nad.name));
         }
         Ok(v)
     }
@@ -130,17 +119,28 @@ impl Meta<'_> {
         namespace: &str,
         name: &str,
         pod: Option<&PodRef>,
-    ) -> Result<(String, Value), CniError> {
+    ) -> Result<(String, Value)> {
         if annotation::is_dns1123_subdomain(name) {
             match self.source.network_attachment(namespace, name) {
                 Ok(Some(nad)) => {
                     return Ok((format!("{namespace}/{name}"), self.nad_config(&nad, pod)?))
                 }
-                Ok(None) | Err(SourceError::Unreachable(_)) => {}
-                Err(e) => return Err(source_err(e)),
+                Ok(None) => {}
+                // Without the source, the config in confDir or the path may still serve.
+                Err(e) if src::is_unreachable(&e) => {}
+                Err(e) => {
+                    return Err(match pod {
+                        Some(p) => Error::Network {
+                            pod: p.pod(),
+                            network: format!("{namespace}/{name}"),
+                            source: Box::new(e),
+                        },
+                        None => e,
+                    })
+                }
             }
         }
-        if let Some(v) = delegate::config_by_name(&self.cfg.multus.conf_dir, name)? {
+        if let Some(v) = delegate::config_by_name(&self.cfg.multus.conf_dir, name) {
             return Ok((name.to_string(), v));
         }
         let path = std::path::Path::new(name);
@@ -153,19 +153,22 @@ impl Meta<'_> {
                 .to_string();
             return Ok((n, v));
         }
-        Err(CniError::config(format!(
-            "network {name:?}: no NetworkAttachmentDefinition in {namespace}, no config named so in {}, and not a path",
-            self.cfg.multus.conf_dir.display()
-        )))
+        Err(Error::NetworkNotFound {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            conf_dir: self.cfg.multus.conf_dir.clone(),
+        })
     }
 
-    fn cluster_delegate(&self, pod: Option<(&PodRef, &Pod)>) -> Result<Delegate, CniError> {
+    fn cluster_delegate(&self, pod: Option<(&PodRef, &Pod)>) -> Result<Delegate> {
         let ifname = self.env.ifname.clone();
         if let Some((r, p)) = pod {
             if let Some(v) = p.annotations.get(annotation::DEFAULT_NETWORK) {
-                let sel = annotation::parse_default_network(v).map_err(|e| {
-                    CniError::config(format!("pod {}/{}: {e}", r.namespace, r.name))
-                })?;
+                let sel =
+                    annotation::parse_default_network(v).map_err(|source| Error::Annotation {
+                        pod: r.pod(),
+                        source: Box::new(source),
+                    })?;
                 let ns = sel
                     .namespace
                     .clone()
@@ -195,48 +198,38 @@ impl Meta<'_> {
         r: &PodRef,
         sel: &NetworkSelection,
         ifname: String,
-    ) -> Result<Delegate, CniError> {
+    ) -> Result<Delegate> {
         let ns = sel.namespace.clone().unwrap_or_else(|| r.namespace.clone());
+        let network = format!("{ns}/{}", sel.name);
         if self.cfg.multus.namespace_isolation
             && ns != r.namespace
             && !self.cfg.global_namespaces().contains(&ns)
         {
-            return Err(CniError::config(format!(
-                "pod {}/{}: network {ns}/{} is in another namespace and namespaceIsolation allows only {} and the global namespaces ({})",
-                r.namespace,
-                r.name,
-                sel.name,
-                r.namespace,
-                self.cfg.multus.global_namespaces
-            )));
+            return Err(Error::NamespaceIsolation {
+                pod: r.pod(),
+                pod_namespace: r.namespace.clone(),
+                network,
+                global: self.cfg.multus.global_namespaces.clone(),
+            });
         }
         let nad = self
             .source
             .network_attachment(&ns, &sel.name)
-            .map_err(|e| {
-                source_err(e).context(format!(
-                    "pod {}/{}: network {ns}/{}",
-                    r.namespace, r.name, sel.name
-                ))
+            .map_err(|e| Error::Network {
+                pod: r.pod(),
+                network: network.clone(),
+                source: Box::new(e),
             })?
-            .ok_or_else(|| {
-                CniError::config(format!(
-                    "pod {}/{}: NetworkAttachmentDefinition {ns}/{} not found",
-                    r.namespace, r.name, sel.name
-                ))
+            .ok_or_else(|| Error::NadNotFound {
+                pod: r.pod(),
+                network: network.clone(),
             })?;
         let conf = self.nad_config(&nad, Some(r))?;
-        Ok(Delegate::new(
-            format!("{ns}/{}", sel.name),
-            ifname,
-            conf,
-            false,
-            Some(sel),
-        ))
+        Ok(Delegate::new(network, ifname, conf, false, Some(sel)))
     }
 
     /// Every network of the pod, cluster network first.
-    fn plan(&self, pod: Option<(&PodRef, &Pod)>) -> Result<Vec<Delegate>, CniError> {
+    fn plan(&self, pod: Option<(&PodRef, &Pod)>) -> Result<Vec<Delegate>> {
         let mut out = vec![self.cluster_delegate(pod)?];
         let Some((r, p)) = pod else { return Ok(out) };
         let mut sels: Vec<NetworkSelection> = Vec::new();
@@ -250,39 +243,66 @@ impl Meta<'_> {
                 });
             }
         }
+        let invalid = |source| Error::Annotation {
+            pod: r.pod(),
+            source: Box::new(source),
+        };
         if let Some(v) = p.annotations.get(annotation::NETWORKS) {
-            let list = annotation::parse_networks(v)
-                .map_err(|e| CniError::config(format!("pod {}/{}: {e}", r.namespace, r.name)))?;
-            sels.extend(list);
+            sels.extend(annotation::parse_networks(v).map_err(invalid)?);
         }
-        let names = annotation::interface_names(&sels, &self.env.ifname)
-            .map_err(|e| CniError::config(format!("pod {}/{}: {e}", r.namespace, r.name)))?;
+        let names = annotation::interface_names(&sels, &self.env.ifname).map_err(invalid)?;
         for (sel, ifname) in sels.iter().zip(names) {
             out.push(self.selection_delegate(r, sel, ifname)?);
         }
         Ok(out)
     }
 
-    fn check_ready(&self) -> Result<(), CniError> {
-        if let Some(f) = &self.cfg.multus.readiness_indicator_file {
-            if !f.exists() {
-                return Err(CniError::new(
-                    ErrorCode::TryAgainLater,
-                    format!(
-                        "readiness indicator file {} does not exist yet",
-                        f.display()
-                    ),
-                ));
-            }
-        }
-        Ok(())
+    /// The readiness indicator file, when configured and missing.
+    fn not_ready(&self) -> Option<std::path::PathBuf> {
+        self.cfg
+            .multus
+            .readiness_indicator_file
+            .as_ref()
+            .filter(|f| !f.exists())
+            .cloned()
     }
 
-    pub fn add(&self) -> Result<String, CniError> {
-        self.check_ready()?;
+    /// What follows a delegate's ADD: its result parsed, and the default routes the pod
+    /// asked for.
+    fn finish_add(&self, d: &Delegate, raw: &Value, claimed: &[bool]) -> Result<CniResult> {
+        let mut parsed = delegate::parse_result(d, raw)?;
+        if let Some(netns) = &self.env.netns {
+            let drop: Vec<bool> = claimed
+                .iter()
+                .copied()
+                .filter(|v4| !d.default_route.iter().any(|g| g.is_ipv4() == *v4))
+                .collect();
+            default_route::drop_defaults(netns, &d.ifname, &drop, &mut parsed)?;
+            default_route::set_defaults(netns, &d.ifname, &d.default_route, &mut parsed)?;
+        }
+        Ok(parsed)
+    }
+
+    /// DEL of `delegates` in reverse order, every one tried; the failures.
+    fn teardown(runner: &Runner, delegates: &[CachedDelegate]) -> Vec<Error> {
+        delegates
+            .iter()
+            .rev()
+            .filter_map(|c| {
+                runner
+                    .del_or_check(&c.delegate, Command::Del, c.result.as_ref())
+                    .err()
+            })
+            .collect()
+    }
+
+    pub fn add(&self) -> Result<String> {
+        if let Some(file) = self.not_ready() {
+            return Err(Error::NotReady { file });
+        }
         let pod_ref = PodRef::from_env(self.env);
         let pod = match &pod_ref {
-            Some(r) => Some(self.source.pod(&r.namespace, &r.name).map_err(source_err)?),
+            Some(r) => Some(self.source.pod(&r.namespace, &r.name)?),
             None => None,
         };
         mark("multus: pod read");
@@ -313,32 +333,30 @@ impl Meta<'_> {
             })
             .collect();
         for d in &delegates {
-            let r = runner.add(d).and_then(|v| {
-                let mut parsed = delegate::parse_result(&v)?;
-                if let Some(netns) = &self.env.netns {
-                    let drop: Vec<bool> = claimed
-                        .iter()
-                        .copied()
-                        .filter(|v4| !d.default_route.iter().any(|g| g.is_ipv4() == *v4))
-                        .collect();
-                    default_route::drop_defaults(netns, &d.ifname, &drop, &mut parsed)?;
-                    default_route::set_defaults(netns, &d.ifname, &d.default_route, &mut parsed)?;
+            let (raw, outcome) = match runner.add(d) {
+                Ok(raw) => {
+                    let parsed = self.finish_add(d, &raw, &claimed);
+                    (Some(raw), parsed)
                 }
-                Ok((v, parsed))
-            });
-            match r {
-                Ok((raw, parsed)) => {
+                Err(e) => (None, Err(e)),
+            };
+            match outcome {
+                Ok(parsed) => {
                     done.push(CachedDelegate {
                         delegate: d.clone(),
-                        result: Some(raw),
+                        result: raw,
                     });
                     results.push((d.clone(), parsed));
                 }
                 Err(e) => {
-                    for c in done.iter().rev() {
-                        let _ = runner.del_or_check(&c.delegate, Command::Del, c.result.as_ref());
-                    }
-                    return Err(e);
+                    // The failed delegate is torn down too, as Multus does: a chain that
+                    // failed half way, or an ADD whose default routes failed, is
+                    // attached in part.
+                    done.push(CachedDelegate {
+                        delegate: d.clone(),
+                        result: raw,
+                    });
+                    return Err(error::with_cleanup(e, Self::teardown(&runner, &done)));
                 }
             }
         }
@@ -355,46 +373,49 @@ impl Meta<'_> {
             pod_name: pod_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
             delegates: done,
         };
-        let saved = cache::save(&self.cfg.multus.cni_dir, &entry);
-        let status_written = match (&pod_ref, saved.is_ok()) {
-            (Some(r), true) => self
+        let written = cache::save(&self.cfg.multus.cni_dir, &entry).and_then(|()| match &pod_ref {
+            Some(r) => self
                 .source
                 .set_network_status(
                     &r.namespace,
                     &r.name,
                     &status::network_status(&results).to_string(),
                 )
-                .map_err(|e| {
-                    CniError::plugin(
-                        codes::DELEGATE,
-                        format!(
-                            "setting network-status on pod {}/{}: {e}",
-                            r.namespace, r.name
-                        ),
-                    )
+                .map_err(|e| Error::NetworkStatus {
+                    pod: r.pod(),
+                    source: Box::new(e),
                 }),
-            _ => Ok(()),
-        };
+            None => Ok(()),
+        });
         mark("multus: cache and network-status written");
-        if let Err(e) = saved.and(status_written) {
-            for c in entry.delegates.iter().rev() {
-                let _ = runner.del_or_check(&c.delegate, Command::Del, c.result.as_ref());
+        if let Err(e) = written {
+            let mut also = Self::teardown(&runner, &entry.delegates);
+            if let Err(c) = cache::remove(&self.cfg.multus.cni_dir, &self.env.container_id) {
+                also.push(c);
             }
-            let _ = cache::remove(&self.cfg.multus.cni_dir, &self.env.container_id);
-            return Err(e);
+            return Err(error::with_cleanup(e, also));
         }
         let cluster = results
             .into_iter()
             .find(|(d, _)| d.cluster)
             .map(|(_, r)| r)
-            .ok_or_else(|| CniError::plugin(codes::DELEGATE, "no cluster network result"))?;
+            .ok_or(Error::NoClusterResult)?;
         Ok(cluster.to_json(self.cfg.version))
     }
 
     /// The delegates to tear down: the cache, else the store, else the cluster network.
+    /// Best effort by design: DEL must make progress without the source or a readable
+    /// cache, so the lookups' failures only narrow what is torn down.
     fn known_delegates(&self) -> (Vec<CachedDelegate>, String) {
-        if let Some(e) = cache::load(&self.cfg.multus.cni_dir, &self.env.container_id) {
-            return (e.delegates, e.cni_args);
+        match cache::load(&self.cfg.multus.cni_dir, &self.env.container_id) {
+            Ok(Some(e)) => return (e.delegates, e.cni_args),
+            Ok(None) => {}
+            // Logged only: the store still tells which networks to tear down, and the
+            // unreadable entry is removed after a successful DEL.
+            Err(e) => eprintln!(
+                "multus DEL: {}; tearing down from the object store",
+                oxivirt_cni_spec::error::chain(&e)
+            ),
         }
         let pod_ref = PodRef::from_env(self.env);
         let cni_args = pod_ref
@@ -419,33 +440,26 @@ impl Meta<'_> {
         )
     }
 
-    pub fn del(&self) -> Result<(), CniError> {
+    pub fn del(&self) -> Result<()> {
         let (delegates, cni_args) = self.known_delegates();
         let runner = self.runner(cni_args);
-        let mut first_err = None;
-        for c in delegates.iter().rev() {
-            if let Err(e) = runner.del_or_check(&c.delegate, Command::Del, c.result.as_ref()) {
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
+        let failed = Self::teardown(&runner, &delegates);
+        if failed.is_empty() {
+            cache::remove(&self.cfg.multus.cni_dir, &self.env.container_id)
+        } else {
             // The cache stays so a retry can finish the job.
-            Some(e) => Err(e),
-            None => cache::remove(&self.cfg.multus.cni_dir, &self.env.container_id),
+            error::collect(failed)
         }
     }
 
-    pub fn check(&self) -> Result<(), CniError> {
-        let entry =
-            cache::load(&self.cfg.multus.cni_dir, &self.env.container_id).ok_or_else(|| {
-                CniError::plugin(
-                    codes::CHECK_MISMATCH,
-                    format!(
-                        "no attachment cached for container {}",
-                        self.env.container_id
-                    ),
-                )
-            })?;
+    pub fn check(&self) -> Result<()> {
+        let not_cached = |source: Option<Error>| Error::NotCached {
+            container_id: self.env.container_id.clone(),
+            source: source.map(Box::new),
+        };
+        let entry = cache::load(&self.cfg.multus.cni_dir, &self.env.container_id)
+            .map_err(|e| not_cached(Some(e)))?
+            .ok_or_else(|| not_cached(None))?;
         let runner = self.runner(entry.cni_args.clone());
         for c in &entry.delegates {
             runner.del_or_check(&c.delegate, Command::Check, c.result.as_ref())?;
@@ -453,9 +467,10 @@ impl Meta<'_> {
         Ok(())
     }
 
-    pub fn status(&self) -> Result<(), CniError> {
-        self.check_ready()
-            .map_err(|e| CniError::new(ErrorCode::PluginNotAvailable, e.msg))?;
+    pub fn status(&self) -> Result<()> {
+        if let Some(file) = self.not_ready() {
+            return Err(Error::NotAvailable { file });
+        }
         let d = self.cluster_delegate(None)?;
         self.runner(String::new())
             .status_or_gc(&d, Command::Status, None)
@@ -465,11 +480,12 @@ impl Meta<'_> {
     /// GC to the cluster network with the runtime's valid attachments, and to every
     /// secondary network seen in the cache with the valid attachments on it. When a valid
     /// container has no cache entry its secondary attachments are unknown, so secondary
-    /// networks are left alone rather than risk releasing them.
-    pub fn gc(&self, valid: &HashSet<(String, String)>) -> Result<(), CniError> {
+    /// networks are left alone rather than risk releasing them. Every step is tried;
+    /// every failure is reported.
+    pub fn gc(&self, valid: &HashSet<(String, String)>) -> Result<()> {
         let dir = &self.cfg.multus.cni_dir;
         let entries = cache::list(dir);
-        let mut first_err = None;
+        let mut failed = Vec::new();
         let mut secondary: BTreeMap<String, (Delegate, Vec<Value>)> = BTreeMap::new();
         for e in &entries {
             let keep = valid.contains(&(e.container_id.clone(), e.ifname.clone()));
@@ -479,18 +495,14 @@ impl Meta<'_> {
                     netns: e.netns.clone(),
                     ..self.runner(e.cni_args.clone())
                 };
-                let mut ok = true;
-                for c in e.delegates.iter().rev() {
-                    if let Err(err) =
-                        runner.del_or_check(&c.delegate, Command::Del, c.result.as_ref())
-                    {
-                        ok = false;
-                        first_err.get_or_insert(err);
+                let torn = Self::teardown(&runner, &e.delegates);
+                // The entry stays while a delegate is left, for the next GC to retry.
+                if torn.is_empty() {
+                    if let Err(err) = cache::remove(dir, &e.container_id) {
+                        failed.push(err);
                     }
                 }
-                if ok {
-                    cache::remove(dir, &e.container_id)?;
-                }
+                failed.extend(torn);
             }
             for c in e.delegates.iter().filter(|c| !c.delegate.cluster) {
                 let slot = secondary
@@ -510,14 +522,17 @@ impl Meta<'_> {
             .find(|c| c.delegate.cluster)
             .map(|c| Ok(c.delegate.clone()))
             .unwrap_or_else(|| self.cluster_delegate(None));
-        if let Ok(d) = cluster {
-            let list: Vec<Value> = valid
-                .iter()
-                .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))
-                .collect();
-            if let Err(e) = runner.status_or_gc(&d, Command::Gc, Some(&Value::Array(list))) {
-                first_err.get_or_insert(e);
+        match cluster {
+            Ok(d) => {
+                let list: Vec<Value> = valid
+                    .iter()
+                    .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))
+                    .collect();
+                if let Err(e) = runner.status_or_gc(&d, Command::Gc, Some(&Value::Array(list))) {
+                    failed.push(e);
+                }
             }
+            Err(e) => failed.push(e),
         }
         let cached: HashSet<&str> = entries.iter().map(|e| e.container_id.as_str()).collect();
         if valid.iter().all(|(id, _)| cached.contains(id.as_str())) {
@@ -525,13 +540,14 @@ impl Meta<'_> {
                 if let Err(e) =
                     runner.status_or_gc(&d, Command::Gc, Some(&Value::Array(attachments)))
                 {
-                    first_err.get_or_insert(e);
+                    failed.push(e);
                 }
             }
         } else {
+            // A log line, not an error: leaving them alone is the safe outcome.
             eprintln!("multus GC: some valid containers have no cache entry; secondary networks not collected");
         }
-        first_err.map_or(Ok(()), Err)
+        error::collect(failed)
     }
 }
 
@@ -539,6 +555,7 @@ impl Meta<'_> {
 mod tests {
     use super::*;
     use crate::source::DirSource;
+    use oxivirt_cni_spec::error::chain;
     use std::collections::HashMap;
 
     struct Fixture {
@@ -600,11 +617,7 @@ mod tests {
             Config::load(text.as_bytes()).expect("config")
         }
 
-        fn plan(
-            &self,
-            cfg: &Config,
-            annotations: &[(&str, &str)],
-        ) -> Result<Vec<Delegate>, CniError> {
+        fn plan(&self, cfg: &Config, annotations: &[(&str, &str)]) -> Result<Vec<Delegate>> {
             let vars: HashMap<&str, String> = [
                 ("CNI_COMMAND", "ADD".to_string()),
                 ("CNI_CONTAINERID", "c1".into()),
@@ -704,7 +717,12 @@ mod tests {
         let e = f
             .plan(&cfg, &[(annotation::NETWORKS, "other/shared")])
             .expect_err("isolated");
-        assert!(e.msg.contains("namespaceIsolation"), "{}", e.msg);
+        assert!(
+            matches!(&e, Error::NamespaceIsolation { pod, network, .. }
+                if pod == "default/p1" && network == "other/shared"),
+            "{e:?}"
+        );
+        assert!(chain(&e).contains("namespaceIsolation"), "{}", chain(&e));
         let cfg = f.config(r#","namespaceIsolation":true,"globalNamespaces":"other,kube-system""#);
         assert!(f
             .plan(&cfg, &[(annotation::NETWORKS, "other/shared")])
@@ -721,18 +739,236 @@ mod tests {
             ("Bad", "DNS-1123"),
         ] {
             let e = f.plan(&cfg, &[(annotation::NETWORKS, ann)]).expect_err(ann);
+            let msg = chain(&e);
             assert!(
-                e.msg.contains(says) && e.msg.contains("pod default/p1"),
-                "{ann}: {}",
-                e.msg
+                msg.contains(says) && msg.contains("pod default/p1"),
+                "{ann}: {msg}"
             );
         }
+        let e = f
+            .plan(&cfg, &[(annotation::NETWORKS, "missing")])
+            .expect_err("missing");
+        assert!(
+            matches!(&e, Error::NadNotFound { network, .. } if network == "default/missing"),
+            "{e:?}"
+        );
+        let e = f
+            .plan(&cfg, &[(annotation::NETWORKS, "not-json")])
+            .expect_err("not json");
+        assert!(matches!(&e, Error::NadConfigJson { .. }), "{e:?}");
+        // The JSON parser's position survives in the chain.
+        assert!(chain(&e).contains("column"), "{}", chain(&e));
+        let e = f
+            .plan(&cfg, &[(annotation::NETWORKS, "Bad")])
+            .expect_err("bad");
+        assert!(matches!(&e, Error::Annotation { .. }), "{e:?}");
         let text = format!(
             r#"{{"cniVersion":"1.0.0","name":"multus","type":"multus","clusterNetwork":"nowhere","confDir":"{}"}}"#,
             f.dir.path().join("net.d").display()
         );
         let cfg = Config::load(text.as_bytes()).expect("config");
         let e = f.plan(&cfg, &[]).expect_err("no cluster network");
-        assert!(e.msg.contains("nowhere"), "{}", e.msg);
+        assert!(
+            matches!(&e, Error::NetworkNotFound { name, .. } if name == "nowhere"),
+            "{e:?}"
+        );
+        assert!(chain(&e).contains("nowhere"), "{}", chain(&e));
+    }
+
+    /// A plugin that is a shell script: ADD prints an empty result, unless `add_fails`;
+    /// DEL always fails, with `del_code`.
+    fn fake_plugin(dir: &std::path::Path, name: &str, add_fails: bool, del_code: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let add = if add_fails {
+            r#"echo '{"code":7,"msg":"bad add","details":"from the delegate"}'; exit 1"#
+        } else {
+            r#"echo '{"cniVersion":"1.0.0","interfaces":[],"ips":[]}'"#
+        };
+        let script = format!(
+            "#!/bin/sh\ncat >/dev/null\ncase \"$CNI_COMMAND\" in\nADD) {add} ;;\nDEL) echo '{{\"code\":{del_code},\"msg\":\"del of {name} failed\"}}'; exit 1 ;;\nesac\n"
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, script).expect("plugin");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    struct Plugins {
+        f: Fixture,
+        cfg: Config,
+    }
+
+    impl Plugins {
+        fn new() -> Self {
+            let f = Fixture::new();
+            let bin = f.dir.path().join("bin");
+            std::fs::create_dir_all(&bin).expect("bin");
+            fake_plugin(&bin, "okplug", false, 11);
+            fake_plugin(&bin, "badplug", true, 5);
+            let s = f.store();
+            s.put(
+                &json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "good", "namespace": "default"},
+                "spec": {"config": r#"{"cniVersion":"1.0.0","type":"okplug"}"#}}),
+            )
+            .expect("nad");
+            s.put(
+                &json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "failing", "namespace": "default"},
+                "spec": {"config": r#"{"cniVersion":"1.0.0","type":"badplug"}"#}}),
+            )
+            .expect("nad");
+            s.put(&json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p1", "namespace": "default", "uid": "u1",
+                    "annotations": {annotation::NETWORKS: "good,failing"}}}))
+                .expect("pod");
+            let text = json!({"cniVersion": "1.0.0", "name": "multus", "type": "multus",
+                "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "okplug"}],
+                "confDir": f.dir.path().join("net.d"), "cniDir": f.dir.path().join("cache"),
+                "binDir": bin})
+            .to_string();
+            let cfg = Config::load(text.as_bytes()).expect("config");
+            Self { f, cfg }
+        }
+
+        fn run<T>(&self, command: &str, call: impl FnOnce(&Meta<'_>) -> T) -> T {
+            let vars: HashMap<&str, String> = [
+                ("CNI_COMMAND", command.to_string()),
+                ("CNI_CONTAINERID", "c1".into()),
+                ("CNI_IFNAME", "eth0".into()),
+                ("CNI_NETNS", "/run/netns/x".into()),
+                (
+                    "CNI_ARGS",
+                    "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1".into(),
+                ),
+            ]
+            .into_iter()
+            .collect();
+            let env = Environment::from_lookup(|k| vars.get(k).cloned()).expect("env");
+            let src = self.f.store();
+            call(&Meta {
+                cfg: &self.cfg,
+                env: &env,
+                stdin: b"",
+                source: &src,
+                in_process: None,
+            })
+        }
+    }
+
+    #[test]
+    fn failed_add_rolls_back_and_reports_every_failed_step() {
+        let p = Plugins::new();
+        let e = p.run("ADD", |m| m.add()).expect_err("badplug fails");
+        // The failed delegate, then the two added before it, are deleted; each DEL fails.
+        let Error::Cleanup { error, also } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(
+            matches!(&**error, Error::Delegate { network, .. } if network == "default/failing"),
+            "{error:?}"
+        );
+        let torn: Vec<String> = also.iter().map(|e| chain(e)).collect();
+        assert_eq!(torn.len(), 3, "{torn:?}");
+        assert!(torn[0].contains("del of badplug failed"), "{torn:?}");
+        assert!(torn[1].contains("network default/good"), "{torn:?}");
+        assert!(torn[2].contains("network cluster"), "{torn:?}");
+        let msg = chain(&e);
+        assert!(
+            msg.starts_with("3 cleanup steps failed after this error: network default/failing")
+                && msg.contains("bad add"),
+            "{msg}"
+        );
+        // The delegate's own code and details are what the boundary reports.
+        let wire =
+            oxivirt_cni_spec::CniError::from_error(oxivirt_cni_spec::ErrorCode::Plugin(999), &e);
+        assert_eq!(wire.code.as_u32(), 7);
+        assert_eq!(wire.details, "from the delegate");
+        assert!(cache::load(&p.cfg.multus.cni_dir, "c1")
+            .expect("cache")
+            .is_none());
+    }
+
+    #[test]
+    fn del_tries_every_delegate_and_keeps_the_cache() {
+        let p = Plugins::new();
+        let delegates = ["cluster", "default/good"]
+            .iter()
+            .map(|n| CachedDelegate {
+                delegate: Delegate::new(
+                    n.to_string(),
+                    "eth0".into(),
+                    json!({"cniVersion": "1.0.0", "type": "okplug"}),
+                    *n == "cluster",
+                    None,
+                ),
+                result: None,
+            })
+            .collect();
+        let entry = Entry {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            netns: None,
+            cni_args: String::new(),
+            pod_namespace: "default".into(),
+            pod_name: "p1".into(),
+            delegates,
+        };
+        cache::save(&p.cfg.multus.cni_dir, &entry).expect("save");
+        let e = p.run("DEL", |m| m.del()).expect_err("DEL fails");
+        let Error::Cleanup { error, also } = &e else {
+            panic!("{e:?}");
+        };
+        // Reverse order: the secondary network first.
+        assert!(
+            chain(error).contains("network default/good"),
+            "{}",
+            chain(&e)
+        );
+        assert_eq!(also.len(), 1);
+        assert!(chain(&also[0]).contains("network cluster"));
+        assert!(chain(&e).starts_with("1 cleanup step failed after this error"));
+        assert_eq!(
+            cache::load(&p.cfg.multus.cni_dir, "c1").expect("cache"),
+            Some(entry),
+            "a failed DEL keeps the cache for the retry"
+        );
+    }
+
+    #[test]
+    fn check_without_a_readable_cache() {
+        let p = Plugins::new();
+        let e = p.run("CHECK", |m| m.check()).expect_err("nothing cached");
+        assert!(
+            matches!(&e, Error::NotCached { container_id, source: None } if container_id == "c1"),
+            "{e:?}"
+        );
+        std::fs::create_dir_all(&p.cfg.multus.cni_dir).expect("dir");
+        std::fs::write(p.cfg.multus.cni_dir.join("c1"), "{not json").expect("corrupt");
+        let e = p.run("CHECK", |m| m.check()).expect_err("corrupt");
+        let Error::NotCached {
+            source: Some(why), ..
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert!(matches!(&**why, Error::CacheJson { .. }), "{why:?}");
+        assert!(chain(&e).contains("line 1 column 2"), "{}", chain(&e));
+    }
+
+    #[test]
+    fn readiness_gate() {
+        let mut p = Plugins::new();
+        let file = p.f.dir.path().join("ready");
+        p.cfg.multus.readiness_indicator_file = Some(file.clone());
+        let e = p.run("ADD", |m| m.add()).expect_err("not ready");
+        assert!(
+            matches!(&e, Error::NotReady { file: f } if *f == file),
+            "{e:?}"
+        );
+        let e = p.run("STATUS", |m| m.status()).expect_err("not ready");
+        assert!(
+            matches!(&e, Error::NotAvailable { file: f } if *f == file),
+            "{e:?}"
+        );
     }
 }

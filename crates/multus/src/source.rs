@@ -3,25 +3,12 @@
 //! of YAML/JSON objects, `<root>/<resource>/<namespace>/<name>.yaml|json`), and the
 //! Kubernetes API backend implements the same trait.
 
+use crate::error::{Error, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("{0}")]
-    Unreachable(String),
-    #[error("{kind} {namespace}/{name} not found")]
-    NotFound {
-        kind: &'static str,
-        namespace: String,
-        name: String,
-    },
-    #[error("{what}: {reason}")]
-    Invalid { what: String, reason: String },
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pod {
@@ -60,19 +47,48 @@ pub struct NetworkAttachmentDefinition {
 }
 
 pub trait ClusterSource {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Pod, SourceError>;
+    fn pod(&self, namespace: &str, name: &str) -> Result<Pod>;
+    /// The NetworkAttachmentDefinition, `None` when there is none.
     fn network_attachment(
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError>;
+    ) -> Result<Option<NetworkAttachmentDefinition>>;
     /// Writes `k8s.v1.cni.cncf.io/network-status` on the pod.
-    fn set_network_status(
-        &self,
-        namespace: &str,
-        name: &str,
-        status: &str,
-    ) -> Result<(), SourceError>;
+    fn set_network_status(&self, namespace: &str, name: &str, status: &str) -> Result<()>;
+}
+
+/// Stands in where no backend is configured: every lookup fails with
+/// [`Error::NoClusterSource`], so ADD fails with "try again later" and DEL/GC work from the
+/// cache alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unconfigured;
+
+impl ClusterSource for Unconfigured {
+    fn pod(&self, _: &str, _: &str) -> Result<Pod> {
+        Err(Error::NoClusterSource)
+    }
+    fn network_attachment(&self, _: &str, _: &str) -> Result<Option<NetworkAttachmentDefinition>> {
+        Err(Error::NoClusterSource)
+    }
+    fn set_network_status(&self, _: &str, _: &str, _: &str) -> Result<()> {
+        Err(Error::NoClusterSource)
+    }
+}
+
+/// Whether `e` says the source could not be asked at all (as opposed to answering that
+/// something is wrong): lookups that have a fallback use it then.
+pub fn is_unreachable(e: &Error) -> bool {
+    match e {
+        Error::StoreUnreachable { .. }
+        | Error::NoClusterSource
+        | Error::NotInCluster
+        | Error::ApiUnreachable { .. }
+        | Error::ApiClient(_) => true,
+        // The server's own trouble, not an answer about the object (access refused is).
+        Error::ApiStatus { status, .. } => !matches!(status, 401 | 403),
+        _ => false,
+    }
 }
 
 pub const PODS: &str = "pods";
@@ -85,10 +101,10 @@ pub struct DirSource {
 }
 
 /// Parses one object (YAML or JSON); errors carry the file and the parser's position.
-pub fn parse_object(path: &Path, text: &str) -> Result<Value, SourceError> {
-    serde_saphyr::from_str::<Value>(text).map_err(|e| SourceError::Invalid {
-        what: path.display().to_string(),
-        reason: e.to_string(),
+pub fn parse_object(path: &Path, text: &str) -> Result<Value> {
+    serde_saphyr::from_str::<Value>(text).map_err(|e| Error::ObjectParse {
+        path: path.to_path_buf(),
+        source: Box::new(e),
     })
 }
 
@@ -105,17 +121,11 @@ impl DirSource {
         Self { root: root.into() }
     }
 
-    fn find(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<PathBuf>, SourceError> {
+    fn find(&self, resource: &str, namespace: &str, name: &str) -> Result<Option<PathBuf>> {
         if !self.root.is_dir() {
-            return Err(SourceError::Unreachable(format!(
-                "object store {} is not reachable",
-                self.root.display()
-            )));
+            return Err(Error::StoreUnreachable {
+                root: self.root.clone(),
+            });
         }
         let dir = self.root.join(resource).join(namespace);
         for ext in ["yaml", "yml", "json"] {
@@ -127,46 +137,51 @@ impl DirSource {
         Ok(None)
     }
 
-    fn read(&self, path: &Path) -> Result<Value, SourceError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SourceError::Invalid {
-            what: path.display().to_string(),
-            reason: e.to_string(),
+    fn read(&self, path: &Path) -> Result<Value> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ObjectRead {
+            path: path.to_path_buf(),
+            source,
         })?;
         parse_object(path, &text)
     }
 
-    fn pod_path(&self, namespace: &str, name: &str) -> Result<PathBuf, SourceError> {
+    fn pod_path(&self, namespace: &str, name: &str) -> Result<PathBuf> {
         self.find(PODS, namespace, name)?
-            .ok_or_else(|| SourceError::NotFound {
-                kind: "pod",
+            .ok_or_else(|| Error::PodNotFound {
                 namespace: namespace.into(),
                 name: name.into(),
             })
     }
 
     /// Stores an object (for tests and the embedded control plane): `kind` decides where.
-    pub fn put(&self, object: &Value) -> Result<PathBuf, SourceError> {
-        let invalid = |reason: &str| SourceError::Invalid {
+    pub fn put(&self, object: &Value) -> Result<PathBuf> {
+        let invalid = |reason: String| Error::ObjectInvalid {
             what: "object".into(),
-            reason: reason.into(),
+            reason,
         };
-        let kind = str_at(object, &["kind"]).ok_or_else(|| invalid("no kind"))?;
+        let kind = str_at(object, &["kind"]).ok_or_else(|| invalid("no kind".into()))?;
         let resource = match kind {
             "Pod" => PODS,
             "NetworkAttachmentDefinition" => NADS,
-            other => return Err(invalid(&format!("unsupported kind {other}"))),
+            other => return Err(invalid(format!("unsupported kind {other}"))),
         };
-        let name =
-            str_at(object, &["metadata", "name"]).ok_or_else(|| invalid("no metadata.name"))?;
+        let name = str_at(object, &["metadata", "name"])
+            .ok_or_else(|| invalid("no metadata.name".into()))?;
         let ns = str_at(object, &["metadata", "namespace"]).unwrap_or("default");
         let dir = self.root.join(resource).join(ns);
-        std::fs::create_dir_all(&dir).map_err(|e| invalid(&e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::ObjectWrite {
+            path: dir.clone(),
+            op: "create",
+            source,
+        })?;
         let path = dir.join(format!("{name}.json"));
-        write_atomic(
-            &path,
-            &serde_json::to_vec_pretty(object).unwrap_or_default(),
-        )
-        .map_err(|e| invalid(&e.to_string()))?;
+        write_atomic(&path, format!("{object:#}").as_bytes()).map_err(|source| {
+            Error::ObjectWrite {
+                path: path.clone(),
+                op: "write",
+                source,
+            }
+        })?;
         Ok(path)
     }
 }
@@ -181,7 +196,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl ClusterSource for DirSource {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Pod, SourceError> {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Pod> {
         let path = self.pod_path(namespace, name)?;
         Ok(Pod::from_object(namespace, name, &self.read(&path)?))
     }
@@ -190,14 +205,14 @@ impl ClusterSource for DirSource {
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError> {
+    ) -> Result<Option<NetworkAttachmentDefinition>> {
         let Some(path) = self.find(NADS, namespace, name)? else {
             return Ok(None);
         };
         let v = self.read(&path)?;
         if let Some(api) = str_at(&v, &["apiVersion"]) {
             if api != "k8s.cni.cncf.io/v1" {
-                return Err(SourceError::Invalid {
+                return Err(Error::ObjectInvalid {
                     what: path.display().to_string(),
                     reason: format!("apiVersion {api:?} is not k8s.cni.cncf.io/v1"),
                 });
@@ -210,28 +225,26 @@ impl ClusterSource for DirSource {
         }))
     }
 
-    fn set_network_status(
-        &self,
-        namespace: &str,
-        name: &str,
-        status: &str,
-    ) -> Result<(), SourceError> {
+    fn set_network_status(&self, namespace: &str, name: &str, status: &str) -> Result<()> {
         let path = self.pod_path(namespace, name)?;
-        let io = |e: std::io::Error| SourceError::Invalid {
-            what: path.display().to_string(),
-            reason: e.to_string(),
+        let io = |path: &Path, op: &'static str| {
+            let path = path.to_path_buf();
+            move |source| Error::ObjectWrite { path, op, source }
         };
         // The object is rewritten whole: hold its lock so concurrent writers do not lose
         // each other's update (the embedded store's answer to a conflict).
+        let lock_path = path.with_extension("lock");
         let lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path.with_extension("lock"))
-            .map_err(io)?;
+            .open(&lock_path)
+            .map_err(io(&lock_path, "open the lock"))?;
         // SAFETY: flock on an fd owned by `lock`, which outlives the call.
-        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io(&lock_path, "lock")(std::io::Error::last_os_error()));
+        }
         let mut v = self.read(&path)?;
         let meta = v
             .as_object_mut()
@@ -240,7 +253,7 @@ impl ClusterSource for DirSource {
                     .or_insert_with(|| Value::Object(Default::default()))
             })
             .and_then(|m| m.as_object_mut())
-            .ok_or_else(|| SourceError::Invalid {
+            .ok_or_else(|| Error::ObjectInvalid {
                 what: path.display().to_string(),
                 reason: "not an object".into(),
             })?;
@@ -255,9 +268,9 @@ impl ClusterSource for DirSource {
         }
         // Written back as JSON (valid YAML too) next to, or instead of, the original.
         let out = path.with_extension("json");
-        write_atomic(&out, &serde_json::to_vec_pretty(&v).unwrap_or_default()).map_err(io)?;
+        write_atomic(&out, format!("{v:#}").as_bytes()).map_err(io(&out, "write"))?;
         if out != path {
-            std::fs::remove_file(&path).map_err(io)?;
+            std::fs::remove_file(&path).map_err(io(&path, "remove"))?;
         }
         Ok(())
     }
@@ -275,9 +288,13 @@ mod tests {
         ));
         let text = std::fs::read_to_string(path).expect("seed file");
         let e = parse_object(path, &text).expect_err("the seed's quote is never closed");
-        let msg = e.to_string();
+        assert!(
+            matches!(&e, Error::ObjectParse { path: p, .. } if p == path),
+            "{e:?}"
+        );
+        let msg = oxivirt_cni_spec::error::chain(&e);
         assert!(msg.contains("multus-bridge.yaml"), "{msg}");
-        assert!(msg.contains("line"), "{msg}");
+        assert!(msg.contains("line 6"), "{msg}");
         // Closing the quote makes it a valid NAD whose config is the seed network.
         let fixed = text.trim_end().to_string() + "'\n";
         let v = parse_object(path, &fixed).expect("fixed");
