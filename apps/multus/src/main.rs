@@ -3,6 +3,7 @@
 
 #![no_main]
 
+mod error;
 mod multus;
 
 use oxivirt_cni_spec::plugin;
@@ -17,14 +18,14 @@ fn in_process(
     cmd: oxivirt_cni_spec::Command,
     args: &oxivirt_cni_spec::exec::ExecArgs<'_>,
     stdin: &[u8],
-) -> Option<Result<Vec<u8>, oxivirt_cni_spec::CniError>> {
+) -> Option<Result<Vec<u8>, oxivirt_cni_spec::Error>> {
     let me = std::fs::canonicalize("/proc/self/exe").ok()?;
     let sibling = me.parent()?.join("oxivirt-cni");
     if std::fs::canonicalize(plugin_path).ok()? != sibling {
         return None;
     }
     let name = plugin_path.file_name()?.to_str()?;
-    let handle = oxivirt_pod_net::plugin(name)?;
+    let handle = oxivirt_app_cni::plugin(name)?;
     let netns = args.netns.map(|p| p.display().to_string());
     let lookup = |k: &str| -> Option<String> {
         match k {
@@ -41,7 +42,15 @@ fn in_process(
         Ok(e) => e,
         Err(e) => return Some(Err(e)),
     };
-    Some(handle(plugin::Call { env: &env, stdin }).map(|out| out.unwrap_or_default().into_bytes()))
+    // Failing exactly as the exec'd plugin would: its own mapping chooses the code.
+    let out = oxivirt_app_cni::call(handle, plugin::Call { env: &env, stdin });
+    Some(
+        out.map(|out| out.unwrap_or_default().into_bytes())
+            .map_err(|source| oxivirt_cni_spec::Error::Delegate {
+                plugin: plugin_path.display().to_string(),
+                source,
+            }),
+    )
 }
 
 /// The C entry point (see [`start_up`]).
@@ -50,7 +59,7 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     start_up();
     let (name, args) = called_as("oxivirt-multus");
     let code = match name.as_str() {
-        "multus" => plugin::run(multus::handle),
+        "multus" => plugin::run(multus::handle, error::to_cni),
         "multus-autoconf" => multus::autoconf_command(args.collect()),
         other => {
             eprintln!(

@@ -1,88 +1,26 @@
 //! The `multus` meta plugin entry: picks the object source and runs the command.
 
+use crate::error::to_cni;
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
-use oxivirt_cni_spec::{CniError, Command};
+use oxivirt_cni_spec::Command;
 use oxivirt_ipam::plugin::valid_attachments;
 use oxivirt_multus_core::config::Config;
-use oxivirt_multus_core::kube::KubeSource;
+use oxivirt_multus_core::kube::LazyKube;
 use oxivirt_multus_core::meta::Meta;
-use oxivirt_multus_core::source::{
-    ClusterSource, DirSource, NetworkAttachmentDefinition, Pod, SourceError,
-};
-
-/// Stands in where no backend is configured: every lookup is "unreachable", so ADD fails
-/// with "try again later" and DEL/GC work from the cache alone.
-struct Unavailable(String);
-
-impl ClusterSource for Unavailable {
-    fn pod(&self, _: &str, _: &str) -> Result<Pod, SourceError> {
-        Err(SourceError::Unreachable(self.0.clone()))
-    }
-    fn network_attachment(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError> {
-        Err(SourceError::Unreachable(self.0.clone()))
-    }
-    fn set_network_status(&self, _: &str, _: &str, _: &str) -> Result<(), SourceError> {
-        Err(SourceError::Unreachable(self.0.clone()))
-    }
-}
-
-/// The Kubernetes backend, connected on first use: DEL and GC served from the cache
-/// never pay for reading credentials or setting up TLS.
-struct LazyKube {
-    kubeconfig: Option<std::path::PathBuf>,
-    cell: std::sync::OnceLock<Result<KubeSource, String>>,
-}
-
-impl LazyKube {
-    fn get(&self) -> Result<&KubeSource, SourceError> {
-        let r = self.cell.get_or_init(|| {
-            let timeout = std::time::Duration::from_secs(10);
-            let r = match &self.kubeconfig {
-                Some(k) => KubeSource::from_kubeconfig(k, timeout),
-                None => KubeSource::in_cluster(timeout),
-            }
-            .map_err(|e| e.to_string());
-            oxivirt_cni_spec::trace::mark("multus: API client set up");
-            r
-        });
-        r.as_ref().map_err(|e| SourceError::Unreachable(e.clone()))
-    }
-}
-
-impl ClusterSource for LazyKube {
-    fn pod(&self, ns: &str, name: &str) -> Result<Pod, SourceError> {
-        self.get()?.pod(ns, name)
-    }
-    fn network_attachment(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError> {
-        self.get()?.network_attachment(ns, name)
-    }
-    fn set_network_status(&self, ns: &str, name: &str, status: &str) -> Result<(), SourceError> {
-        self.get()?.set_network_status(ns, name, status)
-    }
-}
+use oxivirt_multus_core::source::{ClusterSource, DirSource, Unconfigured};
+use oxivirt_multus_core::{Error, Result};
 
 fn source(cfg: &Config) -> Box<dyn ClusterSource> {
     if let Some(dir) = &cfg.multus.store {
         return Box::new(DirSource::new(dir));
     }
     if cfg.multus.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        return Box::new(LazyKube {
-            kubeconfig: cfg.multus.kubeconfig.clone(),
-            cell: Default::default(),
-        });
+        return Box::new(LazyKube::new(
+            cfg.multus.kubeconfig.clone(),
+            std::time::Duration::from_secs(10),
+        ));
     }
-    Box::new(Unavailable(
-        "no object source configured (`oxivirtStore`, `kubeconfig`, or running in a cluster)"
-            .into(),
-    ))
+    Box::new(Unconfigured)
 }
 
 /// Multus's logging switches: `logLevel` (panic < error < verbose < debug; default
@@ -123,7 +61,7 @@ fn log(cfg: &Config, level: &str, msg: &str) {
     }
 }
 
-pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
+pub fn handle(call: Call<'_>) -> Result<Option<String>> {
     let cfg = Config::load(call.stdin)?;
     let what = format!(
         "{} container {} ifname {}",
@@ -134,12 +72,12 @@ pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
     log(&cfg, "verbose", &what);
     let r = run(&call, &cfg);
     if let Err(e) = &r {
-        log(&cfg, "error", &format!("{what}: {e}"));
+        log(&cfg, "error", &format!("{what}: {}", to_cni(e).msg));
     }
     r
 }
 
-fn run(call: &Call<'_>, cfg: &Config) -> Result<Option<String>, CniError> {
+fn run(call: &Call<'_>, cfg: &Config) -> Result<Option<String>> {
     let src = source(cfg);
     let meta = Meta {
         cfg,
@@ -156,7 +94,17 @@ fn run(call: &Call<'_>, cfg: &Config) -> Result<Option<String>, CniError> {
             meta.check().map(|_| None)
         }
         Command::Status => meta.status().map(|_| None),
-        Command::Gc => meta.gc(&valid_attachments(call.stdin)?).map(|_| None),
+        Command::Gc => {
+            let valid = valid_attachments(call.stdin).map_err(|e| match e {
+                oxivirt_ipam::Error::Spec(s) => Error::Spec(s),
+                other => Error::Spec(oxivirt_cni_spec::Error::Field {
+                    what: "GC config".into(),
+                    field: "cni.dev/valid-attachments".into(),
+                    reason: other.to_string(),
+                }),
+            })?;
+            meta.gc(&valid).map(|_| None)
+        }
         Command::Version => Ok(None),
     }
 }
@@ -222,7 +170,7 @@ pub fn autoconf_command(args: Vec<String>) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("multus-autoconf: {e}");
+            eprintln!("multus-autoconf: {}", to_cni(&e).msg);
             1
         }
     }
