@@ -14,7 +14,8 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// The container's network namespace cannot be opened: the container is unknown.
-    #[error("failed to open netns {path}")]
+    /// (The netlink error names the path.)
+    #[error("failed to open the container's netns")]
     UnknownContainer {
         path: String,
         #[source]
