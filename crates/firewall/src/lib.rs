@@ -36,26 +36,35 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// The rule comment naming this owner; quotes, backslashes and control characters
-    /// become `_` so the comment cannot break out of the nft script.
+    /// The rule comment naming this owner.
     pub fn comment(&self) -> String {
-        let raw = format!(
+        sanitise(&format!(
             "{}{}:{}:{}",
             rules::COMMENT_PREFIX,
             self.network,
             self.container_id,
             self.ifname
-        );
-        raw.chars()
-            .map(|c| {
-                if c == '"' || c == '\\' || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect()
+        ))
     }
+
+    /// What the comments of every owner on `network` start with (for GC).
+    pub fn network_prefix(network: &str) -> String {
+        sanitise(&format!("{}{network}:", rules::COMMENT_PREFIX))
+    }
+}
+
+/// Quotes, backslashes and control characters become `_`: a comment cannot break out of
+/// the nft script.
+fn sanitise(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// An nftables address family.

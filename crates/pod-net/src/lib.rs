@@ -7,6 +7,7 @@
 //! link to its sibling `oxivirt-cni`.
 
 pub mod bridge;
+mod bridge_firewall;
 pub mod iface;
 pub mod macvlan;
 
