@@ -15,7 +15,7 @@ pub enum Error {
     #[error("{what}: {reason}")]
     Setup { what: String, reason: String },
     /// The masquerade binding's ruleset could not be loaded or removed.
-    #[error("masquerade binding: firewall")]
+    #[error("could not load or remove the masquerade binding's ruleset")]
     Firewall(#[from] oxivirt_firewall::Error),
 }
 
