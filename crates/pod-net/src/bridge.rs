@@ -205,10 +205,7 @@ pub fn handle(call: Call<'_>) -> Result<Option<String>, CniError> {
 
 /// The rules an attachment of this config gets.
 fn firewall_rules(cfg: &Config) -> fw::Wanted {
-    fw::Wanted {
-        masquerade: cfg.layer3 && cfg.br.ip_masq,
-        spoofcheck: cfg.br.macspoofchk,
-    }
+    fw::Wanted::new(cfg.layer3, cfg.br.ip_masq, cfg.br.macspoofchk)
 }
 
 fn owner(call: &Call<'_>, cfg: &Config) -> Owner {

@@ -19,6 +19,15 @@ pub(crate) struct Wanted {
 }
 
 impl Wanted {
+    /// From the config: `ipMasq` needs addresses (IPAM, `layer3`) to masquerade;
+    /// `macspoofchk` applies to any attachment.
+    pub fn new(layer3: bool, ip_masq: bool, macspoofchk: bool) -> Self {
+        Self {
+            masquerade: layer3 && ip_masq,
+            spoofcheck: macspoofchk,
+        }
+    }
+
     pub fn any(self) -> bool {
         self.masquerade || self.spoofcheck
     }
@@ -142,6 +151,17 @@ mod tests {
             host_if: "veth0123abcd",
             mac: "0a:58:0a:f4:00:07",
         }
+    }
+
+    #[test]
+    fn ip_masq_without_ipam_has_nothing_to_masquerade() {
+        assert_eq!(
+            Wanted::new(false, true, false),
+            Wanted::new(false, false, false)
+        );
+        assert!(!Wanted::new(false, true, false).any());
+        assert!(Wanted::new(true, true, false).masquerade);
+        assert!(Wanted::new(false, false, true).spoofcheck);
     }
 
     #[test]
