@@ -529,6 +529,7 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<Row>> {
 /// and torn down in prepared pod namespaces (the CNI interfaces are made untimed, with
 /// our plugin). There is no reference to run beside it here: KubeVirt is not packaged.
 fn bench_bindings(args: &Args, tag: &str) -> Result<(Stats, Stats)> {
+    use oxivirt_firewall::NftCli;
     use oxivirt_vm_net::bridge::{self as binding, BridgeSpec};
     use oxivirt_vm_net::masquerade::{self, MasqueradeSpec};
     use oxivirt_vm_net::naming::Names;
@@ -569,12 +570,18 @@ fn bench_bindings(args: &Args, tag: &str) -> Result<(Stats, Stats)> {
             let mut nl = oxivirt_netlink::Handle::new()?;
             let t = Instant::now();
             // As a launcher does: the bridge binding while nft loads the masquerade rules.
-            let rules = masquerade::begin(&mut nl, &MasqueradeSpec::default(), &state_dir)?;
+            let rules =
+                masquerade::begin(&mut nl, &NftCli, &MasqueradeSpec::default(), &state_dir)?;
             binding::setup(&mut nl, &spec, &state_dir)?;
             rules.finish()?;
             let up = t.elapsed();
             let t = Instant::now();
-            oxivirt_vm_net::teardown_all(&mut nl, true, std::slice::from_ref(&names), &state_dir)?;
+            oxivirt_vm_net::teardown_all(
+                &mut nl,
+                Some(&NftCli),
+                std::slice::from_ref(&names),
+                &state_dir,
+            )?;
             Ok((up, t.elapsed()))
         })??;
         // The detached deletion must not overlap what comes next.

@@ -1,20 +1,34 @@
-//! Host firewall rules the bridge plugin owns: masquerade (`ipMasq`) and MAC spoof
-//! checking (`macspoofchk`), in nftables tables of our own (`inet oxivirt-cni`,
-//! `bridge oxivirt-cni`). Each rule carries a comment naming its attachment, which is how
-//! DEL and GC find it. The driver is a trait; [`NftCli`] is the real one.
+//! The host firewall as the pod and VM networks use it, behind one [`Firewall`] trait.
+//!
+//! Two kinds of users:
+//! - the bridge plugin's `ipMasq` and `macspoofchk`: rules in tables of our own
+//!   (`inet oxivirt-cni`, `bridge oxivirt-cni`), each carrying a comment naming its
+//!   attachment ([`Owner`]), which is how DEL and GC find them again;
+//! - the masquerade VM binding: a whole ruleset in tables it owns (KubeVirt's `nat`
+//!   tables), loaded while the links are made ([`Firewall::load`]) and removed at teardown.
+//!
+//! What the rules say is pure data ([`rules`]); [`NftCli`] (in `nft.rs`, the only code that
+//! runs `nft`) is the real driver; [`fake::RecordingFirewall`] records calls for unit tests.
+//! Callers pick a driver once, at their entry point, and hand `&dyn Firewall` down.
+
+mod error;
+pub mod fake;
+mod nft;
+pub mod rules;
+
+pub use error::{Error, Op};
+pub use nft::NftCli;
 
 use ipnet::IpNet;
-/// Stand-in until the firewall crate's own error lands.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Error(String);
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::fmt;
 
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The name of the bridge plugin's tables (one per family it uses).
 pub const TABLE: &str = "oxivirt-cni";
 
-/// Who a rule belongs to.
-#[derive(Debug, Clone)]
+/// Who a rule belongs to: one attachment of a network to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub network: String,
     pub container_id: String,
@@ -22,218 +36,124 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The rule comment naming this owner.
     pub fn comment(&self) -> String {
-        let raw = format!(
-            "oxivirt:{}:{}:{}",
-            self.network, self.container_id, self.ifname
-        );
-        raw.chars()
-            .map(|c| {
-                if c == '"' || c == '\\' || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect()
+        sanitise(&format!(
+            "{}{}:{}:{}",
+            rules::COMMENT_PREFIX,
+            self.network,
+            self.container_id,
+            self.ifname
+        ))
+    }
+
+    /// What the comments of every owner on `network` start with (for GC).
+    pub fn network_prefix(network: &str) -> String {
+        sanitise(&format!("{}{network}:", rules::COMMENT_PREFIX))
     }
 }
 
-pub trait Firewall {
-    fn add_masquerade(&self, owner: &Owner, addrs: &[IpNet]) -> Result<(), Error>;
-    fn add_spoofcheck(&self, owner: &Owner, host_if: &str, mac: &str) -> Result<(), Error>;
+/// Quotes, backslashes and control characters become `_`: a comment cannot break out of
+/// the nft script.
+fn sanitise(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// An nftables address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Ip,
+    Ip6,
+    Inet,
+    Bridge,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::Ip6 => "ip6",
+            Self::Inet => "inet",
+            Self::Bridge => "bridge",
+        }
+    }
+}
+
+/// A table: family and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub family: Family,
+    pub name: String,
+}
+
+impl Table {
+    pub fn new(family: Family, name: impl Into<String>) -> Self {
+        Self {
+            family,
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.family.as_str(), self.name)
+    }
+}
+
+/// A ruleset owning whole tables: loading it replaces `tables` (whatever they held before
+/// is gone) with what `body` declares, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    pub tables: Vec<Table>,
+    /// nft script text declaring the tables' contents.
+    pub body: String,
+}
+
+/// A ruleset load still running (see [`Firewall::load`]). Dropped unfinished, it waits
+/// for the load and ignores its outcome.
+pub trait Loading: Send {
+    /// Waits for the load and reports what the firewall refused.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A command that does a firewall change when run later by someone else (a detached
+/// clean-up process), so the caller waits for it not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferred {
+    /// Looked up in `PATH`.
+    pub program: &'static str,
+    pub args: Vec<String>,
+}
+
+/// What the pod and VM networks ask of the host firewall.
+pub trait Firewall: Send + Sync {
+    /// Masquerades traffic from `addrs` leaving their subnets (`ipMasq`).
+    fn add_masquerade(&self, owner: &Owner, addrs: &[IpNet]) -> Result<()>;
+    /// Drops frames entering on `host_if` whose source MAC is not `mac` (`macspoofchk`).
+    fn add_spoofcheck(&self, owner: &Owner, host_if: &str, mac: &str) -> Result<()>;
     /// Removes every rule of `owner` (masquerade and spoof check); none is success.
-    fn remove(&self, owner: &Owner) -> Result<(), Error>;
-    /// Comments of every rule we own, for GC.
-    fn comments(&self) -> Result<Vec<String>, Error>;
+    fn remove(&self, owner: &Owner) -> Result<()>;
+    /// The comments of every rule in our tables, for GC.
+    fn comments(&self) -> Result<Vec<String>>;
     /// Removes every rule whose comment is in `comments`.
-    fn remove_comments(&self, comments: &[String]) -> Result<(), Error>;
-}
-
-/// nftables through the `nft` command (scripts in, JSON listings out).
-#[derive(Debug, Default)]
-pub struct NftCli;
-
-fn fw_err(msg: String) -> Error {
-    Error(msg)
-}
-
-fn run_nft(args: &[&str], script: Option<&str>) -> Result<String, Error> {
-    let mut cmd = Command::new("nft");
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if script.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| fw_err(format!("cannot run nft (is nftables installed?): {e}")))?;
-    if let (Some(s), Some(mut stdin)) = (script, child.stdin.take()) {
-        stdin
-            .write_all(s.as_bytes())
-            .map_err(|e| fw_err(format!("nft: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fw_err(format!("nft: {e}")))?;
-    if !out.status.success() {
-        return Err(fw_err(format!(
-            "nft {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The masquerade rules for `addrs`, as an nft script (snapshot-tested).
-pub fn masquerade_script(owner: &Owner, addrs: &[IpNet]) -> String {
-    let c = owner.comment();
-    let mut s = format!(
-        "add table inet {TABLE}\n\
-         add chain inet {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
-    );
-    for a in addrs {
-        let (fam, mcast) = if a.addr().is_ipv4() {
-            ("ip", "224.0.0.0/4")
-        } else {
-            ("ip6", "ff00::/8")
-        };
-        s.push_str(&format!(
-            "add rule inet {TABLE} postrouting {fam} saddr {} {fam} daddr != {} {fam} daddr != {mcast} masquerade comment \"{c}\"\n",
-            a.addr(),
-            a.trunc()
-        ));
-    }
-    s
-}
-
-/// The MAC spoof-check rule, as an nft script (snapshot-tested).
-pub fn spoofcheck_script(owner: &Owner, host_if: &str, mac: &str) -> String {
-    let c = owner.comment();
-    format!(
-        "add table bridge {TABLE}\n\
-         add chain bridge {TABLE} prerouting {{ type filter hook prerouting priority -300; policy accept; }}\n\
-         add rule bridge {TABLE} prerouting iifname \"{host_if}\" ether saddr != {mac} drop comment \"{c}\"\n"
-    )
-}
-
-/// (family, chain, handle, comment) of every rule in our tables.
-fn list_rules() -> Result<Vec<(String, String, u64, String)>, Error> {
-    let mut out = Vec::new();
-    for family in ["inet", "bridge"] {
-        let json = match run_nft(&["-j", "list", "table", family, TABLE], None) {
-            Ok(j) => j,
-            // No table: nothing of ours.
-            Err(e) if e.0.contains("No such file") || e.0.contains("does not exist") => continue,
-            Err(e) => return Err(e),
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(&json).map_err(|e| fw_err(format!("nft JSON: {e}")))?;
-        let items = v
-            .get("nftables")
-            .and_then(|n| n.as_array())
-            .cloned()
-            .unwrap_or_default();
-        for item in items {
-            let Some(rule) = item.get("rule") else {
-                continue;
-            };
-            let chain = rule
-                .get("chain")
-                .and_then(|c| c.as_str())
-                .unwrap_or_default();
-            let handle = rule
-                .get("handle")
-                .and_then(|h| h.as_u64())
-                .unwrap_or_default();
-            let comment = rule
-                .get("comment")
-                .and_then(|c| c.as_str())
-                .unwrap_or_default();
-            out.push((
-                family.to_string(),
-                chain.to_string(),
-                handle,
-                comment.to_string(),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-impl Firewall for NftCli {
-    fn add_masquerade(&self, owner: &Owner, addrs: &[IpNet]) -> Result<(), Error> {
-        run_nft(&["-f", "-"], Some(&masquerade_script(owner, addrs))).map(|_| ())
-    }
-
-    fn add_spoofcheck(&self, owner: &Owner, host_if: &str, mac: &str) -> Result<(), Error> {
-        run_nft(&["-f", "-"], Some(&spoofcheck_script(owner, host_if, mac))).map(|_| ())
-    }
-
-    fn remove(&self, owner: &Owner) -> Result<(), Error> {
-        self.remove_comments(&[owner.comment()])
-    }
-
-    fn comments(&self) -> Result<Vec<String>, Error> {
-        Ok(list_rules()?
-            .into_iter()
-            .map(|r| r.3)
-            .filter(|c| c.starts_with("oxivirt:"))
-            .collect())
-    }
-
-    fn remove_comments(&self, comments: &[String]) -> Result<(), Error> {
-        let script: String = list_rules()?
-            .into_iter()
-            .filter(|r| comments.contains(&r.3))
-            .map(|(fam, chain, handle, _)| {
-                format!("delete rule {fam} {TABLE} {chain} handle {handle}\n")
-            })
-            .collect();
-        if script.is_empty() {
-            return Ok(());
-        }
-        run_nft(&["-f", "-"], Some(&script)).map(|_| ())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn owner() -> Owner {
-        Owner {
-            network: "multus-br".into(),
-            container_id: "c0ffee".into(),
-            ifname: "net1".into(),
-        }
-    }
-
-    #[test]
-    fn masquerade_rules() {
-        let addrs: Vec<IpNet> = vec![
-            "192.168.100.2/24".parse().expect("v4"),
-            "fd00::2/64".parse().expect("v6"),
-        ];
-        insta::assert_snapshot!(masquerade_script(&owner(), &addrs));
-    }
-
-    #[test]
-    fn spoofcheck_rule() {
-        insta::assert_snapshot!(spoofcheck_script(
-            &owner(),
-            "veth12345678",
-            "0a:58:c0:a8:64:02"
-        ));
-    }
-
-    #[test]
-    fn comments_are_sanitised() {
-        let o = Owner {
-            network: "n".into(),
-            container_id: "c".into(),
-            ifname: "a\"b".into(),
-        };
-        assert_eq!(o.comment(), "oxivirt:n:c:a_b");
+    fn remove_comments(&self, comments: &[String]) -> Result<()>;
+    /// Starts loading `ruleset` and returns at once: the caller does other work while it
+    /// loads and then waits with [`Loading::finish`].
+    fn load(&self, ruleset: Ruleset) -> Result<Box<dyn Loading>>;
+    /// Removes `tables`; missing ones are no error.
+    fn remove_tables(&self, tables: &[Table]) -> Result<()>;
+    /// The command that removes `tables`, for a process that runs it later; `None` when the
+    /// driver has none (the caller then uses [`Firewall::remove_tables`]).
+    fn deferred_table_removal(&self, _tables: &[Table]) -> Option<Deferred> {
+        None
     }
 }

@@ -1,6 +1,7 @@
 //! The `bridge` plugin: a veth pair from the container to a Linux bridge on the host,
 //! with every option of the reference plugin.
 
+use crate::bridge_firewall as fw;
 use crate::error::{Error, Result};
 use crate::iface;
 use ipnet::IpNet;
@@ -183,17 +184,24 @@ fn load(call: &Call<'_>) -> Result<(Config, oxivirt_cni_spec::Version)> {
 
 pub fn handle(call: Call<'_>) -> Result<Option<String>> {
     let (cfg, version) = load(&call)?;
+    // The one place the firewall driver is picked.
+    let firewall = NftCli;
     match call.env.command {
-        Command::Add => add(&call, &cfg).map(|r| Some(r.to_json(version))),
-        Command::Del => del(&call, &cfg).map(|_| None),
+        Command::Add => add(&call, &cfg, &firewall).map(|r| Some(r.to_json(version))),
+        Command::Del => del(&call, &cfg, &firewall).map(|_| None),
         Command::Check => {
             require_check_support(version)?;
             check(&call, &cfg).map(|_| None)
         }
-        Command::Gc => gc(&call, &cfg).map(|_| None),
+        Command::Gc => gc(&call, &cfg, &firewall).map(|_| None),
         Command::Status => status(&call, &cfg).map(|_| None),
         Command::Version => Ok(None),
     }
+}
+
+/// The rules an attachment of this config gets.
+fn firewall_rules(cfg: &Config) -> fw::Wanted {
+    fw::Wanted::new(cfg.layer3, cfg.br.ip_masq, cfg.br.macspoofchk)
 }
 
 fn owner(call: &Call<'_>, cfg: &Config) -> Owner {
@@ -284,7 +292,7 @@ impl Helpers<'_> {
     }
 }
 
-fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
+fn add(call: &Call<'_>, cfg: &Config, firewall: &dyn Firewall) -> Result<CniResult> {
     let ns = iface::open_netns(call)?;
     let mut host = Handle::new()?;
     std::thread::scope(|s| {
@@ -329,16 +337,18 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
             cont: cont_rx,
         };
         let mut undo = Undo::default();
-        match add_inner(call, cfg, &ns, &mut host, &mut helpers, &mut undo) {
+        match add_inner(call, cfg, firewall, &ns, &mut host, &mut helpers, &mut undo) {
             Ok(r) => Ok(r),
             Err(error) => {
                 // The allocation may have succeeded while the links failed; its own failure
                 // is the error already reported, or a consequence of it.
                 let _ = helpers.ipam_result(&mut undo);
                 let mut cleanup: Vec<Error> = Vec::new();
-                if undo.firewall {
-                    cleanup.extend(NftCli.remove(&owner(call, cfg)).err().map(Error::from));
-                }
+                cleanup.extend(
+                    fw::rollback(firewall, &owner(call, cfg), undo.firewall)
+                        .err()
+                        .map(Error::from),
+                );
                 if undo.ipam {
                     cleanup.extend(
                         ipam::delegate(call, &cfg.conf, Command::Del)
@@ -471,6 +481,7 @@ impl LinkLocal for IpAddr {
 fn add_inner(
     call: &Call<'_>,
     cfg: &Config,
+    firewall: &dyn Firewall,
     ns: &NetNs,
     host: &mut Handle,
     helpers: &mut Helpers<'_>,
@@ -640,17 +651,19 @@ fn add_inner(
         if gateways.iter().any(|g| g.addr().is_ipv6()) {
             sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1")?;
         }
-        if cfg.br.ip_masq {
-            undo.firewall = true;
-            let addrs: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-            NftCli.add_masquerade(&owner(call, cfg), &addrs)?;
-        }
     } else if !cfg.br.disable_container_interface {
         cont.set_up(cont_link.index, true)?;
     }
-    if cfg.br.macspoofchk {
-        undo.firewall = true;
-        NftCli.add_spoofcheck(&owner(call, cfg), &veth_name, &cont_link.mac_string())?;
+    let wanted = firewall_rules(cfg);
+    if wanted.any() {
+        let addrs: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+        let attachment = fw::Attachment {
+            owner: &owner(call, cfg),
+            addrs: &addrs,
+            host_if: &veth_name,
+            mac: &cont_link.mac_string(),
+        };
+        fw::add(firewall, wanted, &attachment, &mut undo.firewall)?;
     }
 
     let br_mac = gateway_mac
@@ -682,7 +695,7 @@ fn add_inner(
     Ok(result)
 }
 
-fn del(call: &Call<'_>, cfg: &Config) -> Result<()> {
+fn del(call: &Call<'_>, cfg: &Config, firewall: &dyn Firewall) -> Result<()> {
     std::thread::scope(|s| {
         // The allocation is released while the kernel tears the veth down.
         let ipam = cfg
@@ -699,9 +712,11 @@ fn del(call: &Call<'_>, cfg: &Config) -> Result<()> {
         // Every step runs whatever the others did; all failures are reported.
         let mut failed: Vec<Error> = links.err().into_iter().collect();
         failed.extend(ipam.err());
-        if cfg.br.macspoofchk || (cfg.layer3 && cfg.br.ip_masq) {
-            failed.extend(NftCli.remove(&owner(call, cfg)).err().map(Error::from));
-        }
+        failed.extend(
+            fw::del(firewall, firewall_rules(cfg), &owner(call, cfg))
+                .err()
+                .map(Error::from),
+        );
         let mut failed = failed.into_iter();
         match failed.next() {
             None => Ok(()),
@@ -796,30 +811,13 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
     iface::validate(&mut cont, c.index, &c.name, &prev, 2)
 }
 
-fn gc(call: &Call<'_>, cfg: &Config) -> Result<()> {
+fn gc(call: &Call<'_>, cfg: &Config, firewall: &dyn Firewall) -> Result<()> {
     if cfg.layer3 {
         ipam::delegate(call, &cfg.conf, Command::Gc)?;
     }
     if cfg.br.macspoofchk || cfg.br.ip_masq {
         let valid = ipam::valid_attachments(call.stdin)?;
-        let keep: Vec<String> = valid
-            .iter()
-            .map(|(id, ifname)| {
-                Owner {
-                    network: cfg.conf.name.clone(),
-                    container_id: id.clone(),
-                    ifname: ifname.clone(),
-                }
-                .comment()
-            })
-            .collect();
-        let prefix = format!("oxivirt:{}:", cfg.conf.name);
-        let stale: Vec<String> = NftCli
-            .comments()?
-            .into_iter()
-            .filter(|c| c.starts_with(&prefix) && !keep.contains(c))
-            .collect();
-        NftCli.remove_comments(&stale)?;
+        fw::gc(firewall, &cfg.conf.name, &valid)?;
     }
     Ok(())
 }

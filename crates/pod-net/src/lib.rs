@@ -3,6 +3,7 @@
 //! binary serves them by name, beside `host-local` and `static` from `oxivirt-ipam`.
 
 pub mod bridge;
+mod bridge_firewall;
 mod error;
 pub mod iface;
 pub mod macvlan;

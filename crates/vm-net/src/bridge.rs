@@ -192,7 +192,7 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
 /// Removes what setup made (see [`crate::teardown_all`]) and gives the pod interface back
 /// its name, MAC and address.
 pub fn teardown(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<()> {
-    crate::teardown_all(nl, false, std::slice::from_ref(names), state_dir)
+    crate::teardown_all(nl, None, std::slice::from_ref(names), state_dir)
 }
 
 /// [`teardown`] without the final deletion: puts the pod interface back and returns the

@@ -14,6 +14,9 @@ pub enum Error {
     Netlink(#[from] oxivirt_netlink::Error),
     #[error("{what}: {reason}")]
     Setup { what: String, reason: String },
+    /// The masquerade binding's ruleset could not be loaded or removed.
+    #[error("could not load or remove the masquerade binding's ruleset")]
+    Firewall(#[from] oxivirt_firewall::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -21,11 +24,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Tears down a VM's bindings together: the pod interfaces are put back at once; the
 /// links the bindings made are set down and renamed out of the way (`oxdel…`), and a
 /// detached process deletes them in one kernel batch and then removes the masquerade
-/// rules, so the caller does not wait out the kernel's slow link teardown. Safe to run
-/// twice.
+/// rules, so the caller does not wait out the kernel's slow link teardown. `masquerade`
+/// is the masquerade binding's firewall, `None` without that binding. Safe to run twice.
 pub fn teardown_all(
     nl: &mut oxivirt_netlink::Handle,
-    masquerade: bool,
+    masquerade: Option<&dyn oxivirt_firewall::Firewall>,
     bridges: &[naming::Names],
     state_dir: &std::path::Path,
 ) -> Result<()> {
@@ -33,21 +36,19 @@ pub fn teardown_all(
     for names in bridges {
         doomed.extend(bridge::restore(nl, names, state_dir)?);
     }
-    if masquerade {
+    if masquerade.is_some() {
         masquerade::restore_bridge_nf(state_dir)?;
         doomed.extend(masquerade::links_to_delete(nl)?);
     }
     let graves: Vec<(u32, String)> = doomed.into_iter().map(|i| (i, grave_name())).collect();
-    let rules = if masquerade {
-        oxivirt_netlink::Detached::program(
-            "nft",
-            &["table ip nat; delete table ip nat; table ip6 nat; delete table ip6 nat"],
-        )
-    } else {
-        None
-    };
-    nl.retire_links(&graves, rules.as_ref())?;
-    Ok(())
+    // The rules go after the links, by the detached process if the firewall has a command
+    // for it, else here.
+    let deferred = masquerade.and_then(masquerade::deferred_rules_removal);
+    nl.retire_links(&graves, deferred.as_ref())?;
+    match masquerade {
+        Some(fw) if deferred.is_none() => masquerade::remove_rules(fw),
+        _ => Ok(()),
+    }
 }
 
 fn grave_name() -> String {

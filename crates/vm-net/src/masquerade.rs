@@ -1,16 +1,16 @@
 //! The masquerade binding (pod network only): the VM sits at 10.0.2.2 behind `k6t-eth0`
 //! (10.0.2.1/24, MAC 02:00:00:00:00:00) and `tap0`; nftables NATs it out through the pod
 //! address and forwards inbound traffic (all ports, or the interface's `ports`) to it,
-//! with KubeVirt's table and chain layout.
+//! with KubeVirt's table and chain layout. The ruleset is generated here (it is this
+//! binding's); the firewall that loads it is handed in.
 
 use crate::naming::Names;
 use crate::{tap, Error, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use oxivirt_netlink::{sysctl, Handle};
-use std::io::Write;
+use oxivirt_firewall::{Family, Firewall, Loading, Ruleset, Table};
+use oxivirt_netlink::{sysctl, Detached, Handle};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 pub const BRIDGE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0];
 
@@ -85,6 +85,15 @@ fn inbound_rules(fam: &str, vm: &str, ports: &[Port]) -> String {
     }
     s.push_str("  }\n");
     s
+}
+
+/// The tables the ruleset owns: `ip nat`, and `ip6 nat` with IPv6.
+fn nat_tables(v6: bool) -> Vec<Table> {
+    let mut t = vec![Table::new(Family::Ip, "nat")];
+    if v6 {
+        t.push(Table::new(Family::Ip6, "nat"));
+    }
+    t
 }
 
 /// The ruleset: one `nat` table per family, KubeVirt's chains. `pod_ips` are the pod's
@@ -223,25 +232,48 @@ pub(crate) fn restore_bridge_nf(state_dir: &Path) -> Result<()> {
 
 /// Builds `k6t-eth0` + `tap0` with addresses and sysctls and loads the ruleset. Runs on a
 /// thread inside the pod's namespace. Re-running replaces the ruleset and keeps the links.
-/// `state_dir` keeps what teardown must put back.
-pub fn setup(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result<()> {
-    begin(nl, spec, state_dir)?.finish()
+/// `state_dir` keeps what teardown must put back; `fw` loads the ruleset.
+pub fn setup(
+    nl: &mut Handle,
+    fw: &dyn Firewall,
+    spec: &MasqueradeSpec,
+    state_dir: &Path,
+) -> Result<()> {
+    begin(nl, fw, spec, state_dir)?.finish()
 }
 
 /// The ruleset still loading when [`begin`] returns: a launcher sets up its other bindings
 /// meanwhile (loading it is the slowest part of the bindings) and then calls
 /// [`RulesLoading::finish`]. Dropped unfinished, it waits for the load and ignores errors.
-pub struct RulesLoading(Nft);
+pub struct RulesLoading(Box<dyn Loading>);
 
 impl RulesLoading {
-    /// Waits for the ruleset and reports what nft refused.
+    /// Waits for the ruleset and reports what the firewall refused.
     pub fn finish(self) -> Result<()> {
-        self.0.finish()
+        Ok(self.0.finish()?)
     }
 }
 
+/// Starts loading the ruleset for a pod with `pod_ips`, replacing any earlier one.
+fn load_rules(
+    fw: &dyn Firewall,
+    spec: &MasqueradeSpec,
+    pod_ips: &[IpAddr],
+) -> Result<RulesLoading> {
+    let rules = Ruleset {
+        tables: nat_tables(spec.v6.is_some()),
+        body: ruleset(spec, pod_ips),
+    };
+    Ok(RulesLoading(fw.load(rules)?))
+}
+
 /// [`setup`] up to the ruleset, which keeps loading after it returns.
-pub fn begin(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result<RulesLoading> {
+pub fn begin(
+    nl: &mut Handle,
+    fw: &dyn Firewall,
+    spec: &MasqueradeSpec,
+    state_dir: &Path,
+) -> Result<RulesLoading> {
     let n = Names::primary();
     let eth0 = nl.require_link(&n.pod)?;
     let pod_ips: Vec<IpAddr> = nl
@@ -250,14 +282,9 @@ pub fn begin(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result
         .map(|a| a.addr.addr())
         .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
         .collect();
-    // The rules name interfaces, they do not need them: nft loads them (the slowest part)
-    // while the links are made.
-    let mut script = String::from("table ip nat\ndelete table ip nat\n");
-    if spec.v6.is_some() {
-        script.push_str("table ip6 nat\ndelete table ip6 nat\n");
-    }
-    script.push_str(&ruleset(spec, &pod_ips));
-    let rules = Nft::start(&script)?;
+    // The rules name interfaces, they do not need them: the firewall loads them (the
+    // slowest part) while the links are made.
+    let rules = load_rules(fw, spec, &pod_ips)?;
     let br = match nl.link_by_name(&n.bridge)? {
         Some(l) => l,
         None => {
@@ -301,13 +328,27 @@ pub fn begin(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result
         let _ = sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1");
     }
     disable_bridge_nf(spec, state_dir)?;
-    Ok(RulesLoading(rules))
+    Ok(rules)
 }
 
 /// Removes the ruleset and the links and puts back the sysctls setup changed (see
-/// [`crate::teardown_all`]); safe to run twice.
-pub fn teardown(nl: &mut Handle, state_dir: &Path) -> Result<()> {
-    crate::teardown_all(nl, true, &[], state_dir)
+/// [`crate::teardown_all`]); safe to run twice. `fw` is the firewall setup loaded it with.
+pub fn teardown(nl: &mut Handle, fw: &dyn Firewall, state_dir: &Path) -> Result<()> {
+    crate::teardown_all(nl, Some(fw), &[], state_dir)
+}
+
+/// The command that removes the ruleset, for the detached clean-up process; `None` if
+/// `fw` has none (or its program is not installed).
+pub(crate) fn deferred_rules_removal(fw: &dyn Firewall) -> Option<Detached> {
+    // Both families: teardown does not know whether setup had IPv6.
+    let d = fw.deferred_table_removal(&nat_tables(true))?;
+    let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
+    Detached::program(d.program, &args)
+}
+
+/// Removes the ruleset now.
+pub(crate) fn remove_rules(fw: &dyn Firewall) -> Result<()> {
+    Ok(fw.remove_tables(&nat_tables(true))?)
 }
 
 /// The masquerade binding's links, for a batched deletion.
@@ -322,57 +363,10 @@ pub fn links_to_delete(nl: &mut Handle) -> Result<Vec<u32>> {
     Ok(doomed)
 }
 
-/// An `nft -f -` run loading a script; waited for on drop if not finished.
-struct Nft(Option<std::process::Child>);
-
-impl Nft {
-    fn start(script: &str) -> Result<Self> {
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| setup_err("nft", e))?;
-        let stdin = child.stdin.take();
-        // Owned before the write: a failed write still waits for the child on drop.
-        let run = Self(Some(child));
-        if let Some(mut i) = stdin {
-            i.write_all(script.as_bytes())
-                .map_err(|e| setup_err("nft", e))?;
-        }
-        Ok(run)
-    }
-
-    /// Waits for nft and reports what it refused.
-    fn finish(mut self) -> Result<()> {
-        let Some(child) = self.0.take() else {
-            return Ok(());
-        };
-        let out = child.wait_with_output().map_err(|e| setup_err("nft", e))?;
-        if !out.status.success() {
-            return Err(setup_err(
-                "nft",
-                String::from_utf8_lossy(&out.stderr).trim(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Nft {
-    fn drop(&mut self) {
-        // An error elsewhere in setup: no zombie left behind (re-running setup replaces
-        // whatever this run loaded).
-        if let Some(mut child) = self.0.take() {
-            let _ = child.wait();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oxivirt_firewall::fake::{Call, RecordingFirewall};
 
     fn pod() -> Vec<IpAddr> {
         vec![
@@ -402,6 +396,94 @@ mod tests {
             ..Default::default()
         };
         insta::assert_snapshot!(ruleset(&spec, &pod()));
+    }
+
+    #[test]
+    fn the_firewall_loads_the_ruleset_replacing_the_nat_tables() {
+        let fw = RecordingFirewall::new();
+        let spec = MasqueradeSpec {
+            v6: Some(MasqueradeSpec::default_v6()),
+            ..Default::default()
+        };
+        load_rules(&fw, &spec, &pod())
+            .expect("load starts")
+            .finish()
+            .expect("load finishes");
+        let tables = vec![
+            Table::new(Family::Ip, "nat"),
+            Table::new(Family::Ip6, "nat"),
+        ];
+        let calls = fw.calls();
+        let [Call::Load(loaded), Call::Finish(finished)] = calls.as_slice() else {
+            panic!("one load, then its finish: {calls:?}");
+        };
+        assert_eq!(loaded.tables, tables);
+        assert_eq!(finished, &tables);
+        // What the firewall gets is the snapshot'd ruleset itself.
+        insta::assert_snapshot!("ruleset_dual_stack", loaded.body);
+    }
+
+    #[test]
+    fn v4_only_owns_only_ip_nat() {
+        let fw = RecordingFirewall::new();
+        drop(load_rules(&fw, &MasqueradeSpec::default(), &pod()).expect("load starts"));
+        let calls = fw.calls();
+        let [Call::Load(loaded)] = calls.as_slice() else {
+            panic!("one load: {calls:?}");
+        };
+        assert_eq!(loaded.tables, [Table::new(Family::Ip, "nat")]);
+        insta::assert_snapshot!("ruleset_all_ports", loaded.body);
+    }
+
+    #[test]
+    fn a_refused_ruleset_is_a_firewall_error_with_its_source() {
+        let fw = RecordingFirewall::new().failing(|c| matches!(c, Call::Finish(_)));
+        let e = load_rules(&fw, &MasqueradeSpec::default(), &pod())
+            .expect("load starts")
+            .finish()
+            .expect_err("refused");
+        assert!(matches!(e, Error::Firewall(_)), "{e:?}");
+        let source = std::error::Error::source(&e).map(|s| s.to_string());
+        assert_eq!(
+            source.as_deref(),
+            Some("nft refused to load table ip nat (exit status: 1): refused by the test")
+        );
+    }
+
+    #[test]
+    fn teardown_removes_both_nat_tables() {
+        let fw = RecordingFirewall::new();
+        // The fake has no command for a detached process: the tables go at once.
+        assert!(deferred_rules_removal(&fw).is_none());
+        remove_rules(&fw).expect("remove");
+        assert_eq!(
+            fw.calls(),
+            [Call::RemoveTables(vec![
+                Table::new(Family::Ip, "nat"),
+                Table::new(Family::Ip6, "nat")
+            ])]
+        );
+    }
+
+    #[test]
+    fn nft_removes_the_tables_from_the_detached_process() {
+        // `None` only when nft is not in PATH.
+        let Some(d) = deferred_rules_removal(&oxivirt_firewall::NftCli) else {
+            eprintln!("SKIP nft_removes_the_tables_from_the_detached_process: nft not installed");
+            return;
+        };
+        let argv: Vec<String> = d
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            argv,
+            [
+                "nft",
+                "table ip nat; delete table ip nat; table ip6 nat; delete table ip6 nat"
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use oxivirt_testkit::cni_env as common;
 
 use common::{must, Env, Impl};
 use oxivirt_dhcp::{Lease, Server};
+use oxivirt_firewall::NftCli;
 use oxivirt_netlink::{format_mac, Handle, NetNs};
 use oxivirt_testkit::{require_root, TestNs};
 use oxivirt_vm_net::bridge::{self as bridge_binding, BridgeSpec};
@@ -158,14 +159,14 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
         .run(|| {
             let mut nl = Handle::new().expect("netlink");
             // As a launcher does: the bridge binding while nft loads the masquerade rules.
-            let rules = masquerade::begin(&mut nl, &MasqueradeSpec::default(), &state_dir)
+            let rules = masquerade::begin(&mut nl, &NftCli, &MasqueradeSpec::default(), &state_dir)
                 .expect("masquerade binding");
             let s = bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding");
             rules.finish().expect("masquerade rules");
             // Re-running (a launcher restart) must not double-configure.
             let again =
                 bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding again");
-            masquerade::setup(&mut nl, &MasqueradeSpec::default(), &state_dir)
+            masquerade::setup(&mut nl, &NftCli, &MasqueradeSpec::default(), &state_dir)
                 .expect("masquerade binding again");
             (s, again)
         })
@@ -365,7 +366,7 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
         let mut nl = Handle::new().expect("netlink");
         for _ in 0..2 {
             bridge_binding::teardown(&mut nl, &names, &state_dir).expect("bridge teardown");
-            masquerade::teardown(&mut nl, &state_dir).expect("masquerade teardown");
+            masquerade::teardown(&mut nl, &NftCli, &state_dir).expect("masquerade teardown");
         }
     })
     .expect("thread");
@@ -436,8 +437,13 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
     };
     let state_dir = env.data.path().join("bindings");
     ns.run(|| {
-        masquerade::setup(&mut Handle::new().expect("netlink"), &spec, &state_dir)
-            .expect("masquerade")
+        masquerade::setup(
+            &mut Handle::new().expect("netlink"),
+            &NftCli,
+            &spec,
+            &state_dir,
+        )
+        .expect("masquerade")
     })
     .expect("thread");
     env.pod.sh(&[
@@ -559,7 +565,8 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
         env.pod.sh(&["nft", "list", "ruleset"])
     );
     ns.run(|| {
-        masquerade::teardown(&mut Handle::new().expect("netlink"), &state_dir).expect("teardown")
+        masquerade::teardown(&mut Handle::new().expect("netlink"), &NftCli, &state_dir)
+            .expect("teardown")
     })
     .expect("thread");
     must(
