@@ -44,10 +44,10 @@ fn state_path(dir: &Path, names: &Names) -> PathBuf {
     dir.join(format!("{}.json", names.bridge))
 }
 
-fn setup_err(what: &str, reason: impl std::fmt::Display) -> Error {
-    Error::Setup {
-        what: what.into(),
-        reason: reason.to_string(),
+fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::State {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -61,10 +61,14 @@ fn record(nl: &mut Handle, spec: &BridgeSpec, dir: &Path) -> Result<BridgeState>
     }
     let pod = nl
         .link_by_name(&spec.names.pod)?
-        .ok_or_else(|| setup_err(&spec.names.pod, "the pod interface does not exist"))?;
-    let pod_mac = pod
-        .mac
-        .ok_or_else(|| setup_err(&spec.names.pod, "has no MAC address"))?;
+        .ok_or_else(|| Error::PodInterface {
+            name: spec.names.pod.clone(),
+            reason: "does not exist",
+        })?;
+    let pod_mac = pod.mac.ok_or_else(|| Error::PodInterface {
+        name: spec.names.pod.clone(),
+        reason: "has no MAC address",
+    })?;
     let address = nl
         .addresses(Some(pod.index))?
         .into_iter()
@@ -98,9 +102,10 @@ fn record(nl: &mut Handle, spec: &BridgeSpec, dir: &Path) -> Result<BridgeState>
 }
 
 fn save(dir: &Path, names: &Names, state: &BridgeState) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| setup_err(&dir.display().to_string(), e))?;
-    let bytes = serde_json::to_vec(state).map_err(|e| setup_err("binding state", e))?;
-    std::fs::write(state_path(dir, names), bytes).map_err(|e| setup_err("binding state", e))
+    let path = state_path(dir, names);
+    std::fs::create_dir_all(dir).map_err(state_err(dir))?;
+    let bytes = serde_json::to_vec(state).map_err(|e| state_err(&path)(e.into()))?;
+    std::fs::write(&path, bytes).map_err(state_err(&path))
 }
 
 /// Sets the binding up (or finishes a setup that stopped half-way).
@@ -119,12 +124,15 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
         IpAddr::V4(Ipv4Addr::new(169, 254, 75, 10 + spec.index as u8)),
         32,
     )
-    .map_err(|e| setup_err(&n.bridge, e))?;
+    .map_err(|source| Error::Network {
+        field: "the bridge's link-local address",
+        source,
+    })?;
     match nl.add_address(br.index, link_local, true) {
         Err(e) if !e.is_exists() => return Err(e.into()),
         _ => {}
     }
-    let _ = sysctl::write(&["net", "ipv4", "conf", &n.bridge, "arp_ignore"], "1");
+    sysctl::write(&["net", "ipv4", "conf", &n.bridge, "arp_ignore"], "1")?;
 
     // The pod interface becomes the bridge's uplink port.
     if nl.link_by_name(&n.nic)?.is_none() {
@@ -234,18 +242,25 @@ pub fn restore(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<Vec<u
         }
         nl.set_up(nic.index, true)?;
         if let Some(gw) = state.as_ref().and_then(|s| s.gateway) {
-            let _ = nl.add_route(&RouteSpec {
+            let back = nl.add_route(&RouteSpec {
                 gateway: Some(IpAddr::V4(gw)),
                 oif: Some(nic.index),
                 ..Default::default()
             });
+            match back {
+                Err(e) if !e.is_exists() => return Err(e.into()),
+                _ => {}
+            }
         }
     }
     if let Some(b) = nl.link_by_name(&names.bridge)? {
         doomed.push(b.index);
     }
-    let _ = std::fs::remove_file(state_path(state_dir, names));
-    Ok(doomed)
+    let path = state_path(state_dir, names);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(state_err(&path)(e)),
+        _ => Ok(doomed),
+    }
 }
 
 impl BridgeState {

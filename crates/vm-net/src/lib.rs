@@ -8,12 +8,42 @@ pub mod masquerade;
 pub mod naming;
 pub mod tap;
 
+/// What setting up or tearing down a binding reports; the launcher maps it to its own
+/// boundary (the VMI's conditions, an exit code).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    /// A kernel operation (netlink, namespaces, sysctls) failed.
+    #[error(transparent)]
     Netlink(#[from] oxivirt_netlink::Error),
-    #[error("{what}: {reason}")]
-    Setup { what: String, reason: String },
+    /// The pod interface a bridge binding takes over is missing or unusable.
+    #[error("pod interface {name} {reason}")]
+    PodInterface { name: String, reason: &'static str },
+    /// A binding's record on disk (what it found before changing anything) could not be
+    /// written or removed.
+    #[error("binding state {}", path.display())]
+    State {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A network of the spec that cannot hold the addresses the binding gives out.
+    #[error("{field}: cannot hold the binding's addresses")]
+    Network {
+        field: &'static str,
+        #[source]
+        source: ipnet::PrefixLenError,
+    },
+    /// A tap name the kernel cannot take.
+    #[error("tap name {0:?} must be 1-15 bytes")]
+    TapName(String),
+    /// Creating a tap device failed.
+    #[error("tap {name}: {op}")]
+    Tap {
+        name: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// The masquerade binding's ruleset could not be loaded or removed.
     #[error("could not load or remove the masquerade binding's ruleset")]
     Firewall(#[from] oxivirt_firewall::Error),

@@ -157,13 +157,6 @@ pub fn ruleset(spec: &MasqueradeSpec, pod_ips: &[IpAddr]) -> String {
     out
 }
 
-fn setup_err(what: &str, reason: impl std::fmt::Display) -> Error {
-    Error::Setup {
-        what: what.into(),
-        reason: reason.to_string(),
-    }
-}
-
 /// The pod namespace's br_netfilter switches, per family.
 ///
 /// With br_netfilter in the kernel, frames crossing a bridge go through the IP hooks of the
@@ -205,7 +198,10 @@ fn disable_bridge_nf(spec: &MasqueradeSpec, state_dir: &Path) -> Result<()> {
         let text: String = found.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         std::fs::create_dir_all(state_dir)
             .and_then(|()| std::fs::write(&record, text))
-            .map_err(|e| setup_err(&format!("write {}", record.display()), e))?;
+            .map_err(|source| Error::State {
+                path: record.clone(),
+                source,
+            })?;
     }
     for (key, _) in found {
         sysctl::write(&["net", "bridge", key], "0")?;
@@ -226,8 +222,13 @@ pub(crate) fn restore_bridge_nf(state_dir: &Path) -> Result<()> {
             }
         }
     }
-    let _ = std::fs::remove_file(record);
-    Ok(())
+    match std::fs::remove_file(&record) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::State {
+            path: record,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Builds `k6t-eth0` + `tap0` with addresses and sysctls and loads the ruleset. Runs on a
@@ -299,13 +300,17 @@ pub fn begin(
         let _ = sysctl::write(&["net", "ipv6", "conf", &n.bridge, "accept_dad"], "0");
     }
     let mut addrs = vec![IpNet::V4(
-        Ipv4Net::new(spec.gateway4(), spec.v4.prefix_len())
-            .map_err(|e| setup_err("vmNetworkCIDR", e))?,
+        Ipv4Net::new(spec.gateway4(), spec.v4.prefix_len()).map_err(|source| Error::Network {
+            field: "vmNetworkCIDR",
+            source,
+        })?,
     )];
     if let Some(v6) = spec.v6 {
         addrs.push(IpNet::V6(
-            Ipv6Net::new(nth6(v6, 1), v6.prefix_len())
-                .map_err(|e| setup_err("vmIPv6NetworkCIDR", e))?,
+            Ipv6Net::new(nth6(v6, 1), v6.prefix_len()).map_err(|source| Error::Network {
+                field: "vmIPv6NetworkCIDR",
+                source,
+            })?,
         ));
     }
     for a in addrs {

@@ -14,18 +14,19 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// Creates tap `name` (persistent, no packet info, vnet header for virtio) in the calling
 /// thread's namespace; an existing tap of that name is reused.
 pub fn create(name: &str, multiqueue: bool) -> Result<()> {
-    let err = |reason: String| Error::Setup {
-        what: format!("tap {name}"),
-        reason,
+    let err = |op: &'static str, source: std::io::Error| Error::Tap {
+        name: name.to_string(),
+        op,
+        source,
     };
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(err("name must be 1–15 bytes".into()));
+        return Err(Error::TapName(name.to_string()));
     }
     let tun = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")
-        .map_err(|e| err(format!("/dev/net/tun: {e}")))?;
+        .map_err(|e| err("open /dev/net/tun", e))?;
     // SAFETY: ifreq is plain data; all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
@@ -38,17 +39,11 @@ pub fn create(name: &str, multiqueue: bool) -> Result<()> {
     req.ifr_ifru.ifru_flags = flags;
     // SAFETY: valid fd and ifreq; TUNSETIFF reads and writes the ifreq.
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req) } != 0 {
-        return Err(err(format!(
-            "TUNSETIFF: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(err("TUNSETIFF", std::io::Error::last_os_error()));
     }
     // SAFETY: valid fd; TUNSETPERSIST takes an integer argument.
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST as _, 1 as libc::c_ulong) } != 0 {
-        return Err(err(format!(
-            "TUNSETPERSIST: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(err("TUNSETPERSIST", std::io::Error::last_os_error()));
     }
     Ok(())
 }
