@@ -9,7 +9,14 @@ use std::net::IpAddr;
 use std::path::Path;
 
 fn nl(e: oxivirt_netlink::Error) -> CniError {
-    CniError::plugin(codes::NETLINK, e.to_string())
+    // The netlink error's Display names the step; the errno is its source.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    CniError::plugin(codes::NETLINK, msg)
 }
 
 fn default_dst(v4: bool) -> ipnet::IpNet {

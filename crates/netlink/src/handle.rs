@@ -1,12 +1,51 @@
-//! One rtnetlink socket and the request/acknowledge loop.
+//! One rtnetlink socket and the request/acknowledge loop. The modules beside this one
+//! build their requests as [`Request`] values (pure, testable without a kernel) and hand
+//! them to [`Handle::request`].
 
 use crate::error::{Error, Result};
 use crate::netns::NetNs;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use std::borrow::Cow;
+
+/// Flags of a request that creates something and fails if it exists.
+pub(crate) const CREATE: u16 = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+
+/// One request as built, before a sequence number is given to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Request {
+    /// What the request does, in words: the message of the error if it fails.
+    pub op: Cow<'static, str>,
+    pub msg: RouteNetlinkMessage,
+    /// `NLM_F_*` flags besides `NLM_F_REQUEST`.
+    pub flags: u16,
+}
+
+impl Request {
+    pub fn new(op: impl Into<Cow<'static, str>>, msg: RouteNetlinkMessage, flags: u16) -> Self {
+        Self {
+            op: op.into(),
+            msg,
+            flags,
+        }
+    }
+}
+
+/// Serialises `msg` as one netlink datagram.
+pub(crate) fn encode(msg: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | flags;
+    header.sequence_number = seq;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+    packet.finalize();
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    buf
+}
 
 /// An rtnetlink socket bound to the namespace it was opened in.
 #[derive(Debug)]
@@ -24,11 +63,7 @@ const RECV_BUF: usize = 32 * 1024;
 impl Handle {
     /// A socket in the calling thread's namespace.
     pub fn new() -> Result<Self> {
-        let op = "open netlink socket";
-        let kernel = |source| Error::Kernel {
-            op: op.into(),
-            source,
-        };
+        let kernel = |source| Error::kernel("open netlink socket", source);
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(kernel)?;
         socket.bind_auto().map_err(kernel)?;
         socket.connect(&SocketAddr::new(0, 0)).map_err(kernel)?;
@@ -49,14 +84,7 @@ impl Handle {
     /// Serialises a request with the next sequence number.
     pub(crate) fn encode(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
         self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
-        let mut buf = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        buf
+        encode(msg, flags, self.seq)
     }
 
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
@@ -64,17 +92,11 @@ impl Handle {
     }
 
     /// Sends one request and collects the reply messages (dump) or the acknowledgement.
-    pub(crate) fn request(
-        &mut self,
-        op: &str,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+    pub(crate) fn request(&mut self, req: Request) -> Result<Vec<RouteNetlinkMessage>> {
+        let Request { op, msg, flags } = req;
+        let op = &*op;
         let buf = self.encode(msg, flags);
-        let kernel = |source| Error::Kernel {
-            op: op.to_string(),
-            source,
-        };
+        let kernel = |source| Error::kernel(op, source);
         self.socket.send(&buf, 0).map_err(kernel)?;
 
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
@@ -98,14 +120,14 @@ impl Handle {
                 if len < 16 || off + len > n {
                     return Err(Error::Decode {
                         op: op.into(),
-                        detail: format!("bad length {len}"),
+                        source: format!("message length {len} out of bounds").into(),
                     });
                 }
                 let parsed =
                     NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..off + len])
                         .map_err(|e| Error::Decode {
                             op: op.into(),
-                            detail: e.to_string(),
+                            source: Box::new(e),
                         })?;
                 off += (len + 3) & !3;
                 if parsed.header.sequence_number != seq {
@@ -116,10 +138,10 @@ impl Handle {
                     NetlinkPayload::Error(e) => match e.code {
                         None => return Ok(out),
                         Some(code) => {
-                            return Err(Error::Kernel {
-                                op: op.into(),
-                                source: std::io::Error::from_raw_os_error(-code.get()),
-                            })
+                            return Err(Error::kernel(
+                                op,
+                                std::io::Error::from_raw_os_error(-code.get()),
+                            ))
                         }
                     },
                     NetlinkPayload::InnerMessage(m) => {
@@ -132,5 +154,10 @@ impl Handle {
                 }
             }
         }
+    }
+
+    /// [`Self::request`] for a request whose only reply is the acknowledgement.
+    pub(crate) fn ack(&mut self, req: Request) -> Result<()> {
+        self.request(req).map(|_| ())
     }
 }

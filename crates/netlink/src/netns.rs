@@ -81,12 +81,10 @@ impl NetNs {
         self.enter_current_thread()?;
         let out = f();
         home.enter_current_thread().map_err(|e| match e {
-            Error::Netns { path, source } => Error::Netns {
-                path,
-                source: std::io::Error::new(
-                    source.kind(),
-                    format!("could not return from {}: {source}", self.path.display()),
-                ),
+            Error::Netns { path, source } => Error::NetnsReturn {
+                visited: self.path.display().to_string(),
+                home: path,
+                source,
             },
             other => other,
         })?;

@@ -9,7 +9,19 @@ use serde_json::Value;
 use std::net::IpAddr;
 
 pub fn nl_err(e: oxivirt_netlink::Error) -> CniError {
-    CniError::plugin(codes::NETLINK, e.to_string())
+    CniError::plugin(codes::NETLINK, with_sources(&e))
+}
+
+/// `e` and its sources: a netlink error's Display names the step, its source the errno.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
 }
 
 /// The container's namespace; one that cannot be opened is an unknown container (3).
@@ -22,7 +34,7 @@ pub fn open_netns(call: &Call<'_>) -> Result<NetNs, CniError> {
     NetNs::open(path).map_err(|e| {
         CniError::new(
             ErrorCode::UnknownContainer,
-            format!("failed to open netns: {e}"),
+            format!("failed to open netns: {}", with_sources(&e)),
         )
     })
 }

@@ -6,7 +6,7 @@
 use crate::naming::Names;
 use crate::{tap, Error, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use oxivirt_netlink::{sysctl, Handle};
+use oxivirt_netlink::{sysctl, BridgeOptions, Handle};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -261,7 +261,11 @@ pub fn begin(nl: &mut Handle, spec: &MasqueradeSpec, state_dir: &Path) -> Result
     let br = match nl.link_by_name(&n.bridge)? {
         Some(l) => l,
         None => {
-            nl.add_bridge(&n.bridge, Some(eth0.mtu), false)?;
+            nl.add_bridge(&BridgeOptions {
+                name: &n.bridge,
+                mtu: Some(eth0.mtu),
+                vlan_filtering: false,
+            })?;
             nl.require_link(&n.bridge)?
         }
     };
