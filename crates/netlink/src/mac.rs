@@ -13,7 +13,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut parts = s.split(':');
     for slot in out.iter_mut() {
         let p = parts.next()?;
-        if p.len() != 2 {
+        // from_str_radix alone would take a sign ("+a").
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *slot = u8::from_str_radix(p, 16).ok()?;
