@@ -599,3 +599,451 @@ fn kind_name(k: &InfoKind) -> String {
         other => format!("{other:?}").to_lowercase(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::encode;
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use std::fs::File;
+    use std::os::fd::AsFd;
+
+    fn link_message(req: &Request) -> &LinkMessage {
+        match &req.msg {
+            RouteNetlinkMessage::NewLink(m)
+            | RouteNetlinkMessage::SetLink(m)
+            | RouteNetlinkMessage::DelLink(m)
+            | RouteNetlinkMessage::GetLink(m) => m,
+            other => panic!("not a link message: {other:?}"),
+        }
+    }
+
+    fn link_info(msg: &LinkMessage) -> &[LinkInfo] {
+        msg.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    fn veth_peer(msg: &LinkMessage) -> &LinkMessage {
+        link_info(msg)
+            .iter()
+            .find_map(|i| match i {
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) => Some(p),
+                _ => None,
+            })
+            .expect("a veth peer")
+    }
+
+    fn has(msg: &LinkMessage, attr: &LinkAttribute) -> bool {
+        msg.attributes.contains(attr)
+    }
+
+    /// The attributes of `msg` with `pred`, to check one kind is absent or single.
+    fn count(msg: &LinkMessage, pred: impl Fn(&LinkAttribute) -> bool) -> usize {
+        msg.attributes.iter().filter(|a| pred(a)).count()
+    }
+
+    #[test]
+    fn veth_with_everything_in_one_request() {
+        let ns = File::open("/dev/null").expect("an fd to stand for a namespace");
+        let req = new_veth(&VethOptions {
+            name: "veth1234",
+            peer_name: "eth0",
+            mtu: Some(1400),
+            peer_mac: Some([2, 0, 0, 0, 0, 1]),
+            peer_netns: Some(ns.as_fd()),
+            master: Some(7),
+            up: true,
+        });
+        assert_eq!(req.op, "create veth veth1234 (peer eth0)");
+        assert_eq!(req.flags, CREATE | NLM_F_ECHO);
+        assert!(matches!(req.msg, RouteNetlinkMessage::NewLink(_)));
+        let host = link_message(&req);
+        assert!(has(host, &LinkAttribute::IfName("veth1234".into())));
+        assert!(has(host, &LinkAttribute::Mtu(1400)));
+        assert!(has(host, &LinkAttribute::Controller(7)));
+        assert!(host.header.flags.contains(LinkFlags::Up));
+        assert!(host.header.change_mask.contains(LinkFlags::Up));
+        assert_eq!(
+            link_info(host).first(),
+            Some(&LinkInfo::Kind(InfoKind::Veth))
+        );
+        // The host end stays here with a random MAC.
+        assert_eq!(
+            count(host, |a| matches!(
+                a,
+                LinkAttribute::NetNsFd(_) | LinkAttribute::Address(_)
+            )),
+            0
+        );
+
+        let peer = veth_peer(host);
+        assert!(has(peer, &LinkAttribute::IfName("eth0".into())));
+        assert!(has(peer, &LinkAttribute::Mtu(1400)));
+        assert!(has(peer, &LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1])));
+        assert!(has(peer, &LinkAttribute::NetNsFd(ns.as_raw_fd())));
+        for end in [host, peer] {
+            assert!(has(end, &LinkAttribute::NumTxQueues(1)), "{end:?}");
+            assert!(has(end, &LinkAttribute::NumRxQueues(1)), "{end:?}");
+        }
+    }
+
+    #[test]
+    fn veth_without_options_leaves_the_kernel_defaults() {
+        let req = new_veth(&VethOptions {
+            name: "a",
+            peer_name: "b",
+            ..Default::default()
+        });
+        let host = link_message(&req);
+        let peer = veth_peer(host);
+        for end in [host, peer] {
+            assert_eq!(
+                count(end, |a| matches!(
+                    a,
+                    LinkAttribute::Mtu(_)
+                        | LinkAttribute::Address(_)
+                        | LinkAttribute::NetNsFd(_)
+                        | LinkAttribute::Controller(_)
+                )),
+                0,
+                "{end:?}"
+            );
+            // The one-queue attributes are not optional: they are most of the speed.
+            assert!(has(end, &LinkAttribute::NumTxQueues(1)));
+            assert!(has(end, &LinkAttribute::NumRxQueues(1)));
+        }
+        assert!(host.header.flags.is_empty());
+        assert!(host.header.change_mask.is_empty());
+    }
+
+    /// What the kernel receives: the nested peer message survives serialisation.
+    #[test]
+    fn veth_request_round_trips_on_the_wire() {
+        let req = new_veth(&VethOptions {
+            name: "veth1",
+            peer_name: "eth0",
+            mtu: Some(9000),
+            peer_mac: Some([2, 0, 0, 0, 0, 9]),
+            master: Some(3),
+            up: true,
+            ..Default::default()
+        });
+        let buf = encode(req.msg.clone(), req.flags, 1);
+        let back = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf).expect("parses");
+        assert_eq!(back.payload, NetlinkPayload::InnerMessage(req.msg));
+    }
+
+    #[test]
+    fn veth_request_snapshot() {
+        let req = new_veth(&VethOptions {
+            name: "veth1",
+            peer_name: "eth0",
+            mtu: Some(1450),
+            peer_mac: Some([2, 0, 0, 0, 0, 9]),
+            master: Some(3),
+            up: true,
+            ..Default::default()
+        });
+        insta::assert_debug_snapshot!(req);
+    }
+
+    #[test]
+    fn echoed_link_is_the_one_with_our_name() {
+        let named = |index, name: &str| {
+            let mut m = LinkMessage::default();
+            m.header.index = index;
+            m.attributes.push(LinkAttribute::IfName(name.into()));
+            RouteNetlinkMessage::NewLink(m)
+        };
+        let msgs = vec![named(4, "eth0"), named(5, "veth1")];
+        let link = echoed_link(msgs.clone(), "veth1").expect("found");
+        assert_eq!((link.index, link.name.as_str()), (5, "veth1"));
+        assert_eq!(echoed_link(msgs, "other"), None);
+        assert_eq!(echoed_link(Vec::new(), "veth1"), None);
+    }
+
+    #[test]
+    fn bridge_with_and_without_vlan_filtering() {
+        let req = new_bridge(&BridgeOptions {
+            name: "cni0",
+            mtu: Some(1500),
+            vlan_filtering: true,
+        });
+        assert_eq!(req.op, "create bridge cni0");
+        assert_eq!(req.flags, CREATE);
+        let msg = link_message(&req);
+        assert!(has(msg, &LinkAttribute::IfName("cni0".into())));
+        assert!(has(msg, &LinkAttribute::Mtu(1500)));
+        assert_eq!(
+            link_info(msg),
+            [
+                LinkInfo::Kind(InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])),
+            ]
+        );
+
+        let req = new_bridge(&BridgeOptions {
+            name: "cni0",
+            ..Default::default()
+        });
+        let msg = link_message(&req);
+        assert_eq!(count(msg, |a| matches!(a, LinkAttribute::Mtu(_))), 0);
+        assert_eq!(link_info(msg), [LinkInfo::Kind(InfoKind::Bridge)]);
+    }
+
+    #[test]
+    fn macvlan_on_its_parent_in_the_target_namespace() {
+        let ns = File::open("/dev/null").expect("an fd to stand for a namespace");
+        for (mode, nl) in [
+            (MacvlanMode::Private, MacVlanMode::Private),
+            (MacvlanMode::Vepa, MacVlanMode::Vepa),
+            (MacvlanMode::Bridge, MacVlanMode::Bridge),
+            (MacvlanMode::Passthru, MacVlanMode::Passthrough),
+        ] {
+            let req = new_macvlan(&MacvlanOptions {
+                name: "net1",
+                parent: 2,
+                mode,
+                mtu: Some(1400),
+                mac: Some([2, 1, 2, 3, 4, 5]),
+                netns: Some(ns.as_fd()),
+            });
+            assert_eq!(req.op, "create macvlan net1");
+            assert_eq!(req.flags, CREATE);
+            let msg = link_message(&req);
+            assert!(has(msg, &LinkAttribute::IfName("net1".into())));
+            assert!(has(msg, &LinkAttribute::Link(2)));
+            assert!(has(msg, &LinkAttribute::Mtu(1400)));
+            assert!(has(msg, &LinkAttribute::Address(vec![2, 1, 2, 3, 4, 5])));
+            assert!(has(msg, &LinkAttribute::NetNsFd(ns.as_raw_fd())));
+            assert_eq!(
+                link_info(msg),
+                [
+                    LinkInfo::Kind(InfoKind::MacVlan),
+                    LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(nl)])),
+                ]
+            );
+            assert_eq!(MacvlanMode::from_nl(nl), Some(mode));
+        }
+        assert_eq!(MacvlanMode::default(), MacvlanMode::Bridge);
+    }
+
+    #[test]
+    fn dummy_and_ifb_get_their_mac_and_mtu_at_creation() {
+        for (kind, req) in [
+            (
+                "dummy",
+                new_plain_link("k6t-eth0", InfoKind::Dummy, [2; 6], 1400),
+            ),
+            (
+                "ifb",
+                new_plain_link("k6t-eth0", InfoKind::Ifb, [2; 6], 1400),
+            ),
+        ] {
+            assert_eq!(req.op, format!("create {kind} k6t-eth0"));
+            assert_eq!(req.flags, CREATE);
+            let msg = link_message(&req);
+            assert!(has(msg, &LinkAttribute::IfName("k6t-eth0".into())));
+            assert!(has(msg, &LinkAttribute::Address(vec![2; 6])));
+            assert!(has(msg, &LinkAttribute::Mtu(1400)));
+            assert_eq!(link_info(msg).len(), 1);
+        }
+    }
+
+    #[test]
+    fn flag_changes_say_which_flag_they_touch() {
+        for (req, flags, mask) in [
+            (set_up(3, true), LinkFlags::Up, LinkFlags::Up),
+            (set_up(3, false), LinkFlags::empty(), LinkFlags::Up),
+            (set_promisc(3, true), LinkFlags::Promisc, LinkFlags::Promisc),
+            (
+                set_promisc(3, false),
+                LinkFlags::empty(),
+                LinkFlags::Promisc,
+            ),
+        ] {
+            assert!(matches!(req.msg, RouteNetlinkMessage::SetLink(_)));
+            assert_eq!(req.flags, NLM_F_ACK);
+            let msg = link_message(&req);
+            assert_eq!(msg.header.index, 3);
+            assert_eq!(msg.header.flags, flags, "{}", req.op);
+            assert_eq!(msg.header.change_mask, mask, "{}", req.op);
+            assert!(msg.attributes.is_empty());
+        }
+        assert_eq!(set_up(3, false).op, "set link #3 down");
+    }
+
+    #[test]
+    fn up_with_arp_notify_is_one_request() {
+        let req = set_up_arp_notify(9);
+        let msg = link_message(&req);
+        assert!(msg.header.flags.contains(LinkFlags::Up));
+        assert!(msg.header.change_mask.contains(LinkFlags::Up));
+        let conf = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::AfSpecUnspec(spec) => spec.iter().find_map(|s| match s {
+                AfSpecUnspec::Inet(inet) => inet.iter().find_map(|i| match i {
+                    AfSpecInet::DevConfRequest(c) => Some(c),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+            _ => None,
+        });
+        assert_eq!(conf.map(|c| c.arp_notify), Some(1));
+    }
+
+    #[test]
+    fn attribute_changes_carry_one_attribute() {
+        let ns = File::open("/dev/null").expect("an fd");
+        for (req, attr, op) in [
+            (
+                set_attr(4, "master", LinkAttribute::Controller(2)),
+                LinkAttribute::Controller(2),
+                "set master of link #4",
+            ),
+            (
+                set_attr(4, "mtu", LinkAttribute::Mtu(1280)),
+                LinkAttribute::Mtu(1280),
+                "set mtu of link #4",
+            ),
+            (
+                set_attr(4, "name", LinkAttribute::IfName("oxdel1".into())),
+                LinkAttribute::IfName("oxdel1".into()),
+                "set name of link #4",
+            ),
+            (
+                set_attr(4, "namespace", LinkAttribute::NetNsFd(ns.as_raw_fd())),
+                LinkAttribute::NetNsFd(ns.as_raw_fd()),
+                "set namespace of link #4",
+            ),
+        ] {
+            assert_eq!(req.op, op);
+            assert_eq!(req.flags, NLM_F_ACK);
+            let msg = link_message(&req);
+            assert_eq!(msg.header.index, 4);
+            assert_eq!(msg.attributes, [attr]);
+        }
+    }
+
+    #[test]
+    fn deletes_by_index_or_by_group() {
+        let req = del_link(6);
+        assert!(matches!(req.msg, RouteNetlinkMessage::DelLink(_)));
+        assert_eq!(req.flags, NLM_F_ACK);
+        assert_eq!(link_message(&req).header.index, 6);
+        assert!(link_message(&req).attributes.is_empty());
+
+        let req = del_link_group(0x8000_0001);
+        assert!(matches!(req.msg, RouteNetlinkMessage::DelLink(_)));
+        let msg = link_message(&req);
+        assert_eq!(msg.header.index, 0);
+        assert_eq!(msg.attributes, [LinkAttribute::Group(0x8000_0001)]);
+    }
+
+    #[test]
+    fn lookups_skip_the_statistics() {
+        for req in [get_link_by_name("eth0"), get_link_by_index(3)] {
+            assert!(matches!(req.msg, RouteNetlinkMessage::GetLink(_)));
+            assert_eq!(req.flags, 0);
+            let msg = link_message(&req);
+            assert!(has(
+                msg,
+                &LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
+            ));
+        }
+        assert!(has(
+            link_message(&get_link_by_name("eth0")),
+            &LinkAttribute::IfName("eth0".into())
+        ));
+        assert_eq!(link_message(&get_link_by_index(3)).header.index, 3);
+        assert_eq!(dump_links().flags, NLM_F_DUMP);
+    }
+
+    #[test]
+    fn parses_what_the_kernel_says_about_a_bridge_port() {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 12;
+        msg.header.flags = LinkFlags::Up | LinkFlags::Promisc;
+        msg.attributes = vec![
+            LinkAttribute::IfName("veth1".into()),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+            LinkAttribute::Mtu(1450),
+            LinkAttribute::Controller(3),
+            LinkAttribute::Link(2),
+            LinkAttribute::LinkNetNsId(1),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                    InfoBridgePort::HairpinMode(true),
+                    InfoBridgePort::Isolated(false),
+                    InfoBridgePort::Learning(true),
+                ])),
+            ]),
+        ];
+        let link = parse_link(msg);
+        assert_eq!(
+            link,
+            Link {
+                index: 12,
+                name: "veth1".into(),
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                mtu: 1450,
+                master: Some(3),
+                kind: Some("veth".into()),
+                up: true,
+                promisc: true,
+                peer_index: Some(2),
+                link_netnsid: Some(1),
+                port_kind: Some("bridge".into()),
+                hairpin: Some(true),
+                isolated: Some(false),
+                learning: Some(true),
+                vlan_filtering: None,
+                macvlan_mode: None,
+            }
+        );
+        assert_eq!(link.mac_string(), "02:00:00:00:00:01");
+    }
+
+    #[test]
+    fn parses_bridge_and_macvlan_data_and_ignores_odd_addresses() {
+        let mut bridge = LinkMessage::default();
+        bridge.attributes = vec![
+            // Not an Ethernet address (e.g. an IP tunnel's): no MAC.
+            LinkAttribute::Address(vec![10, 0, 0, 1]),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])),
+            ]),
+        ];
+        let link = parse_link(bridge);
+        assert_eq!(link.mac, None);
+        assert_eq!(link.mac_string(), "");
+        assert_eq!(link.kind.as_deref(), Some("bridge"));
+        assert_eq!(link.vlan_filtering, Some(true));
+        assert!(!link.up);
+
+        let mut macvlan = LinkMessage::default();
+        macvlan.attributes = vec![LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                MacVlanMode::Vepa,
+            )])),
+        ])];
+        let link = parse_link(macvlan);
+        assert_eq!(link.kind.as_deref(), Some("macvlan"));
+        assert_eq!(link.macvlan_mode, Some(MacvlanMode::Vepa));
+
+        let mut other = LinkMessage::default();
+        other.attributes = vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Other("wireguard".into()),
+        )])];
+        assert_eq!(parse_link(other).kind.as_deref(), Some("wireguard"));
+    }
+}
