@@ -179,3 +179,177 @@ fn parse_bridge_vlans(msgs: Vec<RouteNetlinkMessage>, index: u32) -> Vec<BridgeV
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link_message(req: &Request) -> &LinkMessage {
+        match &req.msg {
+            RouteNetlinkMessage::NewLink(m)
+            | RouteNetlinkMessage::SetLink(m)
+            | RouteNetlinkMessage::DelLink(m)
+            | RouteNetlinkMessage::GetLink(m) => m,
+            other => panic!("not a link message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn port_options_go_to_the_bridge_as_port_data() {
+        let req = set_port_options(
+            8,
+            &BridgePortOptions {
+                learning: Some(false),
+                hairpin: Some(true),
+                isolated: Some(true),
+            },
+        );
+        assert_eq!(req.op, "set bridge port options of link #8");
+        // Changes an existing port: no NLM_F_CREATE.
+        assert_eq!(req.flags, NLM_F_ACK);
+        assert!(matches!(req.msg, RouteNetlinkMessage::NewLink(_)));
+        let msg = link_message(&req);
+        assert_eq!(msg.header.index, 8);
+        assert_eq!(
+            msg.attributes,
+            [LinkAttribute::LinkInfo(vec![
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                    InfoBridgePort::Learning(false),
+                    InfoBridgePort::HairpinMode(true),
+                    InfoBridgePort::Isolated(true),
+                ])),
+            ])]
+        );
+    }
+
+    #[test]
+    fn unset_port_options_are_left_out() {
+        let opts = BridgePortOptions {
+            hairpin: Some(false),
+            ..Default::default()
+        };
+        assert!(!opts.is_empty());
+        assert!(BridgePortOptions::default().is_empty());
+        let req = set_port_options(8, &opts);
+        let LinkAttribute::LinkInfo(info) = &link_message(&req).attributes[0] else {
+            panic!("no link info: {req:?}");
+        };
+        assert_eq!(
+            info[1],
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                false
+            )]))
+        );
+    }
+
+    fn vlan_info(req: &Request) -> (AddressFamily, u32, Vec<AfSpecBridge>) {
+        let msg = link_message(req);
+        let spec = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::AfSpecBridge(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        (msg.header.interface_family, msg.header.index, spec)
+    }
+
+    #[test]
+    fn an_access_vlan_is_pvid_and_untagged() {
+        let req = add_bridge_vlan(
+            5,
+            &BridgeVlan {
+                vid: 100,
+                pvid: true,
+                untagged: true,
+            },
+        );
+        assert_eq!(req.op, "add vlan 100 on link #5");
+        assert_eq!(req.flags, NLM_F_ACK);
+        assert!(matches!(req.msg, RouteNetlinkMessage::SetLink(_)));
+        assert_eq!(
+            vlan_info(&req),
+            (
+                AddressFamily::Bridge,
+                5,
+                vec![AfSpecBridge::VlanInfo(BridgeVlanInfo {
+                    flags: BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
+                    vid: 100,
+                })]
+            )
+        );
+    }
+
+    #[test]
+    fn a_trunk_vlan_is_tagged_and_deleting_needs_only_the_id() {
+        let req = add_bridge_vlan(
+            5,
+            &BridgeVlan {
+                vid: 200,
+                ..Default::default()
+            },
+        );
+        let none = vec![AfSpecBridge::VlanInfo(BridgeVlanInfo {
+            flags: BridgeVlanInfoFlags::empty(),
+            vid: 200,
+        })];
+        assert_eq!(vlan_info(&req), (AddressFamily::Bridge, 5, none.clone()));
+
+        let req = del_bridge_vlan(5, 200);
+        assert_eq!(req.op, "delete vlan 200 on link #5");
+        assert!(matches!(req.msg, RouteNetlinkMessage::DelLink(_)));
+        assert_eq!(vlan_info(&req), (AddressFamily::Bridge, 5, none));
+    }
+
+    #[test]
+    fn vlans_of_one_port_from_a_dump() {
+        let req = dump_bridge_vlans();
+        assert_eq!(req.flags, NLM_F_DUMP);
+        let msg = link_message(&req);
+        assert_eq!(msg.header.interface_family, AddressFamily::Bridge);
+        assert_eq!(
+            msg.attributes,
+            [LinkAttribute::ExtMask(vec![LinkExtentMask::Brvlan])]
+        );
+
+        let port = |index, vlans: &[(u16, BridgeVlanInfoFlags)]| {
+            let mut m = LinkMessage::default();
+            m.header.interface_family = AddressFamily::Bridge;
+            m.header.index = index;
+            m.attributes.push(LinkAttribute::AfSpecBridge(
+                vlans
+                    .iter()
+                    .map(|&(vid, flags)| AfSpecBridge::VlanInfo(BridgeVlanInfo { flags, vid }))
+                    .collect(),
+            ));
+            RouteNetlinkMessage::NewLink(m)
+        };
+        let msgs = vec![
+            port(4, &[(1, BridgeVlanInfoFlags::Pvid)]),
+            port(
+                5,
+                &[
+                    (1, BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged),
+                    (200, BridgeVlanInfoFlags::empty()),
+                ],
+            ),
+        ];
+        assert_eq!(
+            parse_bridge_vlans(msgs, 5),
+            [
+                BridgeVlan {
+                    vid: 1,
+                    pvid: true,
+                    untagged: true,
+                },
+                BridgeVlan {
+                    vid: 200,
+                    pvid: false,
+                    untagged: false,
+                },
+            ]
+        );
+    }
+}

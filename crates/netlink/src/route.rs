@@ -193,3 +193,196 @@ fn parse_route(r: &RouteMessage) -> Option<RouteInfo> {
         table,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_message_of(req: &Request) -> &RouteMessage {
+        match &req.msg {
+            RouteNetlinkMessage::NewRoute(m)
+            | RouteNetlinkMessage::DelRoute(m)
+            | RouteNetlinkMessage::GetRoute(m) => m,
+            other => panic!("not a route message: {other:?}"),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("a test address")
+    }
+
+    #[test]
+    fn default_route_via_a_gateway_in_the_main_table() {
+        let req = add_route(&RouteSpec {
+            gateway: Some(ip("10.1.0.1")),
+            ..Default::default()
+        });
+        assert_eq!(req.op, "add route default");
+        assert_eq!(req.flags, CREATE);
+        assert!(matches!(req.msg, RouteNetlinkMessage::NewRoute(_)));
+        let msg = route_message_of(&req);
+        assert_eq!(msg.header.address_family, AddressFamily::Inet);
+        assert_eq!(msg.header.destination_prefix_length, 0);
+        assert_eq!(msg.header.table, RouteHeader::RT_TABLE_MAIN);
+        assert_eq!(msg.header.protocol, RouteProtocol::Boot);
+        assert_eq!(msg.header.kind, RouteType::Unicast);
+        assert_eq!(msg.header.scope, RouteScope::Universe);
+        assert_eq!(
+            msg.attributes,
+            [RouteAttribute::Gateway(RouteAddress::from(ip("10.1.0.1")))]
+        );
+    }
+
+    #[test]
+    fn ipv6_on_link_route_with_everything() {
+        let req = add_route(&RouteSpec {
+            // Host bits are dropped: the kernel refuses a destination that has them.
+            dst: Some("fd00:1::5/64".parse().expect("v6 prefix")),
+            oif: Some(4),
+            metric: Some(100),
+            mtu: Some(1400),
+            advmss: Some(1340),
+            scope_link: true,
+            src: Some(ip("fd00:1::1")),
+            ..Default::default()
+        });
+        assert_eq!(req.op, "add route fd00:1::5/64");
+        let msg = route_message_of(&req);
+        assert_eq!(msg.header.address_family, AddressFamily::Inet6);
+        assert_eq!(msg.header.destination_prefix_length, 64);
+        assert_eq!(msg.header.scope, RouteScope::Link);
+        assert_eq!(
+            msg.attributes,
+            [
+                RouteAttribute::Destination(RouteAddress::from(ip("fd00:1::"))),
+                RouteAttribute::PrefSource(RouteAddress::from(ip("fd00:1::1"))),
+                RouteAttribute::Oif(4),
+                RouteAttribute::Priority(100),
+                RouteAttribute::Metrics(vec![RouteMetric::Mtu(1400), RouteMetric::Advmss(1340)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_family_follows_destination_then_gateway_then_source() {
+        let family = |spec: RouteSpec| route_message_of(&add_route(&spec)).header.address_family;
+        assert_eq!(
+            family(RouteSpec {
+                src: Some(ip("fd00::1")),
+                ..Default::default()
+            }),
+            AddressFamily::Inet6
+        );
+        assert_eq!(
+            family(RouteSpec {
+                gateway: Some(ip("fd00::1")),
+                src: Some(ip("10.0.0.1")),
+                ..Default::default()
+            }),
+            AddressFamily::Inet6
+        );
+        assert_eq!(family(RouteSpec::default()), AddressFamily::Inet);
+    }
+
+    #[test]
+    fn tables_above_255_go_in_an_attribute() {
+        let msg = route_message(&RouteSpec {
+            table: Some(100),
+            ..Default::default()
+        });
+        assert_eq!(msg.header.table, 100);
+        assert!(msg.attributes.is_empty());
+
+        let msg = route_message(&RouteSpec {
+            table: Some(1000),
+            ..Default::default()
+        });
+        assert_eq!(msg.header.table, RouteHeader::RT_TABLE_UNSPEC);
+        assert_eq!(msg.attributes, [RouteAttribute::Table(1000)]);
+    }
+
+    #[test]
+    fn replace_and_delete_send_the_same_route() {
+        let spec = RouteSpec {
+            dst: Some("10.2.0.0/16".parse().expect("prefix")),
+            gateway: Some(ip("10.1.0.1")),
+            ..Default::default()
+        };
+        let replace = replace_route(&spec);
+        assert_eq!(replace.flags, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        assert!(matches!(replace.msg, RouteNetlinkMessage::NewRoute(_)));
+        let delete = del_route(&spec);
+        assert_eq!(delete.flags, NLM_F_ACK);
+        assert!(matches!(delete.msg, RouteNetlinkMessage::DelRoute(_)));
+        assert_eq!(route_message_of(&replace), route_message_of(&delete));
+        assert_eq!(route_message_of(&delete), &route_message(&spec));
+    }
+
+    #[test]
+    fn a_dump_asks_for_one_family() {
+        let req = dump_routes(AddressFamily::Inet6);
+        assert_eq!(req.flags, NLM_F_DUMP);
+        assert_eq!(
+            route_message_of(&req).header.address_family,
+            AddressFamily::Inet6
+        );
+    }
+
+    fn reply(
+        family: AddressFamily,
+        prefix: u8,
+        table: u8,
+        attrs: Vec<RouteAttribute>,
+    ) -> RouteMessage {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family;
+        msg.header.destination_prefix_length = prefix;
+        msg.header.table = table;
+        msg.attributes = attrs;
+        msg
+    }
+
+    #[test]
+    fn parses_routes_of_both_families() {
+        let default_v4 = reply(
+            AddressFamily::Inet,
+            0,
+            254,
+            vec![
+                RouteAttribute::Gateway(RouteAddress::from(ip("10.1.0.1"))),
+                RouteAttribute::Oif(2),
+            ],
+        );
+        assert_eq!(
+            parse_route(&default_v4),
+            Some(RouteInfo {
+                dst: "0.0.0.0/0".parse().expect("prefix"),
+                gateway: Some(ip("10.1.0.1")),
+                oif: Some(2),
+                table: 254,
+            })
+        );
+
+        let v6_in_big_table = reply(
+            AddressFamily::Inet6,
+            64,
+            RouteHeader::RT_TABLE_UNSPEC,
+            vec![
+                RouteAttribute::Destination(RouteAddress::from(ip("fd00:1::"))),
+                RouteAttribute::Table(1000),
+            ],
+        );
+        assert_eq!(
+            parse_route(&v6_in_big_table),
+            Some(RouteInfo {
+                dst: "fd00:1::/64".parse().expect("prefix"),
+                gateway: None,
+                oif: None,
+                table: 1000,
+            })
+        );
+
+        let impossible = reply(AddressFamily::Inet, 40, 254, vec![]);
+        assert_eq!(parse_route(&impossible), None);
+    }
+}
