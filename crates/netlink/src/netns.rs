@@ -115,3 +115,21 @@ impl NetNs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_namespace_files_open() {
+        let e = NetNs::open("/dev/null").expect_err("not a namespace");
+        assert!(matches!(e, Error::Netns { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "network namespace /dev/null");
+
+        let e = NetNs::open("/run/netns/oxivirt-no-such-namespace").expect_err("missing");
+        assert!(e.is_not_found(), "{e:?}");
+
+        let ns = NetNs::current().expect("our own namespace");
+        assert_eq!(ns.path(), Path::new("/proc/thread-self/ns/net"));
+    }
+}
