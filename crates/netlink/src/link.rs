@@ -1,24 +1,21 @@
-//! Typed link, address and route operations on a [`Handle`].
+//! Links: what the kernel says about one ([`Link`]), creating them (bridge, veth, macvlan,
+//! dummy, ifb), changing them (up/down, promiscuity, master, MTU, MAC, name, namespace) and
+//! deleting them: one, a batch, or in the background ([`Handle::retire_links`]).
+//!
+//! Each request is built by a pure function below the `Handle` methods, so the messages are
+//! tested without a kernel.
 
+use crate::detach::{self, Detached};
 use crate::error::{Error, Result};
-use crate::handle::Handle;
-use ipnet::IpNet;
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE,
-};
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
+use crate::handle::{Handle, Request, CREATE};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_ECHO};
 use netlink_packet_route::link::{
-    AfSpecBridge, AfSpecInet, AfSpecUnspec, BridgeVlanInfo, BridgeVlanInfoFlags, InetDevConf,
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind,
-    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
+    LinkInfo, LinkMessage, MacVlanMode,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-    RouteScope, RouteType,
-};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use std::net::IpAddr;
-use std::os::fd::RawFd;
+use netlink_packet_route::RouteNetlinkMessage;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// What oxivirt needs to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -46,14 +43,16 @@ pub struct Link {
 
 impl Link {
     pub fn mac_string(&self) -> String {
-        self.mac.map(|m| format_mac(&m)).unwrap_or_default()
+        self.mac.map(|m| crate::format_mac(&m)).unwrap_or_default()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MacvlanMode {
     Private,
     Vepa,
+    /// The kernel's and the CNI plugin's default.
+    #[default]
     Bridge,
     Passthru,
 }
@@ -67,286 +66,76 @@ impl MacvlanMode {
             Self::Passthru => MacVlanMode::Passthrough,
         }
     }
+
+    fn from_nl(m: MacVlanMode) -> Option<Self> {
+        match m {
+            MacVlanMode::Private => Some(Self::Private),
+            MacVlanMode::Vepa => Some(Self::Vepa),
+            MacVlanMode::Bridge => Some(Self::Bridge),
+            MacVlanMode::Passthrough => Some(Self::Passthru),
+            _ => None,
+        }
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddrInfo {
-    pub index: u32,
-    pub addr: IpNet,
-    pub nodad: bool,
-}
-
-/// A route to install.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RouteSpec {
-    pub dst: Option<IpNet>,
-    pub gateway: Option<IpAddr>,
-    pub oif: Option<u32>,
-    pub table: Option<u32>,
-    pub metric: Option<u32>,
+/// A bridge for [`Handle::add_bridge`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BridgeOptions<'a> {
+    pub name: &'a str,
+    /// The kernel's default (1500) if `None`.
     pub mtu: Option<u32>,
-    pub advmss: Option<u32>,
-    pub scope_link: bool,
-    pub src: Option<IpAddr>,
+    /// Ports carry VLANs (`bridge vlan`); off, the bridge ignores VLAN tags.
+    pub vlan_filtering: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteInfo {
-    pub dst: IpNet,
-    pub gateway: Option<IpAddr>,
-    pub oif: Option<u32>,
-    pub table: u32,
-}
-
-pub fn format_mac(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for slot in out.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *slot = u8::from_str_radix(p, 16).ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(out)
-}
-
-fn parse_link(msg: LinkMessage) -> Link {
-    let mut link = Link {
-        index: msg.header.index,
-        up: msg.header.flags.contains(LinkFlags::Up),
-        promisc: msg.header.flags.contains(LinkFlags::Promisc),
-        ..Default::default()
-    };
-    for attr in msg.attributes {
-        match attr {
-            LinkAttribute::IfName(n) => link.name = n,
-            LinkAttribute::Address(a) if a.len() == 6 => {
-                let mut m = [0u8; 6];
-                m.copy_from_slice(&a);
-                link.mac = Some(m);
-            }
-            LinkAttribute::Mtu(m) => link.mtu = m,
-            LinkAttribute::Controller(m) => link.master = Some(m),
-            LinkAttribute::Link(l) => link.peer_index = Some(l),
-            LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    match info {
-                        LinkInfo::Kind(k) => link.kind = Some(kind_name(&k)),
-                        LinkInfo::PortKind(k) => {
-                            link.port_kind = Some(match k {
-                                InfoPortKind::Bridge => "bridge".into(),
-                                InfoPortKind::Bond => "bond".into(),
-                                InfoPortKind::Vrf => "vrf".into(),
-                                InfoPortKind::Team => "team".into(),
-                                InfoPortKind::Other(s) => s,
-                                other => format!("{other:?}").to_lowercase(),
-                            })
-                        }
-                        LinkInfo::Data(InfoData::Bridge(opts)) => {
-                            for o in opts {
-                                if let InfoBridge::VlanFiltering(v) = o {
-                                    link.vlan_filtering = Some(v);
-                                }
-                            }
-                        }
-                        LinkInfo::Data(InfoData::MacVlan(opts)) => {
-                            for o in opts {
-                                if let InfoMacVlan::Mode(m) = o {
-                                    link.macvlan_mode = match m {
-                                        MacVlanMode::Private => Some(MacvlanMode::Private),
-                                        MacVlanMode::Vepa => Some(MacvlanMode::Vepa),
-                                        MacVlanMode::Bridge => Some(MacvlanMode::Bridge),
-                                        MacVlanMode::Passthrough => Some(MacvlanMode::Passthru),
-                                        _ => None,
-                                    }
-                                }
-                            }
-                        }
-                        LinkInfo::PortData(InfoPortData::BridgePort(opts)) => {
-                            for o in opts {
-                                match o {
-                                    InfoBridgePort::HairpinMode(v) => link.hairpin = Some(v),
-                                    InfoBridgePort::Isolated(v) => link.isolated = Some(v),
-                                    InfoBridgePort::Learning(v) => link.learning = Some(v),
-                                    _ => {}
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    link
-}
-
-fn kind_name(k: &InfoKind) -> String {
-    match k {
-        InfoKind::Bridge => "bridge".into(),
-        InfoKind::Veth => "veth".into(),
-        InfoKind::MacVlan => "macvlan".into(),
-        InfoKind::Dummy => "dummy".into(),
-        InfoKind::Tun => "tun".into(),
-        InfoKind::Vlan => "vlan".into(),
-        InfoKind::Other(s) => s.clone(),
-        other => format!("{other:?}").to_lowercase(),
-    }
-}
-
-fn family_of(ip: &IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
-}
-
-const CREATE: u16 = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-
-/// What the interface ioctls tell about a link, without a netlink round trip through the
-/// rtnl lock (much cheaper when the kernel is busy with link events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IfInfo {
-    pub index: u32,
+/// A veth pair for [`Handle::add_veth`]: `name` is made in this handle's namespace and
+/// `peer_name` in `peer_netns`, by one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VethOptions<'a> {
+    /// The end that stays in this namespace.
+    pub name: &'a str,
+    /// The other end.
+    pub peer_name: &'a str,
+    /// MTU of both ends; the kernel's default (1500) if `None`.
+    pub mtu: Option<u32>,
+    /// MAC of the peer; random if `None`.
+    pub peer_mac: Option<[u8; 6]>,
+    /// Namespace the peer is made in; this one if `None`.
+    pub peer_netns: Option<BorrowedFd<'a>>,
+    /// Index of the bridge `name` becomes a port of, in the same request (the port never
+    /// exists outside its bridge).
+    pub master: Option<u32>,
+    /// Bring `name` up in the same request.
     pub up: bool,
-    pub promisc: bool,
-    pub mac: [u8; 6],
-    pub mtu: u32,
 }
 
-const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
-const SIOCGIFMTU: libc::c_ulong = 0x8921;
-const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
-const SIOCGIFINDEX: libc::c_ulong = 0x8933;
-
-/// A program a detached clean-up process runs (see [`Handle::retire_links`]).
-#[derive(Debug, Clone)]
-pub struct Detached {
-    pub path: std::ffi::CString,
-    pub argv: Vec<std::ffi::CString>,
-}
-
-impl Detached {
-    /// `program` found in PATH now (not after fork), with `args`.
-    pub fn program(program: &str, args: &[&str]) -> Option<Self> {
-        let path = std::env::var_os("PATH").and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(program))
-                .find(|p| p.is_file())
-        })?;
-        let path = std::ffi::CString::new(path.into_os_string().into_encoded_bytes()).ok()?;
-        let mut argv = vec![std::ffi::CString::new(program).ok()?];
-        for a in args {
-            argv.push(std::ffi::CString::new(*a).ok()?);
-        }
-        Some(Self { path, argv })
-    }
+/// A macvlan for [`Handle::add_macvlan`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MacvlanOptions<'a> {
+    pub name: &'a str,
+    /// Index of the link the macvlan sits on, in this handle's namespace.
+    pub parent: u32,
+    pub mode: MacvlanMode,
+    /// The parent's MTU if `None`.
+    pub mtu: Option<u32>,
+    /// Random if `None`.
+    pub mac: Option<[u8; 6]>,
+    /// Namespace the macvlan is made in; this one if `None`.
+    pub netns: Option<BorrowedFd<'a>>,
 }
 
 impl Handle {
-    /// Index, flags, MAC and MTU of `name` in this handle's namespace, by ioctl on the
-    /// netlink socket; `None` if there is no such link.
-    pub fn if_info(&self, name: &str) -> Result<Option<IfInfo>> {
-        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-            return Ok(None);
-        }
-        // SAFETY: ifreq is plain data; all-zero is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-            *dst = src as libc::c_char;
-        }
-        let fd = self.raw_fd();
-        let call = |cmd: libc::c_ulong, req: &mut libc::ifreq| -> Result<bool> {
-            // SAFETY: a valid socket fd and a properly sized, initialised ifreq.
-            let rc = unsafe { libc::ioctl(fd, cmd as _, req as *mut libc::ifreq) };
-            if rc == 0 {
-                return Ok(true);
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENODEV) {
-                return Ok(false);
-            }
-            Err(Error::Kernel {
-                op: format!("query link {name}"),
-                source: e,
-            })
-        };
-        if !call(SIOCGIFINDEX, &mut req)? {
-            return Ok(None);
-        }
-        // SAFETY: the kernel filled the union member this request returns.
-        let index = unsafe { req.ifr_ifru.ifru_ifindex } as u32;
-        if !call(SIOCGIFFLAGS, &mut req)? {
-            return Ok(None);
-        }
-        // SAFETY: as above.
-        let flags = unsafe { req.ifr_ifru.ifru_flags } as i32;
-        if !call(SIOCGIFHWADDR, &mut req)? {
-            return Ok(None);
-        }
-        let mut mac = [0u8; 6];
-        // SAFETY: as above; sa_data holds at least 6 bytes of hardware address.
-        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-        for (d, s) in mac.iter_mut().zip(data.iter()) {
-            *d = *s as u8;
-        }
-        if !call(SIOCGIFMTU, &mut req)? {
-            return Ok(None);
-        }
-        // SAFETY: as above.
-        let mtu = unsafe { req.ifr_ifru.ifru_mtu } as u32;
-        Ok(Some(IfInfo {
-            index,
-            up: flags & libc::IFF_UP != 0,
-            promisc: flags & libc::IFF_PROMISC != 0,
-            mac,
-            mtu,
-        }))
-    }
-
-    fn new_link(&mut self, op: &str, msg: LinkMessage) -> Result<()> {
-        self.request(op, RouteNetlinkMessage::NewLink(msg), CREATE)
-            .map(|_| ())
-    }
-
-    fn set_link(&mut self, op: &str, msg: LinkMessage) -> Result<()> {
-        self.request(op, RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
-            .map(|_| ())
-    }
-
     /// The link called `name`, or `None` if there is none.
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        self.get_link(&format!("get link {name}"), msg)
+        self.get_link(get_link_by_name(name))
     }
 
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        self.get_link(&format!("get link #{index}"), msg)
+        self.get_link(get_link_by_index(index))
     }
 
-    fn get_link(&mut self, op: &str, mut msg: LinkMessage) -> Result<Option<Link>> {
-        // Stats are most of a link's reply and we never read them.
-        msg.attributes.push(LinkAttribute::ExtMask(vec![
-            netlink_packet_route::link::LinkExtentMask::SkipStats,
-        ]));
-        match self.request(op, RouteNetlinkMessage::GetLink(msg), 0) {
+    fn get_link(&mut self, req: Request) -> Result<Option<Link>> {
+        match self.request(req) {
             Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
                 _ => None,
@@ -358,18 +147,16 @@ impl Handle {
 
     /// Like [`Self::link_by_name`], but a missing link is an error.
     pub fn require_link(&mut self, name: &str) -> Result<Link> {
-        self.link_by_name(name)?.ok_or_else(|| Error::Kernel {
-            op: format!("find link {name}"),
-            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        self.link_by_name(name)?.ok_or_else(|| {
+            Error::kernel(
+                format!("find link {name}"),
+                std::io::Error::from_raw_os_error(libc::ENODEV),
+            )
         })
     }
 
     pub fn links(&mut self) -> Result<Vec<Link>> {
-        let msgs = self.request(
-            "list links",
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
+        let msgs = self.request(dump_links())?;
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
@@ -379,138 +166,75 @@ impl Handle {
             .collect())
     }
 
-    pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.into()));
-        if let Some(mtu) = mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
-        if vlan_filtering {
-            info.push(LinkInfo::Data(InfoData::Bridge(vec![
-                InfoBridge::VlanFiltering(true),
-            ])));
-        }
-        msg.attributes.push(LinkAttribute::LinkInfo(info));
-        self.new_link(&format!("create bridge {name}"), msg)
+    pub fn add_bridge(&mut self, opts: &BridgeOptions<'_>) -> Result<()> {
+        self.ack(new_bridge(opts))
     }
 
-    /// Creates a veth pair: `name` here, `peer` moved into `peer_ns` (if given) atomically.
-    /// `master` and `up` apply to `name` in the same request (one round trip, and the port
-    /// never exists outside its bridge).
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_veth(
-        &mut self,
-        name: &str,
-        peer: &str,
-        mtu: Option<u32>,
-        peer_mac: Option<[u8; 6]>,
-        peer_ns: Option<RawFd>,
-        master: Option<u32>,
-        up: bool,
-    ) -> Result<Link> {
-        let mut peer_msg = LinkMessage::default();
-        peer_msg.attributes.push(LinkAttribute::IfName(peer.into()));
-        if let Some(mtu) = mtu {
-            peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        if let Some(mac) = peer_mac {
-            peer_msg
-                .attributes
-                .push(LinkAttribute::Address(mac.to_vec()));
-        }
-        if let Some(fd) = peer_ns {
-            peer_msg.attributes.push(LinkAttribute::NetNsFd(fd));
-        }
-        // One queue each way, which is what a veth uses unless told otherwise. Left unset,
-        // the kernel sizes both ends for every possible CPU, registers a sysfs directory
-        // per queue and then removes all but one: a tenth of the ADD on two CPUs, more on
-        // bigger nodes. (The one thing given up: raising the channel count later for XDP.)
-        let one_queue = [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)];
-        peer_msg.attributes.extend(one_queue.clone());
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.into()));
-        msg.attributes.extend(one_queue);
-        if let Some(mtu) = mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        if let Some(m) = master {
-            msg.attributes.push(LinkAttribute::Controller(m));
-        }
-        if up {
-            msg.header.flags |= LinkFlags::Up;
-            msg.header.change_mask |= LinkFlags::Up;
-        }
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
-        ]));
-        // NLM_F_ECHO hands the new link back in the same round trip (kernels from 6.3);
-        // older kernels send nothing and we look it up.
-        let echoed = self.request(
-            &format!("create veth {name} (peer {peer})"),
-            RouteNetlinkMessage::NewLink(msg),
-            CREATE | NLM_F_ECHO,
-        )?;
-        let link = echoed.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)).filter(|l| l.name == name),
-            _ => None,
-        });
-        match link {
+    /// Creates a veth pair (see [`VethOptions`]) and returns the end in this namespace.
+    pub fn add_veth(&mut self, opts: &VethOptions<'_>) -> Result<Link> {
+        let echoed = self.request(new_veth(opts))?;
+        match echoed_link(echoed, opts.name) {
             Some(l) => Ok(l),
-            None => self.require_link(name),
+            None => self.require_link(opts.name),
         }
     }
 
-    /// Creates a macvlan on `master` (by index in this namespace) and moves it into `ns`.
-    pub fn add_macvlan(
-        &mut self,
-        name: &str,
-        master: u32,
-        mode: MacvlanMode,
-        mtu: Option<u32>,
-        mac: Option<[u8; 6]>,
-        ns: Option<RawFd>,
-    ) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.into()));
-        msg.attributes.push(LinkAttribute::Link(master));
-        if let Some(mtu) = mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        if let Some(mac) = mac {
-            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        }
-        if let Some(fd) = ns {
-            msg.attributes.push(LinkAttribute::NetNsFd(fd));
-        }
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::MacVlan),
-            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode.to_nl())])),
-        ]));
-        self.new_link(&format!("create macvlan {name}"), msg)
+    pub fn add_macvlan(&mut self, opts: &MacvlanOptions<'_>) -> Result<()> {
+        self.ack(new_macvlan(opts))
     }
 
     /// A dummy link with `mac` and `mtu` from the start.
     pub fn add_dummy(&mut self, name: &str, mac: [u8; 6], mtu: u32) -> Result<()> {
-        self.add_plain_link(name, InfoKind::Dummy, mac, mtu)
+        self.ack(new_plain_link(name, InfoKind::Dummy, mac, mtu))
     }
 
     /// An `ifb` link: like a dummy while it is down (no ARP, no traffic), for kernels built
     /// without the dummy driver. Its MAC cannot be changed later, so it is given here.
     pub fn add_ifb(&mut self, name: &str, mac: [u8; 6], mtu: u32) -> Result<()> {
-        self.add_plain_link(name, InfoKind::Ifb, mac, mtu)
+        self.ack(new_plain_link(name, InfoKind::Ifb, mac, mtu))
     }
 
-    fn add_plain_link(&mut self, name: &str, kind: InfoKind, mac: [u8; 6], mtu: u32) -> Result<()> {
-        let op = format!("create {} {name}", kind_name(&kind));
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.into()));
-        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        msg.attributes.push(LinkAttribute::Mtu(mtu));
-        msg.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
-        self.new_link(&op, msg)
+    pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
+        self.ack(set_up(index, up))
+    }
+
+    /// Brings a link up and sets its IPv4 `arp_notify` in the same request (one round trip
+    /// less than the sysctl file, which also costs a walk of /proc/sys shared by every
+    /// namespace). A link without IPv4 state (MTU below 68) is just brought up.
+    pub fn set_up_arp_notify(&mut self, index: u32) -> Result<()> {
+        match self.ack(set_up_arp_notify(index)) {
+            Err(e) if e.errno() == Some(libc::EAFNOSUPPORT) => self.set_up(index, true),
+            other => other,
+        }
+    }
+
+    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
+        self.ack(set_promisc(index, on))
+    }
+
+    pub fn set_master(&mut self, index: u32, master: u32) -> Result<()> {
+        self.ack(set_attr(index, "master", LinkAttribute::Controller(master)))
+    }
+
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        self.ack(set_attr(index, "mtu", LinkAttribute::Mtu(mtu)))
+    }
+
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.ack(set_attr(index, "mac", LinkAttribute::Address(mac.to_vec())))
+    }
+
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        self.ack(set_attr(index, "name", LinkAttribute::IfName(name.into())))
+    }
+
+    /// Moves a link into the namespace `ns` refers to.
+    pub fn set_netns(&mut self, index: u32, ns: BorrowedFd<'_>) -> Result<()> {
+        self.ack(set_attr(
+            index,
+            "namespace",
+            LinkAttribute::NetNsFd(ns.as_raw_fd()),
+        ))
     }
 
     /// Deletes several links in one kernel batch: they are put in a link group of their
@@ -522,33 +246,25 @@ impl Handle {
             [one] => return self.del_link(*one),
             _ => {}
         }
+        let group = self.group_links(indices)?;
+        self.ack(del_link_group(group))
+    }
+
+    pub fn del_link(&mut self, index: u32) -> Result<()> {
+        self.ack(del_link(index))
+    }
+
+    /// Puts `indices` in a fresh link group and returns it.
+    fn group_links(&mut self, indices: &[u32]) -> Result<u32> {
         let mut rnd = [0u8; 4];
         // SAFETY: getrandom writes at most rnd.len() bytes into a valid buffer.
         let _ = unsafe { libc::getrandom(rnd.as_mut_ptr().cast(), rnd.len(), 0) };
         // Group 0 is every link's default; stay clear of it and of small admin groups.
         let group = u32::from_ne_bytes(rnd) | 0x8000_0000;
         for i in indices {
-            self.set_attr(*i, "group", LinkAttribute::Group(group))?;
+            self.ack(set_attr(*i, "group", LinkAttribute::Group(group)))?;
         }
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::Group(group));
-        self.request(
-            &format!("delete link group {group}"),
-            RouteNetlinkMessage::DelLink(msg),
-            NLM_F_ACK,
-        )
-        .map(|_| ())
-    }
-
-    pub fn del_link(&mut self, index: u32) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        self.request(
-            &format!("delete link #{index}"),
-            RouteNetlinkMessage::DelLink(msg),
-            NLM_F_ACK,
-        )
-        .map(|_| ())
+        Ok(group)
     }
 
     /// Takes link `index` out of use at once and leaves its deletion to a detached process.
@@ -556,7 +272,7 @@ impl Handle {
     /// Deleting a veth waits in the kernel for RCU grace periods (15–25 ms here) although
     /// the device is unusable long before. So: set it down, rename it to `grave` (its
     /// name is free again immediately), and let a double-forked child send the delete and
-    /// wait for it. If the rename fails, deletes in place instead.
+    /// wait for it (see [`Detached`]). If the rename fails, deletes in place instead.
     pub fn retire_link(&mut self, index: u32, grave: &str) -> Result<()> {
         self.set_up(index, false)?;
         if self.set_name(index, grave).is_err() {
@@ -580,452 +296,754 @@ impl Handle {
     }
 
     fn delete_detached(&mut self, indices: &[u32], then: Option<&Detached>) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        match indices {
+        let req = match indices {
             [] if then.is_none() => return Ok(()),
-            [] => {}
-            [one] => msg.header.index = *one,
-            _ => {
-                let mut rnd = [0u8; 4];
-                // SAFETY: getrandom writes at most rnd.len() bytes into a valid buffer.
-                let _ = unsafe { libc::getrandom(rnd.as_mut_ptr().cast(), rnd.len(), 0) };
-                let group = u32::from_ne_bytes(rnd) | 0x8000_0000;
-                for i in indices {
-                    self.set_attr(*i, "group", LinkAttribute::Group(group))?;
-                }
-                msg.attributes.push(LinkAttribute::Group(group));
-            }
-        }
-        let buf = if indices.is_empty() {
-            Vec::new()
-        } else {
-            self.encode(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)
+            [] => None,
+            [one] => Some(del_link(*one)),
+            _ => Some(del_link_group(self.group_links(indices)?)),
         };
-        let fd = self.raw_fd();
-        let argv: Vec<*const libc::c_char> = then
-            .map(|d| {
-                d.argv
-                    .iter()
-                    .map(|a| a.as_ptr())
-                    .chain(std::iter::once(std::ptr::null()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        // SAFETY: after fork only async-signal-safe calls run in the children (setsid,
-        // fork, close, send, recv, execv, _exit) on memory prepared before the fork.
-        unsafe {
-            let pid = libc::fork();
-            if pid == 0 {
-                libc::setsid();
-                if libc::fork() == 0 {
-                    for std_fd in 0..3 {
-                        libc::close(std_fd);
-                    }
-                    if !buf.is_empty() {
-                        libc::send(fd, buf.as_ptr().cast(), buf.len(), 0);
-                        let mut ack = [0u8; 256];
-                        libc::recv(fd, ack.as_mut_ptr().cast(), ack.len(), 0);
-                    }
-                    if let Some(d) = then {
-                        libc::execv(d.path.as_ptr(), argv.as_ptr());
-                    }
-                }
-                libc::_exit(0);
-            }
-            if pid < 0 {
-                return self.del_links(indices);
-            }
-            let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
+        let buf = req.map_or_else(Vec::new, |r| self.encode(r.msg, r.flags));
+        if detach::spawn(self.raw_fd(), &buf, then).is_err() {
+            return self.del_links(indices);
         }
         Ok(())
     }
+}
 
-    pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        if up {
-            msg.header.flags |= LinkFlags::Up;
-        }
-        msg.header.change_mask |= LinkFlags::Up;
-        self.set_link(
-            &format!("set link #{index} {}", if up { "up" } else { "down" }),
-            msg,
-        )
+fn get_link_by_name(name: &str) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    get_link(format!("get link {name}"), msg)
+}
+
+fn get_link_by_index(index: u32) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    get_link(format!("get link #{index}"), msg)
+}
+
+fn get_link(op: String, mut msg: LinkMessage) -> Request {
+    // Stats are most of a link's reply and we never read them.
+    msg.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    Request::new(op, RouteNetlinkMessage::GetLink(msg), 0)
+}
+
+fn dump_links() -> Request {
+    Request::new(
+        "list links",
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        NLM_F_DUMP,
+    )
+}
+
+fn new_bridge(opts: &BridgeOptions<'_>) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(opts.name.into()));
+    if let Some(mtu) = opts.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
     }
+    let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
+    if opts.vlan_filtering {
+        info.push(LinkInfo::Data(InfoData::Bridge(vec![
+            InfoBridge::VlanFiltering(true),
+        ])));
+    }
+    msg.attributes.push(LinkAttribute::LinkInfo(info));
+    Request::new(
+        format!("create bridge {}", opts.name),
+        RouteNetlinkMessage::NewLink(msg),
+        CREATE,
+    )
+}
 
-    /// Brings a link up and sets its IPv4 `arp_notify` in the same request (one round trip
-    /// less than the sysctl file, which also costs a walk of /proc/sys shared by every
-    /// namespace). A link without IPv4 state (MTU below 68) is just brought up.
-    pub fn set_up_arp_notify(&mut self, index: u32) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
+fn new_veth(opts: &VethOptions<'_>) -> Request {
+    let mut peer = LinkMessage::default();
+    peer.attributes
+        .push(LinkAttribute::IfName(opts.peer_name.into()));
+    if let Some(mtu) = opts.mtu {
+        peer.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = opts.peer_mac {
+        peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    if let Some(fd) = opts.peer_netns {
+        peer.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+    }
+    // One queue each way, which is what a veth uses unless told otherwise. Left unset,
+    // the kernel sizes both ends for every possible CPU, registers a sysfs directory
+    // per queue and then removes all but one: a tenth of the ADD on two CPUs, more on
+    // bigger nodes. (The one thing given up: raising the channel count later for XDP.)
+    let one_queue = [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)];
+    peer.attributes.extend(one_queue.clone());
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(opts.name.into()));
+    msg.attributes.extend(one_queue);
+    if let Some(mtu) = opts.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(m) = opts.master {
+        msg.attributes.push(LinkAttribute::Controller(m));
+    }
+    if opts.up {
         msg.header.flags |= LinkFlags::Up;
         msg.header.change_mask |= LinkFlags::Up;
-        let mut conf = InetDevConf::default();
-        conf.arp_notify = 1;
-        msg.attributes
-            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
-                AfSpecInet::DevConfRequest(conf),
-            ])]));
-        match self.set_link(&format!("set link #{index} up with arp_notify"), msg) {
-            Err(e) if e.errno() == Some(libc::EAFNOSUPPORT) => self.set_up(index, true),
-            other => other,
-        }
     }
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    // NLM_F_ECHO hands the new link back in the same round trip (kernels from 6.3);
+    // older kernels send nothing and the caller looks it up.
+    Request::new(
+        format!("create veth {} (peer {})", opts.name, opts.peer_name),
+        RouteNetlinkMessage::NewLink(msg),
+        CREATE | NLM_F_ECHO,
+    )
+}
 
-    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        if on {
-            msg.header.flags |= LinkFlags::Promisc;
-        }
-        msg.header.change_mask |= LinkFlags::Promisc;
-        self.set_link(&format!("set link #{index} promisc"), msg)
+/// The link called `name` among the messages a veth request echoed.
+fn echoed_link(msgs: Vec<RouteNetlinkMessage>, name: &str) -> Option<Link> {
+    msgs.into_iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)).filter(|l| l.name == name),
+        _ => None,
+    })
+}
+
+fn new_macvlan(opts: &MacvlanOptions<'_>) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(opts.name.into()));
+    msg.attributes.push(LinkAttribute::Link(opts.parent));
+    if let Some(mtu) = opts.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
     }
-
-    fn set_attr(&mut self, index: u32, what: &str, attr: LinkAttribute) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(attr);
-        self.set_link(&format!("set {what} of link #{index}"), msg)
+    if let Some(mac) = opts.mac {
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
     }
-
-    pub fn set_master(&mut self, index: u32, master: u32) -> Result<()> {
-        self.set_attr(index, "master", LinkAttribute::Controller(master))
+    if let Some(fd) = opts.netns {
+        msg.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
     }
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::MacVlan),
+        LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+            opts.mode.to_nl(),
+        )])),
+    ]));
+    Request::new(
+        format!("create macvlan {}", opts.name),
+        RouteNetlinkMessage::NewLink(msg),
+        CREATE,
+    )
+}
 
-    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
-        self.set_attr(index, "mtu", LinkAttribute::Mtu(mtu))
+/// A link of a kind that needs nothing but a name, a MAC and an MTU (dummy, ifb).
+fn new_plain_link(name: &str, kind: InfoKind, mac: [u8; 6], mtu: u32) -> Request {
+    let op = format!("create {} {name}", kind_name(&kind));
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.into()));
+    msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
+    msg.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+    Request::new(op, RouteNetlinkMessage::NewLink(msg), CREATE)
+}
+
+fn set_link(op: String, msg: LinkMessage) -> Request {
+    Request::new(op, RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+}
+
+fn set_up(index: u32, up: bool) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if up {
+        msg.header.flags |= LinkFlags::Up;
     }
+    msg.header.change_mask |= LinkFlags::Up;
+    set_link(
+        format!("set link #{index} {}", if up { "up" } else { "down" }),
+        msg,
+    )
+}
 
-    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
-        self.set_attr(index, "mac", LinkAttribute::Address(mac.to_vec()))
+fn set_up_arp_notify(index: u32) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags |= LinkFlags::Up;
+    msg.header.change_mask |= LinkFlags::Up;
+    let mut conf = InetDevConf::default();
+    conf.arp_notify = 1;
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+            AfSpecInet::DevConfRequest(conf),
+        ])]));
+    set_link(format!("set link #{index} up with arp_notify"), msg)
+}
+
+fn set_promisc(index: u32, on: bool) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if on {
+        msg.header.flags |= LinkFlags::Promisc;
     }
+    msg.header.change_mask |= LinkFlags::Promisc;
+    set_link(format!("set link #{index} promisc"), msg)
+}
 
-    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
-        self.set_attr(index, "name", LinkAttribute::IfName(name.into()))
-    }
+fn set_attr(index: u32, what: &str, attr: LinkAttribute) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(attr);
+    set_link(format!("set {what} of link #{index}"), msg)
+}
 
-    pub fn set_netns(&mut self, index: u32, ns: RawFd) -> Result<()> {
-        self.set_attr(index, "namespace", LinkAttribute::NetNsFd(ns))
-    }
+fn del_link(index: u32) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    Request::new(
+        format!("delete link #{index}"),
+        RouteNetlinkMessage::DelLink(msg),
+        NLM_F_ACK,
+    )
+}
 
-    /// Sets bridge-port options (hairpin, learning, isolated, …) on an enslaved link.
-    pub fn set_port_options(&mut self, index: u32, opts: Vec<InfoBridgePort>) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(opts)),
-        ]));
-        self.request(
-            &format!("set bridge port options of link #{index}"),
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_ACK,
-        )
-        .map(|_| ())
-    }
+fn del_link_group(group: u32) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(group));
+    Request::new(
+        format!("delete link group {group}"),
+        RouteNetlinkMessage::DelLink(msg),
+        NLM_F_ACK,
+    )
+}
 
-    pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<()> {
-        self.set_port_options(index, vec![InfoBridgePort::HairpinMode(on)])
-    }
-
-    /// Adds (or removes) VLAN `vid` on a bridge port (or on the bridge itself with `self_`).
-    pub fn bridge_vlan(
-        &mut self,
-        index: u32,
-        vid: u16,
-        pvid_untagged: bool,
-        self_: bool,
-        add: bool,
-    ) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.interface_family = AddressFamily::Bridge;
-        msg.header.index = index;
-        let mut flags = BridgeVlanInfoFlags::empty();
-        if pvid_untagged {
-            flags |= BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
-        }
-        let mut spec = vec![AfSpecBridge::VlanInfo(BridgeVlanInfo { flags, vid })];
-        if self_ {
-            spec.insert(
-                0,
-                AfSpecBridge::Flags(netlink_packet_route::link::BridgeFlag::LowerDev),
-            );
-        }
-        msg.attributes.push(LinkAttribute::AfSpecBridge(spec));
-        let op = format!(
-            "{} vlan {vid} on link #{index}",
-            if add { "add" } else { "delete" }
-        );
-        let req = if add {
-            RouteNetlinkMessage::SetLink(msg)
-        } else {
-            RouteNetlinkMessage::DelLink(msg)
-        };
-        self.request(&op, req, NLM_F_ACK).map(|_| ())
-    }
-
-    /// VLANs configured on `index` (AF_BRIDGE dump with the VLAN filter).
-    pub fn bridge_vlans(&mut self, index: u32) -> Result<Vec<(u16, bool)>> {
-        let mut msg = LinkMessage::default();
-        msg.header.interface_family = AddressFamily::Bridge;
-        msg.attributes.push(LinkAttribute::ExtMask(vec![
-            netlink_packet_route::link::LinkExtentMask::Brvlan,
-        ]));
-        let msgs = self.request(
-            "list bridge vlans",
-            RouteNetlinkMessage::GetLink(msg),
-            NLM_F_DUMP,
-        )?;
-        let mut out = Vec::new();
-        for m in msgs {
-            if let RouteNetlinkMessage::NewLink(l) = m {
-                if l.header.index != index {
-                    continue;
+pub(crate) fn parse_link(msg: LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        promisc: msg.header.flags.contains(LinkFlags::Promisc),
+        ..Default::default()
+    };
+    for attr in msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::Address(a) => {
+                if let Ok(m) = <[u8; 6]>::try_from(a.as_slice()) {
+                    link.mac = Some(m);
                 }
-                for a in l.attributes {
-                    if let LinkAttribute::AfSpecBridge(spec) = a {
-                        for s in spec {
-                            if let AfSpecBridge::VlanInfo(v) = s {
-                                out.push((v.vid, v.flags.contains(BridgeVlanInfoFlags::Pvid)));
-                            }
-                        }
-                    }
+            }
+            LinkAttribute::Mtu(m) => link.mtu = m,
+            LinkAttribute::Controller(m) => link.master = Some(m),
+            LinkAttribute::Link(l) => link.peer_index = Some(l),
+            LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    parse_link_info(&mut link, info);
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn parse_link_info(link: &mut Link, info: LinkInfo) {
+    match info {
+        LinkInfo::Kind(k) => link.kind = Some(kind_name(&k)),
+        LinkInfo::PortKind(k) => {
+            link.port_kind = Some(match k {
+                InfoPortKind::Bridge => "bridge".into(),
+                InfoPortKind::Bond => "bond".into(),
+                InfoPortKind::Vrf => "vrf".into(),
+                InfoPortKind::Team => "team".into(),
+                InfoPortKind::Other(s) => s,
+                other => format!("{other:?}").to_lowercase(),
+            })
+        }
+        LinkInfo::Data(InfoData::Bridge(opts)) => {
+            for o in opts {
+                if let InfoBridge::VlanFiltering(v) = o {
+                    link.vlan_filtering = Some(v);
                 }
             }
         }
-        Ok(out)
-    }
-
-    pub fn add_address(&mut self, index: u32, addr: IpNet, nodad: bool) -> Result<()> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = family_of(&addr.addr());
-        msg.header.prefix_len = addr.prefix_len();
-        msg.header.index = index;
-        msg.header.scope = AddressScope::Universe;
-        msg.attributes.push(AddressAttribute::Local(addr.addr()));
-        msg.attributes.push(AddressAttribute::Address(addr.addr()));
-        if let IpNet::V4(v4) = addr {
-            if v4.prefix_len() < 31 {
-                msg.attributes
-                    .push(AddressAttribute::Broadcast(v4.broadcast()));
+        LinkInfo::Data(InfoData::MacVlan(opts)) => {
+            for o in opts {
+                if let InfoMacVlan::Mode(m) = o {
+                    link.macvlan_mode = MacvlanMode::from_nl(m);
+                }
             }
         }
-        if nodad {
-            msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        self.request(
-            &format!("add address {addr} to link #{index}"),
-            RouteNetlinkMessage::NewAddress(msg),
-            CREATE,
-        )
-        .map(|_| ())
-    }
-
-    pub fn del_address(&mut self, index: u32, addr: IpNet) -> Result<()> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = family_of(&addr.addr());
-        msg.header.prefix_len = addr.prefix_len();
-        msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Local(addr.addr()));
-        msg.attributes.push(AddressAttribute::Address(addr.addr()));
-        self.request(
-            &format!("delete address {addr} from link #{index}"),
-            RouteNetlinkMessage::DelAddress(msg),
-            NLM_F_ACK,
-        )
-        .map(|_| ())
-    }
-
-    /// Addresses, optionally only those on link `index`.
-    pub fn addresses(&mut self, index: Option<u32>) -> Result<Vec<AddrInfo>> {
-        let msgs = self.request(
-            "list addresses",
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        let mut out = Vec::new();
-        for m in msgs {
-            let RouteNetlinkMessage::NewAddress(a) = m else {
-                continue;
-            };
-            if index.is_some_and(|i| i != a.header.index) {
-                continue;
-            }
-            let mut local = None;
-            let mut address = None;
-            let mut nodad = false;
-            for attr in &a.attributes {
-                match attr {
-                    AddressAttribute::Local(ip) => local = Some(*ip),
-                    AddressAttribute::Address(ip) => address = Some(*ip),
-                    AddressAttribute::Flags(f) => nodad = f.contains(AddressFlags::Nodad),
+        LinkInfo::PortData(InfoPortData::BridgePort(opts)) => {
+            for o in opts {
+                match o {
+                    InfoBridgePort::HairpinMode(v) => link.hairpin = Some(v),
+                    InfoBridgePort::Isolated(v) => link.isolated = Some(v),
+                    InfoBridgePort::Learning(v) => link.learning = Some(v),
                     _ => {}
                 }
             }
-            if let Some(ip) = local.or(address) {
-                if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
-                    out.push(AddrInfo {
-                        index: a.header.index,
-                        addr: net,
-                        nodad,
-                    });
-                }
+        }
+        _ => {}
+    }
+}
+
+fn kind_name(k: &InfoKind) -> String {
+    match k {
+        InfoKind::Bridge => "bridge".into(),
+        InfoKind::Veth => "veth".into(),
+        InfoKind::MacVlan => "macvlan".into(),
+        InfoKind::Dummy => "dummy".into(),
+        InfoKind::Tun => "tun".into(),
+        InfoKind::Vlan => "vlan".into(),
+        InfoKind::Other(s) => s.clone(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::encode;
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use std::fs::File;
+    use std::os::fd::AsFd;
+
+    fn link_message(req: &Request) -> &LinkMessage {
+        match &req.msg {
+            RouteNetlinkMessage::NewLink(m)
+            | RouteNetlinkMessage::SetLink(m)
+            | RouteNetlinkMessage::DelLink(m)
+            | RouteNetlinkMessage::GetLink(m) => m,
+            other => panic!("not a link message: {other:?}"),
+        }
+    }
+
+    fn link_info(msg: &LinkMessage) -> &[LinkInfo] {
+        msg.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    fn veth_peer(msg: &LinkMessage) -> &LinkMessage {
+        link_info(msg)
+            .iter()
+            .find_map(|i| match i {
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) => Some(p),
+                _ => None,
+            })
+            .expect("a veth peer")
+    }
+
+    fn has(msg: &LinkMessage, attr: &LinkAttribute) -> bool {
+        msg.attributes.contains(attr)
+    }
+
+    /// The attributes of `msg` with `pred`, to check one kind is absent or single.
+    fn count(msg: &LinkMessage, pred: impl Fn(&LinkAttribute) -> bool) -> usize {
+        msg.attributes.iter().filter(|a| pred(a)).count()
+    }
+
+    #[test]
+    fn veth_with_everything_in_one_request() {
+        let ns = File::open("/dev/null").expect("an fd to stand for a namespace");
+        let req = new_veth(&VethOptions {
+            name: "veth1234",
+            peer_name: "eth0",
+            mtu: Some(1400),
+            peer_mac: Some([2, 0, 0, 0, 0, 1]),
+            peer_netns: Some(ns.as_fd()),
+            master: Some(7),
+            up: true,
+        });
+        assert_eq!(req.op, "create veth veth1234 (peer eth0)");
+        assert_eq!(req.flags, CREATE | NLM_F_ECHO);
+        assert!(matches!(req.msg, RouteNetlinkMessage::NewLink(_)));
+        let host = link_message(&req);
+        assert!(has(host, &LinkAttribute::IfName("veth1234".into())));
+        assert!(has(host, &LinkAttribute::Mtu(1400)));
+        assert!(has(host, &LinkAttribute::Controller(7)));
+        assert!(host.header.flags.contains(LinkFlags::Up));
+        assert!(host.header.change_mask.contains(LinkFlags::Up));
+        assert_eq!(
+            link_info(host).first(),
+            Some(&LinkInfo::Kind(InfoKind::Veth))
+        );
+        // The host end stays here with a random MAC.
+        assert_eq!(
+            count(host, |a| matches!(
+                a,
+                LinkAttribute::NetNsFd(_) | LinkAttribute::Address(_)
+            )),
+            0
+        );
+
+        let peer = veth_peer(host);
+        assert!(has(peer, &LinkAttribute::IfName("eth0".into())));
+        assert!(has(peer, &LinkAttribute::Mtu(1400)));
+        assert!(has(peer, &LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1])));
+        assert!(has(peer, &LinkAttribute::NetNsFd(ns.as_raw_fd())));
+        for end in [host, peer] {
+            assert!(has(end, &LinkAttribute::NumTxQueues(1)), "{end:?}");
+            assert!(has(end, &LinkAttribute::NumRxQueues(1)), "{end:?}");
+        }
+    }
+
+    #[test]
+    fn veth_without_options_leaves_the_kernel_defaults() {
+        let req = new_veth(&VethOptions {
+            name: "a",
+            peer_name: "b",
+            ..Default::default()
+        });
+        let host = link_message(&req);
+        let peer = veth_peer(host);
+        for end in [host, peer] {
+            assert_eq!(
+                count(end, |a| matches!(
+                    a,
+                    LinkAttribute::Mtu(_)
+                        | LinkAttribute::Address(_)
+                        | LinkAttribute::NetNsFd(_)
+                        | LinkAttribute::Controller(_)
+                )),
+                0,
+                "{end:?}"
+            );
+            // The one-queue attributes are not optional: they are most of the speed.
+            assert!(has(end, &LinkAttribute::NumTxQueues(1)));
+            assert!(has(end, &LinkAttribute::NumRxQueues(1)));
+        }
+        assert!(host.header.flags.is_empty());
+        assert!(host.header.change_mask.is_empty());
+    }
+
+    /// What the kernel receives: the nested peer message survives serialisation.
+    #[test]
+    fn veth_request_round_trips_on_the_wire() {
+        let req = new_veth(&VethOptions {
+            name: "veth1",
+            peer_name: "eth0",
+            mtu: Some(9000),
+            peer_mac: Some([2, 0, 0, 0, 0, 9]),
+            master: Some(3),
+            up: true,
+            ..Default::default()
+        });
+        let buf = encode(req.msg.clone(), req.flags, 1);
+        let back = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf).expect("parses");
+        assert_eq!(back.payload, NetlinkPayload::InnerMessage(req.msg));
+    }
+
+    #[test]
+    fn veth_request_snapshot() {
+        let req = new_veth(&VethOptions {
+            name: "veth1",
+            peer_name: "eth0",
+            mtu: Some(1450),
+            peer_mac: Some([2, 0, 0, 0, 0, 9]),
+            master: Some(3),
+            up: true,
+            ..Default::default()
+        });
+        insta::assert_debug_snapshot!(req);
+    }
+
+    #[test]
+    fn echoed_link_is_the_one_with_our_name() {
+        let named = |index, name: &str| {
+            let mut m = LinkMessage::default();
+            m.header.index = index;
+            m.attributes.push(LinkAttribute::IfName(name.into()));
+            RouteNetlinkMessage::NewLink(m)
+        };
+        let msgs = vec![named(4, "eth0"), named(5, "veth1")];
+        let link = echoed_link(msgs.clone(), "veth1").expect("found");
+        assert_eq!((link.index, link.name.as_str()), (5, "veth1"));
+        assert_eq!(echoed_link(msgs, "other"), None);
+        assert_eq!(echoed_link(Vec::new(), "veth1"), None);
+    }
+
+    #[test]
+    fn bridge_with_and_without_vlan_filtering() {
+        let req = new_bridge(&BridgeOptions {
+            name: "cni0",
+            mtu: Some(1500),
+            vlan_filtering: true,
+        });
+        assert_eq!(req.op, "create bridge cni0");
+        assert_eq!(req.flags, CREATE);
+        let msg = link_message(&req);
+        assert!(has(msg, &LinkAttribute::IfName("cni0".into())));
+        assert!(has(msg, &LinkAttribute::Mtu(1500)));
+        assert_eq!(
+            link_info(msg),
+            [
+                LinkInfo::Kind(InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])),
+            ]
+        );
+
+        let req = new_bridge(&BridgeOptions {
+            name: "cni0",
+            ..Default::default()
+        });
+        let msg = link_message(&req);
+        assert_eq!(count(msg, |a| matches!(a, LinkAttribute::Mtu(_))), 0);
+        assert_eq!(link_info(msg), [LinkInfo::Kind(InfoKind::Bridge)]);
+    }
+
+    #[test]
+    fn macvlan_on_its_parent_in_the_target_namespace() {
+        let ns = File::open("/dev/null").expect("an fd to stand for a namespace");
+        for (mode, nl) in [
+            (MacvlanMode::Private, MacVlanMode::Private),
+            (MacvlanMode::Vepa, MacVlanMode::Vepa),
+            (MacvlanMode::Bridge, MacVlanMode::Bridge),
+            (MacvlanMode::Passthru, MacVlanMode::Passthrough),
+        ] {
+            let req = new_macvlan(&MacvlanOptions {
+                name: "net1",
+                parent: 2,
+                mode,
+                mtu: Some(1400),
+                mac: Some([2, 1, 2, 3, 4, 5]),
+                netns: Some(ns.as_fd()),
+            });
+            assert_eq!(req.op, "create macvlan net1");
+            assert_eq!(req.flags, CREATE);
+            let msg = link_message(&req);
+            assert!(has(msg, &LinkAttribute::IfName("net1".into())));
+            assert!(has(msg, &LinkAttribute::Link(2)));
+            assert!(has(msg, &LinkAttribute::Mtu(1400)));
+            assert!(has(msg, &LinkAttribute::Address(vec![2, 1, 2, 3, 4, 5])));
+            assert!(has(msg, &LinkAttribute::NetNsFd(ns.as_raw_fd())));
+            assert_eq!(
+                link_info(msg),
+                [
+                    LinkInfo::Kind(InfoKind::MacVlan),
+                    LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(nl)])),
+                ]
+            );
+            assert_eq!(MacvlanMode::from_nl(nl), Some(mode));
+        }
+        assert_eq!(MacvlanMode::default(), MacvlanMode::Bridge);
+    }
+
+    #[test]
+    fn dummy_and_ifb_get_their_mac_and_mtu_at_creation() {
+        for (kind, req) in [
+            (
+                "dummy",
+                new_plain_link("k6t-eth0", InfoKind::Dummy, [2; 6], 1400),
+            ),
+            (
+                "ifb",
+                new_plain_link("k6t-eth0", InfoKind::Ifb, [2; 6], 1400),
+            ),
+        ] {
+            assert_eq!(req.op, format!("create {kind} k6t-eth0"));
+            assert_eq!(req.flags, CREATE);
+            let msg = link_message(&req);
+            assert!(has(msg, &LinkAttribute::IfName("k6t-eth0".into())));
+            assert!(has(msg, &LinkAttribute::Address(vec![2; 6])));
+            assert!(has(msg, &LinkAttribute::Mtu(1400)));
+            assert_eq!(link_info(msg).len(), 1);
+        }
+    }
+
+    #[test]
+    fn flag_changes_say_which_flag_they_touch() {
+        for (req, flags, mask) in [
+            (set_up(3, true), LinkFlags::Up, LinkFlags::Up),
+            (set_up(3, false), LinkFlags::empty(), LinkFlags::Up),
+            (set_promisc(3, true), LinkFlags::Promisc, LinkFlags::Promisc),
+            (
+                set_promisc(3, false),
+                LinkFlags::empty(),
+                LinkFlags::Promisc,
+            ),
+        ] {
+            assert!(matches!(req.msg, RouteNetlinkMessage::SetLink(_)));
+            assert_eq!(req.flags, NLM_F_ACK);
+            let msg = link_message(&req);
+            assert_eq!(msg.header.index, 3);
+            assert_eq!(msg.header.flags, flags, "{}", req.op);
+            assert_eq!(msg.header.change_mask, mask, "{}", req.op);
+            assert!(msg.attributes.is_empty());
+        }
+        assert_eq!(set_up(3, false).op, "set link #3 down");
+    }
+
+    #[test]
+    fn up_with_arp_notify_is_one_request() {
+        let req = set_up_arp_notify(9);
+        let msg = link_message(&req);
+        assert!(msg.header.flags.contains(LinkFlags::Up));
+        assert!(msg.header.change_mask.contains(LinkFlags::Up));
+        let conf = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::AfSpecUnspec(spec) => spec.iter().find_map(|s| match s {
+                AfSpecUnspec::Inet(inet) => inet.iter().find_map(|i| match i {
+                    AfSpecInet::DevConfRequest(c) => Some(c),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+            _ => None,
+        });
+        assert_eq!(conf.map(|c| c.arp_notify), Some(1));
+    }
+
+    #[test]
+    fn attribute_changes_carry_one_attribute() {
+        let ns = File::open("/dev/null").expect("an fd");
+        for (req, attr, op) in [
+            (
+                set_attr(4, "master", LinkAttribute::Controller(2)),
+                LinkAttribute::Controller(2),
+                "set master of link #4",
+            ),
+            (
+                set_attr(4, "mtu", LinkAttribute::Mtu(1280)),
+                LinkAttribute::Mtu(1280),
+                "set mtu of link #4",
+            ),
+            (
+                set_attr(4, "name", LinkAttribute::IfName("oxdel1".into())),
+                LinkAttribute::IfName("oxdel1".into()),
+                "set name of link #4",
+            ),
+            (
+                set_attr(4, "namespace", LinkAttribute::NetNsFd(ns.as_raw_fd())),
+                LinkAttribute::NetNsFd(ns.as_raw_fd()),
+                "set namespace of link #4",
+            ),
+        ] {
+            assert_eq!(req.op, op);
+            assert_eq!(req.flags, NLM_F_ACK);
+            let msg = link_message(&req);
+            assert_eq!(msg.header.index, 4);
+            assert_eq!(msg.attributes, [attr]);
+        }
+    }
+
+    #[test]
+    fn deletes_by_index_or_by_group() {
+        let req = del_link(6);
+        assert!(matches!(req.msg, RouteNetlinkMessage::DelLink(_)));
+        assert_eq!(req.flags, NLM_F_ACK);
+        assert_eq!(link_message(&req).header.index, 6);
+        assert!(link_message(&req).attributes.is_empty());
+
+        let req = del_link_group(0x8000_0001);
+        assert!(matches!(req.msg, RouteNetlinkMessage::DelLink(_)));
+        let msg = link_message(&req);
+        assert_eq!(msg.header.index, 0);
+        assert_eq!(msg.attributes, [LinkAttribute::Group(0x8000_0001)]);
+    }
+
+    #[test]
+    fn lookups_skip_the_statistics() {
+        for req in [get_link_by_name("eth0"), get_link_by_index(3)] {
+            assert!(matches!(req.msg, RouteNetlinkMessage::GetLink(_)));
+            assert_eq!(req.flags, 0);
+            let msg = link_message(&req);
+            assert!(has(
+                msg,
+                &LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
+            ));
+        }
+        assert!(has(
+            link_message(&get_link_by_name("eth0")),
+            &LinkAttribute::IfName("eth0".into())
+        ));
+        assert_eq!(link_message(&get_link_by_index(3)).header.index, 3);
+        assert_eq!(dump_links().flags, NLM_F_DUMP);
+    }
+
+    #[test]
+    fn parses_what_the_kernel_says_about_a_bridge_port() {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 12;
+        msg.header.flags = LinkFlags::Up | LinkFlags::Promisc;
+        msg.attributes = vec![
+            LinkAttribute::IfName("veth1".into()),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+            LinkAttribute::Mtu(1450),
+            LinkAttribute::Controller(3),
+            LinkAttribute::Link(2),
+            LinkAttribute::LinkNetNsId(1),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                    InfoBridgePort::HairpinMode(true),
+                    InfoBridgePort::Isolated(false),
+                    InfoBridgePort::Learning(true),
+                ])),
+            ]),
+        ];
+        let link = parse_link(msg);
+        assert_eq!(
+            link,
+            Link {
+                index: 12,
+                name: "veth1".into(),
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                mtu: 1450,
+                master: Some(3),
+                kind: Some("veth".into()),
+                up: true,
+                promisc: true,
+                peer_index: Some(2),
+                link_netnsid: Some(1),
+                port_kind: Some("bridge".into()),
+                hairpin: Some(true),
+                isolated: Some(false),
+                learning: Some(true),
+                vlan_filtering: None,
+                macvlan_mode: None,
             }
-        }
-        Ok(out)
+        );
+        assert_eq!(link.mac_string(), "02:00:00:00:00:01");
     }
 
-    fn route_message(spec: &RouteSpec) -> RouteMessage {
-        let mut msg = RouteMessage::default();
-        let v4 = match (spec.dst, spec.gateway, spec.src) {
-            (Some(d), _, _) => d.addr().is_ipv4(),
-            (None, Some(g), _) => g.is_ipv4(),
-            (None, None, Some(s)) => s.is_ipv4(),
-            _ => true,
-        };
-        msg.header.address_family = if v4 {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        msg.header.destination_prefix_length = spec.dst.map_or(0, |d| d.prefix_len());
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.kind = RouteType::Unicast;
-        msg.header.scope = if spec.scope_link {
-            RouteScope::Link
-        } else {
-            RouteScope::Universe
-        };
-        let table = spec.table.unwrap_or(RouteHeader::RT_TABLE_MAIN as u32);
-        if table < 256 {
-            msg.header.table = table as u8;
-        } else {
-            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
-            msg.attributes.push(RouteAttribute::Table(table));
-        }
-        if let Some(dst) = spec.dst {
-            msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::from(
-                    dst.network(),
-                )));
-        }
-        if let Some(gw) = spec.gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
-        }
-        if let Some(src) = spec.src {
-            msg.attributes
-                .push(RouteAttribute::PrefSource(RouteAddress::from(src)));
-        }
-        if let Some(oif) = spec.oif {
-            msg.attributes.push(RouteAttribute::Oif(oif));
-        }
-        if let Some(m) = spec.metric {
-            msg.attributes.push(RouteAttribute::Priority(m));
-        }
-        let mut metrics = Vec::new();
-        if let Some(mtu) = spec.mtu {
-            metrics.push(RouteMetric::Mtu(mtu));
-        }
-        if let Some(a) = spec.advmss {
-            metrics.push(RouteMetric::Advmss(a));
-        }
-        if !metrics.is_empty() {
-            msg.attributes.push(RouteAttribute::Metrics(metrics));
-        }
-        msg
-    }
+    #[test]
+    fn parses_bridge_and_macvlan_data_and_ignores_odd_addresses() {
+        let mut bridge = LinkMessage::default();
+        bridge.attributes = vec![
+            // Not an Ethernet address (e.g. an IP tunnel's): no MAC.
+            LinkAttribute::Address(vec![10, 0, 0, 1]),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])),
+            ]),
+        ];
+        let link = parse_link(bridge);
+        assert_eq!(link.mac, None);
+        assert_eq!(link.mac_string(), "");
+        assert_eq!(link.kind.as_deref(), Some("bridge"));
+        assert_eq!(link.vlan_filtering, Some(true));
+        assert!(!link.up);
 
-    pub fn add_route(&mut self, spec: &RouteSpec) -> Result<()> {
-        let msg = Self::route_message(spec);
-        let what = match spec.dst {
-            Some(d) => d.to_string(),
-            None => "default".into(),
-        };
-        self.request(
-            &format!("add route {what}"),
-            RouteNetlinkMessage::NewRoute(msg),
-            CREATE,
-        )
-        .map(|_| ())
-    }
+        let mut macvlan = LinkMessage::default();
+        macvlan.attributes = vec![LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                MacVlanMode::Vepa,
+            )])),
+        ])];
+        let link = parse_link(macvlan);
+        assert_eq!(link.kind.as_deref(), Some("macvlan"));
+        assert_eq!(link.macvlan_mode, Some(MacvlanMode::Vepa));
 
-    pub fn replace_route(&mut self, spec: &RouteSpec) -> Result<()> {
-        let msg = Self::route_message(spec);
-        self.request(
-            "replace route",
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .map(|_| ())
-    }
-
-    pub fn del_route(&mut self, spec: &RouteSpec) -> Result<()> {
-        let msg = Self::route_message(spec);
-        self.request(
-            "delete route",
-            RouteNetlinkMessage::DelRoute(msg),
-            NLM_F_ACK,
-        )
-        .map(|_| ())
-    }
-
-    /// Routes of the main table (and others), both families.
-    pub fn routes(&mut self) -> Result<Vec<RouteInfo>> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut q = RouteMessage::default();
-            q.header.address_family = family;
-            let msgs = self.request("list routes", RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
-            for m in msgs {
-                let RouteNetlinkMessage::NewRoute(r) = m else {
-                    continue;
-                };
-                let v4 = r.header.address_family == AddressFamily::Inet;
-                let mut dst = None;
-                let mut gateway = None;
-                let mut oif = None;
-                let mut table = r.header.table as u32;
-                for a in &r.attributes {
-                    match a {
-                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
-                            dst = Some(IpAddr::V4(*ip))
-                        }
-                        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
-                            dst = Some(IpAddr::V6(*ip))
-                        }
-                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => {
-                            gateway = Some(IpAddr::V4(*ip))
-                        }
-                        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => {
-                            gateway = Some(IpAddr::V6(*ip))
-                        }
-                        RouteAttribute::Oif(i) => oif = Some(*i),
-                        RouteAttribute::Table(t) => table = *t,
-                        _ => {}
-                    }
-                }
-                let base: IpAddr = if v4 {
-                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-                } else {
-                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-                };
-                let Ok(dst) = IpNet::new(dst.unwrap_or(base), r.header.destination_prefix_length)
-                else {
-                    continue;
-                };
-                out.push(RouteInfo {
-                    dst,
-                    gateway,
-                    oif,
-                    table,
-                });
-            }
-        }
-        Ok(out)
+        let mut other = LinkMessage::default();
+        other.attributes = vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Other("wireguard".into()),
+        )])];
+        assert_eq!(parse_link(other).kind.as_deref(), Some("wireguard"));
     }
 }

@@ -81,12 +81,10 @@ impl NetNs {
         self.enter_current_thread()?;
         let out = f();
         home.enter_current_thread().map_err(|e| match e {
-            Error::Netns { path, source } => Error::Netns {
-                path,
-                source: std::io::Error::new(
-                    source.kind(),
-                    format!("could not return from {}: {source}", self.path.display()),
-                ),
+            Error::Netns { path, source } => Error::NetnsReturn {
+                visited: self.path.display().to_string(),
+                home: path,
+                source,
             },
             other => other,
         })?;
@@ -115,5 +113,23 @@ impl NetNs {
                     })
                 })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_namespace_files_open() {
+        let e = NetNs::open("/dev/null").expect_err("not a namespace");
+        assert!(matches!(e, Error::Netns { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "network namespace /dev/null");
+
+        let e = NetNs::open("/run/netns/oxivirt-no-such-namespace").expect_err("missing");
+        assert!(e.is_not_found(), "{e:?}");
+
+        let ns = NetNs::current().expect("our own namespace");
+        assert_eq!(ns.path(), Path::new("/proc/thread-self/ns/net"));
     }
 }

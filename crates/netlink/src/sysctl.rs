@@ -49,3 +49,23 @@ pub fn read(key: &[&str]) -> Result<String> {
         .map(|s| s.trim().to_string())
         .map_err(|source| Error::Sysctl { key: path, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_paths_under_proc_sys() {
+        assert_eq!(
+            path_of(&["net", "ipv4", "conf", "eth0", "arp_notify"]),
+            "/proc/sys/net/ipv4/conf/eth0/arp_notify"
+        );
+        assert_eq!(
+            read(&["kernel", "ostype"]).expect("readable").as_str(),
+            "Linux"
+        );
+        let e = read(&["net", "oxivirt-no-such-key"]).expect_err("missing");
+        assert!(e.is_not_found(), "{e:?}");
+        assert_eq!(e.to_string(), "sysctl /proc/sys/net/oxivirt-no-such-key");
+    }
+}

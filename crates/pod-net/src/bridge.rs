@@ -5,14 +5,16 @@ use crate::bridge_firewall as fw;
 use crate::error::{Error, Result};
 use crate::iface;
 use ipnet::IpNet;
-use netlink_packet_route::link::InfoBridgePort;
 use oxivirt_cni_spec::env::validate_ifname;
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
 use oxivirt_cni_spec::trace::mark;
 use oxivirt_cni_spec::{parse_json, CniResult, Command, Interface, NetConf, Route};
 use oxivirt_firewall::{Firewall, NftCli, Owner};
 use oxivirt_ipam::plugin as ipam;
-use oxivirt_netlink::{format_mac, sysctl, Handle, Link, NetNs};
+use oxivirt_netlink::{
+    format_mac, sysctl, BridgeOptions, BridgePortOptions, BridgeVlan, Handle, Link, NetNs,
+    VethOptions,
+};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::sync::mpsc;
@@ -382,7 +384,11 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
             ..Default::default()
         },
         None => {
-            match host.add_bridge(name, cfg.mtu, vlan_filtering) {
+            match host.add_bridge(&BridgeOptions {
+                name,
+                mtu: cfg.mtu,
+                vlan_filtering,
+            }) {
                 Ok(()) => {}
                 Err(e) if e.is_exists() => {}
                 Err(e) => {
@@ -491,15 +497,15 @@ fn add_inner(
     let br = ensure_bridge(host, cfg, undo)?;
     mark("bridge ready");
     let veth_name = random_veth_name();
-    let veth = match host.add_veth(
-        &veth_name,
-        ifname,
-        cfg.mtu,
-        cfg.mac,
-        Some(ns.raw_fd()),
-        Some(br.index),
-        true,
-    ) {
+    let veth = match host.add_veth(&VethOptions {
+        name: &veth_name,
+        peer_name: ifname,
+        mtu: cfg.mtu,
+        peer_mac: cfg.mac,
+        peer_netns: Some(ns.fd()),
+        master: Some(br.index),
+        up: true,
+    }) {
         Ok(v) => v,
         // Only now tell the likely cause apart: checking first would cost every ADD.
         Err(e) if e.is_exists() && name_taken_in_container(helpers, ifname) => {
@@ -541,32 +547,35 @@ fn add_inner(
         let _ = sysctl::write_to(f, "0");
     }
     mark("veth created");
-    let mut port_opts = Vec::new();
-    if cfg.br.hairpin_mode {
-        port_opts.push(InfoBridgePort::HairpinMode(true));
-    }
-    if cfg.br.port_isolation {
-        port_opts.push(InfoBridgePort::Isolated(true));
-    }
-    if !port_opts.is_empty() {
-        host.set_port_options(veth.index, port_opts)?;
-    }
+    let port_opts = BridgePortOptions {
+        hairpin: cfg.br.hairpin_mode.then_some(true),
+        isolated: cfg.br.port_isolation.then_some(true),
+        ..Default::default()
+    };
+    host.set_port_options(veth.index, &port_opts)?;
     if (cfg.br.vlan != 0 || !cfg.vlans.is_empty()) && !cfg.br.preserve_default_vlan {
-        for (vid, _) in host.bridge_vlans(veth.index)? {
-            host.bridge_vlan(veth.index, vid, false, false, false)?;
+        for vlan in host.bridge_vlans(veth.index)? {
+            host.del_bridge_vlan(veth.index, vlan.vid)?;
         }
     }
     if cfg.br.vlan != 0 {
-        host.bridge_vlan(veth.index, cfg.br.vlan as u16, true, false, true)
-            .map_err(|e| {
-                Error::from(e).context(format!("failed to set vlan tag on {veth_name:?}"))
-            })?;
+        let tag = BridgeVlan {
+            vid: cfg.br.vlan as u16,
+            pvid: true,
+            untagged: true,
+        };
+        host.add_bridge_vlan(veth.index, &tag).map_err(|e| {
+            Error::from(e).context(format!("failed to set vlan tag on {veth_name:?}"))
+        })?;
     }
     for vid in &cfg.vlans {
-        host.bridge_vlan(veth.index, *vid, false, false, true)
-            .map_err(|e| {
-                Error::from(e).context(format!("failed to set trunk vlan on {veth_name:?}"))
-            })?;
+        let trunk = BridgeVlan {
+            vid: *vid,
+            ..Default::default()
+        };
+        host.add_bridge_vlan(veth.index, &trunk).map_err(|e| {
+            Error::from(e).context(format!("failed to set trunk vlan on {veth_name:?}"))
+        })?;
     }
     let mut gateway_mac = None;
 

@@ -5,7 +5,7 @@ use crate::iface;
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
 use oxivirt_cni_spec::{parse_json, CniResult, Command, Interface, NetConf};
 use oxivirt_ipam::plugin as ipam;
-use oxivirt_netlink::{Handle, MacvlanMode};
+use oxivirt_netlink::{Handle, MacvlanMode, MacvlanOptions};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,13 +148,20 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
             )));
         }
     }
-    let target_ns = (!cfg.mv.link_in_container).then(|| ns.raw_fd());
-    host.add_macvlan(ifname, master.index, cfg.mode, mtu, cfg.mac, target_ns)
-        .map_err(|e| {
-            Error::from(e).context(format!(
-                "failed to create macvlan {ifname} on {master_name}"
-            ))
-        })?;
+    let target_ns = (!cfg.mv.link_in_container).then(|| ns.fd());
+    host.add_macvlan(&MacvlanOptions {
+        name: ifname,
+        parent: master.index,
+        mode: cfg.mode,
+        mtu,
+        mac: cfg.mac,
+        netns: target_ns,
+    })
+    .map_err(|e| {
+        Error::from(e).context(format!(
+            "failed to create macvlan {ifname} on {master_name}"
+        ))
+    })?;
     let link = cont.require_link(ifname)?;
     let mut ipam_done = false;
     let res = (|| -> Result<CniResult> {

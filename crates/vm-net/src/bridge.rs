@@ -10,7 +10,7 @@
 use crate::naming::Names;
 use crate::{tap, Error, Result};
 use ipnet::{IpNet, Ipv4Net};
-use oxivirt_netlink::{sysctl, BridgePortOption, Handle, RouteSpec};
+use oxivirt_netlink::{sysctl, BridgeOptions, BridgePortOptions, Handle, RouteSpec};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -115,7 +115,11 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
     let br = match nl.link_by_name(&n.bridge)? {
         Some(l) => l,
         None => {
-            nl.add_bridge(&n.bridge, Some(state.mtu), false)?;
+            nl.add_bridge(&BridgeOptions {
+                name: &n.bridge,
+                mtu: Some(state.mtu),
+                vlan_filtering: false,
+            })?;
             nl.require_link(&n.bridge)?
         }
     };
@@ -151,7 +155,11 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
         nl.set_mac(nic.index, mac)?;
     }
     nl.set_master(nic.index, br.index)?;
-    nl.set_port_options(nic.index, vec![BridgePortOption::Learning(false)])?;
+    let no_learning = BridgePortOptions {
+        learning: Some(false),
+        ..Default::default()
+    };
+    nl.set_port_options(nic.index, &no_learning)?;
     nl.set_up(nic.index, true)?;
 
     if nl.link_by_name(&n.tap)?.is_none() {

@@ -8,7 +8,7 @@ use crate::naming::Names;
 use crate::{tap, Error, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use oxivirt_firewall::{Family, Firewall, Loading, Ruleset, Table};
-use oxivirt_netlink::{sysctl, Detached, Handle};
+use oxivirt_netlink::{sysctl, BridgeOptions, Detached, Handle};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
@@ -289,7 +289,11 @@ pub fn begin(
     let br = match nl.link_by_name(&n.bridge)? {
         Some(l) => l,
         None => {
-            nl.add_bridge(&n.bridge, Some(eth0.mtu), false)?;
+            nl.add_bridge(&BridgeOptions {
+                name: &n.bridge,
+                mtu: Some(eth0.mtu),
+                vlan_filtering: false,
+            })?;
             nl.require_link(&n.bridge)?
         }
     };
