@@ -3,18 +3,16 @@
 use oxivirt_testkit::cni_env as common;
 
 use common::{bridge_state, must, normalise, Env, Impl};
-use oxivirt_testkit::{eventually, require_root};
+use oxivirt_testkit::Cni;
+use oxivirt_testkit::{eventually, reference_plugins_or_skip, root_test, TestNs};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const DIFF_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
 const ALL_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
-#[test]
+#[root_test]
 fn seed_network_add_check_del_in_every_version() {
-    if !require_root("seed_network_add_check_del_in_every_version") {
-        return;
-    }
     for (i, v) in ALL_VERSIONS.iter().enumerate() {
         let env = Env::new();
         let conf = env.seed_conf(v, json!({}));
@@ -43,11 +41,7 @@ fn seed_network_add_check_del_in_every_version() {
         // The container side carries the address and the MAC the result reports.
         let link = &env.pod.ip_json(&["addr", "show", "dev", "net1"])[0];
         assert_eq!(link["address"], ifs[2]["mac"]);
-        assert!(link["addr_info"]
-            .as_array()
-            .expect("addrs")
-            .iter()
-            .any(|a| a["local"] == "192.168.100.2"));
+        assert!(common::has_addr(link, "192.168.100.2"));
         // The host side is a port of the bridge.
         let port = &env.node.ip_json(&[
             "link",
@@ -107,15 +101,9 @@ fn seed_network_add_check_del_in_every_version() {
 
 /// Runs the same configs through the reference and ours in twin namespaces and compares
 /// results and the state left behind.
-#[test]
+#[root_test]
 fn same_results_and_state_as_reference() {
-    if !require_root("same_results_and_state_as_reference") {
-        return;
-    }
-    if oxivirt_testkit::reference_plugins().is_none() {
-        eprintln!(
-            "SKIP same_results_and_state_as_reference: containernetworking-plugins not installed"
-        );
+    if reference_plugins_or_skip("same_results_and_state_as_reference").is_none() {
         return;
     }
     let variants: Vec<(&str, Value)> = vec![
@@ -170,14 +158,9 @@ fn same_results_and_state_as_reference() {
     }
 }
 
-#[test]
+#[root_test]
 fn mixed_use_with_reference_host_local() {
-    if !require_root("mixed_use_with_reference_host_local")
-        || oxivirt_testkit::reference_plugins().is_none()
-    {
-        eprintln!(
-            "SKIP mixed_use_with_reference_host_local: needs root and containernetworking-plugins"
-        );
+    if reference_plugins_or_skip("mixed_use_with_reference_host_local").is_none() {
         return;
     }
     let env = Env::new();
@@ -212,11 +195,8 @@ fn mixed_use_with_reference_host_local() {
     assert!(env.allocations("multus-br").is_empty());
 }
 
-#[test]
+#[root_test]
 fn failed_add_leaves_nothing_behind() {
-    if !require_root("failed_add_leaves_nothing_behind") {
-        return;
-    }
     // 1. Pool exhausted: the only address is taken.
     let env = Env::new();
     let conf = env.seed_conf(
@@ -265,23 +245,12 @@ fn failed_add_leaves_nothing_behind() {
     // 3. Netns gone: code 3, nothing created.
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
-    let gone = std::path::PathBuf::from("/run/netns/oxivirt-does-not-exist");
-    let bin = common::our_dir().join("bridge");
-    let cni_path = common::our_dir().display().to_string();
-    let out = oxivirt_testkit::run_cni(
-        &oxivirt_testkit::CniCall {
-            plugin: &bin,
-            command: "ADD",
-            container_id: "c1",
-            netns: Some(&gone),
-            ifname: "net1",
-            args: "",
-            cni_path: &cni_path,
-            node: Some(&env.node),
-            extra_env: vec![],
-        },
-        &conf.to_string(),
-    );
+    let out = env
+        .cni(Impl::Ours, "bridge")
+        .netns("/run/netns/oxivirt-does-not-exist")
+        .container("c1")
+        .ifname("net1")
+        .run("ADD", &conf);
     assert_eq!(out.code(), 3, "{}", out.stdout);
     assert_eq!(env.node_links(), vec!["lo"]);
     assert!(env.allocations("multus-br").is_empty());
@@ -325,11 +294,8 @@ fn failed_add_leaves_nothing_behind() {
     );
 }
 
-#[test]
+#[root_test]
 fn del_is_idempotent_and_releases_without_netns() {
-    if !require_root("del_is_idempotent_and_releases_without_netns") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
     must(
@@ -350,15 +316,8 @@ fn del_is_idempotent_and_releases_without_netns() {
     );
 }
 
-#[test]
+#[root_test("nft")]
 fn ip_masq_and_macspoofchk_rules_come_and_go() {
-    if !require_root("ip_masq_and_macspoofchk_rules_come_and_go") {
-        return;
-    }
-    if oxivirt_testkit::which("nft").is_none() {
-        eprintln!("SKIP ip_masq_and_macspoofchk_rules_come_and_go: nft not installed");
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf(
         "1.0.0",
@@ -391,11 +350,8 @@ fn ip_masq_and_macspoofchk_rules_come_and_go() {
     assert!(!rules.contains("oxivirt:multus-br:c1:net1"), "{rules}");
 }
 
-#[test]
+#[root_test("nft")]
 fn gc_and_status() {
-    if !require_root("gc_and_status") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.1.0", json!({"ipMasq": true, "ipam": {"rangeStart": "192.168.100.10", "rangeEnd": "192.168.100.12"}}));
     for (id, ifn) in [("a", "net1"), ("b", "net2"), ("c", "net3")] {
@@ -421,11 +377,8 @@ fn gc_and_status() {
     );
 }
 
-#[test]
+#[root_test]
 fn port_options_and_l2() {
-    if !require_root("port_options_and_l2") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf(
         "1.0.0",
@@ -469,12 +422,9 @@ fn port_options_and_l2() {
 }
 
 /// Bridge VLAN filtering is implemented; whether this kernel has it decides if it runs.
-#[test]
+#[root_test]
 fn vlan_access_and_trunk() {
-    if !require_root("vlan_access_and_trunk") {
-        return;
-    }
-    let probe = oxivirt_testkit::TestNs::new("oxv");
+    let probe = TestNs::new("oxv");
     let ok = probe
         .exec(&[
             "ip",
@@ -489,8 +439,10 @@ fn vlan_access_and_trunk() {
         .status
         .success();
     if !ok {
-        eprintln!("SKIP vlan_access_and_trunk: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)");
-        return;
+        return oxivirt_testkit::skip(
+            "vlan_access_and_trunk",
+            "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+        );
     }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({"vlan": 100, "preserveDefaultVlan": false}));
@@ -517,11 +469,8 @@ fn vlan_access_and_trunk() {
 
 /// DEL frees the interface name at once and the kernel deletes the pair in the background;
 /// an immediate re-ADD with the same name works.
-#[test]
+#[root_test]
 fn del_frees_the_name_at_once_and_the_pair_goes() {
-    if !require_root("del_frees_the_name_at_once_and_the_pair_goes") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
     for round in 0..3 {
@@ -566,15 +515,9 @@ fn del_frees_the_name_at_once_and_the_pair_goes() {
 
 /// An IPAM type we do not implement in-process is exec'd from CNI_PATH with the CNI
 /// environment (here the reference host-local under another name).
-#[test]
+#[root_test]
 fn delegates_to_an_exec_ipam_plugin() {
-    if !require_root("delegates_to_an_exec_ipam_plugin") {
-        return;
-    }
-    let Some(reference) = oxivirt_testkit::reference_plugins() else {
-        eprintln!(
-            "SKIP delegates_to_an_exec_ipam_plugin: containernetworking-plugins not installed"
-        );
+    let Some(reference) = reference_plugins_or_skip("delegates_to_an_exec_ipam_plugin") else {
         return;
     };
     let env = Env::new();
@@ -586,38 +529,21 @@ fn delegates_to_an_exec_ipam_plugin() {
     )
     .expect("link");
     let conf = env.seed_conf("1.0.0", json!({"ipam": {"type": "third-party-ipam"}}));
-    let cni_path = bin.path().display().to_string();
-    let plugin = bin.path().join("bridge");
-    let netns = env.pod.path();
-    let call = |cmd: &'static str| {
-        oxivirt_testkit::run_cni(
-            &oxivirt_testkit::CniCall {
-                plugin: &plugin,
-                command: cmd,
-                container_id: "x1",
-                netns: Some(&netns),
-                ifname: "net1",
-                args: "",
-                cni_path: &cni_path,
-                node: Some(&env.node),
-                extra_env: vec![],
-            },
-            &conf.to_string(),
-        )
-    };
-    let out = must(call("ADD"), "ADD via exec'd IPAM");
+    let cni = Cni::new(bin.path(), "bridge")
+        .in_node(&env.node)
+        .netns(env.pod.path())
+        .container("x1")
+        .ifname("net1");
+    let out = must(cni.run("ADD", &conf), "ADD via exec'd IPAM");
     assert_eq!(out.json()["ips"][0]["address"], "192.168.100.2/24");
     assert_eq!(env.allocations("multus-br"), vec!["192.168.100.2"]);
-    must(call("DEL"), "DEL via exec'd IPAM");
+    must(cni.run("DEL", &conf), "DEL via exec'd IPAM");
     assert!(env.allocations("multus-br").is_empty());
 }
 
 /// The container MAC comes from CNI_ARGS, args.cni or runtimeConfig; later ones win.
-#[test]
+#[root_test]
 fn mac_sources_and_precedence() {
-    if !require_root("mac_sources_and_precedence") {
-        return;
-    }
     let env = Env::new();
     let cases = [
         (
@@ -650,11 +576,8 @@ fn mac_sources_and_precedence() {
 }
 
 /// A link with the bridge's name that is not a bridge is refused, and nothing is left.
-#[test]
+#[root_test]
 fn existing_non_bridge_is_refused() {
-    if !require_root("existing_non_bridge_is_refused") {
-        return;
-    }
     let env = Env::new();
     env.node.sh(&[
         "ip",
@@ -672,21 +595,20 @@ fn existing_non_bridge_is_refused() {
 
 /// A master that takes ports but is no bridge (a bond): the veth joins it in the creating
 /// request, the check after it refuses the ADD and rolls everything back.
-#[test]
+#[root_test]
 fn existing_bond_is_refused_after_the_veth_joined() {
-    if !require_root("existing_bond_is_refused_after_the_veth_joined") {
-        return;
-    }
     let env = Env::new();
     let made = env
         .node
         .exec(&["ip", "link", "add", "multus-bridge", "type", "bond"]);
     if !made.status.success() {
-        eprintln!(
-            "SKIP existing_bond_is_refused_after_the_veth_joined: this kernel cannot make a bond ({})",
-            String::from_utf8_lossy(&made.stderr).trim()
+        return oxivirt_testkit::skip(
+            "existing_bond_is_refused_after_the_veth_joined",
+            &format!(
+                "this kernel cannot make a bond ({})",
+                String::from_utf8_lossy(&made.stderr).trim()
+            ),
         );
-        return;
     }
     refused_as_not_a_bridge(&env, &["lo", "multus-bridge"]);
 }
@@ -716,34 +638,18 @@ fn refused_as_not_a_bridge(env: &Env, node_links: &[&str]) {
 
 /// 64 bridge ADDs in parallel on one network, each into its own pod namespace: distinct
 /// addresses, 64 ports on the bridge, and 64 parallel DELs leave nothing.
-#[test]
+#[root_test]
 fn sixty_four_parallel_bridge_adds() {
-    if !require_root("sixty_four_parallel_bridge_adds") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
-    let pods: Vec<oxivirt_testkit::TestNs> = (0..64)
-        .map(|_| oxivirt_testkit::TestNs::new("oxq"))
-        .collect();
-    let bin = common::our_dir().join("bridge");
-    let cni_path = common::our_dir().display().to_string();
-    let call = |cmd: &'static str, i: usize| {
-        let netns = pods[i].path();
-        oxivirt_testkit::run_cni(
-            &oxivirt_testkit::CniCall {
-                plugin: &bin,
-                command: cmd,
-                container_id: &format!("par{i}"),
-                netns: Some(&netns),
-                ifname: "net1",
-                args: "",
-                cni_path: &cni_path,
-                node: Some(&env.node),
-                extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", env.index_dir())],
-            },
-            &conf.to_string(),
-        )
+    let pods: Vec<TestNs> = (0..64).map(|_| TestNs::new("oxq")).collect();
+    let bridge = env.cni(Impl::Ours, "bridge").ifname("net1");
+    let call = |cmd: &str, i: usize| {
+        bridge
+            .clone()
+            .netns(pods[i].path())
+            .container(&format!("par{i}"))
+            .run(cmd, &conf)
     };
     let outs: Vec<_> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..64).map(|i| s.spawn(move || call("ADD", i))).collect();
@@ -783,13 +689,10 @@ fn sixty_four_parallel_bridge_adds() {
 
 /// `enabledad` turns duplicate address detection on for the container interface (off by
 /// default, as the reference), and IPv6 addresses then go through DAD.
-#[test]
+#[root_test]
 fn enabledad_sets_the_container_sysctls() {
-    if !require_root("enabledad_sets_the_container_sysctls") {
-        return;
-    }
     let env = Env::new();
-    let sysctl = |ns: &oxivirt_testkit::TestNs, k: &str| {
+    let sysctl = |ns: &TestNs, k: &str| {
         ns.sh(&["cat", &format!("/proc/sys/{k}")])
             .trim()
             .to_string()

@@ -3,10 +3,11 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use oxivirt_testkit::{run_cni, CniCall, CniOutput};
+use oxivirt_testkit::{reference_plugins_or_skip, Cni, CniOutput};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+/// Runs an IPAM plugin on its own, as a main plugin would exec it (no namespace involved).
 fn call(
     dir: &Path,
     plugin: &str,
@@ -16,30 +17,15 @@ fn call(
     args: &str,
     conf: &Value,
 ) -> CniOutput {
-    let bin = dir.join(plugin);
-    let netns = PathBuf::from("/var/run/netns/unused-by-ipam");
-    let cni_path = dir.display().to_string();
-    run_cni(
-        &CniCall {
-            plugin: &bin,
-            command: cmd,
-            container_id: id,
-            netns: Some(&netns),
-            ifname,
-            args,
-            cni_path: &cni_path,
-            node: None,
-            // Keep our index beside the test's data (removed with it), not in /run.
-            extra_env: vec![(
-                "OXIVIRT_IPAM_INDEX_DIR",
-                format!(
-                    "{}/.index",
-                    conf["ipam"]["dataDir"].as_str().unwrap_or("/tmp")
-                ),
-            )],
-        },
-        &conf.to_string(),
-    )
+    let data = conf["ipam"]["dataDir"].as_str().unwrap_or("/tmp");
+    Cni::new(dir, plugin)
+        .netns("/var/run/netns/unused-by-ipam")
+        .container(id)
+        .ifname(ifname)
+        .args(args)
+        // Keep our index beside the test's data (removed with it), not in /run.
+        .env("OXIVIRT_IPAM_INDEX_DIR", format!("{data}/.index"))
+        .run(cmd, conf)
 }
 
 fn conf(version: &str, data: &Path, ipam: Value) -> Value {
@@ -51,8 +37,8 @@ fn conf(version: &str, data: &Path, ipam: Value) -> Value {
 
 #[test]
 fn results_match_reference_in_every_version() {
-    let Some(reference) = oxivirt_testkit::reference_plugins() else {
-        eprintln!("SKIP results_match_reference_in_every_version: containernetworking-plugins not installed");
+    let Some(reference) = reference_plugins_or_skip("results_match_reference_in_every_version")
+    else {
         return;
     };
     let resolv = tempfile::NamedTempFile::new().expect("resolv");
@@ -161,8 +147,8 @@ fn sixty_four_parallel_adds_never_share_an_address() {
 
 #[test]
 fn mixed_allocation_and_release_with_reference() {
-    let Some(reference) = oxivirt_testkit::reference_plugins() else {
-        eprintln!("SKIP mixed_allocation_and_release_with_reference: containernetworking-plugins not installed");
+    let Some(reference) = reference_plugins_or_skip("mixed_allocation_and_release_with_reference")
+    else {
         return;
     };
     let ours = common::our_dir();
@@ -206,8 +192,7 @@ fn mixed_allocation_and_release_with_reference() {
 
 #[test]
 fn static_matches_reference() {
-    let Some(reference) = oxivirt_testkit::reference_plugins() else {
-        eprintln!("SKIP static_matches_reference: containernetworking-plugins not installed");
+    let Some(reference) = reference_plugins_or_skip("static_matches_reference") else {
         return;
     };
     let ipam = json!({"type": "static",

@@ -4,7 +4,7 @@
 use oxivirt_testkit::cni_env as common;
 
 use common::{must, normalise, Env, Impl};
-use oxivirt_testkit::require_root;
+use oxivirt_testkit::{reference_plugins_or_skip, root_test};
 use serde_json::{json, Value};
 
 fn macvlan_env() -> Env {
@@ -48,13 +48,9 @@ fn state(env: &Env) -> Value {
     })
 }
 
-#[test]
+#[root_test]
 fn macvlan_matches_reference() {
-    if !require_root("macvlan_matches_reference") {
-        return;
-    }
-    if oxivirt_testkit::reference_plugins().is_none() {
-        eprintln!("SKIP macvlan_matches_reference: containernetworking-plugins not installed");
+    if reference_plugins_or_skip("macvlan_matches_reference").is_none() {
         return;
     }
     let variants = [
@@ -102,11 +98,8 @@ fn macvlan_matches_reference() {
     }
 }
 
-#[test]
+#[root_test]
 fn macvlan_passthru_mac_and_failures() {
-    if !require_root("macvlan_passthru_mac_and_failures") {
-        return;
-    }
     let env = macvlan_env();
     let c = conf(
         &env,

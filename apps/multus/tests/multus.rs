@@ -5,7 +5,7 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use oxivirt_testkit::{eventually, require_root, run_cni, CniCall, CniOutput, TestNs};
+use oxivirt_testkit::{eventually, reference_plugins_or_skip, root_test, Cni, CniOutput, TestNs};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,8 +17,10 @@ struct Pod {
 }
 
 impl Pod {
-    fn new() -> Option<Self> {
-        let reference = oxivirt_testkit::reference_plugins()?;
+    /// The pod and its node for `test`; `None` (after a skip line) without the reference
+    /// plugins, whose macvlan stands in for a third-party delegate.
+    fn new(test: &str) -> Option<Self> {
+        let reference = reference_plugins_or_skip(test)?;
         let p = Pod {
             node: TestNs::new("oxmn"),
             pod: TestNs::new("oxmp"),
@@ -86,30 +88,19 @@ impl Pod {
     }
 
     fn run(&self, cmd: &str, conf: &Value) -> CniOutput {
-        self.run_env(cmd, conf, vec![])
+        self.run_env(cmd, conf, &[])
     }
 
-    fn run_env(&self, cmd: &str, conf: &Value, mut env: Vec<(&'static str, String)>) -> CniOutput {
-        let bin = self.bin().join("multus");
-        let netns = self.pod.path();
-        let path = self.bin().display().to_string();
-        run_cni(
-            &CniCall {
-                plugin: &bin,
-                command: cmd,
-                container_id: "c0ffee",
-                netns: Some(&netns),
-                ifname: "eth0",
-                args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1",
-                cni_path: &path,
-                node: Some(&self.node),
-                extra_env: {
-                    env.push(("OXIVIRT_IPAM_INDEX_DIR", self.path("index")));
-                    env
-                },
-            },
-            &conf.to_string(),
-        )
+    fn run_env(&self, cmd: &str, conf: &Value, env: &[(&str, String)]) -> CniOutput {
+        let multus = Cni::new(&self.bin(), "multus")
+            .in_node(&self.node)
+            .netns(self.pod.path())
+            .container("c0ffee")
+            .args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1")
+            .env("OXIVIRT_IPAM_INDEX_DIR", self.path("index"));
+        env.iter()
+            .fold(multus, |c, (k, v)| c.env(k, v.clone()))
+            .run(cmd, conf)
     }
 
     /// The state of a mocked API service holding this pod and the multus-br NAD.
@@ -166,13 +157,9 @@ impl Pod {
     }
 }
 
-#[test]
+#[root_test]
 fn pod_with_cluster_network_and_two_secondaries() {
-    if !require_root("pod_with_cluster_network_and_two_secondaries") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP pod_with_cluster_network_and_two_secondaries: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("pod_with_cluster_network_and_two_secondaries") else {
         return;
     };
     p.put_pod("multus-br, default/macvlan-net@ext1");
@@ -242,13 +229,9 @@ fn pod_with_cluster_network_and_two_secondaries() {
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
 }
 
-#[test]
+#[root_test]
 fn failing_delegate_rolls_back_the_others() {
-    if !require_root("failing_delegate_rolls_back_the_others") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP failing_delegate_rolls_back_the_others: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("failing_delegate_rolls_back_the_others") else {
         return;
     };
     let store = oxivirt_multus_core::source::DirSource::new(p.path("store"));
@@ -279,13 +262,9 @@ fn failing_delegate_rolls_back_the_others() {
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
 }
 
-#[test]
+#[root_test]
 fn bad_annotations_and_nads_name_the_pod_and_network() {
-    if !require_root("bad_annotations_and_nads_name_the_pod_and_network") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP bad_annotations_and_nads_name_the_pod_and_network: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("bad_annotations_and_nads_name_the_pod_and_network") else {
         return;
     };
     // The seed's NAD, verbatim (its quote is never closed).
@@ -326,13 +305,9 @@ fn bad_annotations_and_nads_name_the_pod_and_network() {
     }
 }
 
-#[test]
+#[root_test]
 fn gc_repairs_a_lost_del() {
-    if !require_root("gc_repairs_a_lost_del") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP gc_repairs_a_lost_del: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("gc_repairs_a_lost_del") else {
         return;
     };
     p.put_pod("multus-br");
@@ -351,13 +326,9 @@ fn gc_repairs_a_lost_del() {
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
 }
 
-#[test]
+#[root_test]
 fn readiness_gate_and_del_from_the_store_without_cache() {
-    if !require_root("readiness_gate_and_del_from_the_store_without_cache") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP readiness_gate_and_del_from_the_store_without_cache: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("readiness_gate_and_del_from_the_store_without_cache") else {
         return;
     };
     p.put_pod("multus-br");
@@ -388,13 +359,9 @@ fn readiness_gate_and_del_from_the_store_without_cache() {
 }
 
 /// `default-route` moves the pod's default route to the selected network.
-#[test]
+#[root_test]
 fn default_route_moves_to_the_selected_network() {
-    if !require_root("default_route_moves_to_the_selected_network") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP default_route_moves_to_the_selected_network: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("default_route_moves_to_the_selected_network") else {
         return;
     };
     // Without it, the cluster network (isDefaultGateway) carries the default route.
@@ -446,13 +413,9 @@ fn default_route_moves_to_the_selected_network() {
 }
 
 /// The same pod through the Kubernetes backend, against the mocked API service.
-#[test]
+#[root_test]
 fn kubernetes_backend_against_a_mocked_api_service() {
-    if !require_root("kubernetes_backend_against_a_mocked_api_service") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP kubernetes_backend_against_a_mocked_api_service: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("kubernetes_backend_against_a_mocked_api_service") else {
         return;
     };
     let state = p.mock_api("tok-1");
@@ -530,13 +493,9 @@ fn kubernetes_backend_against_a_mocked_api_service() {
 /// A NAD holding a conflist: the chain runs with prevResult (our macvlan is not in the bin
 /// dir here, so the reference macvlan + reference tuning), and DEL runs it in reverse. A
 /// DEL that fails keeps the cache so a retry can finish.
-#[test]
+#[root_test]
 fn conflist_delegate_and_failed_del_keeps_the_cache() {
-    if !require_root("conflist_delegate_and_failed_del_keeps_the_cache") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP conflist_delegate_and_failed_del_keeps_the_cache: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("conflist_delegate_and_failed_del_keeps_the_cache") else {
         return;
     };
     let reference = oxivirt_testkit::reference_plugins().expect("reference");
@@ -572,13 +531,9 @@ fn conflist_delegate_and_failed_del_keeps_the_cache() {
 
 /// The Kubernetes backend over TLS (CA from the kubeconfig), and in-cluster (service
 /// account token and CA, KUBERNETES_SERVICE_HOST/PORT), against the mocked API service.
-#[test]
+#[root_test]
 fn kubernetes_backend_over_tls_and_in_cluster() {
-    if !require_root("kubernetes_backend_over_tls_and_in_cluster") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP kubernetes_backend_over_tls_and_in_cluster: containernetworking-plugins not installed");
+    let Some(p) = Pod::new("kubernetes_backend_over_tls_and_in_cluster") else {
         return;
     };
     use base64::Engine;
@@ -629,9 +584,9 @@ fn kubernetes_backend_over_tls_and_in_cluster() {
         ("KUBERNETES_SERVICE_PORT", port.to_string()),
         ("OXIVIRT_SERVICEACCOUNT_DIR", sa.clone()),
     ];
-    let out = p.run_env("ADD", &conf, env.clone());
+    let out = p.run_env("ADD", &conf, &env);
     assert!(out.ok, "in-cluster: {} {}", out.stdout, out.stderr);
     assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
-    assert!(p.run_env("DEL", &conf, env).ok);
+    assert!(p.run_env("DEL", &conf, &env).ok);
     assert!(p.allocations().is_empty());
 }

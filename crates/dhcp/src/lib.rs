@@ -2,6 +2,8 @@
 //! only that MAC, only with that address, and treats every packet as hostile input:
 //! anything malformed is dropped and counted, never answered.
 
+#[cfg(any(test, feature = "fixture"))]
+pub mod fixture;
 mod server;
 mod socket;
 pub mod v6;

@@ -319,14 +319,7 @@ pub fn serve_ra(
 mod tests {
     use super::*;
 
-    fn lease() -> Lease6 {
-        Lease6 {
-            address: "fd10:0:2::2".parse().expect("ip"),
-            dns: vec!["fd00::a".parse().expect("ip")],
-            server_mac: [2, 0, 0, 0, 0, 0],
-            valid_secs: 3600,
-        }
-    }
+    use crate::fixture::{seed_lease6 as lease, Mutator};
 
     fn req(kind: MessageType, opts: Vec<DhcpOption>) -> Vec<u8> {
         let mut m = Message::new_with_id(kind, [1, 2, 3]);
@@ -441,20 +434,10 @@ mod tests {
             )
         })
         .collect();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut packets = Mutator::new(seeds, 0x2545_f491_4f6c_dd1d, 6);
         let mut s = Server6::new(lease());
         for _ in 0..20_000 {
-            let mut p = seeds[(next() % seeds.len() as u64) as usize].clone();
-            for _ in 0..(1 + next() % 6) {
-                let i = (next() % p.len() as u64) as usize;
-                p[i] = next() as u8;
-            }
+            let p = packets.packet();
             if let Some(reply) = s.handle(&p) {
                 assert!(Message::decode(&mut Decoder::new(&reply)).is_ok());
             }
