@@ -3,8 +3,9 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use oxivirt_testkit::{reference_plugins_or_skip, Cni, CniOutput};
+use oxivirt_testkit::{parallel, reference_plugins_or_skip, Cni, CniOutput};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Runs an IPAM plugin on its own, as a main plugin would exec it (no namespace involved).
@@ -91,32 +92,19 @@ fn sixty_four_parallel_adds_never_share_an_address() {
     let data = tempfile::tempdir().expect("tmp");
     let c = conf("1.0.0", data.path(), json!({"subnet": "10.40.0.0/24"}));
     let dir = common::our_dir();
-    let outs: Vec<CniOutput> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..64)
-            .map(|i| {
-                let (dir, c) = (&dir, &c);
-                s.spawn(move || call(dir, "host-local", "ADD", &format!("ctr{i}"), "eth0", "", c))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
-    });
-    let mut ips: Vec<String> = outs
-        .iter()
-        .map(|o| {
-            assert!(o.ok, "{} {}", o.stdout, o.stderr);
-            o.json()["ips"][0]["address"]
-                .as_str()
-                .expect("address")
-                .to_string()
-        })
-        .collect();
-    ips.sort();
-    let n = ips.len();
-    ips.dedup();
-    assert_eq!(ips.len(), n, "an address was handed out twice");
+    let add = |i: usize| {
+        call(
+            &dir,
+            "host-local",
+            "ADD",
+            &format!("ctr{i}"),
+            "eth0",
+            "",
+            &c,
+        )
+    };
+    let ips: BTreeSet<String> = parallel(64, |i| add(i).address()).into_iter().collect();
+    assert_eq!(ips.len(), 64, "an address was handed out twice");
     // The store agrees: 64 files, each naming a distinct container.
     let mut owners: Vec<String> = std::fs::read_dir(data.path().join("multus-br"))
         .expect("store")
@@ -129,13 +117,17 @@ fn sixty_four_parallel_adds_never_share_an_address() {
     owners.dedup();
     assert_eq!(owners.len(), 64);
     // And parallel DELs free everything.
-    std::thread::scope(|s| {
-        for i in 0..64 {
-            let (dir, c) = (&dir, &c);
-            s.spawn(move || {
-                assert!(call(dir, "host-local", "DEL", &format!("ctr{i}"), "eth0", "", c).ok)
-            });
-        }
+    parallel(64, |i| {
+        call(
+            &dir,
+            "host-local",
+            "DEL",
+            &format!("ctr{i}"),
+            "eth0",
+            "",
+            &c,
+        )
+        .must("DEL")
     });
     let left = std::fs::read_dir(data.path().join("multus-br"))
         .expect("store")

@@ -9,7 +9,9 @@ use proc_macro::{Delimiter, Group, Ident, Literal, Punct, Spacing, Span, TokenSt
 /// privileges says what it did not test instead of failing or hiding it.
 ///
 /// String arguments name further commands the test needs on `PATH`
-/// (`#[root_test("nft", "busybox")]`); a missing one skips the same way.
+/// (`#[root_test("nft", "busybox")]`), and `reference` asks for Debian's reference CNI
+/// plugins (which the test then finds with `oxivirt_testkit::reference_plugins()`); a
+/// missing one skips the same way.
 #[proc_macro_attribute]
 pub fn root_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr, item) {
@@ -19,7 +21,7 @@ pub fn root_test(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand(attr: TokenStream, item: TokenStream) -> Result<TokenStream, String> {
-    let tools = tool_names(attr)?;
+    let needs = Needs::parse(attr)?;
     let mut tokens: Vec<TokenTree> = item.into_iter().collect();
     let name = fn_name(&tokens).ok_or("#[root_test] goes on a `fn`")?;
     let Some(TokenTree::Group(body)) = tokens.pop() else {
@@ -28,13 +30,17 @@ fn expand(attr: TokenStream, item: TokenStream) -> Result<TokenStream, String> {
     if body.delimiter() != Delimiter::Brace {
         return Err("#[root_test]: the function has no body".into());
     }
-    // `if !::oxivirt_testkit::require_root(concat!(module_path!(), "::", name), &[..]) { return; }`
-    let guard: TokenStream = format!(
-        "if !::oxivirt_testkit::require_root(concat!(module_path!(), \"::{name}\"), &[{}]) {{ return; }}",
-        tools.join(", ")
-    )
-    .parse()
-    .map_err(|e| format!("#[root_test]: {e}"))?;
+    let test = format!("concat!(module_path!(), \"::{name}\")");
+    let mut guard = format!(
+        "if !::oxivirt_testkit::require_root({test}, &[{}]) {{ return; }}",
+        needs.tools.join(", ")
+    );
+    if needs.reference {
+        guard.push_str(&format!(
+            "if ::oxivirt_testkit::reference_plugins_or_skip({test}).is_none() {{ return; }}"
+        ));
+    }
+    let guard: TokenStream = guard.parse().map_err(|e| format!("#[root_test]: {e}"))?;
     let mut new_body = guard;
     new_body.extend(body.stream());
     let mut out: TokenStream = "#[test]"
@@ -45,21 +51,36 @@ fn expand(attr: TokenStream, item: TokenStream) -> Result<TokenStream, String> {
     Ok(out)
 }
 
-/// The string literals of the attribute, as source text (quotes included).
-fn tool_names(attr: TokenStream) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    for tt in attr {
-        match tt {
-            TokenTree::Literal(l) if l.to_string().starts_with('"') => names.push(l.to_string()),
-            TokenTree::Punct(p) if p.as_char() == ',' => {}
-            other => {
-                return Err(format!(
-                    "#[root_test]: expected command names as strings, found `{other}`"
-                ))
+/// What the attribute asks for besides root and iproute2.
+struct Needs {
+    /// Commands, as string literals in source form (quotes included).
+    tools: Vec<String>,
+    reference: bool,
+}
+
+impl Needs {
+    fn parse(attr: TokenStream) -> Result<Self, String> {
+        let mut needs = Needs {
+            tools: Vec::new(),
+            reference: false,
+        };
+        for tt in attr {
+            match tt {
+                TokenTree::Literal(l) if l.to_string().starts_with('"') => {
+                    needs.tools.push(l.to_string())
+                }
+                TokenTree::Ident(i) if i.to_string() == "reference" => needs.reference = true,
+                TokenTree::Punct(p) if p.as_char() == ',' => {}
+                other => {
+                    return Err(format!(
+                        "#[root_test]: expected `reference` or command names as strings, \
+                         found `{other}`"
+                    ))
+                }
             }
         }
+        Ok(needs)
     }
-    Ok(names)
 }
 
 /// The identifier after `fn`.

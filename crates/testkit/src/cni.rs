@@ -156,6 +156,28 @@ impl CniOutput {
             .to_string()
     }
 
+    /// The first address of a successful result (`ips[0].address`); panics without one.
+    #[track_caller]
+    pub fn address(&self) -> String {
+        let r = self.json();
+        r["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address in {r} / {}", self.stderr))
+            .to_string()
+    }
+
+    /// Asserts the call failed with a message containing `says`.
+    #[track_caller]
+    pub fn must_fail(self, says: &str) -> Self {
+        assert!(
+            !self.ok && self.msg().contains(says),
+            "expected a failure saying {says:?}: stdout={} stderr={}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
     /// Asserts the call succeeded, showing what the plugin printed if not.
     #[track_caller]
     pub fn must(self, what: &str) -> Self {

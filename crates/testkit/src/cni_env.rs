@@ -308,12 +308,6 @@ pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Asserts a plugin call succeeded, showing what it printed if not.
-#[track_caller]
-pub fn must(out: CniOutput, what: &str) -> CniOutput {
-    out.must(what)
-}
-
 /// Whether a link of `ip -j addr show` carries `addr` (`"10.0.0.1"`, or with the prefix
 /// length, `"10.0.0.1/24"`).
 pub fn has_addr(link: &Value, addr: &str) -> bool {

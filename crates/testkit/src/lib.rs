@@ -194,6 +194,19 @@ pub fn our_plugins_dir(bin: &Path) -> PathBuf {
     dir
 }
 
+/// Runs `f(0)` .. `f(n - 1)` on `n` threads at once and returns what they gave, in order
+/// (for races: parallel ADDs into one store).
+pub fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held. For state the
 /// kernel finishes asynchronously (a retired veth's deletion), never as a stand-in for a
 /// result the code under test should already have produced.
