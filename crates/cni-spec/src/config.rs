@@ -3,37 +3,13 @@
 //! Every plugin reads its own typed config from stdin; the fields every plugin shares
 //! live in [`NetConf`]. Parse errors name the offending field path and the position.
 
-use crate::error::{CniError, ErrorCode};
+use crate::decode::parse_json;
+use crate::error::CniError;
 use crate::result::Dns;
 use crate::version::Version;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// Decodes JSON into `T`, reporting the failing field path, line and column.
-///
-/// Malformed JSON is a decoding failure (6); JSON of the wrong shape is an invalid
-/// network config (7), as with the reference plugins.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CniError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let code = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                ErrorCode::DecodingFailure
-            }
-            _ => ErrorCode::InvalidNetworkConfig,
-        };
-        let at = if path == "." || path == "?" || path.is_empty() {
-            String::new()
-        } else {
-            format!(" field `{path}`")
-        };
-        CniError::new(code, format!("{what}:{at} {inner}"))
-    })
-}
 
 /// The `ipam` section as far as the calling plugin needs to know it.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -43,26 +19,19 @@ pub struct IpamConf {
 }
 
 /// Fields common to every plugin's network configuration.
+/// Every field may be missing: [`NetConf::load`] says which missing ones are errors.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct NetConf {
-    #[serde(default)]
     pub cni_version: String,
-    #[serde(default)]
     pub name: String,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub plugin_type: String,
-    #[serde(default)]
     pub capabilities: BTreeMap<String, bool>,
-    #[serde(default)]
     pub ipam: Option<IpamConf>,
-    #[serde(default)]
     pub dns: Option<Dns>,
-    #[serde(default)]
     pub runtime_config: Option<Value>,
-    #[serde(default)]
     pub prev_result: Option<Value>,
-    #[serde(default)]
     pub args: Option<Value>,
 }
 
@@ -70,9 +39,7 @@ impl NetConf {
     /// Parses and validates the common fields; returns the requested spec version too.
     pub fn load(bytes: &[u8]) -> Result<(Self, Version), CniError> {
         let conf: NetConf = parse_json(bytes, "network config")?;
-        let version = Version::parse(&conf.cni_version)
-            .map_err(|e| e.context("network config: field `cniVersion`"))?;
-        validate_network_name(&conf.name)?;
+        let version = version_and_name("network config", &conf.cni_version, &conf.name)?;
         Ok((conf, version))
     }
 
@@ -85,6 +52,15 @@ impl NetConf {
     pub fn args_cni(&self, key: &str) -> Option<&Value> {
         self.args.as_ref()?.get("cni")?.get(key)
     }
+}
+
+/// The checks a config and a config list share: a supported `cniVersion` and a valid
+/// `name`. `what` names the document in the error.
+fn version_and_name(what: &str, cni_version: &str, name: &str) -> Result<Version, CniError> {
+    let version = Version::parse(cni_version)
+        .map_err(|e| e.context(format!("{what}: field `cniVersion`")))?;
+    validate_network_name(name)?;
+    Ok(version)
 }
 
 /// A network name becomes a directory name (host-local's `dataDir/<name>`) and the plugin
@@ -126,9 +102,7 @@ pub struct NetConfList {
 impl NetConfList {
     pub fn load(bytes: &[u8]) -> Result<(Self, Version), CniError> {
         let list: NetConfList = parse_json(bytes, "network config list")?;
-        let version = Version::parse(&list.cni_version)
-            .map_err(|e| e.context("network config list: field `cniVersion`"))?;
-        validate_network_name(&list.name)?;
+        let version = version_and_name("network config list", &list.cni_version, &list.name)?;
         if list.plugins.is_empty() {
             return Err(CniError::config(
                 "network config list: field `plugins` is empty",
@@ -152,6 +126,7 @@ impl NetConfList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn errors_name_field_and_code() {

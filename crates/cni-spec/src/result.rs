@@ -1,6 +1,6 @@
 //! CNI results, read in any supported version and written in the version asked for.
 
-use crate::config::parse_json;
+use crate::decode::parse_json;
 use crate::error::CniError;
 use crate::version::Version;
 use ipnet::IpNet;
@@ -8,46 +8,40 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 
+// Missing `Option` fields read as `None` without `#[serde(default)]`; the other optional
+// fields carry it.
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Interface {
     pub name: String,
     #[serde(default)]
     pub mac: String,
-    #[serde(default)]
     pub mtu: Option<u32>,
     #[serde(default)]
     pub sandbox: String,
-    #[serde(default)]
     pub socket_path: Option<String>,
-    #[serde(default, rename = "pciID")]
+    #[serde(rename = "pciID")]
     pub pci_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct IpConfig {
     pub address: IpNet,
-    #[serde(default)]
     pub gateway: Option<IpAddr>,
-    #[serde(default)]
     pub interface: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A route; written out by [`CniResult::to_value`], which knows which fields the
+/// requested version has.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Route {
     pub dst: IpNet,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advmss: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<u32>,
 }
 
@@ -83,16 +77,13 @@ impl Dns {
     }
 }
 
-/// A result in version-neutral form (the 1.1.0 model).
+/// A result in version-neutral form (the 1.1.0 model). Every field may be missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default)]
 pub struct CniResult {
-    #[serde(default)]
     pub interfaces: Vec<Interface>,
-    #[serde(default)]
     pub ips: Vec<IpConfig>,
-    #[serde(default)]
     pub routes: Vec<Route>,
-    #[serde(default)]
     pub dns: Dns,
 }
 
@@ -166,12 +157,25 @@ impl CniResult {
             .routes
             .iter()
             .map(|r| {
-                let r = if full {
-                    r.clone()
-                } else {
-                    Route::new(r.dst, r.gw)
-                };
-                serde_json::to_value(r).unwrap_or(Value::Null)
+                let mut m = Map::new();
+                m.insert("dst".into(), json!(r.dst.to_string()));
+                if let Some(gw) = r.gw {
+                    m.insert("gw".into(), json!(gw.to_string()));
+                }
+                // The route attributes came with 1.1.0.
+                let attrs = [
+                    ("mtu", r.mtu),
+                    ("advmss", r.advmss),
+                    ("priority", r.priority),
+                    ("table", r.table),
+                    ("scope", r.scope),
+                ];
+                for (key, value) in attrs.into_iter().filter(|_| full) {
+                    if let Some(v) = value {
+                        m.insert(key.into(), json!(v));
+                    }
+                }
+                Value::Object(m)
             })
             .collect();
         let mut out = Map::new();

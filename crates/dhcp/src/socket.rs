@@ -2,26 +2,32 @@
 
 use crate::server::Server;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Serves `server` on `bridge` until `stop` is set (checked every 200 ms). Run it on a
 /// thread that is in the pod's network namespace.
 pub fn serve(bridge: &str, server: &mut Server, stop: &AtomicBool) -> std::io::Result<()> {
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    // One server per bridge, all on port 67: each socket sees only its bridge.
-    sock.set_reuse_address(true)?;
+    let sock = bridge_socket(bridge, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67).into())?;
     sock.set_broadcast(true)?;
-    sock.bind_device(Some(bridge.as_bytes()))?;
-    sock.bind(&SockAddr::from(SocketAddrV4::new(
-        Ipv4Addr::UNSPECIFIED,
-        67,
-    )))?;
     let to = SockAddr::from(SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
     serve_datagrams(&sock, stop, |data, _| {
         server.handle(data).map(|r| (r, to.clone()))
     })
+}
+
+/// A UDP socket on `addr` that sees only `bridge`'s traffic. Each binding runs its own
+/// server on the same well-known port, one per bridge, hence the shared address.
+pub(crate) fn bridge_socket(bridge: &str, addr: SocketAddr) -> std::io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind_device(Some(bridge.as_bytes()))?;
+    sock.bind(&addr.into())?;
+    Ok(sock)
 }
 
 /// Receives datagrams until `stop` (checked every 200 ms) and sends what `answer`

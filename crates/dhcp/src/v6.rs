@@ -239,16 +239,10 @@ fn ifindex(name: &str) -> std::io::Result<u32> {
 
 /// Serves DHCPv6 on `bridge` until `stop` (from a thread in the pod's namespace).
 pub fn serve6(bridge: &str, server: &mut Server6, stop: &AtomicBool) -> std::io::Result<()> {
-    let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_reuse_address(true)?;
-    sock.set_only_v6(true)?;
-    sock.bind_device(Some(bridge.as_bytes()))?;
-    sock.bind(&SockAddr::from(SocketAddrV6::new(
-        Ipv6Addr::UNSPECIFIED,
-        547,
-        0,
-        0,
-    )))?;
+    let sock = crate::socket::bridge_socket(
+        bridge,
+        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 547, 0, 0).into(),
+    )?;
     let index = ifindex(bridge)?;
     // All_DHCP_Relay_Agents_and_Servers.
     sock.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2), index)?;

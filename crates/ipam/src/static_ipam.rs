@@ -10,17 +10,14 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Deserialize)]
 struct AddressConf {
     address: IpNet,
-    #[serde(default)]
     gateway: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 struct IpamSection {
-    #[serde(default)]
     addresses: Vec<AddressConf>,
-    #[serde(default)]
     routes: Vec<Route>,
-    #[serde(default)]
     dns: Option<Dns>,
 }
 

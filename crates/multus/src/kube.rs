@@ -38,9 +38,9 @@ struct Named<T> {
 #[derive(Debug, Deserialize, Default)]
 struct ClusterEntry {
     server: String,
-    #[serde(default, rename = "certificate-authority")]
+    #[serde(rename = "certificate-authority")]
     ca_file: Option<PathBuf>,
-    #[serde(default, rename = "certificate-authority-data")]
+    #[serde(rename = "certificate-authority-data")]
     ca_data: Option<String>,
     #[serde(default, rename = "insecure-skip-tls-verify")]
     insecure: bool,
@@ -55,17 +55,16 @@ struct ContextEntry {
 
 #[derive(Debug, Deserialize, Default)]
 struct UserEntry {
-    #[serde(default)]
     token: Option<String>,
-    #[serde(default, rename = "tokenFile")]
+    #[serde(rename = "tokenFile")]
     token_file: Option<PathBuf>,
-    #[serde(default, rename = "client-certificate")]
+    #[serde(rename = "client-certificate")]
     cert_file: Option<PathBuf>,
-    #[serde(default, rename = "client-certificate-data")]
+    #[serde(rename = "client-certificate-data")]
     cert_data: Option<String>,
-    #[serde(default, rename = "client-key")]
+    #[serde(rename = "client-key")]
     key_file: Option<PathBuf>,
-    #[serde(default, rename = "client-key-data")]
+    #[serde(rename = "client-key-data")]
     key_data: Option<String>,
 }
 
