@@ -17,10 +17,14 @@ struct Case {
     says: &'static str,
 }
 
+/// Stands for the test's own host-local data directory in the corpus; replaced before a
+/// case runs, so a case that wrongly got as far as IPAM writes nowhere shared.
+const DATA_DIR: &str = "/@data-dir@";
+
 fn seed(extra: Value) -> String {
     let mut c = json!({
         "cniVersion": "1.0.0", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge",
-        "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": "/tmp/oxivirt-bad-input"}
+        "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": DATA_DIR}
     });
     common::merge(&mut c, extra);
     c.to_string()
@@ -422,7 +426,8 @@ fn malformed_input_is_answered_with_the_right_code() {
     assert!(cases.len() >= 30, "corpus has {} cases", cases.len());
     let mut failures = Vec::new();
     for c in &cases {
-        let index = tempfile::tempdir().expect("index dir");
+        let data = tempfile::tempdir().expect("data dir");
+        let index = data.path().join(".index");
         // A case's variables are set last: they override (or blank) the good defaults.
         let cni = c.env.iter().fold(
             Cni::new(&dir, c.plugin)
@@ -430,13 +435,14 @@ fn malformed_input_is_answered_with_the_right_code() {
                 .netns(pod.path())
                 .container("ctr-bad")
                 .ifname("net1")
-                .env("OXIVIRT_IPAM_INDEX_DIR", index.path().display().to_string()),
+                .env("OXIVIRT_IPAM_INDEX_DIR", index.display().to_string()),
             |cni, (k, v)| match *k {
                 "OXIVIRT_CNI_NODE_CONFIG" => cni.env(k, policy_path.clone()),
                 _ => cni.env(k, *v),
             },
         );
-        let out = cni.run_stdin("ADD", &c.stdin);
+        let data_dir = data.path().display().to_string();
+        let out = cni.run_stdin("ADD", &c.stdin.replace(DATA_DIR, &data_dir));
         let parsed: Option<Value> = serde_json::from_str(&out.stdout).ok();
         let code = parsed
             .as_ref()

@@ -32,12 +32,11 @@ pub struct IpConfig {
     pub interface: Option<usize>,
 }
 
-/// A route; written out by [`CniResult::to_value`], which knows which fields the
-/// requested version has.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Route {
     pub dst: IpNet,
     pub gw: Option<IpAddr>,
+    // The route attributes below came with spec 1.1.0 and are dropped for older versions.
     pub mtu: Option<u32>,
     pub advmss: Option<u32>,
     pub priority: Option<u32>,
@@ -56,6 +55,80 @@ impl Route {
             table: None,
             scope: None,
         }
+    }
+}
+
+/// Adds `key` to `m` when there is a value: the spec leaves out what is not set.
+fn put(m: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
+    if let Some(v) = value {
+        m.insert(key.into(), v.into());
+    }
+}
+
+impl Interface {
+    fn json(&self, version: Version) -> Value {
+        let full = version >= Version::V1_1_0;
+        let mut m = Map::new();
+        m.insert("name".into(), json!(self.name));
+        put(
+            &mut m,
+            "mac",
+            Some(&self.mac).filter(|s| !s.is_empty()).cloned(),
+        );
+        put(&mut m, "mtu", self.mtu.filter(|m| full && *m > 0));
+        put(
+            &mut m,
+            "sandbox",
+            Some(&self.sandbox).filter(|s| !s.is_empty()).cloned(),
+        );
+        put(
+            &mut m,
+            "socketPath",
+            self.socket_path.clone().filter(|_| full),
+        );
+        put(&mut m, "pciID", self.pci_id.clone().filter(|_| full));
+        Value::Object(m)
+    }
+}
+
+impl IpConfig {
+    fn json(&self, version: Version) -> Value {
+        let family = if self.address.addr().is_ipv4() {
+            "4"
+        } else {
+            "6"
+        };
+        let mut m = Map::new();
+        put(
+            &mut m,
+            "version",
+            Some(family).filter(|_| version.ips_have_version()),
+        );
+        put(&mut m, "interface", self.interface);
+        m.insert("address".into(), json!(self.address.to_string()));
+        put(&mut m, "gateway", self.gateway.map(|gw| gw.to_string()));
+        Value::Object(m)
+    }
+}
+
+impl Route {
+    fn json(&self, version: Version) -> Value {
+        // The route attributes came with 1.1.0.
+        let full = version >= Version::V1_1_0;
+        let mut m = Map::new();
+        m.insert("dst".into(), json!(self.dst.to_string()));
+        put(&mut m, "gw", self.gw.map(|gw| gw.to_string()));
+        let attrs = [
+            ("mtu", self.mtu),
+            ("advmss", self.advmss),
+            ("priority", self.priority),
+            ("table", self.table),
+            ("scope", self.scope),
+        ];
+        for (key, value) in attrs {
+            put(&mut m, key, value.filter(|_| full));
+        }
+        Value::Object(m)
     }
 }
 
@@ -101,93 +174,25 @@ impl CniResult {
     /// The result as the spec's JSON for `version`: `ips[].version` before 1.0.0, and the
     /// 1.1.0-only fields dropped before 1.1.0.
     pub fn to_value(&self, version: Version) -> Value {
-        let full = version >= Version::V1_1_0;
-        let interfaces: Vec<Value> = self
-            .interfaces
-            .iter()
-            .map(|i| {
-                let mut m = Map::new();
-                m.insert("name".into(), json!(i.name));
-                if !i.mac.is_empty() {
-                    m.insert("mac".into(), json!(i.mac));
-                }
-                if full {
-                    if let Some(mtu) = i.mtu.filter(|m| *m > 0) {
-                        m.insert("mtu".into(), json!(mtu));
-                    }
-                }
-                if !i.sandbox.is_empty() {
-                    m.insert("sandbox".into(), json!(i.sandbox));
-                }
-                if full {
-                    if let Some(s) = &i.socket_path {
-                        m.insert("socketPath".into(), json!(s));
-                    }
-                    if let Some(p) = &i.pci_id {
-                        m.insert("pciID".into(), json!(p));
-                    }
-                }
-                Value::Object(m)
-            })
-            .collect();
-        let ips: Vec<Value> = self
-            .ips
-            .iter()
-            .map(|ip| {
-                let mut m = Map::new();
-                if version.ips_have_version() {
-                    let v = if ip.address.addr().is_ipv4() {
-                        "4"
-                    } else {
-                        "6"
-                    };
-                    m.insert("version".into(), json!(v));
-                }
-                if let Some(i) = ip.interface {
-                    m.insert("interface".into(), json!(i));
-                }
-                m.insert("address".into(), json!(ip.address.to_string()));
-                if let Some(gw) = ip.gateway {
-                    m.insert("gateway".into(), json!(gw.to_string()));
-                }
-                Value::Object(m)
-            })
-            .collect();
-        let routes: Vec<Value> = self
-            .routes
-            .iter()
-            .map(|r| {
-                let mut m = Map::new();
-                m.insert("dst".into(), json!(r.dst.to_string()));
-                if let Some(gw) = r.gw {
-                    m.insert("gw".into(), json!(gw.to_string()));
-                }
-                // The route attributes came with 1.1.0.
-                let attrs = [
-                    ("mtu", r.mtu),
-                    ("advmss", r.advmss),
-                    ("priority", r.priority),
-                    ("table", r.table),
-                    ("scope", r.scope),
-                ];
-                for (key, value) in attrs.into_iter().filter(|_| full) {
-                    if let Some(v) = value {
-                        m.insert(key.into(), json!(v));
-                    }
-                }
-                Value::Object(m)
-            })
-            .collect();
         let mut out = Map::new();
         out.insert("cniVersion".into(), json!(version.as_str()));
-        if !interfaces.is_empty() {
-            out.insert("interfaces".into(), Value::Array(interfaces));
-        }
-        if !ips.is_empty() {
-            out.insert("ips".into(), Value::Array(ips));
-        }
-        if !routes.is_empty() {
-            out.insert("routes".into(), Value::Array(routes));
+        let lists = [
+            (
+                "interfaces",
+                self.interfaces.iter().map(|i| i.json(version)).collect(),
+            ),
+            ("ips", self.ips.iter().map(|ip| ip.json(version)).collect()),
+            (
+                "routes",
+                self.routes.iter().map(|r| r.json(version)).collect(),
+            ),
+        ];
+        for (key, list) in lists {
+            put(
+                &mut out,
+                key,
+                Some(list).filter(|l: &Vec<Value>| !l.is_empty()),
+            );
         }
         out.insert(
             "dns".into(),

@@ -171,18 +171,17 @@ impl KubeSource {
                 }
                 _ => None,
             };
-            let cert = read_pem(
-                &format!("{what}: client-certificate"),
-                u.cert_data.as_deref(),
-                u.cert_file.as_deref(),
-                base,
-            )?;
-            let key = read_pem(
-                &format!("{what}: client-key"),
-                u.key_data.as_deref(),
-                u.key_file.as_deref(),
-                base,
-            )?;
+            // The certificate and its key: each inline (`-data`) or from a file.
+            let pem = |field: &str, data: &Option<String>, file: &Option<PathBuf>| {
+                read_pem(
+                    &format!("{what}: {field}"),
+                    data.as_deref(),
+                    file.as_deref(),
+                    base,
+                )
+            };
+            let cert = pem("client-certificate", &u.cert_data, &u.cert_file)?;
+            let key = pem("client-key", &u.key_data, &u.key_file)?;
             if let (Some(c), Some(k)) = (cert, key) {
                 client = Some((c, k));
             }
