@@ -11,7 +11,7 @@ use proc_macro::{Delimiter, Group, Ident, Literal, Punct, Spacing, Span, TokenSt
 /// String arguments name further commands the test needs on `PATH`
 /// (`#[root_test("nft", "busybox")]`), and `reference` asks for Debian's reference CNI
 /// plugins (which the test then finds with `oxivirt_testkit::reference_plugins()`); a
-/// missing one skips the same way.
+/// missing one skips the same way. A test returning `Result` skips with `Ok(())`.
 #[proc_macro_attribute]
 pub fn root_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr, item) {
@@ -31,13 +31,18 @@ fn expand(attr: TokenStream, item: TokenStream) -> Result<TokenStream, String> {
         return Err("#[root_test]: the function has no body".into());
     }
     let test = format!("concat!(module_path!(), \"::{name}\")");
+    let ret = if returns_value(&tokens) {
+        "return Ok(());"
+    } else {
+        "return;"
+    };
     let mut guard = format!(
-        "if !::oxivirt_testkit::require_root({test}, &[{}]) {{ return; }}",
+        "if !::oxivirt_testkit::require_root({test}, &[{}]) {{ {ret} }}",
         needs.tools.join(", ")
     );
     if needs.reference {
         guard.push_str(&format!(
-            "if ::oxivirt_testkit::reference_plugins_or_skip({test}).is_none() {{ return; }}"
+            "if ::oxivirt_testkit::reference_plugins_or_skip({test}).is_none() {{ {ret} }}"
         ));
     }
     let guard: TokenStream = guard.parse().map_err(|e| format!("#[root_test]: {e}"))?;
@@ -81,6 +86,14 @@ impl Needs {
         }
         Ok(needs)
     }
+}
+
+/// Whether the signature has `->`: such a test returns `Result`, and its skip is `Ok(())`.
+fn returns_value(tokens: &[TokenTree]) -> bool {
+    tokens.windows(2).any(|w| match w {
+        [TokenTree::Punct(a), TokenTree::Punct(b)] => a.as_char() == '-' && b.as_char() == '>',
+        _ => false,
+    })
 }
 
 /// The identifier after `fn`.

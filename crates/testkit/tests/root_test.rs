@@ -15,3 +15,9 @@ fn the_body_runs_when_everything_is_there() {
     let ns = oxivirt_testkit::TestNs::new("oxr");
     assert!(ns.has_link("lo"));
 }
+
+/// A test returning `Result` skips with `Ok(())`.
+#[root_test("oxivirt-no-such-command")]
+fn a_result_test_skips_with_ok() -> Result<(), String> {
+    Err("the body ran without its tool".into())
+}
