@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo build --workspace --all-targets --quiet
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  # nextest keeps a passing test's stderr to itself: without root, show it, so the
+  # `SKIP <test>: <why>` lines of the #[root_test] tests are seen (they are quick then).
+  capture=()
+  [ "$(id -u)" = 0 ] || capture=(--no-capture)
+  cargo nextest run --workspace --no-fail-fast "${capture[@]}"
 else
   cargo test --workspace --no-fail-fast
 fi

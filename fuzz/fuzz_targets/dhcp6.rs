@@ -5,17 +5,13 @@
 use dhcproto::v6::{DhcpOption, Message};
 use dhcproto::{Decodable, Decoder};
 use libfuzzer_sys::fuzz_target;
-use oxivirt_dhcp::v6::{Lease6, Server6};
-use std::net::Ipv6Addr;
+use oxivirt_dhcp::fixture::seed_lease6;
+use oxivirt_dhcp::v6::Server6;
 
 fuzz_target!(|data: &[u8]| {
-    let address: Ipv6Addr = "fd10:0:2::2".parse().expect("ip");
-    let mut server = Server6::new(Lease6 {
-        address,
-        dns: vec!["fd00::a".parse().expect("ip")],
-        server_mac: [2, 0, 0, 0, 0, 0],
-        valid_secs: 3600,
-    });
+    let lease = seed_lease6();
+    let address = lease.address;
+    let mut server = Server6::new(lease);
     if let Some(reply) = server.handle(data) {
         let m = Message::decode(&mut Decoder::new(&reply)).expect("our reply decodes");
         for opt in m.opts().iter() {

@@ -5,7 +5,7 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use oxivirt_testkit::{require_root, run_cni, CniCall, TestNs};
+use oxivirt_testkit::{root_test, Cni, TestNs};
 use serde_json::{json, Value};
 
 struct Case {
@@ -17,10 +17,14 @@ struct Case {
     says: &'static str,
 }
 
+/// Stands for the test's own host-local data directory in the corpus; replaced before a
+/// case runs, so a case that wrongly got as far as IPAM writes nowhere shared.
+const DATA_DIR: &str = "/@data-dir@";
+
 fn seed(extra: Value) -> String {
     let mut c = json!({
         "cniVersion": "1.0.0", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge",
-        "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": "/tmp/oxivirt-bad-input"}
+        "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": DATA_DIR}
     });
     common::merge(&mut c, extra);
     c.to_string()
@@ -406,11 +410,8 @@ fn corpus() -> Vec<Case> {
     v
 }
 
-#[test]
+#[root_test]
 fn malformed_input_is_answered_with_the_right_code() {
-    if !require_root("malformed_input_is_answered_with_the_right_code") {
-        return;
-    }
     let node = TestNs::new("oxb");
     let pod = TestNs::new("oxq");
     let dir = common::our_dir();
@@ -425,40 +426,23 @@ fn malformed_input_is_answered_with_the_right_code() {
     assert!(cases.len() >= 30, "corpus has {} cases", cases.len());
     let mut failures = Vec::new();
     for c in &cases {
-        let bin = dir.join(c.plugin);
-        let mut command = "ADD";
-        let mut container_id = "ctr-bad";
-        let mut ifname = "net1";
-        let mut netns = pod.path();
-        let mut args = "";
-        let index = tempfile::tempdir().expect("index dir");
-        let mut extra = vec![("OXIVIRT_IPAM_INDEX_DIR", index.path().display().to_string())];
-        for (k, v) in &c.env {
-            match *k {
-                "CNI_COMMAND" => command = v,
-                "CNI_CONTAINERID" => container_id = v,
-                "CNI_IFNAME" => ifname = v,
-                "CNI_NETNS" => netns = v.into(),
-                "CNI_ARGS" => args = v,
-                "OXIVIRT_CNI_NODE_CONFIG" => extra.push((*k, policy_path.clone())),
-                _ => extra.push((*k, v.to_string())),
-            }
-        }
-        let cni_path = dir.display().to_string();
-        let out = run_cni(
-            &CniCall {
-                plugin: &bin,
-                command,
-                container_id,
-                netns: (!netns.as_os_str().is_empty()).then_some(netns.as_path()),
-                ifname,
-                args,
-                cni_path: &cni_path,
-                node: Some(&node),
-                extra_env: extra,
+        let data = tempfile::tempdir().expect("data dir");
+        let index = data.path().join(".index");
+        // A case's variables are set last: they override (or blank) the good defaults.
+        let cni = c.env.iter().fold(
+            Cni::new(&dir, c.plugin)
+                .in_node(&node)
+                .netns(pod.path())
+                .container("ctr-bad")
+                .ifname("net1")
+                .env("OXIVIRT_IPAM_INDEX_DIR", index.display().to_string()),
+            |cni, (k, v)| match *k {
+                "OXIVIRT_CNI_NODE_CONFIG" => cni.env(k, policy_path.clone()),
+                _ => cni.env(k, *v),
             },
-            &c.stdin,
         );
+        let data_dir = data.path().display().to_string();
+        let out = cni.run_stdin("ADD", &c.stdin.replace(DATA_DIR, &data_dir));
         let parsed: Option<Value> = serde_json::from_str(&out.stdout).ok();
         let code = parsed
             .as_ref()
@@ -497,11 +481,8 @@ fn malformed_input_is_answered_with_the_right_code() {
 }
 
 /// A delegate IPAM plugin that does not exist fails after the veth was made: rollback.
-#[test]
+#[root_test]
 fn missing_ipam_plugin_rolls_back() {
-    if !require_root("missing_ipam_plugin_rolls_back") {
-        return;
-    }
     let env = common::Env::new();
     let conf = env.seed_conf("1.0.0", json!({"ipam": {"type": "no-such-ipam"}}));
     let out = env.run(common::Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);

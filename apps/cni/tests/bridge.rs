@@ -2,19 +2,18 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use common::{bridge_state, must, normalise, Env, Impl};
-use oxivirt_testkit::{eventually, require_root};
+use common::{bridge_state, normalise, Env, Impl};
+use oxivirt_testkit::Cni;
+use oxivirt_testkit::{eventually, parallel, reference_plugins, root_test, TestNs};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const DIFF_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
 const ALL_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
-#[test]
+#[root_test]
 fn seed_network_add_check_del_in_every_version() {
-    if !require_root("seed_network_add_check_del_in_every_version") {
-        return;
-    }
     for (i, v) in ALL_VERSIONS.iter().enumerate() {
         let env = Env::new();
         let conf = env.seed_conf(v, json!({}));
@@ -43,11 +42,7 @@ fn seed_network_add_check_del_in_every_version() {
         // The container side carries the address and the MAC the result reports.
         let link = &env.pod.ip_json(&["addr", "show", "dev", "net1"])[0];
         assert_eq!(link["address"], ifs[2]["mac"]);
-        assert!(link["addr_info"]
-            .as_array()
-            .expect("addrs")
-            .iter()
-            .any(|a| a["local"] == "192.168.100.2"));
+        assert!(common::has_addr(link, "192.168.100.2"));
         // The host side is a port of the bridge.
         let port = &env.node.ip_json(&[
             "link",
@@ -69,16 +64,8 @@ fn seed_network_add_check_del_in_every_version() {
             // Remove the address: CHECK must notice.
             env.pod
                 .sh(&["ip", "addr", "del", "192.168.100.2/24", "dev", "net1"]);
-            let c = env.run(Impl::Ours, "bridge", "CHECK", &id, "net1", &check);
-            assert!(!c.ok, "{v}: CHECK passed without the address");
-            assert!(
-                c.json()["msg"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("192.168.100.2"),
-                "{}",
-                c.stdout
-            );
+            env.run(Impl::Ours, "bridge", "CHECK", &id, "net1", &check)
+                .must_fail("192.168.100.2");
         } else {
             let mut check = conf.clone();
             check["prevResult"] = r.clone();
@@ -107,17 +94,8 @@ fn seed_network_add_check_del_in_every_version() {
 
 /// Runs the same configs through the reference and ours in twin namespaces and compares
 /// results and the state left behind.
-#[test]
+#[root_test(reference)]
 fn same_results_and_state_as_reference() {
-    if !require_root("same_results_and_state_as_reference") {
-        return;
-    }
-    if oxivirt_testkit::reference_plugins().is_none() {
-        eprintln!(
-            "SKIP same_results_and_state_as_reference: containernetworking-plugins not installed"
-        );
-        return;
-    }
     let variants: Vec<(&str, Value)> = vec![
         ("seed", json!({})),
         ("gateway", json!({"isGateway": true})),
@@ -170,74 +148,49 @@ fn same_results_and_state_as_reference() {
     }
 }
 
-#[test]
+#[root_test(reference)]
 fn mixed_use_with_reference_host_local() {
-    if !require_root("mixed_use_with_reference_host_local")
-        || oxivirt_testkit::reference_plugins().is_none()
-    {
-        eprintln!(
-            "SKIP mixed_use_with_reference_host_local: needs root and containernetworking-plugins"
-        );
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
     // Reference allocates, ours continues round-robin, then each releases the other's.
-    let a = env.run(Impl::Reference, "bridge", "ADD", "ref1", "net1", &conf);
-    assert!(a.ok, "{}", a.stdout);
-    let b = env.run(Impl::Ours, "bridge", "ADD", "our1", "net2", &conf);
-    assert!(b.ok, "{}", b.stdout);
-    assert_eq!(b.json()["ips"][0]["address"], "192.168.100.3/24");
-    let c = env.run(Impl::Reference, "bridge", "ADD", "ref2", "net3", &conf);
-    assert_eq!(c.json()["ips"][0]["address"], "192.168.100.4/24");
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "ref1", "net1", &conf),
-        "call",
-    );
-    must(
-        env.run(Impl::Reference, "bridge", "DEL", "our1", "net2", &conf),
-        "call",
-    );
-    assert_eq!(env.allocations("multus-br"), vec!["192.168.100.4"]);
-    let d = env.run(Impl::Ours, "bridge", "ADD", "our2", "net4", &conf);
-    assert_eq!(d.json()["ips"][0]["address"], "192.168.100.5/24");
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "ref2", "net3", &conf),
-        "call",
-    );
-    must(
-        env.run(Impl::Reference, "bridge", "DEL", "our2", "net4", &conf),
-        "call",
-    );
+    // (who, command, container, ifname, the address ADD must hand out)
+    let steps = [
+        (Impl::Reference, "ADD", "ref1", "net1", "192.168.100.2/24"),
+        (Impl::Ours, "ADD", "our1", "net2", "192.168.100.3/24"),
+        (Impl::Reference, "ADD", "ref2", "net3", "192.168.100.4/24"),
+        (Impl::Ours, "DEL", "ref1", "net1", ""),
+        (Impl::Reference, "DEL", "our1", "net2", ""),
+        (Impl::Ours, "ADD", "our2", "net4", "192.168.100.5/24"),
+        (Impl::Ours, "DEL", "ref2", "net3", ""),
+        (Impl::Reference, "DEL", "our2", "net4", ""),
+    ];
+    for (i, (imp, cmd, id, ifname, want)) in steps.into_iter().enumerate() {
+        let out = env
+            .run(imp, "bridge", cmd, id, ifname, &conf)
+            .must(&format!("step {i}: {imp:?} {cmd} {id}"));
+        if cmd == "ADD" {
+            assert_eq!(out.address(), want, "step {i}");
+        }
+        if i == 4 {
+            assert_eq!(env.allocations("multus-br"), vec!["192.168.100.4"]);
+        }
+    }
     assert!(env.allocations("multus-br").is_empty());
 }
 
-#[test]
+#[root_test]
 fn failed_add_leaves_nothing_behind() {
-    if !require_root("failed_add_leaves_nothing_behind") {
-        return;
-    }
     // 1. Pool exhausted: the only address is taken.
     let env = Env::new();
     let conf = env.seed_conf(
         "1.0.0",
         json!({"ipam": {"rangeStart": "192.168.100.10", "rangeEnd": "192.168.100.10"}}),
     );
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "first", "net1", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "first", "net1", &conf)
+        .must("call");
     let before = env.node_links();
-    let out = env.run(Impl::Ours, "bridge", "ADD", "second", "net2", &conf);
-    assert!(!out.ok);
-    assert!(
-        out.json()["msg"]
-            .as_str()
-            .unwrap_or("")
-            .contains("no IP addresses available"),
-        "{}",
-        out.stdout
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "second", "net2", &conf)
+        .must_fail("no IP addresses available");
     assert_eq!(
         env.node_links(),
         before,
@@ -252,36 +205,20 @@ fn failed_add_leaves_nothing_behind() {
         "ip", "link", "add", "net1", "type", "veth", "peer", "name", "other",
     ]);
     let conf = env.seed_conf("1.0.0", json!({}));
-    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
-    assert!(!out.ok);
-    assert!(
-        out.json()["msg"].as_str().unwrap_or("").contains("net1"),
-        "{}",
-        out.stdout
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf)
+        .must_fail("net1");
     assert_eq!(env.node_links(), vec!["lo"], "nothing may be created");
     assert!(env.allocations("multus-br").is_empty());
 
     // 3. Netns gone: code 3, nothing created.
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
-    let gone = std::path::PathBuf::from("/run/netns/oxivirt-does-not-exist");
-    let bin = common::our_dir().join("bridge");
-    let cni_path = common::our_dir().display().to_string();
-    let out = oxivirt_testkit::run_cni(
-        &oxivirt_testkit::CniCall {
-            plugin: &bin,
-            command: "ADD",
-            container_id: "c1",
-            netns: Some(&gone),
-            ifname: "net1",
-            args: "",
-            cni_path: &cni_path,
-            node: Some(&env.node),
-            extra_env: vec![],
-        },
-        &conf.to_string(),
-    );
+    let out = env
+        .cni(Impl::Ours, "bridge")
+        .netns("/run/netns/oxivirt-does-not-exist")
+        .container("c1")
+        .ifname("net1")
+        .run("ADD", &conf);
     assert_eq!(out.code(), 3, "{}", out.stdout);
     assert_eq!(env.node_links(), vec!["lo"]);
     assert!(env.allocations("multus-br").is_empty());
@@ -293,25 +230,15 @@ fn failed_add_leaves_nothing_behind() {
     env.node
         .sh(&["ip", "addr", "add", "10.9.9.1/24", "dev", "multus-bridge"]);
     let conf = env.seed_conf("1.0.0", json!({"isGateway": true}));
-    let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
-    assert!(!out.ok);
-    assert!(
-        out.json()["msg"]
-            .as_str()
-            .unwrap_or("")
-            .contains("already has an IP address"),
-        "{}",
-        out.stdout
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf)
+        .must_fail("already has an IP address");
     assert_eq!(env.node_links(), vec!["lo", "multus-bridge"]);
     assert!(!env.pod.has_link("net1"));
     assert!(env.allocations("multus-br").is_empty());
     // forceAddress replaces it.
     let conf = env.seed_conf("1.0.0", json!({"isGateway": true, "forceAddress": true}));
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf)
+        .must("call");
     let br = &env.node.ip_json(&["addr", "show", "dev", "multus-bridge"])[0];
     let addrs: Vec<&str> = br["addr_info"]
         .as_array()
@@ -325,40 +252,24 @@ fn failed_add_leaves_nothing_behind() {
     );
 }
 
-#[test]
+#[root_test]
 fn del_is_idempotent_and_releases_without_netns() {
-    if !require_root("del_is_idempotent_and_releases_without_netns") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf)
+        .must("call");
     // The interface vanished (the runtime tore the netns down) : DEL still frees the IP.
     env.pod.sh(&["ip", "link", "del", "net1"]);
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf)
+        .must("call");
     assert!(env.allocations("multus-br").is_empty());
     // DEL of something never added.
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "never", "net1", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "DEL", "never", "net1", &conf)
+        .must("call");
 }
 
-#[test]
+#[root_test("nft")]
 fn ip_masq_and_macspoofchk_rules_come_and_go() {
-    if !require_root("ip_masq_and_macspoofchk_rules_come_and_go") {
-        return;
-    }
-    if oxivirt_testkit::which("nft").is_none() {
-        eprintln!("SKIP ip_masq_and_macspoofchk_rules_come_and_go: nft not installed");
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf(
         "1.0.0",
@@ -383,23 +294,19 @@ fn ip_masq_and_macspoofchk_rules_come_and_go() {
         rules.contains(&format!("ether saddr != {mac} drop")),
         "{rules}"
     );
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf)
+        .must("call");
     let rules = env.node.sh(&["nft", "list", "ruleset"]);
     assert!(!rules.contains("oxivirt:multus-br:c1:net1"), "{rules}");
 }
 
-#[test]
+#[root_test("nft")]
 fn gc_and_status() {
-    if !require_root("gc_and_status") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.1.0", json!({"ipMasq": true, "ipam": {"rangeStart": "192.168.100.10", "rangeEnd": "192.168.100.12"}}));
     for (id, ifn) in [("a", "net1"), ("b", "net2"), ("c", "net3")] {
-        must(env.run(Impl::Ours, "bridge", "ADD", id, ifn, &conf), "call");
+        env.run(Impl::Ours, "bridge", "ADD", id, ifn, &conf)
+            .must("call");
     }
     // Pool full: STATUS says not available (50).
     let st = env.run(Impl::Ours, "bridge", "STATUS", "", "", &conf);
@@ -415,17 +322,12 @@ fn gc_and_status() {
         rules.contains("oxivirt:multus-br:b:net2") && !rules.contains("oxivirt:multus-br:a:net1"),
         "{rules}"
     );
-    must(
-        env.run(Impl::Ours, "bridge", "STATUS", "", "", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "STATUS", "", "", &conf)
+        .must("call");
 }
 
-#[test]
+#[root_test]
 fn port_options_and_l2() {
-    if !require_root("port_options_and_l2") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf(
         "1.0.0",
@@ -447,10 +349,8 @@ fn port_options_and_l2() {
         "1.0.0",
         json!({"disableContainerInterface": true, "ipam": {}}),
     );
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "c2", "net2", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "c2", "net2", &conf)
+        .must("call");
     let l = &env.pod.ip_json(&["link", "show", "dev", "net2"])[0];
     assert!(
         !l["flags"]
@@ -469,12 +369,9 @@ fn port_options_and_l2() {
 }
 
 /// Bridge VLAN filtering is implemented; whether this kernel has it decides if it runs.
-#[test]
+#[root_test]
 fn vlan_access_and_trunk() {
-    if !require_root("vlan_access_and_trunk") {
-        return;
-    }
-    let probe = oxivirt_testkit::TestNs::new("oxv");
+    let probe = TestNs::new("oxv");
     let ok = probe
         .exec(&[
             "ip",
@@ -489,8 +386,10 @@ fn vlan_access_and_trunk() {
         .status
         .success();
     if !ok {
-        eprintln!("SKIP vlan_access_and_trunk: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)");
-        return;
+        return oxivirt_testkit::skip(
+            "vlan_access_and_trunk",
+            "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+        );
     }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({"vlan": 100, "preserveDefaultVlan": false}));
@@ -502,10 +401,8 @@ fn vlan_access_and_trunk() {
         "1.0.0",
         json!({"vlanTrunk": [{"id": 5}, {"minID": 10, "maxID": 12}]}),
     );
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "c2", "net2", &conf),
-        "call",
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "c2", "net2", &conf)
+        .must("call");
     let vlans = env.node.sh(&["bridge", "vlan", "show"]);
     for v in ["5", "10", "11", "12"] {
         assert!(
@@ -517,26 +414,20 @@ fn vlan_access_and_trunk() {
 
 /// DEL frees the interface name at once and the kernel deletes the pair in the background;
 /// an immediate re-ADD with the same name works.
-#[test]
+#[root_test]
 fn del_frees_the_name_at_once_and_the_pair_goes() {
-    if !require_root("del_frees_the_name_at_once_and_the_pair_goes") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
     for round in 0..3 {
-        let out = must(
-            env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf),
-            "ADD",
-        );
+        let out = env
+            .run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf)
+            .must("ADD");
         let veth = out.json()["interfaces"][1]["name"]
             .as_str()
             .expect("veth")
             .to_string();
-        must(
-            env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf),
-            "DEL",
-        );
+        env.run(Impl::Ours, "bridge", "DEL", "c1", "net1", &conf)
+            .must("DEL");
         assert!(
             !env.pod.has_link("net1"),
             "round {round}: net1 still there after DEL"
@@ -549,34 +440,20 @@ fn del_frees_the_name_at_once_and_the_pair_goes() {
         );
     }
     // Back to back, without waiting for the kernel: the name is free.
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "c2", "net1", &conf),
-        "ADD",
-    );
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "c2", "net1", &conf),
-        "DEL",
-    );
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "c3", "net1", &conf),
-        "re-ADD right after DEL",
-    );
+    env.run(Impl::Ours, "bridge", "ADD", "c2", "net1", &conf)
+        .must("ADD");
+    env.run(Impl::Ours, "bridge", "DEL", "c2", "net1", &conf)
+        .must("DEL");
+    env.run(Impl::Ours, "bridge", "ADD", "c3", "net1", &conf)
+        .must("re-ADD right after DEL");
     assert_eq!(env.allocations("multus-br").len(), 1);
 }
 
 /// An IPAM type we do not implement in-process is exec'd from CNI_PATH with the CNI
 /// environment (here the reference host-local under another name).
-#[test]
+#[root_test(reference)]
 fn delegates_to_an_exec_ipam_plugin() {
-    if !require_root("delegates_to_an_exec_ipam_plugin") {
-        return;
-    }
-    let Some(reference) = oxivirt_testkit::reference_plugins() else {
-        eprintln!(
-            "SKIP delegates_to_an_exec_ipam_plugin: containernetworking-plugins not installed"
-        );
-        return;
-    };
+    let reference = reference_plugins().expect("the reference plugins");
     let env = Env::new();
     let bin = tempfile::tempdir().expect("bin");
     std::os::unix::fs::symlink(common::our_bin(), bin.path().join("bridge")).expect("link");
@@ -586,38 +463,21 @@ fn delegates_to_an_exec_ipam_plugin() {
     )
     .expect("link");
     let conf = env.seed_conf("1.0.0", json!({"ipam": {"type": "third-party-ipam"}}));
-    let cni_path = bin.path().display().to_string();
-    let plugin = bin.path().join("bridge");
-    let netns = env.pod.path();
-    let call = |cmd: &'static str| {
-        oxivirt_testkit::run_cni(
-            &oxivirt_testkit::CniCall {
-                plugin: &plugin,
-                command: cmd,
-                container_id: "x1",
-                netns: Some(&netns),
-                ifname: "net1",
-                args: "",
-                cni_path: &cni_path,
-                node: Some(&env.node),
-                extra_env: vec![],
-            },
-            &conf.to_string(),
-        )
-    };
-    let out = must(call("ADD"), "ADD via exec'd IPAM");
+    let cni = Cni::new(bin.path(), "bridge")
+        .in_node(&env.node)
+        .netns(env.pod.path())
+        .container("x1")
+        .ifname("net1");
+    let out = cni.run("ADD", &conf).must("ADD via exec'd IPAM");
     assert_eq!(out.json()["ips"][0]["address"], "192.168.100.2/24");
     assert_eq!(env.allocations("multus-br"), vec!["192.168.100.2"]);
-    must(call("DEL"), "DEL via exec'd IPAM");
+    cni.run("DEL", &conf).must("DEL via exec'd IPAM");
     assert!(env.allocations("multus-br").is_empty());
 }
 
 /// The container MAC comes from CNI_ARGS, args.cni or runtimeConfig; later ones win.
-#[test]
+#[root_test]
 fn mac_sources_and_precedence() {
-    if !require_root("mac_sources_and_precedence") {
-        return;
-    }
     let env = Env::new();
     let cases = [
         (
@@ -632,17 +492,16 @@ fn mac_sources_and_precedence() {
     for (i, (extra, want)) in cases.iter().enumerate() {
         let conf = env.seed_conf("1.0.0", extra.clone());
         let ifname = format!("net{i}");
-        let out = must(
-            env.run(
+        let out = env
+            .run(
                 Impl::Ours,
                 "bridge",
                 "ADD",
                 &format!("m{i}"),
                 &ifname,
                 &conf,
-            ),
-            "ADD",
-        );
+            )
+            .must("ADD");
         assert_eq!(out.json()["interfaces"][2]["mac"], *want);
         let link = &env.pod.ip_json(&["link", "show", "dev", &ifname])[0];
         assert_eq!(link["address"], *want);
@@ -650,11 +509,8 @@ fn mac_sources_and_precedence() {
 }
 
 /// A link with the bridge's name that is not a bridge is refused, and nothing is left.
-#[test]
+#[root_test]
 fn existing_non_bridge_is_refused() {
-    if !require_root("existing_non_bridge_is_refused") {
-        return;
-    }
     let env = Env::new();
     env.node.sh(&[
         "ip",
@@ -672,21 +528,20 @@ fn existing_non_bridge_is_refused() {
 
 /// A master that takes ports but is no bridge (a bond): the veth joins it in the creating
 /// request, the check after it refuses the ADD and rolls everything back.
-#[test]
+#[root_test]
 fn existing_bond_is_refused_after_the_veth_joined() {
-    if !require_root("existing_bond_is_refused_after_the_veth_joined") {
-        return;
-    }
     let env = Env::new();
     let made = env
         .node
         .exec(&["ip", "link", "add", "multus-bridge", "type", "bond"]);
     if !made.status.success() {
-        eprintln!(
-            "SKIP existing_bond_is_refused_after_the_veth_joined: this kernel cannot make a bond ({})",
-            String::from_utf8_lossy(&made.stderr).trim()
+        return oxivirt_testkit::skip(
+            "existing_bond_is_refused_after_the_veth_joined",
+            &format!(
+                "this kernel cannot make a bond ({})",
+                String::from_utf8_lossy(&made.stderr).trim()
+            ),
         );
-        return;
     }
     refused_as_not_a_bridge(&env, &["lo", "multus-bridge"]);
 }
@@ -697,14 +552,7 @@ fn refused_as_not_a_bridge(env: &Env, node_links: &[&str]) {
     let conf = env.seed_conf("1.0.0", json!({}));
     let out = env.run(Impl::Ours, "bridge", "ADD", "c1", "net1", &conf);
     assert_eq!(out.code(), 7, "{}", out.stdout);
-    assert!(
-        out.json()["msg"]
-            .as_str()
-            .unwrap_or("")
-            .contains("is not a bridge"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.msg().contains("is not a bridge"), "{}", out.stdout);
     assert!(
         eventually(Duration::from_secs(5), || env.node_links() == node_links),
         "{:?}",
@@ -716,62 +564,29 @@ fn refused_as_not_a_bridge(env: &Env, node_links: &[&str]) {
 
 /// 64 bridge ADDs in parallel on one network, each into its own pod namespace: distinct
 /// addresses, 64 ports on the bridge, and 64 parallel DELs leave nothing.
-#[test]
+#[root_test]
 fn sixty_four_parallel_bridge_adds() {
-    if !require_root("sixty_four_parallel_bridge_adds") {
-        return;
-    }
     let env = Env::new();
     let conf = env.seed_conf("1.0.0", json!({}));
-    let pods: Vec<oxivirt_testkit::TestNs> = (0..64)
-        .map(|_| oxivirt_testkit::TestNs::new("oxq"))
-        .collect();
-    let bin = common::our_dir().join("bridge");
-    let cni_path = common::our_dir().display().to_string();
-    let call = |cmd: &'static str, i: usize| {
-        let netns = pods[i].path();
-        oxivirt_testkit::run_cni(
-            &oxivirt_testkit::CniCall {
-                plugin: &bin,
-                command: cmd,
-                container_id: &format!("par{i}"),
-                netns: Some(&netns),
-                ifname: "net1",
-                args: "",
-                cni_path: &cni_path,
-                node: Some(&env.node),
-                extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", env.index_dir())],
-            },
-            &conf.to_string(),
-        )
+    let pods: Vec<TestNs> = (0..64).map(|_| TestNs::new("oxq")).collect();
+    let bridge = env.cni(Impl::Ours, "bridge").ifname("net1");
+    let call = |cmd: &str, i: usize| {
+        bridge
+            .clone()
+            .netns(pods[i].path())
+            .container(&format!("par{i}"))
+            .run(cmd, &conf)
     };
-    let outs: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..64).map(|i| s.spawn(move || call("ADD", i))).collect();
-        hs.into_iter().map(|h| h.join().expect("thread")).collect()
-    });
-    let mut ips: Vec<String> = outs
-        .iter()
-        .map(|o| {
-            assert!(o.ok, "{} {}", o.stdout, o.stderr);
-            o.json()["ips"][0]["address"]
-                .as_str()
-                .expect("address")
-                .to_string()
-        })
+    let ips: BTreeSet<String> = parallel(64, |i| call("ADD", i).address())
+        .into_iter()
         .collect();
-    ips.sort();
-    ips.dedup();
     assert_eq!(ips.len(), 64, "an address was handed out twice");
     assert_eq!(env.allocations("multus-br").len(), 64);
     let ports = env
         .node
         .ip_json(&["link", "show", "master", "multus-bridge"]);
     assert_eq!(ports.as_array().map(Vec::len), Some(64));
-    std::thread::scope(|s| {
-        for i in 0..64 {
-            s.spawn(move || assert!(call("DEL", i).ok));
-        }
-    });
+    parallel(64, |i| call("DEL", i).must("DEL"));
     assert!(env.allocations("multus-br").is_empty());
     assert!(
         eventually(Duration::from_secs(10), || env.node_links()
@@ -783,45 +598,23 @@ fn sixty_four_parallel_bridge_adds() {
 
 /// `enabledad` turns duplicate address detection on for the container interface (off by
 /// default, as the reference), and IPv6 addresses then go through DAD.
-#[test]
+#[root_test]
 fn enabledad_sets_the_container_sysctls() {
-    if !require_root("enabledad_sets_the_container_sysctls") {
-        return;
-    }
     let env = Env::new();
-    let sysctl = |ns: &oxivirt_testkit::TestNs, k: &str| {
+    let sysctl = |ns: &TestNs, k: &str| {
         ns.sh(&["cat", &format!("/proc/sys/{k}")])
             .trim()
             .to_string()
     };
-    let v6 = json!({"ipam": {"subnet": null, "ranges": [[{"subnet": "fd00:100::/64"}]]}});
-    let mut off = v6.clone();
-    off["enabledad"] = json!(false);
-    must(
-        env.run(
-            Impl::Ours,
-            "bridge",
-            "ADD",
-            "d0",
-            "net0",
-            &env.seed_conf("1.0.0", off),
-        ),
-        "ADD",
-    );
+    let v6 = |dad: bool| {
+        let ipam = json!({"subnet": null, "ranges": [[{"subnet": "fd00:100::/64"}]]});
+        env.seed_conf("1.0.0", json!({"enabledad": dad, "ipam": ipam}))
+    };
+    env.run(Impl::Ours, "bridge", "ADD", "d0", "net0", &v6(false))
+        .must("ADD without DAD");
+    env.run(Impl::Ours, "bridge", "ADD", "d1", "net1", &v6(true))
+        .must("ADD with DAD");
     assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net0/accept_dad"), "0");
-    let mut on = v6;
-    on["enabledad"] = json!(true);
-    must(
-        env.run(
-            Impl::Ours,
-            "bridge",
-            "ADD",
-            "d1",
-            "net1",
-            &env.seed_conf("1.0.0", on),
-        ),
-        "ADD",
-    );
     assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net1/accept_dad"), "1");
     assert_eq!(sysctl(&env.pod, "net/ipv6/conf/net1/enhanced_dad"), "1");
     assert_eq!(sysctl(&env.pod, "net/ipv4/conf/net1/arp_notify"), "1");

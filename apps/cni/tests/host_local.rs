@@ -3,10 +3,12 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use oxivirt_testkit::{run_cni, CniCall, CniOutput};
+use oxivirt_testkit::{parallel, reference_plugins_or_skip, Cni, CniOutput};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 
+/// Runs an IPAM plugin on its own, as a main plugin would exec it (no namespace involved).
 fn call(
     dir: &Path,
     plugin: &str,
@@ -16,30 +18,15 @@ fn call(
     args: &str,
     conf: &Value,
 ) -> CniOutput {
-    let bin = dir.join(plugin);
-    let netns = PathBuf::from("/var/run/netns/unused-by-ipam");
-    let cni_path = dir.display().to_string();
-    run_cni(
-        &CniCall {
-            plugin: &bin,
-            command: cmd,
-            container_id: id,
-            netns: Some(&netns),
-            ifname,
-            args,
-            cni_path: &cni_path,
-            node: None,
-            // Keep our index beside the test's data (removed with it), not in /run.
-            extra_env: vec![(
-                "OXIVIRT_IPAM_INDEX_DIR",
-                format!(
-                    "{}/.index",
-                    conf["ipam"]["dataDir"].as_str().unwrap_or("/tmp")
-                ),
-            )],
-        },
-        &conf.to_string(),
-    )
+    let data = conf["ipam"]["dataDir"].as_str().unwrap_or("/tmp");
+    Cni::new(dir, plugin)
+        .netns("/var/run/netns/unused-by-ipam")
+        .container(id)
+        .ifname(ifname)
+        .args(args)
+        // Keep our index beside the test's data (removed with it), not in /run.
+        .env("OXIVIRT_IPAM_INDEX_DIR", format!("{data}/.index"))
+        .run(cmd, conf)
 }
 
 fn conf(version: &str, data: &Path, ipam: Value) -> Value {
@@ -51,8 +38,8 @@ fn conf(version: &str, data: &Path, ipam: Value) -> Value {
 
 #[test]
 fn results_match_reference_in_every_version() {
-    let Some(reference) = oxivirt_testkit::reference_plugins() else {
-        eprintln!("SKIP results_match_reference_in_every_version: containernetworking-plugins not installed");
+    let Some(reference) = reference_plugins_or_skip("results_match_reference_in_every_version")
+    else {
         return;
     };
     let resolv = tempfile::NamedTempFile::new().expect("resolv");
@@ -105,32 +92,19 @@ fn sixty_four_parallel_adds_never_share_an_address() {
     let data = tempfile::tempdir().expect("tmp");
     let c = conf("1.0.0", data.path(), json!({"subnet": "10.40.0.0/24"}));
     let dir = common::our_dir();
-    let outs: Vec<CniOutput> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..64)
-            .map(|i| {
-                let (dir, c) = (&dir, &c);
-                s.spawn(move || call(dir, "host-local", "ADD", &format!("ctr{i}"), "eth0", "", c))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
-    });
-    let mut ips: Vec<String> = outs
-        .iter()
-        .map(|o| {
-            assert!(o.ok, "{} {}", o.stdout, o.stderr);
-            o.json()["ips"][0]["address"]
-                .as_str()
-                .expect("address")
-                .to_string()
-        })
-        .collect();
-    ips.sort();
-    let n = ips.len();
-    ips.dedup();
-    assert_eq!(ips.len(), n, "an address was handed out twice");
+    let add = |i: usize| {
+        call(
+            &dir,
+            "host-local",
+            "ADD",
+            &format!("ctr{i}"),
+            "eth0",
+            "",
+            &c,
+        )
+    };
+    let ips: BTreeSet<String> = parallel(64, |i| add(i).address()).into_iter().collect();
+    assert_eq!(ips.len(), 64, "an address was handed out twice");
     // The store agrees: 64 files, each naming a distinct container.
     let mut owners: Vec<String> = std::fs::read_dir(data.path().join("multus-br"))
         .expect("store")
@@ -143,13 +117,17 @@ fn sixty_four_parallel_adds_never_share_an_address() {
     owners.dedup();
     assert_eq!(owners.len(), 64);
     // And parallel DELs free everything.
-    std::thread::scope(|s| {
-        for i in 0..64 {
-            let (dir, c) = (&dir, &c);
-            s.spawn(move || {
-                assert!(call(dir, "host-local", "DEL", &format!("ctr{i}"), "eth0", "", c).ok)
-            });
-        }
+    parallel(64, |i| {
+        call(
+            &dir,
+            "host-local",
+            "DEL",
+            &format!("ctr{i}"),
+            "eth0",
+            "",
+            &c,
+        )
+        .must("DEL")
     });
     let left = std::fs::read_dir(data.path().join("multus-br"))
         .expect("store")
@@ -161,8 +139,8 @@ fn sixty_four_parallel_adds_never_share_an_address() {
 
 #[test]
 fn mixed_allocation_and_release_with_reference() {
-    let Some(reference) = oxivirt_testkit::reference_plugins() else {
-        eprintln!("SKIP mixed_allocation_and_release_with_reference: containernetworking-plugins not installed");
+    let Some(reference) = reference_plugins_or_skip("mixed_allocation_and_release_with_reference")
+    else {
         return;
     };
     let ours = common::our_dir();
@@ -206,8 +184,7 @@ fn mixed_allocation_and_release_with_reference() {
 
 #[test]
 fn static_matches_reference() {
-    let Some(reference) = oxivirt_testkit::reference_plugins() else {
-        eprintln!("SKIP static_matches_reference: containernetworking-plugins not installed");
+    let Some(reference) = reference_plugins_or_skip("static_matches_reference") else {
         return;
     };
     let ipam = json!({"type": "static",

@@ -3,8 +3,8 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use common::{must, normalise, Env, Impl};
-use oxivirt_testkit::require_root;
+use common::{normalise, Env, Impl};
+use oxivirt_testkit::root_test;
 use serde_json::{json, Value};
 
 fn macvlan_env() -> Env {
@@ -48,15 +48,8 @@ fn state(env: &Env) -> Value {
     })
 }
 
-#[test]
+#[root_test(reference)]
 fn macvlan_matches_reference() {
-    if !require_root("macvlan_matches_reference") {
-        return;
-    }
-    if oxivirt_testkit::reference_plugins().is_none() {
-        eprintln!("SKIP macvlan_matches_reference: containernetworking-plugins not installed");
-        return;
-    }
     let variants = [
         ("bridge", json!({})),
         ("private-mtu", json!({"mode": "private", "mtu": 1400})),
@@ -72,21 +65,18 @@ fn macvlan_matches_reference() {
             for imp in [Impl::Reference, Impl::Ours] {
                 let env = macvlan_env();
                 let c = conf(&env, v, extra.clone());
-                let out = must(
-                    env.run(imp, "macvlan", "ADD", "m1", "net1", &c),
-                    &format!("{imp:?} {v} {name}"),
-                );
+                let out = env
+                    .run(imp, "macvlan", "ADD", "m1", "net1", &c)
+                    .must(&format!("{imp:?} {v} {name}"));
                 let result = normalise(&out.json());
                 let st = state(&env);
                 if v != "0.3.1" {
                     let mut chk = c.clone();
                     chk["prevResult"] = out.json();
-                    must(
-                        env.run(imp, "macvlan", "CHECK", "m1", "net1", &chk),
-                        "CHECK",
-                    );
+                    env.run(imp, "macvlan", "CHECK", "m1", "net1", &chk)
+                        .must("CHECK");
                 }
-                must(env.run(imp, "macvlan", "DEL", "m1", "net1", &c), "DEL");
+                env.run(imp, "macvlan", "DEL", "m1", "net1", &c).must("DEL");
                 seen.push((
                     result,
                     st,
@@ -102,26 +92,20 @@ fn macvlan_matches_reference() {
     }
 }
 
-#[test]
+#[root_test]
 fn macvlan_passthru_mac_and_failures() {
-    if !require_root("macvlan_passthru_mac_and_failures") {
-        return;
-    }
     let env = macvlan_env();
     let c = conf(
         &env,
         "1.0.0",
         json!({"args": {"cni": {"mac": "0a:58:00:00:00:42"}}}),
     );
-    let out = must(
-        env.run(Impl::Ours, "macvlan", "ADD", "m1", "net1", &c),
-        "ADD with MAC",
-    );
+    let out = env
+        .run(Impl::Ours, "macvlan", "ADD", "m1", "net1", &c)
+        .must("ADD with MAC");
     assert_eq!(out.json()["interfaces"][0]["mac"], "0a:58:00:00:00:42");
-    must(
-        env.run(Impl::Ours, "macvlan", "DEL", "m1", "net1", &c),
-        "DEL",
-    );
+    env.run(Impl::Ours, "macvlan", "DEL", "m1", "net1", &c)
+        .must("DEL");
     // MTU above the master's is refused before anything is made.
     let c = conf(&env, "1.0.0", json!({"mtu": 9000}));
     let out = env.run(Impl::Ours, "macvlan", "ADD", "m2", "net1", &c);
@@ -134,10 +118,8 @@ fn macvlan_passthru_mac_and_failures() {
         "1.0.0",
         json!({"ipam": {"rangeStart": "192.168.100.9", "rangeEnd": "192.168.100.9"}}),
     );
-    must(
-        env.run(Impl::Ours, "macvlan", "ADD", "m3", "net1", &c),
-        "first",
-    );
+    env.run(Impl::Ours, "macvlan", "ADD", "m3", "net1", &c)
+        .must("first");
     let out = env.run(Impl::Ours, "macvlan", "ADD", "m4", "net2", &c);
     assert!(!out.ok);
     assert!(
@@ -148,10 +130,8 @@ fn macvlan_passthru_mac_and_failures() {
     // passthru takes the master's MAC.
     let env = macvlan_env();
     let c = conf(&env, "1.0.0", json!({"mode": "passthru", "ipam": {}}));
-    must(
-        env.run(Impl::Ours, "macvlan", "ADD", "p1", "net1", &c),
-        "passthru",
-    );
+    env.run(Impl::Ours, "macvlan", "ADD", "p1", "net1", &c)
+        .must("passthru");
     let l = &env.pod.ip_json(&["-d", "link", "show", "dev", "net1"])[0];
     assert_eq!(l["linkinfo"]["info_data"]["mode"], "passthru");
 }

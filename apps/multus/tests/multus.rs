@@ -5,7 +5,7 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use oxivirt_testkit::{eventually, require_root, run_cni, CniCall, CniOutput, TestNs};
+use oxivirt_testkit::{eventually, reference_plugins, root_test, Cni, CniOutput, TestNs};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,8 +17,10 @@ struct Pod {
 }
 
 impl Pod {
-    fn new() -> Option<Self> {
-        let reference = oxivirt_testkit::reference_plugins()?;
+    /// The pod and its node. The reference plugins' macvlan stands in for a third-party
+    /// delegate: the tests ask for them with `#[root_test(reference)]`.
+    fn new() -> Self {
+        let reference = reference_plugins().expect("the reference plugins");
         let p = Pod {
             node: TestNs::new("oxmn"),
             pod: TestNs::new("oxmp"),
@@ -45,21 +47,55 @@ impl Pod {
             .to_string(),
         )
         .expect("cluster conf");
-        let store = oxivirt_multus_core::source::DirSource::new(p.path("store"));
         std::fs::create_dir_all(p.path("store")).expect("store");
-        store
-            .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": "multus-br", "namespace": "default"},
-                "spec": {"config": json!({"cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge",
-                    "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": data}}).to_string()}}))
+        p.put_nad(
+            "multus-br",
+            json!({"cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge",
+                "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": data}}),
+        );
+        p.put_nad(
+            "macvlan-net",
+            json!({"cniVersion": "0.4.0", "type": "macvlan", "master": "uplink0", "mode": "bridge",
+                "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "dataDir": data}}),
+        );
+        p
+    }
+
+    fn store(&self) -> oxivirt_multus_core::source::DirSource {
+        oxivirt_multus_core::source::DirSource::new(self.path("store"))
+    }
+
+    /// A NetworkAttachmentDefinition `default/<name>` holding `config`.
+    fn put_nad(&self, name: &str, config: Value) {
+        self.store()
+            .put(
+                &json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"config": config.to_string()}}),
+            )
             .expect("nad");
-        store
-            .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": "macvlan-net", "namespace": "default"},
-                "spec": {"config": json!({"cniVersion": "0.4.0", "type": "macvlan", "master": "uplink0", "mode": "bridge",
-                    "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "dataDir": data}}).to_string()}}))
-            .expect("nad");
-        Some(p)
+    }
+
+    /// The meta plugin's config for the Kubernetes backend with `kubeconfig` (written to
+    /// a file) instead of the directory store.
+    fn kube_conf(&self, kubeconfig: &str) -> Value {
+        std::fs::write(self.path("kubeconfig"), kubeconfig).expect("kubeconfig");
+        let mut conf = self.conf();
+        conf.as_object_mut().expect("obj").remove("oxivirtStore");
+        conf["kubeconfig"] = json!(self.path("kubeconfig"));
+        conf
+    }
+
+    /// Asserts the pod is back to loopback alone and no address is held.
+    #[track_caller]
+    fn assert_empty(&self) {
+        assert!(
+            eventually(Duration::from_secs(5), || common::links(&self.pod)
+                == ["lo"]),
+            "{:?}",
+            common::links(&self.pod)
+        );
+        assert!(self.allocations().is_empty(), "{:?}", self.allocations());
     }
 
     fn path(&self, rel: &str) -> String {
@@ -71,8 +107,7 @@ impl Pod {
     }
 
     fn put_pod(&self, networks: &str) {
-        let store = oxivirt_multus_core::source::DirSource::new(self.path("store"));
-        store
+        self.store()
             .put(&json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "virt-launcher-testvm-2", "namespace": "default", "uid": "uid-1",
                              "annotations": {"k8s.v1.cni.cncf.io/networks": networks}}}))
@@ -86,30 +121,19 @@ impl Pod {
     }
 
     fn run(&self, cmd: &str, conf: &Value) -> CniOutput {
-        self.run_env(cmd, conf, vec![])
+        self.run_env(cmd, conf, &[])
     }
 
-    fn run_env(&self, cmd: &str, conf: &Value, mut env: Vec<(&'static str, String)>) -> CniOutput {
-        let bin = self.bin().join("multus");
-        let netns = self.pod.path();
-        let path = self.bin().display().to_string();
-        run_cni(
-            &CniCall {
-                plugin: &bin,
-                command: cmd,
-                container_id: "c0ffee",
-                netns: Some(&netns),
-                ifname: "eth0",
-                args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1",
-                cni_path: &path,
-                node: Some(&self.node),
-                extra_env: {
-                    env.push(("OXIVIRT_IPAM_INDEX_DIR", self.path("index")));
-                    env
-                },
-            },
-            &conf.to_string(),
-        )
+    fn run_env(&self, cmd: &str, conf: &Value, env: &[(&str, String)]) -> CniOutput {
+        let multus = Cni::new(&self.bin(), "multus")
+            .in_node(&self.node)
+            .netns(self.pod.path())
+            .container("c0ffee")
+            .args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1")
+            .env("OXIVIRT_IPAM_INDEX_DIR", self.path("index"));
+        env.iter()
+            .fold(multus, |c, (k, v)| c.env(k, v.clone()))
+            .run(cmd, conf)
     }
 
     /// The state of a mocked API service holding this pod and the multus-br NAD.
@@ -166,18 +190,11 @@ impl Pod {
     }
 }
 
-#[test]
+#[root_test(reference)]
 fn pod_with_cluster_network_and_two_secondaries() {
-    if !require_root("pod_with_cluster_network_and_two_secondaries") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP pod_with_cluster_network_and_two_secondaries: containernetworking-plugins not installed");
-        return;
-    };
+    let p = Pod::new();
     p.put_pod("multus-br, default/macvlan-net@ext1");
-    let out = p.run("ADD", &p.conf());
-    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    let out = p.run("ADD", &p.conf()).must("ADD");
     // The runtime gets the cluster network's result, in its version.
     let r = out.json();
     assert_eq!(r["cniVersion"], "1.0.0");
@@ -226,38 +243,23 @@ fn pod_with_cluster_network_and_two_secondaries() {
         & 0o777;
     assert_eq!(mode, 0o600);
     // CHECK runs every delegate.
-    let out = p.run("CHECK", &p.conf());
-    assert!(out.ok, "CHECK: {} {}", out.stdout, out.stderr);
+    p.run("CHECK", &p.conf()).must("CHECK");
 
     // DEL with the store gone: everything is released from the cache.
     std::fs::rename(p.path("store"), p.path("store-away")).expect("hide store");
-    let out = p.run("DEL", &p.conf());
-    assert!(out.ok, "DEL: {} {}", out.stdout, out.stderr);
-    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
-    assert!(
-        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
-        "{:?}",
-        common::links(&p.pod)
-    );
+    p.run("DEL", &p.conf()).must("DEL");
+    p.assert_empty();
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
 }
 
-#[test]
+#[root_test(reference)]
 fn failing_delegate_rolls_back_the_others() {
-    if !require_root("failing_delegate_rolls_back_the_others") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP failing_delegate_rolls_back_the_others: containernetworking-plugins not installed");
-        return;
-    };
-    let store = oxivirt_multus_core::source::DirSource::new(p.path("store"));
-    store
-        .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": "broken", "namespace": "default"},
-            "spec": {"config": json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "no-such-master",
-                "ipam": {"type": "host-local", "subnet": "10.11.0.0/24", "dataDir": p.path("ipam")}}).to_string()}}))
-        .expect("nad");
+    let p = Pod::new();
+    p.put_nad(
+        "broken",
+        json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "no-such-master",
+            "ipam": {"type": "host-local", "subnet": "10.11.0.0/24", "dataDir": p.path("ipam")}}),
+    );
     p.put_pod("multus-br, broken");
     let mut conf = p.conf();
     conf["logFile"] = json!(p.path("multus.log"));
@@ -270,24 +272,13 @@ fn failing_delegate_rolls_back_the_others() {
         log.contains("[error]") && log.contains("default/broken"),
         "{log}"
     );
-    assert!(
-        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
-        "{:?}",
-        common::links(&p.pod)
-    );
-    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
+    p.assert_empty();
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
 }
 
-#[test]
+#[root_test(reference)]
 fn bad_annotations_and_nads_name_the_pod_and_network() {
-    if !require_root("bad_annotations_and_nads_name_the_pod_and_network") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP bad_annotations_and_nads_name_the_pod_and_network: containernetworking-plugins not installed");
-        return;
-    };
+    let p = Pod::new();
     // The seed's NAD, verbatim (its quote is never closed).
     let nad_dir = Path::new(&p.path("store")).join("network-attachment-definitions/default");
     std::fs::copy(
@@ -326,18 +317,11 @@ fn bad_annotations_and_nads_name_the_pod_and_network() {
     }
 }
 
-#[test]
+#[root_test(reference)]
 fn gc_repairs_a_lost_del() {
-    if !require_root("gc_repairs_a_lost_del") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP gc_repairs_a_lost_del: containernetworking-plugins not installed");
-        return;
-    };
+    let p = Pod::new();
     p.put_pod("multus-br");
-    let out = p.run("ADD", &p.conf());
-    assert!(out.ok, "{}", out.stdout);
+    p.run("ADD", &p.conf()).must("ADD");
     assert_eq!(p.allocations().len(), 2);
     // The runtime forgot the container (DEL never came): GC with nothing valid, and the
     // object store gone too: everything GC needs is in the cache.
@@ -345,21 +329,14 @@ fn gc_repairs_a_lost_del() {
     let mut gc = p.conf();
     gc["cniVersion"] = json!("1.1.0");
     gc["cni.dev/valid-attachments"] = json!([]);
-    let out = p.run("GC", &gc);
-    assert!(out.ok, "GC: {} {}", out.stdout, out.stderr);
+    p.run("GC", &gc).must("GC");
     assert!(p.allocations().is_empty(), "{:?}", p.allocations());
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
 }
 
-#[test]
+#[root_test(reference)]
 fn readiness_gate_and_del_from_the_store_without_cache() {
-    if !require_root("readiness_gate_and_del_from_the_store_without_cache") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP readiness_gate_and_del_from_the_store_without_cache: containernetworking-plugins not installed");
-        return;
-    };
+    let p = Pod::new();
     p.put_pod("multus-br");
     let mut conf = p.conf();
     conf["readinessindicatorfile"] = json!(p.path("ready"));
@@ -372,35 +349,21 @@ fn readiness_gate_and_del_from_the_store_without_cache() {
     );
     assert_eq!(common::links(&p.pod), ["lo"]);
     std::fs::write(p.path("ready"), "").expect("ready");
-    let out = p.run("ADD", &conf);
-    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    p.run("ADD", &conf).must("ADD");
     assert_eq!(p.allocations().len(), 2);
     // The cache is lost; DEL rebuilds the delegate list from the pod in the store.
     std::fs::remove_file(p.path("cache/c0ffee")).expect("drop cache");
-    let out = p.run("DEL", &conf);
-    assert!(out.ok, "{} {}", out.stdout, out.stderr);
-    assert!(p.allocations().is_empty(), "{:?}", p.allocations());
-    assert!(
-        eventually(Duration::from_secs(5), || common::links(&p.pod) == ["lo"]),
-        "{:?}",
-        common::links(&p.pod)
-    );
+    p.run("DEL", &conf).must("DEL");
+    p.assert_empty();
 }
 
 /// `default-route` moves the pod's default route to the selected network.
-#[test]
+#[root_test(reference)]
 fn default_route_moves_to_the_selected_network() {
-    if !require_root("default_route_moves_to_the_selected_network") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP default_route_moves_to_the_selected_network: containernetworking-plugins not installed");
-        return;
-    };
+    let p = Pod::new();
     // Without it, the cluster network (isDefaultGateway) carries the default route.
     p.put_pod("multus-br");
-    let out = p.run("ADD", &p.conf());
-    assert!(out.ok, "{}", out.stdout);
+    p.run("ADD", &p.conf()).must("ADD");
     let default_via = |p: &Pod| -> Vec<(String, String)> {
         p.pod
             .ip_json(&["-4", "route", "show", "default"])
@@ -424,8 +387,7 @@ fn default_route_moves_to_the_selected_network() {
     assert!(p.run("DEL", &p.conf()).ok);
 
     p.put_pod(r#"[{"name": "multus-br", "default-route": ["192.168.100.1"]}]"#);
-    let out = p.run("ADD", &p.conf());
-    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    let out = p.run("ADD", &p.conf()).must("ADD");
     assert_eq!(
         default_via(&p),
         [("192.168.100.1".to_string(), "net1".to_string())]
@@ -446,30 +408,16 @@ fn default_route_moves_to_the_selected_network() {
 }
 
 /// The same pod through the Kubernetes backend, against the mocked API service.
-#[test]
+#[root_test(reference)]
 fn kubernetes_backend_against_a_mocked_api_service() {
-    if !require_root("kubernetes_backend_against_a_mocked_api_service") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP kubernetes_backend_against_a_mocked_api_service: containernetworking-plugins not installed");
-        return;
-    };
+    let p = Pod::new();
     let state = p.mock_api("tok-1");
     let port = oxivirt_testkit::mock_kube::start(state.clone(), &p.node.path());
     std::fs::write(p.path("token"), "tok-1\n").expect("token");
-    std::fs::write(
-        p.path("kubeconfig"),
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: mock\nclusters:\n- name: mock\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: plugin\nusers:\n- name: plugin\n  user:\n    tokenFile: token\n"
-        ),
-    )
-    .expect("kubeconfig");
-    let mut conf = p.conf();
-    conf.as_object_mut().expect("obj").remove("oxivirtStore");
-    conf["kubeconfig"] = json!(p.path("kubeconfig"));
-    let out = p.run("ADD", &conf);
-    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    let conf = p.kube_conf(&format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: mock\nclusters:\n- name: mock\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: plugin\nusers:\n- name: plugin\n  user:\n    tokenFile: token\n"
+    ));
+    p.run("ADD", &conf).must("ADD");
     assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
     {
         let s = state.lock().expect("lock");
@@ -498,16 +446,14 @@ fn kubernetes_backend_against_a_mocked_api_service() {
     let mut gc = conf.clone();
     gc["cniVersion"] = json!("1.1.0");
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c0ffee", "ifname": "eth0"}]);
-    let out = p.run("GC", &gc);
-    assert!(out.ok, "GC: {} {}", out.stdout, out.stderr);
+    p.run("GC", &gc).must("GC");
     assert_eq!(p.allocations().len(), 2, "GC released a valid attachment");
     assert_eq!(
         state.lock().expect("lock").requests.len(),
         before,
         "GC talked to the API server"
     );
-    let out = p.run("DEL", &conf);
-    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    p.run("DEL", &conf).must("DEL");
     assert_eq!(
         state.lock().expect("lock").requests.len(),
         before,
@@ -515,8 +461,7 @@ fn kubernetes_backend_against_a_mocked_api_service() {
     );
     assert!(p.allocations().is_empty());
     // A second pod ADD after rotation uses the new token.
-    let out = p.run("ADD", &conf);
-    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    p.run("ADD", &conf).must("ADD");
     assert!(state
         .lock()
         .expect("lock")
@@ -530,29 +475,20 @@ fn kubernetes_backend_against_a_mocked_api_service() {
 /// A NAD holding a conflist: the chain runs with prevResult (our macvlan is not in the bin
 /// dir here, so the reference macvlan + reference tuning), and DEL runs it in reverse. A
 /// DEL that fails keeps the cache so a retry can finish.
-#[test]
+#[root_test(reference)]
 fn conflist_delegate_and_failed_del_keeps_the_cache() {
-    if !require_root("conflist_delegate_and_failed_del_keeps_the_cache") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP conflist_delegate_and_failed_del_keeps_the_cache: containernetworking-plugins not installed");
-        return;
-    };
-    let reference = oxivirt_testkit::reference_plugins().expect("reference");
+    let p = Pod::new();
+    let reference = reference_plugins().expect("the reference plugins");
     std::os::unix::fs::symlink(reference.join("tuning"), p.bin().join("tuning")).expect("link");
-    let store = oxivirt_multus_core::source::DirSource::new(p.path("store"));
-    store
-        .put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": "tuned", "namespace": "default"},
-            "spec": {"config": json!({"cniVersion": "0.4.0", "name": "tuned", "plugins": [
-                {"type": "macvlan", "master": "uplink0", "ipam": {"type": "host-local", "subnet": "10.12.0.0/24", "dataDir": p.path("ipam")}},
-                {"type": "tuning", "mtu": 1400}
-            ]}).to_string()}}))
-        .expect("nad");
+    p.put_nad(
+        "tuned",
+        json!({"cniVersion": "0.4.0", "name": "tuned", "plugins": [
+            {"type": "macvlan", "master": "uplink0", "ipam": {"type": "host-local", "subnet": "10.12.0.0/24", "dataDir": p.path("ipam")}},
+            {"type": "tuning", "mtu": 1400}
+        ]}),
+    );
     p.put_pod("tuned@ext0");
-    let out = p.run("ADD", &p.conf());
-    assert!(out.ok, "{} {}", out.stdout, out.stderr);
+    p.run("ADD", &p.conf()).must("ADD");
     let l = &p.pod.ip_json(&["link", "show", "dev", "ext0"])[0];
     assert_eq!(l["mtu"], 1400, "tuning ran after macvlan: {l}");
     // Make the chain's DEL fail: the cache must survive for the retry.
@@ -564,40 +500,25 @@ fn conflist_delegate_and_failed_del_keeps_the_cache() {
         "cache dropped after a failed DEL"
     );
     std::os::unix::fs::symlink(reference.join("tuning"), p.bin().join("tuning")).expect("link");
-    let out = p.run("DEL", &p.conf());
-    assert!(out.ok, "retry: {} {}", out.stdout, out.stderr);
+    p.run("DEL", &p.conf()).must("retry");
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
     assert!(p.allocations().is_empty(), "{:?}", p.allocations());
 }
 
 /// The Kubernetes backend over TLS (CA from the kubeconfig), and in-cluster (service
 /// account token and CA, KUBERNETES_SERVICE_HOST/PORT), against the mocked API service.
-#[test]
+#[root_test(reference)]
 fn kubernetes_backend_over_tls_and_in_cluster() {
-    if !require_root("kubernetes_backend_over_tls_and_in_cluster") {
-        return;
-    }
-    let Some(p) = Pod::new() else {
-        eprintln!("SKIP kubernetes_backend_over_tls_and_in_cluster: containernetworking-plugins not installed");
-        return;
-    };
+    let p = Pod::new();
     use base64::Engine;
     let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate();
     let state = p.mock_api("sa-token");
     let port = oxivirt_testkit::mock_kube::start_tls(state.clone(), &p.node.path(), &tls);
     let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
-    std::fs::write(
-        p.path("kubeconfig"),
-        format!(
-            "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
-        ),
-    )
-    .expect("kubeconfig");
-    let mut conf = p.conf();
-    conf.as_object_mut().expect("obj").remove("oxivirtStore");
-    conf["kubeconfig"] = json!(p.path("kubeconfig"));
-    let out = p.run("ADD", &conf);
-    assert!(out.ok, "TLS: {} {}", out.stdout, out.stderr);
+    let mut conf = p.kube_conf(&format!(
+        "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
+    ));
+    p.run("ADD", &conf).must("TLS");
     assert!(p.run("DEL", &conf).ok);
     assert!(
         !state.lock().expect("lock").patches.is_empty(),
@@ -629,9 +550,8 @@ fn kubernetes_backend_over_tls_and_in_cluster() {
         ("KUBERNETES_SERVICE_PORT", port.to_string()),
         ("OXIVIRT_SERVICEACCOUNT_DIR", sa.clone()),
     ];
-    let out = p.run_env("ADD", &conf, env.clone());
-    assert!(out.ok, "in-cluster: {} {}", out.stdout, out.stderr);
+    p.run_env("ADD", &conf, &env).must("in-cluster ADD");
     assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
-    assert!(p.run_env("DEL", &conf, env).ok);
+    p.run_env("DEL", &conf, &env).must("in-cluster DEL");
     assert!(p.allocations().is_empty());
 }

@@ -3,26 +3,13 @@
 //! Every plugin reads its own typed config from stdin; the fields every plugin shares
 //! live in [`NetConf`]. Parse errors name the offending field path and the position.
 
+use crate::decode::parse_json;
 use crate::error::Error;
 use crate::result::Dns;
 use crate::version::Version;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// Decodes JSON into `T`, reporting the failing field path, line and column.
-///
-/// Malformed JSON and JSON of the wrong shape are told apart by
-/// [`Error::is_malformed_json`] (the reference plugins report them as codes 6 and 7).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| Error::Json {
-        what: what.to_string(),
-        path: e.path().to_string(),
-        source: e.into_inner(),
-    })
-}
 
 /// The `ipam` section as far as the calling plugin needs to know it.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -32,26 +19,19 @@ pub struct IpamConf {
 }
 
 /// Fields common to every plugin's network configuration.
+/// Every field may be missing: [`NetConf::load`] says which missing ones are errors.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct NetConf {
-    #[serde(default)]
     pub cni_version: String,
-    #[serde(default)]
     pub name: String,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub plugin_type: String,
-    #[serde(default)]
     pub capabilities: BTreeMap<String, bool>,
-    #[serde(default)]
     pub ipam: Option<IpamConf>,
-    #[serde(default)]
     pub dns: Option<Dns>,
-    #[serde(default)]
     pub runtime_config: Option<Value>,
-    #[serde(default)]
     pub prev_result: Option<Value>,
-    #[serde(default)]
     pub args: Option<Value>,
 }
 
@@ -59,9 +39,7 @@ impl NetConf {
     /// Parses and validates the common fields; returns the requested spec version too.
     pub fn load(bytes: &[u8]) -> Result<(Self, Version), Error> {
         let conf: NetConf = parse_json(bytes, "network config")?;
-        let version = Version::parse(&conf.cni_version)
-            .map_err(|e| e.context("network config: field `cniVersion`"))?;
-        validate_network_name(&conf.name)?;
+        let version = version_and_name("network config", &conf.cni_version, &conf.name)?;
         Ok((conf, version))
     }
 
@@ -74,6 +52,15 @@ impl NetConf {
     pub fn args_cni(&self, key: &str) -> Option<&Value> {
         self.args.as_ref()?.get("cni")?.get(key)
     }
+}
+
+/// The checks a config and a config list share: a supported `cniVersion` and a valid
+/// `name`. `what` names the document in the error.
+fn version_and_name(what: &str, cni_version: &str, name: &str) -> Result<Version, Error> {
+    let version = Version::parse(cni_version)
+        .map_err(|e| e.context(format!("{what}: field `cniVersion`")))?;
+    validate_network_name(name)?;
+    Ok(version)
 }
 
 /// A network name becomes a directory name (host-local's `dataDir/<name>`) and the plugin
@@ -118,9 +105,7 @@ pub struct NetConfList {
 impl NetConfList {
     pub fn load(bytes: &[u8]) -> Result<(Self, Version), Error> {
         let list: NetConfList = parse_json(bytes, "network config list")?;
-        let version = Version::parse(&list.cni_version)
-            .map_err(|e| e.context("network config list: field `cniVersion`"))?;
-        validate_network_name(&list.name)?;
+        let version = version_and_name("network config list", &list.cni_version, &list.name)?;
         if list.plugins.is_empty() {
             return Err(Error::Field {
                 what: "network config list".into(),

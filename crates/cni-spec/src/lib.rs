@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod config;
+pub mod decode;
 pub mod env;
 pub mod error;
 pub mod exec;
@@ -16,7 +17,8 @@ pub mod trace;
 pub mod version;
 
 pub use args::CniArgs;
-pub use config::{parse_json, IpamConf, NetConf, NetConfList};
+pub use config::{IpamConf, NetConf, NetConfList};
+pub use decode::parse_json;
 pub use env::{Command, Environment};
 pub use error::{CniError, Error, ErrorCode};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};

@@ -1,6 +1,6 @@
 //! CNI results, read in any supported version and written in the version asked for.
 
-use crate::config::parse_json;
+use crate::decode::parse_json;
 use crate::error::Error;
 use crate::version::Version;
 use ipnet::IpNet;
@@ -8,46 +8,39 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 
+// Missing `Option` fields read as `None` without `#[serde(default)]`; the other optional
+// fields carry it.
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Interface {
     pub name: String,
     #[serde(default)]
     pub mac: String,
-    #[serde(default)]
     pub mtu: Option<u32>,
     #[serde(default)]
     pub sandbox: String,
-    #[serde(default)]
     pub socket_path: Option<String>,
-    #[serde(default, rename = "pciID")]
+    #[serde(rename = "pciID")]
     pub pci_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct IpConfig {
     pub address: IpNet,
-    #[serde(default)]
     pub gateway: Option<IpAddr>,
-    #[serde(default)]
     pub interface: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Route {
     pub dst: IpNet,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // The route attributes below came with spec 1.1.0 and are dropped for older versions.
     pub mtu: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advmss: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<u32>,
 }
 
@@ -62,6 +55,80 @@ impl Route {
             table: None,
             scope: None,
         }
+    }
+}
+
+/// Adds `key` to `m` when there is a value: the spec leaves out what is not set.
+fn put(m: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
+    if let Some(v) = value {
+        m.insert(key.into(), v.into());
+    }
+}
+
+impl Interface {
+    fn json(&self, version: Version) -> Value {
+        let full = version >= Version::V1_1_0;
+        let mut m = Map::new();
+        m.insert("name".into(), json!(self.name));
+        put(
+            &mut m,
+            "mac",
+            Some(&self.mac).filter(|s| !s.is_empty()).cloned(),
+        );
+        put(&mut m, "mtu", self.mtu.filter(|m| full && *m > 0));
+        put(
+            &mut m,
+            "sandbox",
+            Some(&self.sandbox).filter(|s| !s.is_empty()).cloned(),
+        );
+        put(
+            &mut m,
+            "socketPath",
+            self.socket_path.clone().filter(|_| full),
+        );
+        put(&mut m, "pciID", self.pci_id.clone().filter(|_| full));
+        Value::Object(m)
+    }
+}
+
+impl IpConfig {
+    fn json(&self, version: Version) -> Value {
+        let family = if self.address.addr().is_ipv4() {
+            "4"
+        } else {
+            "6"
+        };
+        let mut m = Map::new();
+        put(
+            &mut m,
+            "version",
+            Some(family).filter(|_| version.ips_have_version()),
+        );
+        put(&mut m, "interface", self.interface);
+        m.insert("address".into(), json!(self.address.to_string()));
+        put(&mut m, "gateway", self.gateway.map(|gw| gw.to_string()));
+        Value::Object(m)
+    }
+}
+
+impl Route {
+    fn json(&self, version: Version) -> Value {
+        // The route attributes came with 1.1.0.
+        let full = version >= Version::V1_1_0;
+        let mut m = Map::new();
+        m.insert("dst".into(), json!(self.dst.to_string()));
+        put(&mut m, "gw", self.gw.map(|gw| gw.to_string()));
+        let attrs = [
+            ("mtu", self.mtu),
+            ("advmss", self.advmss),
+            ("priority", self.priority),
+            ("table", self.table),
+            ("scope", self.scope),
+        ];
+        for (key, value) in attrs {
+            put(&mut m, key, value.filter(|_| full));
+        }
+        Value::Object(m)
     }
 }
 
@@ -83,16 +150,13 @@ impl Dns {
     }
 }
 
-/// A result in version-neutral form (the 1.1.0 model).
+/// A result in version-neutral form (the 1.1.0 model). Every field may be missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default)]
 pub struct CniResult {
-    #[serde(default)]
     pub interfaces: Vec<Interface>,
-    #[serde(default)]
     pub ips: Vec<IpConfig>,
-    #[serde(default)]
     pub routes: Vec<Route>,
-    #[serde(default)]
     pub dns: Dns,
 }
 
@@ -114,80 +178,25 @@ impl CniResult {
     /// The result as the spec's JSON for `version`: `ips[].version` before 1.0.0, and the
     /// 1.1.0-only fields dropped before 1.1.0.
     pub fn to_value(&self, version: Version) -> Value {
-        let full = version >= Version::V1_1_0;
-        let interfaces: Vec<Value> = self
-            .interfaces
-            .iter()
-            .map(|i| {
-                let mut m = Map::new();
-                m.insert("name".into(), json!(i.name));
-                if !i.mac.is_empty() {
-                    m.insert("mac".into(), json!(i.mac));
-                }
-                if full {
-                    if let Some(mtu) = i.mtu.filter(|m| *m > 0) {
-                        m.insert("mtu".into(), json!(mtu));
-                    }
-                }
-                if !i.sandbox.is_empty() {
-                    m.insert("sandbox".into(), json!(i.sandbox));
-                }
-                if full {
-                    if let Some(s) = &i.socket_path {
-                        m.insert("socketPath".into(), json!(s));
-                    }
-                    if let Some(p) = &i.pci_id {
-                        m.insert("pciID".into(), json!(p));
-                    }
-                }
-                Value::Object(m)
-            })
-            .collect();
-        let ips: Vec<Value> = self
-            .ips
-            .iter()
-            .map(|ip| {
-                let mut m = Map::new();
-                if version.ips_have_version() {
-                    let v = if ip.address.addr().is_ipv4() {
-                        "4"
-                    } else {
-                        "6"
-                    };
-                    m.insert("version".into(), json!(v));
-                }
-                if let Some(i) = ip.interface {
-                    m.insert("interface".into(), json!(i));
-                }
-                m.insert("address".into(), json!(ip.address.to_string()));
-                if let Some(gw) = ip.gateway {
-                    m.insert("gateway".into(), json!(gw.to_string()));
-                }
-                Value::Object(m)
-            })
-            .collect();
-        let routes: Vec<Value> = self
-            .routes
-            .iter()
-            .map(|r| {
-                let r = if full {
-                    r.clone()
-                } else {
-                    Route::new(r.dst, r.gw)
-                };
-                serde_json::to_value(r).unwrap_or(Value::Null)
-            })
-            .collect();
         let mut out = Map::new();
         out.insert("cniVersion".into(), json!(version.as_str()));
-        if !interfaces.is_empty() {
-            out.insert("interfaces".into(), Value::Array(interfaces));
-        }
-        if !ips.is_empty() {
-            out.insert("ips".into(), Value::Array(ips));
-        }
-        if !routes.is_empty() {
-            out.insert("routes".into(), Value::Array(routes));
+        let lists = [
+            (
+                "interfaces",
+                self.interfaces.iter().map(|i| i.json(version)).collect(),
+            ),
+            ("ips", self.ips.iter().map(|ip| ip.json(version)).collect()),
+            (
+                "routes",
+                self.routes.iter().map(|r| r.json(version)).collect(),
+            ),
+        ];
+        for (key, list) in lists {
+            put(
+                &mut out,
+                key,
+                Some(list).filter(|l: &Vec<Value>| !l.is_empty()),
+            );
         }
         out.insert(
             "dns".into(),

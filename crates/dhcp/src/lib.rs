@@ -3,6 +3,8 @@
 //! anything malformed is dropped and counted, never answered.
 
 mod error;
+#[cfg(any(test, feature = "fixture"))]
+pub mod fixture;
 mod server;
 mod socket;
 pub mod v6;

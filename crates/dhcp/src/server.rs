@@ -335,28 +335,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const MAC: [u8; 6] = [0x26, 0xaf, 0xdb, 0xb9, 0x9f, 0xd2];
-
-    fn lease() -> Lease {
-        Lease {
-            client_mac: MAC,
-            address: Ipv4Addr::new(192, 168, 100, 2),
-            prefix: 24,
-            router: Some(Ipv4Addr::new(192, 168, 100, 1)),
-            dns: vec![Ipv4Addr::new(10, 96, 0, 10)],
-            hostname: Some("testvm-2".into()),
-            domain: Some("cluster.local".into()),
-            search: vec!["default.svc.cluster.local".into(), "bad domain!".into()],
-            mtu: Some(1500),
-            routes: vec![(
-                "10.20.0.0/16".parse().expect("net"),
-                Ipv4Addr::new(192, 168, 100, 254),
-            )],
-            server_id: Ipv4Addr::new(169, 254, 75, 11),
-            lease_secs: 86400,
-            extra: vec![(66, b"tftp.example".to_vec()), (224, vec![1, 2, 3])],
-        }
-    }
+    use crate::fixture::{seed_lease as lease, Mutator, SEED_MAC as MAC};
 
     fn request(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Vec<u8> {
         let mut m = Message::default();
@@ -578,24 +557,11 @@ mod tests {
             )
         })
         .collect();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut packets = Mutator::new(seeds, 0x9e37_79b9_7f4a_7c15, 8).truncating(10);
         let mut s = Server::new(lease());
         let mut answered = 0;
         for _ in 0..40_000 {
-            let mut p = seeds[(next() % seeds.len() as u64) as usize].clone();
-            for _ in 0..(1 + next() % 8) {
-                let i = (next() % p.len() as u64) as usize;
-                p[i] = next() as u8;
-            }
-            if next() % 10 == 0 {
-                p.truncate((next() % p.len() as u64) as usize);
-            }
+            let p = packets.packet();
             if let Some(reply) = s.handle(&p) {
                 answered += 1;
                 let m = decode(&reply);

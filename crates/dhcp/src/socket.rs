@@ -3,31 +3,39 @@
 use crate::error::{socket, Result};
 use crate::server::Server;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Serves `server` on `bridge` until `stop` is set (checked every 200 ms). Run it on a
 /// thread that is in the pod's network namespace.
 pub fn serve(bridge: &str, server: &mut Server, stop: &AtomicBool) -> Result<()> {
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(socket(bridge, "open a UDP socket"))?;
-    // One server per bridge, all on port 67: each socket sees only its bridge.
-    sock.set_reuse_address(true)
-        .and_then(|()| sock.set_broadcast(true))
-        .map_err(socket(bridge, "set socket options"))?;
-    sock.bind_device(Some(bridge.as_bytes()))
-        .map_err(socket(bridge, "bind to the bridge"))?;
-    sock.bind(&SockAddr::from(SocketAddrV4::new(
-        Ipv4Addr::UNSPECIFIED,
-        67,
-    )))
-    .map_err(socket(bridge, "bind port 67"))?;
+    let sock = bridge_socket(bridge, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67).into())?;
+    sock.set_broadcast(true)
+        .map_err(socket(bridge, "allow broadcasts"))?;
     let to = SockAddr::from(SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
     serve_datagrams(&sock, stop, |data, _| {
         server.handle(data).map(|r| (r, to.clone()))
     })
     .map_err(socket(bridge, "receive"))
+}
+
+/// A UDP socket on `addr` that sees only `bridge`'s traffic. Each binding runs its own
+/// server on the same well-known port, one per bridge, hence the shared address.
+pub(crate) fn bridge_socket(bridge: &str, addr: SocketAddr) -> Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(socket(bridge, "open a UDP socket"))?;
+    sock.set_reuse_address(true)
+        .and_then(|()| match addr.is_ipv6() {
+            true => sock.set_only_v6(true),
+            false => Ok(()),
+        })
+        .map_err(socket(bridge, "set socket options"))?;
+    sock.bind_device(Some(bridge.as_bytes()))
+        .map_err(socket(bridge, "bind to the bridge"))?;
+    sock.bind(&addr.into())
+        .map_err(socket(bridge, "bind its port"))?;
+    Ok(sock)
 }
 
 /// Receives datagrams until `stop` (checked every 200 ms) and sends what `answer`

@@ -240,20 +240,10 @@ fn ifindex(name: &str) -> std::io::Result<u32> {
 
 /// Serves DHCPv6 on `bridge` until `stop` (from a thread in the pod's namespace).
 pub fn serve6(bridge: &str, server: &mut Server6, stop: &AtomicBool) -> crate::Result<()> {
-    let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(socket(bridge, "open a UDP socket"))?;
-    sock.set_reuse_address(true)
-        .and_then(|()| sock.set_only_v6(true))
-        .map_err(socket(bridge, "set socket options"))?;
-    sock.bind_device(Some(bridge.as_bytes()))
-        .map_err(socket(bridge, "bind to the bridge"))?;
-    sock.bind(&SockAddr::from(SocketAddrV6::new(
-        Ipv6Addr::UNSPECIFIED,
-        547,
-        0,
-        0,
-    )))
-    .map_err(socket(bridge, "bind port 547"))?;
+    let sock = crate::socket::bridge_socket(
+        bridge,
+        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 547, 0, 0).into(),
+    )?;
     let index = ifindex(bridge).map_err(socket(bridge, "look up the bridge"))?;
     // All_DHCP_Relay_Agents_and_Servers.
     sock.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2), index)
@@ -330,14 +320,7 @@ pub fn serve_ra(
 mod tests {
     use super::*;
 
-    fn lease() -> Lease6 {
-        Lease6 {
-            address: "fd10:0:2::2".parse().expect("ip"),
-            dns: vec!["fd00::a".parse().expect("ip")],
-            server_mac: [2, 0, 0, 0, 0, 0],
-            valid_secs: 3600,
-        }
-    }
+    use crate::fixture::{seed_lease6 as lease, Mutator};
 
     fn req(kind: MessageType, opts: Vec<DhcpOption>) -> Vec<u8> {
         let mut m = Message::new_with_id(kind, [1, 2, 3]);
@@ -452,20 +435,10 @@ mod tests {
             )
         })
         .collect();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut packets = Mutator::new(seeds, 0x2545_f491_4f6c_dd1d, 6);
         let mut s = Server6::new(lease());
         for _ in 0..20_000 {
-            let mut p = seeds[(next() % seeds.len() as u64) as usize].clone();
-            for _ in 0..(1 + next() % 6) {
-                let i = (next() % p.len() as u64) as usize;
-                p[i] = next() as u8;
-            }
+            let p = packets.packet();
             if let Some(reply) = s.handle(&p) {
                 assert!(Message::decode(&mut Decoder::new(&reply)).is_ok());
             }

@@ -3,18 +3,7 @@
 
 use oxivirt_firewall::{Error, Family, Firewall, NftCli, Op, Owner, Ruleset, Table};
 use oxivirt_netlink::NetNs;
-use oxivirt_testkit::{require_root, which, TestNs};
-
-fn usable(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    if which("nft").is_none() {
-        eprintln!("SKIP {test}: nft not installed");
-        return false;
-    }
-    true
-}
+use oxivirt_testkit::{root_test, TestNs};
 
 /// Runs `f` on a thread inside `ns`, where the driver's nft runs too.
 fn inside<T: Send>(ns: &TestNs, f: impl FnOnce() -> T + Send) -> T {
@@ -37,11 +26,8 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-#[test]
+#[root_test("nft")]
 fn bridge_plugin_rules_come_and_go_by_owner() {
-    if !usable("bridge_plugin_rules_come_and_go_by_owner") {
-        return;
-    }
     let ns = TestNs::new("oxfw");
     inside(&ns, || {
         let fw = NftCli;
@@ -70,11 +56,8 @@ fn bridge_plugin_rules_come_and_go_by_owner() {
     });
 }
 
-#[test]
+#[root_test("nft")]
 fn a_ruleset_replaces_its_tables_and_goes_with_them() {
-    if !usable("a_ruleset_replaces_its_tables_and_goes_with_them") {
-        return;
-    }
     let ns = TestNs::new("oxfw");
     let tables = vec![
         Table::new(Family::Ip, "nat"),
@@ -113,11 +96,8 @@ fn a_ruleset_replaces_its_tables_and_goes_with_them() {
     assert_eq!(ns.sh(&["nft", "list", "tables"]).trim(), "");
 }
 
-#[test]
+#[root_test("nft")]
 fn refusals_carry_the_operation_and_what_nft_said() {
-    if !usable("refusals_carry_the_operation_and_what_nft_said") {
-        return;
-    }
     let ns = TestNs::new("oxfw");
     let table = vec![Table::new(Family::Ip, "nat")];
     let (load, spoof) = inside(&ns, || {

@@ -13,26 +13,18 @@ use std::path::PathBuf;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 struct IpamSection {
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     _type: String,
-    #[serde(default)]
     subnet: Option<ipnet::IpNet>,
-    #[serde(default)]
     range_start: Option<IpAddr>,
-    #[serde(default)]
     range_end: Option<IpAddr>,
-    #[serde(default)]
     gateway: Option<IpAddr>,
-    #[serde(default)]
     ranges: Vec<Vec<RangeConf>>,
-    #[serde(default)]
     routes: Vec<Route>,
-    #[serde(default)]
     data_dir: Option<PathBuf>,
-    #[serde(default)]
     resolv_conf: Option<PathBuf>,
 }
 

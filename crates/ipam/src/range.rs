@@ -10,11 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 #[serde(rename_all = "camelCase")]
 pub struct RangeConf {
     pub subnet: IpNet,
-    #[serde(default)]
     pub range_start: Option<IpAddr>,
-    #[serde(default)]
     pub range_end: Option<IpAddr>,
-    #[serde(default)]
     pub gateway: Option<IpAddr>,
 }
 

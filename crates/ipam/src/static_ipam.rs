@@ -11,17 +11,29 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Deserialize)]
 struct AddressConf {
     address: IpNet,
-    #[serde(default)]
     gateway: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl AddressConf {
+    /// An address the runtime asked for (no gateway); `from` says where it came from.
+    fn parse(s: &str, from: &str) -> Result<Self, Error> {
+        let address = s.parse().map_err(|_| {
+            Error::config(format!(
+                "{from}: {s:?} is not an address with a prefix (CIDR)"
+            ))
+        })?;
+        Ok(Self {
+            address,
+            gateway: None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 struct IpamSection {
-    #[serde(default)]
     addresses: Vec<AddressConf>,
-    #[serde(default)]
     routes: Vec<Route>,
-    #[serde(default)]
     dns: Option<Dns>,
 }
 
@@ -41,15 +53,7 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
     // subnet holds it; args.cni.ips and then runtimeConfig.ips replace the whole list.
     if let Some(ips) = args.get("IP") {
         for s in ips.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let address = s.parse().map_err(|_| {
-                Error::config(format!(
-                    "CNI_ARGS IP: {s:?} is not an address with a prefix (CIDR)"
-                ))
-            })?;
-            addrs.push(AddressConf {
-                address,
-                gateway: None,
-            });
+            addrs.push(AddressConf::parse(s, "CNI_ARGS IP")?);
         }
     }
     if let Some(gws) = args.get("GATEWAY") {
@@ -70,20 +74,13 @@ pub fn result(bytes: &[u8], conf: &NetConf, args: &CniArgs) -> Result<CniResult,
             if items.is_empty() {
                 continue;
             }
-            let mut replaced = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let s = item.as_str().unwrap_or_default();
-                let address = s.parse().map_err(|_| {
-                    Error::config(format!(
-                        "{from}[{i}]: {s:?} is not an address with a prefix (CIDR)"
-                    ))
-                })?;
-                replaced.push(AddressConf {
-                    address,
-                    gateway: None,
-                });
-            }
-            addrs = replaced;
+            addrs = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    AddressConf::parse(item.as_str().unwrap_or_default(), &format!("{from}[{i}]"))
+                })
+                .collect::<Result<_, _>>()?;
         }
     }
     for (i, a) in addrs.iter().enumerate() {

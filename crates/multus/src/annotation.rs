@@ -66,25 +66,21 @@ fn err(annotation: &'static str, problem: Problem) -> AnnotationError {
 #[serde(deny_unknown_fields)]
 pub struct NetworkSelection {
     pub name: String,
-    #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default, rename = "interface")]
     pub interface: Option<String>,
     #[serde(default)]
     pub ips: Vec<String>,
-    #[serde(default)]
     pub mac: Option<String>,
     #[serde(default, rename = "default-route")]
     pub default_route: Vec<IpAddr>,
-    #[serde(default, rename = "cni-args")]
+    #[serde(rename = "cni-args")]
     pub cni_args: Option<Map<String, Value>>,
-    #[serde(default, rename = "portMappings")]
+    #[serde(rename = "portMappings")]
     pub port_mappings: Option<Value>,
-    #[serde(default)]
     pub bandwidth: Option<Value>,
-    #[serde(default, rename = "infiniband-guid")]
+    #[serde(rename = "infiniband-guid")]
     pub infiniband_guid: Option<String>,
-    #[serde(default, rename = "deviceID")]
+    #[serde(rename = "deviceID")]
     pub device_id: Option<String>,
 }
 

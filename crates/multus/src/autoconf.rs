@@ -118,6 +118,19 @@ pub fn remove(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Generates the config in `dir` and reads back what was written.
+    fn generated(dir: &Path, backend: Backend) -> (PathBuf, Value) {
+        let p = generate(
+            dir,
+            &backend,
+            Path::new("/var/lib/cni/multus"),
+            Path::new("/opt/cni/bin"),
+        )
+        .expect("generate");
+        let v = serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        (p, v)
+    }
+
     #[test]
     fn wraps_the_first_config_and_removes_it() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -131,28 +144,15 @@ mod tests {
             r#"{"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
         )
         .expect("w");
-        let p = generate(
-            dir.path(),
-            &Backend::Store("/var/lib/oxivirt/store".into()),
-            Path::new("/var/lib/cni/multus"),
-            Path::new("/opt/cni/bin"),
-        )
-        .expect("generate");
-        let v: Value = serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        let (p, v) = generated(dir.path(), Backend::Store("/var/lib/oxivirt/store".into()));
         assert_eq!(v["type"], "multus");
         assert_eq!(v["cniVersion"], "0.3.1");
         assert_eq!(v["delegates"][0]["name"], "cbr0");
         assert_eq!(v["capabilities"], json!({"portMappings": true}));
         assert_eq!(v["oxivirtStore"], "/var/lib/oxivirt/store");
         // Ours is not wrapped on a second run.
-        generate(
-            dir.path(),
-            &Backend::Kubeconfig("/etc/kube.conf".into()),
-            Path::new("/c"),
-            Path::new("/b"),
-        )
-        .expect("again");
-        let v: Value = serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        let (again, v) = generated(dir.path(), Backend::Kubeconfig("/etc/kube.conf".into()));
+        assert_eq!(again, p);
         assert_eq!(v["delegates"][0]["name"], "cbr0");
         assert_eq!(v["kubeconfig"], "/etc/kube.conf");
         // And the result loads as a multus config.

@@ -6,64 +6,58 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-fn default_conf_dir() -> PathBuf {
-    PathBuf::from("/etc/cni/net.d")
-}
-fn default_cni_dir() -> PathBuf {
-    PathBuf::from("/var/lib/cni/multus")
-}
-fn default_bin_dir() -> PathBuf {
-    PathBuf::from("/opt/cni/bin")
-}
-fn default_multus_namespace() -> String {
-    "kube-system".into()
-}
-fn default_system_namespaces() -> Vec<String> {
-    vec!["kube-system".into()]
-}
-
+/// Every field may be missing; the defaults are Multus's.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct MultusConf {
-    #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
     /// Full delegate configs; the first is the cluster network (Multus's older form).
-    #[serde(default)]
     pub delegates: Vec<Value>,
-    #[serde(default)]
     pub cluster_network: Option<String>,
-    #[serde(default)]
     pub default_networks: Vec<String>,
-    #[serde(default = "default_multus_namespace")]
     pub multus_namespace: String,
-    #[serde(default = "default_system_namespaces")]
     pub system_namespaces: Vec<String>,
-    #[serde(default = "default_conf_dir")]
     pub conf_dir: PathBuf,
-    #[serde(default = "default_cni_dir")]
     pub cni_dir: PathBuf,
-    #[serde(default = "default_bin_dir")]
     pub bin_dir: PathBuf,
-    #[serde(default, rename = "readinessindicatorfile")]
+    #[serde(rename = "readinessindicatorfile")]
     pub readiness_indicator_file: Option<PathBuf>,
-    #[serde(default)]
     pub namespace_isolation: bool,
     /// Comma-separated namespaces any pod may reference (with namespaceIsolation).
-    #[serde(default)]
     pub global_namespaces: String,
-    #[serde(default)]
     pub log_file: Option<PathBuf>,
-    #[serde(default)]
     pub log_level: Option<String>,
-    #[serde(default)]
     pub log_to_stderr: Option<bool>,
-    #[serde(default)]
     pub capabilities: Map<String, Value>,
-    #[serde(default)]
     pub runtime_config: Map<String, Value>,
     /// Where the embedded store's objects are (oxivirt's own field; see `source`).
-    #[serde(default, rename = "oxivirtStore")]
+    #[serde(rename = "oxivirtStore")]
     pub store: Option<PathBuf>,
+}
+
+impl Default for MultusConf {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            delegates: Vec::new(),
+            cluster_network: None,
+            default_networks: Vec::new(),
+            multus_namespace: "kube-system".into(),
+            system_namespaces: vec!["kube-system".into()],
+            conf_dir: "/etc/cni/net.d".into(),
+            cni_dir: "/var/lib/cni/multus".into(),
+            bin_dir: "/opt/cni/bin".into(),
+            readiness_indicator_file: None,
+            namespace_isolation: false,
+            global_namespaces: String::new(),
+            log_file: None,
+            log_level: None,
+            log_to_stderr: None,
+            capabilities: Map::new(),
+            runtime_config: Map::new(),
+            store: None,
+        }
+    }
 }
 
 /// A loaded meta-plugin config.

@@ -22,9 +22,7 @@ pub struct Delegate {
     /// What the pod asked for this network (runtime parameters).
     #[serde(default)]
     pub ips: Vec<String>,
-    #[serde(default)]
     pub mac: Option<String>,
-    #[serde(default)]
     pub cni_args: Option<Map<String, Value>>,
     #[serde(default)]
     pub runtime: Map<String, Value>,

@@ -40,9 +40,9 @@ struct Named<T> {
 #[derive(Debug, Deserialize, Default)]
 struct ClusterEntry {
     server: String,
-    #[serde(default, rename = "certificate-authority")]
+    #[serde(rename = "certificate-authority")]
     ca_file: Option<PathBuf>,
-    #[serde(default, rename = "certificate-authority-data")]
+    #[serde(rename = "certificate-authority-data")]
     ca_data: Option<String>,
     #[serde(default, rename = "insecure-skip-tls-verify")]
     insecure: bool,
@@ -57,17 +57,16 @@ struct ContextEntry {
 
 #[derive(Debug, Deserialize, Default)]
 struct UserEntry {
-    #[serde(default)]
     token: Option<String>,
-    #[serde(default, rename = "tokenFile")]
+    #[serde(rename = "tokenFile")]
     token_file: Option<PathBuf>,
-    #[serde(default, rename = "client-certificate")]
+    #[serde(rename = "client-certificate")]
     cert_file: Option<PathBuf>,
-    #[serde(default, rename = "client-certificate-data")]
+    #[serde(rename = "client-certificate-data")]
     cert_data: Option<String>,
-    #[serde(default, rename = "client-key")]
+    #[serde(rename = "client-key")]
     key_file: Option<PathBuf>,
-    #[serde(default, rename = "client-key-data")]
+    #[serde(rename = "client-key-data")]
     key_data: Option<String>,
 }
 
@@ -180,18 +179,17 @@ impl KubeSource {
                 }
                 _ => None,
             };
-            let cert = read_pem(
-                &format!("{what}: client-certificate"),
-                u.cert_data.as_deref(),
-                u.cert_file.as_deref(),
-                base,
-            )?;
-            let key = read_pem(
-                &format!("{what}: client-key"),
-                u.key_data.as_deref(),
-                u.key_file.as_deref(),
-                base,
-            )?;
+            // The certificate and its key: each inline (`-data`) or from a file.
+            let pem = |field: &str, data: &Option<String>, file: &Option<PathBuf>| {
+                read_pem(
+                    &format!("{what}: {field}"),
+                    data.as_deref(),
+                    file.as_deref(),
+                    base,
+                )
+            };
+            let cert = pem("client-certificate", &u.cert_data, &u.cert_file)?;
+            let key = pem("client-key", &u.key_data, &u.key_file)?;
             if let (Some(c), Some(k)) = (cert, key) {
                 client = Some((c, k));
             }

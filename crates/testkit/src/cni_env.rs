@@ -2,7 +2,7 @@
 //! host, a "pod" namespace, a private IPAM data directory, and runners for our plugins
 //! and the reference ones.
 
-use crate::{run_cni, CniCall, CniOutput, TestNs};
+use crate::{Cni, CniOutput, TestNs};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +70,15 @@ impl Env {
         c
     }
 
+    /// A call of `plugin` of `imp` from the node namespace against the pod namespace, with
+    /// this test's host-local index.
+    pub fn cni(&self, imp: Impl, plugin: &str) -> Cni<'_> {
+        Cni::new(&imp.dir(), plugin)
+            .in_node(&self.node)
+            .netns(self.pod.path())
+            .env("OXIVIRT_IPAM_INDEX_DIR", self.index_dir())
+    }
+
     /// Runs `plugin` of `imp` from the node namespace against the pod namespace.
     pub fn run(
         &self,
@@ -80,24 +89,42 @@ impl Env {
         ifname: &str,
         conf: &Value,
     ) -> CniOutput {
-        let dir = imp.dir();
-        let bin = dir.join(plugin);
-        let netns = self.pod.path();
-        let cni_path = dir.display().to_string();
-        run_cni(
-            &CniCall {
-                plugin: &bin,
-                command: cmd,
-                container_id: id,
-                netns: Some(&netns),
-                ifname,
-                args: "",
-                cni_path: &cni_path,
-                node: Some(&self.node),
-                extra_env: vec![("OXIVIRT_IPAM_INDEX_DIR", self.index_dir())],
-            },
-            &conf.to_string(),
-        )
+        self.cni(imp, plugin)
+            .container(id)
+            .ifname(ifname)
+            .run(cmd, conf)
+    }
+
+    /// The pod network a runtime puts on `eth0` before Multus runs: our bridge on `cni0`
+    /// with the default route, IPv4 or dual-stack.
+    pub fn pod_network_conf(&self, dual_stack: bool) -> Value {
+        let ranges = if dual_stack {
+            json!([[{"subnet": "10.244.0.0/24"}], [{"subnet": "fd00:10:244::/64"}]])
+        } else {
+            json!([[{"subnet": "10.244.0.0/24"}]])
+        };
+        json!({"cniVersion": "1.0.0", "name": "pod-net", "type": "bridge", "bridge": "cni0",
+            "isDefaultGateway": true,
+            "ipam": {"type": "host-local", "dataDir": self.data_dir(), "ranges": ranges}})
+    }
+
+    /// Adds a network to the pod as its runtime and Multus do for a virt-launcher pod: our
+    /// bridge plugin, container `launcher`, interface `ifname`. Panics if ADD fails.
+    pub fn attach(&self, ifname: &str, conf: Value) -> Attachment {
+        let out = self
+            .run(Impl::Ours, "bridge", "ADD", LAUNCHER, ifname, &conf)
+            .must(&format!("ADD {ifname}"));
+        Attachment {
+            ifname: ifname.into(),
+            result: out.json(),
+            conf,
+        }
+    }
+
+    /// Takes an attachment away again (CNI DEL); panics if DEL fails.
+    pub fn detach(&self, a: &Attachment) {
+        self.run(Impl::Ours, "bridge", "DEL", LAUNCHER, &a.ifname, &a.conf)
+            .must(&format!("DEL {}", a.ifname));
     }
 
     /// Our host-local index for this test (instead of /run), removed with the data dir.
@@ -122,6 +149,29 @@ impl Env {
     /// Names of links in the node namespace.
     pub fn node_links(&self) -> Vec<String> {
         links(&self.node)
+    }
+}
+
+/// The container id [`Env::attach`] uses.
+const LAUNCHER: &str = "launcher";
+
+/// A network added to the pod by [`Env::attach`]: its config and the plugin's result.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub ifname: String,
+    pub conf: Value,
+    pub result: Value,
+}
+
+impl Attachment {
+    /// The MAC of the pod's interface, as the result reports it.
+    pub fn mac(&self) -> String {
+        self.result["interfaces"]
+            .as_array()
+            .and_then(|ifs| ifs.iter().find(|i| i["name"] == self.ifname.as_str()))
+            .and_then(|i| i["mac"].as_str())
+            .unwrap_or_else(|| panic!("no MAC for {} in {}", self.ifname, self.result))
+            .to_string()
     }
 }
 
@@ -258,13 +308,16 @@ pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Asserts a plugin call succeeded, showing what it printed if not.
-#[track_caller]
-pub fn must(out: CniOutput, what: &str) -> CniOutput {
-    assert!(
-        out.ok,
-        "{what} failed: stdout={} stderr={}",
-        out.stdout, out.stderr
-    );
-    out
+/// Whether a link of `ip -j addr show` carries `addr` (`"10.0.0.1"`, or with the prefix
+/// length, `"10.0.0.1/24"`).
+pub fn has_addr(link: &Value, addr: &str) -> bool {
+    let (local, prefix) = match addr.split_once('/') {
+        Some((l, p)) => (l, p.parse::<u64>().ok()),
+        None => (addr, None),
+    };
+    link["addr_info"].as_array().is_some_and(|a| {
+        a.iter().any(|x| {
+            x["local"] == local && prefix.is_none_or(|p| x["prefixlen"].as_u64() == Some(p))
+        })
+    })
 }

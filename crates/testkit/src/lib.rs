@@ -1,12 +1,15 @@
 //! Test support shared by the integration tests: network namespaces that clean up after
 //! themselves (also when a test panics), unique names, and running CNI plugins.
 
+pub mod cni;
 pub mod cni_env;
 pub mod mock_kube;
 
-use std::io::Write;
+pub use cni::{Cni, CniOutput};
+pub use oxivirt_testkit_macros::root_test;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -18,22 +21,45 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{:05x}{:x}", std::process::id() & 0xfffff, n)
 }
 
-/// Whether privileged tests can run; prints a loud skip line when not.
-pub fn require_root(test: &str) -> bool {
+/// Whether a privileged test can run: root, iproute2, and the commands in `tools` on
+/// `PATH`. Prints `SKIP <test>: <why>` on stderr when not, so a run without them says what
+/// it left out. Tests use it through [`root_test`].
+pub fn require_root(test: &str, tools: &[&str]) -> bool {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
-        eprintln!("SKIP {test}: needs root (network namespaces, links)");
+        skip(test, "needs root (network namespaces, links)");
         return false;
     }
     if !Path::new("/usr/sbin/ip").exists()
         && !Path::new("/sbin/ip").exists()
         && which("ip").is_none()
     {
-        eprintln!("SKIP {test}: iproute2 `ip` is not installed");
+        skip(test, "iproute2 `ip` is not installed");
+        return false;
+    }
+    if let Some(missing) = tools.iter().find(|t| which(t).is_none()) {
+        skip(test, &format!("`{missing}` is not installed"));
         return false;
     }
     true
+}
+
+/// The loud skip line: a test that cannot run here says so and why.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIP {test}: {why}");
+}
+
+/// Debian's reference plugins, or a skip line for `test` when they are not installed.
+pub fn reference_plugins_or_skip(test: &str) -> Option<PathBuf> {
+    let found = reference_plugins();
+    if found.is_none() {
+        skip(
+            test,
+            "containernetworking-plugins (the reference) not installed",
+        );
+    }
+    found
 }
 
 pub fn which(cmd: &str) -> Option<PathBuf> {
@@ -120,88 +146,6 @@ impl Drop for TestNs {
     }
 }
 
-/// A CNI invocation.
-#[derive(Debug, Clone)]
-pub struct CniCall<'a> {
-    pub plugin: &'a Path,
-    pub command: &'a str,
-    pub container_id: &'a str,
-    pub netns: Option<&'a Path>,
-    pub ifname: &'a str,
-    pub args: &'a str,
-    pub cni_path: &'a str,
-    /// The "node": the namespace the plugin runs in (standing in for the host).
-    pub node: Option<&'a TestNs>,
-    pub extra_env: Vec<(&'a str, String)>,
-}
-
-/// The result of running a plugin.
-#[derive(Debug)]
-pub struct CniOutput {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl CniOutput {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "plugin printed no JSON ({e}): {:?} / {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    pub fn code(&self) -> u64 {
-        self.json()
-            .get("code")
-            .and_then(|c| c.as_u64())
-            .unwrap_or(0)
-    }
-}
-
-pub fn run_cni(call: &CniCall<'_>, stdin: &str) -> CniOutput {
-    let mut cmd = match call.node {
-        Some(node) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &node.name]).arg(call.plugin);
-            c
-        }
-        None => Command::new(call.plugin),
-    };
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CNI_COMMAND", call.command)
-        .env("CNI_CONTAINERID", call.container_id)
-        .env("CNI_IFNAME", call.ifname)
-        .env("CNI_PATH", call.cni_path)
-        .env("CNI_ARGS", call.args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(ns) = call.netns {
-        cmd.env("CNI_NETNS", ns);
-    }
-    for (k, v) in &call.extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", call.plugin.display()));
-    if let Some(mut s) = child.stdin.take() {
-        let _ = s.write_all(stdin.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("wait: {e}"));
-    CniOutput {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Where Debian's reference plugins live, if installed.
 pub fn reference_plugins() -> Option<PathBuf> {
     let p = PathBuf::from("/usr/lib/cni");
@@ -248,6 +192,19 @@ pub fn our_plugins_dir(bin: &Path) -> PathBuf {
         }
     }
     dir
+}
+
+/// Runs `f(0)` .. `f(n - 1)` on `n` threads at once and returns what they gave, in order
+/// (for races: parallel ADDs into one store).
+pub fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held. For state the

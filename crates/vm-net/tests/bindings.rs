@@ -5,18 +5,85 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use common::{must, Env, Impl};
+use common::Env;
 use oxivirt_dhcp::{Lease, Server};
 use oxivirt_firewall::NftCli;
 use oxivirt_netlink::{format_mac, Handle, NetNs};
-use oxivirt_testkit::{require_root, TestNs};
+use oxivirt_testkit::{eventually, root_test, TestNs};
 use oxivirt_vm_net::bridge::{self as bridge_binding, BridgeSpec};
 use oxivirt_vm_net::masquerade::{self, MasqueradeSpec};
 use oxivirt_vm_net::naming::Names;
 use serde_json::json;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The pod's namespace as a launcher sees it: where the bindings run and keep their state.
+struct Launcher {
+    ns: NetNs,
+    state_dir: PathBuf,
+}
+
+impl Launcher {
+    fn new(env: &Env) -> Self {
+        Self {
+            ns: NetNs::open(env.pod.path()).expect("pod netns"),
+            state_dir: env.data.path().join("bindings"),
+        }
+    }
+
+    /// Runs `f` on a thread in the pod's namespace, with a netlink handle there and the
+    /// state directory.
+    fn run<T: Send>(&self, f: impl FnOnce(&mut Handle, &Path) -> T + Send) -> T {
+        self.ns
+            .run(|| f(&mut Handle::new().expect("netlink"), &self.state_dir))
+            .expect("thread")
+    }
+}
+
+/// Servers the test runs in the pod's namespace (DHCP, router advertisements). They stop
+/// when the test is done with them, and also when it fails half-way (on drop).
+struct PodServers {
+    pod: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl PodServers {
+    fn new(env: &Env) -> Self {
+        Self {
+            pod: env.pod.path(),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Starts `serve` on a thread in the pod's namespace; it gets the stop flag.
+    fn spawn<T: Send + 'static>(
+        &self,
+        serve: impl FnOnce(&AtomicBool) -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        let (pod, stop) = (self.pod.clone(), self.stop.clone());
+        std::thread::spawn(move || {
+            NetNs::open(&pod)
+                .expect("pod netns")
+                .enter_current_thread()
+                .expect("setns");
+            serve(&stop)
+        })
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for PodServers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 fn udhcpc(
     vm: &TestNs,
@@ -71,6 +138,28 @@ fn udhcpc(
         .collect()
 }
 
+/// A VM stand-in's interface: `vm_side` (name, MAC) in `vm`, its veth peer `pod_side` (name,
+/// bridge) a port of that bridge in the pod. `sysctls` are set in `vm` before the
+/// interface comes up.
+fn plug_vm(
+    env: &Env,
+    vm: &TestNs,
+    pod_side: (&str, &str),
+    vm_side: (&str, &str),
+    sysctls: &[&str],
+) {
+    let ((port, bridge), (dev, mac)) = (pod_side, vm_side);
+    env.pod.sh(&[
+        "ip", "link", "add", port, "type", "veth", "peer", "name", dev, "netns", &vm.name,
+    ]);
+    env.pod
+        .sh(&["ip", "link", "set", port, "master", bridge, "up"]);
+    for s in sysctls {
+        vm.sh(&["sysctl", "-qw", s]);
+    }
+    vm.sh(&["ip", "link", "set", dev, "address", mac, "up"]);
+}
+
 /// The namespace's br_netfilter switch for IPv4, if the kernel has br_netfilter.
 fn bridge_nf_call_iptables(ns: &TestNs) -> Option<String> {
     let path = "/proc/sys/net/bridge/bridge-nf-call-iptables";
@@ -80,15 +169,8 @@ fn bridge_nf_call_iptables(ns: &TestNs) -> Option<String> {
         .then(|| ns.sh(&["cat", path]).trim().to_string())
 }
 
-#[test]
+#[root_test("busybox", "nft")]
 fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
-    if !require_root("bridge_and_masquerade_bindings_with_a_real_dhcp_client") {
-        return;
-    }
-    if oxivirt_testkit::which("busybox").is_none() || oxivirt_testkit::which("nft").is_none() {
-        eprintln!("SKIP bridge_and_masquerade_bindings_with_a_real_dhcp_client: busybox (udhcpc) or nft missing");
-        return;
-    }
     let env = Env::new();
     let outside = TestNs::new("oxo");
     let vm = TestNs::new("oxv");
@@ -122,55 +204,34 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
     outside.sh(&["ip", "link", "set", "eth0", "up"]);
     // CNI: the pod network on eth0, the seed's multus-br as KubeVirt names it for ext-net.
     let names = Names::secondary("ext-net");
-    let pod_net = json!({"cniVersion": "1.0.0", "name": "pod-net", "type": "bridge", "bridge": "cni0", "isDefaultGateway": true,
-        "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": env.data_dir()}});
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "launcher", "eth0", &pod_net),
-        "pod network",
-    );
-    let seed = env.seed_conf("0.3.1", json!({}));
-    let added = must(
-        env.run(Impl::Ours, "bridge", "ADD", "launcher", &names.pod, &seed),
-        "multus-br",
-    );
-    let pod_mac = added.json()["interfaces"][2]["mac"]
-        .as_str()
-        .expect("mac")
-        .to_string();
+    let pod_net = env.attach("eth0", env.pod_network_conf(false));
+    let ext = env.attach(&names.pod, env.seed_conf("0.3.1", json!({})));
+    let pod_mac = ext.mac();
 
     // The bindings, inside the pod's namespace.
-    let ns = NetNs::open(env.pod.path()).expect("pod netns");
+    let launcher = Launcher::new(&env);
     // The pod uses the hashed scheme; an ordinal `net1` pod would be recognised too.
-    let found = ns
-        .run(|| {
-            oxivirt_vm_net::naming::for_pod(&mut Handle::new().expect("netlink"), "ext-net", 1)
-                .expect("names")
-        })
-        .expect("thread");
+    let found =
+        launcher.run(|nl, _| oxivirt_vm_net::naming::for_pod(nl, "ext-net", 1).expect("names"));
     assert_eq!(found, names);
-    let state_dir = env.data.path().join("bindings");
     let spec = BridgeSpec {
         names: names.clone(),
         index: 1,
         mac: None,
         multiqueue: false,
     };
-    let (state, again) = ns
-        .run(|| {
-            let mut nl = Handle::new().expect("netlink");
-            // As a launcher does: the bridge binding while nft loads the masquerade rules.
-            let rules = masquerade::begin(&mut nl, &NftCli, &MasqueradeSpec::default(), &state_dir)
-                .expect("masquerade binding");
-            let s = bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding");
-            rules.finish().expect("masquerade rules");
-            // Re-running (a launcher restart) must not double-configure.
-            let again =
-                bridge_binding::setup(&mut nl, &spec, &state_dir).expect("bridge binding again");
-            masquerade::setup(&mut nl, &NftCli, &MasqueradeSpec::default(), &state_dir)
-                .expect("masquerade binding again");
-            (s, again)
-        })
-        .expect("thread");
+    let (state, again) = launcher.run(|nl, state_dir| {
+        // As a launcher does: the bridge binding while nft loads the masquerade rules.
+        let rules = masquerade::begin(nl, &NftCli, &MasqueradeSpec::default(), state_dir)
+            .expect("masquerade binding");
+        let s = bridge_binding::setup(nl, &spec, state_dir).expect("bridge binding");
+        rules.finish().expect("masquerade rules");
+        // Re-running (a launcher restart) must not double-configure.
+        let again = bridge_binding::setup(nl, &spec, state_dir).expect("bridge binding again");
+        masquerade::setup(nl, &NftCli, &MasqueradeSpec::default(), state_dir)
+            .expect("masquerade binding again");
+        (s, again)
+    });
     assert_eq!(state, again);
     assert_eq!(
         format_mac(&state.vm_mac),
@@ -185,14 +246,7 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
     // KubeVirt's layout, as in the article's listing.
     let link = |name: &str| env.pod.ip_json(&["-d", "addr", "show", "dev", name])[0].clone();
     let br = link("k6t-2df796c6902");
-    assert!(
-        br["addr_info"]
-            .as_array()
-            .expect("addrs")
-            .iter()
-            .any(|a| a["local"] == "169.254.75.11" && a["prefixlen"] == 32),
-        "{br}"
-    );
+    assert!(common::has_addr(&br, "169.254.75.11/32"), "{br}");
     assert_eq!(link("2df796c6902-nic")["master"], "k6t-2df796c6902");
     assert_eq!(
         link("2df796c6902-nic")["linkinfo"]["info_slave_data"]["learning"],
@@ -223,24 +277,13 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
                 .any(|f| f == "NOARP"),
             "{d}"
         );
-        assert!(
-            d["addr_info"]
-                .as_array()
-                .expect("addrs")
-                .iter()
-                .any(|a| a["local"] == "192.168.100.2" && a["prefixlen"] == 24),
-            "{d}"
-        );
+        assert!(common::has_addr(&d, "192.168.100.2/24"), "{d}");
     } else {
         eprintln!("SKIP (part): this kernel has neither dummy nor ifb links: pod2df796c6902 is kept in the binding state only");
     }
     let k6t0 = link("k6t-eth0");
     assert_eq!(k6t0["address"], "02:00:00:00:00:00");
-    assert!(k6t0["addr_info"]
-        .as_array()
-        .expect("addrs")
-        .iter()
-        .any(|a| a["local"] == "10.0.2.1"));
+    assert!(common::has_addr(&k6t0, "10.0.2.1"));
     assert_eq!(link("tap0")["master"], "k6t-eth0");
     let rules = env.pod.sh(&["nft", "list", "table", "ip", "nat"]);
     assert!(
@@ -267,14 +310,8 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
         ),
         ("eth1", "vmport1", "k6t-2df796c6902", pod_mac.clone()),
     ] {
-        env.pod.sh(&[
-            "ip", "link", "add", port, "type", "veth", "peer", "name", dev, "netns", &vm.name,
-        ]);
-        env.pod
-            .sh(&["ip", "link", "set", port, "master", bridge, "up"]);
-        vm.sh(&["ip", "link", "set", dev, "address", &mac, "up"]);
+        plug_vm(&env, &vm, (port, bridge), (dev, &mac), &[]);
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let masq_lease = Lease {
         client_mac: [2, 0, 0, 0xaa, 0xbb, 1],
         address: Ipv4Addr::new(10, 0, 2, 2),
@@ -298,22 +335,20 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
             Some("testvm-2".into()),
         )
         .expect("lease");
-    let mut servers = Vec::new();
-    for (bridge, lease) in [("k6t-eth0", masq_lease), ("k6t-2df796c6902", bridge_lease)] {
-        let (stop, pod_path) = (stop.clone(), env.pod.path());
-        servers.push(std::thread::spawn(move || {
-            NetNs::open(&pod_path)
-                .expect("ns")
-                .enter_current_thread()
-                .expect("setns");
-            let mut server = Server::new(lease);
-            oxivirt_dhcp::serve(bridge, &mut server, &stop).expect("dhcp server");
-            server.counters
-        }));
-    }
+    let pod_servers = PodServers::new(&env);
+    let servers: Vec<_> = [("k6t-eth0", masq_lease), ("k6t-2df796c6902", bridge_lease)]
+        .into_iter()
+        .map(|(bridge, lease)| {
+            pod_servers.spawn(move |stop| {
+                let mut server = Server::new(lease);
+                oxivirt_dhcp::serve(bridge, &mut server, stop).expect("dhcp server");
+                server.counters
+            })
+        })
+        .collect();
     let l1 = udhcpc(&vm, "eth1", &env.data.path().join("eth1.env"));
     let l0 = udhcpc(&vm, "eth0", &env.data.path().join("eth0.env"));
-    stop.store(true, Ordering::Relaxed);
+    pod_servers.stop();
     let counters: Vec<_> = servers
         .into_iter()
         .map(|h| h.join().expect("server"))
@@ -362,137 +397,77 @@ fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
     // Teardown (twice) gives the pod its interface back; CNI DEL then works as usual.
     env.pod.sh(&["ip", "link", "del", "vmport0"]);
     env.pod.sh(&["ip", "link", "del", "vmport1"]);
-    ns.run(|| {
-        let mut nl = Handle::new().expect("netlink");
+    launcher.run(|nl, state_dir| {
         for _ in 0..2 {
-            bridge_binding::teardown(&mut nl, &names, &state_dir).expect("bridge teardown");
-            masquerade::teardown(&mut nl, &NftCli, &state_dir).expect("masquerade teardown");
+            bridge_binding::teardown(nl, &names, state_dir).expect("bridge teardown");
+            masquerade::teardown(nl, &NftCli, state_dir).expect("masquerade teardown");
         }
-    })
-    .expect("thread");
+    });
     if let Some(v) = bridge_nf_call_iptables(&env.pod) {
         assert_eq!(v, "1", "teardown puts br_netfilter back as it found it");
     }
     let restored = link("pod2df796c6902");
     assert_eq!(restored["address"], pod_mac.as_str());
-    assert!(restored["addr_info"]
-        .as_array()
-        .expect("addrs")
-        .iter()
-        .any(|a| a["local"] == "192.168.100.2"));
+    assert!(common::has_addr(&restored, "192.168.100.2"));
     // What the bindings made is deleted by a detached process, shortly after.
     assert!(
-        oxivirt_testkit::eventually(std::time::Duration::from_secs(5), || common::links(
-            &env.pod
-        ) == [
-            "eth0",
-            "lo",
-            "pod2df796c6902"
-        ]),
+        eventually(Duration::from_secs(5), || common::links(&env.pod)
+            == ["eth0", "lo", "pod2df796c6902"]),
         "{:?}",
         common::links(&env.pod)
     );
     assert!(
-        oxivirt_testkit::eventually(std::time::Duration::from_secs(5), || !env
+        eventually(Duration::from_secs(5), || !env
             .pod
             .sh(&["nft", "list", "tables"])
             .contains("nat")),
         "masquerade rules left behind"
     );
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "launcher", &names.pod, &seed),
-        "DEL multus-br",
-    );
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "launcher", "eth0", &pod_net),
-        "DEL pod network",
-    );
+    env.detach(&ext);
+    env.detach(&pod_net);
 }
 
 /// The masquerade network's IPv6 side: router advertisements give the VM stand-in its
 /// default route (the kernel is the client), and ISC dhclient gets fd10:0:2::2 from our
 /// DHCPv6 server.
-#[test]
+#[root_test("dhclient", "nft")]
 fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
-    if !require_root("masquerade_ipv6_router_advertisements_and_dhcpv6") {
-        return;
-    }
-    if oxivirt_testkit::which("dhclient").is_none() || oxivirt_testkit::which("nft").is_none() {
-        eprintln!("SKIP masquerade_ipv6_router_advertisements_and_dhcpv6: dhclient (isc-dhcp-client) or nft missing");
-        return;
-    }
     let env = Env::new();
     let vm = TestNs::new("oxv6");
-    let pod_net = json!({"cniVersion": "1.0.0", "name": "pod-net", "type": "bridge", "bridge": "cni0", "isDefaultGateway": true,
-        "ipam": {"type": "host-local", "dataDir": env.data_dir(),
-            "ranges": [[{"subnet": "10.244.0.0/24"}], [{"subnet": "fd00:10:244::/64"}]]}});
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "launcher", "eth0", &pod_net),
-        "pod network",
-    );
-    let ns = NetNs::open(env.pod.path()).expect("pod netns");
+    let pod_net = env.attach("eth0", env.pod_network_conf(true));
+    let launcher = Launcher::new(&env);
     let spec = MasqueradeSpec {
         v6: Some(MasqueradeSpec::default_v6()),
         ..Default::default()
     };
-    let state_dir = env.data.path().join("bindings");
-    ns.run(|| {
-        masquerade::setup(
-            &mut Handle::new().expect("netlink"),
-            &NftCli,
-            &spec,
-            &state_dir,
-        )
-        .expect("masquerade")
-    })
-    .expect("thread");
-    env.pod.sh(&[
-        "ip", "link", "add", "vmport0", "type", "veth", "peer", "name", "eth0", "netns", &vm.name,
-    ]);
-    env.pod
-        .sh(&["ip", "link", "set", "vmport0", "master", "k6t-eth0", "up"]);
-    vm.sh(&["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
-    vm.sh(&["sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2"]);
-    vm.sh(&[
-        "ip",
-        "link",
-        "set",
-        "eth0",
-        "address",
-        "02:00:00:aa:bb:01",
-        "up",
-    ]);
+    launcher
+        .run(|nl, state_dir| masquerade::setup(nl, &NftCli, &spec, state_dir).expect("masquerade"));
+    // The kernel is the VM's IPv6 client: no DAD delay, routes from advertisements.
+    plug_vm(
+        &env,
+        &vm,
+        ("vmport0", "k6t-eth0"),
+        ("eth0", "02:00:00:aa:bb:01"),
+        &[
+            "net.ipv6.conf.eth0.accept_dad=0",
+            "net.ipv6.conf.eth0.accept_ra=2",
+        ],
+    );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let pod_path = env.pod.path();
-    let (s1, p1) = (stop.clone(), pod_path.clone());
-    let ra = std::thread::spawn(move || {
-        NetNs::open(&p1)
-            .expect("ns")
-            .enter_current_thread()
-            .expect("setns");
+    let pod_servers = PodServers::new(&env);
+    let ra = pod_servers.spawn(|stop| {
         oxivirt_dhcp::v6::serve_ra(
             "k6t-eth0",
             [2, 0, 0, 0, 0, 0],
             1500,
-            std::time::Duration::from_secs(2),
-            &s1,
+            Duration::from_secs(2),
+            stop,
         )
         .expect("ra");
     });
-    let (s2, p2) = (stop.clone(), pod_path);
-    let dhcp6 = std::thread::spawn(move || {
-        NetNs::open(&p2)
-            .expect("ns")
-            .enter_current_thread()
-            .expect("setns");
-        let mut server = oxivirt_dhcp::v6::Server6::new(oxivirt_dhcp::v6::Lease6 {
-            address: "fd10:0:2::2".parse().expect("ip"),
-            dns: vec!["fd00::a".parse().expect("ip")],
-            server_mac: [2, 0, 0, 0, 0, 0],
-            valid_secs: 3600,
-        });
-        oxivirt_dhcp::v6::serve6("k6t-eth0", &mut server, &s2).expect("dhcpv6");
+    let dhcp6 = pod_servers.spawn(|stop| {
+        let mut server = oxivirt_dhcp::v6::Server6::new(oxivirt_dhcp::fixture::seed_lease6());
+        oxivirt_dhcp::v6::serve6("k6t-eth0", &mut server, stop).expect("dhcpv6");
         server.counters
     });
     // The kernel takes the default route from the advertisement.
@@ -508,7 +483,7 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
                 })
             })
     };
-    let got_route = oxivirt_testkit::eventually(std::time::Duration::from_secs(10), has_default);
+    let got_route = eventually(Duration::from_secs(10), has_default);
     let lease = env.data.path().join("dhclient6.leases");
     let out = vm.exec(&[
         "dhclient",
@@ -530,7 +505,7 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
         "-pf",
         &env.data.path().join("dhclient6.pid").display().to_string(),
     ]);
-    stop.store(true, Ordering::Relaxed);
+    pod_servers.stop();
     ra.join().expect("ra thread");
     let counters = dhcp6.join().expect("dhcpv6 thread");
     assert!(
@@ -564,45 +539,26 @@ fn masquerade_ipv6_router_advertisements_and_dhcpv6() {
         String::from_utf8_lossy(&hp.stdout),
         env.pod.sh(&["nft", "list", "ruleset"])
     );
-    ns.run(|| {
-        masquerade::teardown(&mut Handle::new().expect("netlink"), &NftCli, &state_dir)
-            .expect("teardown")
-    })
-    .expect("thread");
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "launcher", "eth0", &pod_net),
-        "DEL",
-    );
+    launcher.run(|nl, state_dir| masquerade::teardown(nl, &NftCli, state_dir).expect("teardown"));
+    env.detach(&pod_net);
 }
 
 /// An L2-only secondary network (no IPAM): the binding works and there is nothing to
 /// serve over DHCP.
-#[test]
+#[root_test]
 fn l2_only_bridge_binding() {
-    if !require_root("l2_only_bridge_binding") {
-        return;
-    }
     let env = Env::new();
     let names = Names::secondary("l2-net");
-    let conf = env.seed_conf("1.0.0", json!({"ipam": {}}));
-    must(
-        env.run(Impl::Ours, "bridge", "ADD", "launcher", &names.pod, &conf),
-        "L2 ADD",
-    );
-    let ns = NetNs::open(env.pod.path()).expect("pod netns");
-    let state_dir = env.data.path().join("bindings");
+    let l2 = env.attach(&names.pod, env.seed_conf("1.0.0", json!({"ipam": {}})));
+    let launcher = Launcher::new(&env);
     let spec = BridgeSpec {
         names: names.clone(),
         index: 2,
         mac: Some([2, 0, 0, 0, 0, 0x42]),
         multiqueue: true,
     };
-    let state = ns
-        .run(|| {
-            bridge_binding::setup(&mut Handle::new().expect("netlink"), &spec, &state_dir)
-                .expect("binding")
-        })
-        .expect("thread");
+    let state =
+        launcher.run(|nl, state_dir| bridge_binding::setup(nl, &spec, state_dir).expect("binding"));
     assert_eq!(state.address, None);
     assert!(
         state
@@ -616,55 +572,30 @@ fn l2_only_bridge_binding() {
         "macAddress wins"
     );
     let br = &env.pod.ip_json(&["addr", "show", "dev", &names.bridge])[0];
-    assert!(
-        br["addr_info"]
-            .as_array()
-            .expect("addrs")
-            .iter()
-            .any(|a| a["local"] == "169.254.75.12"),
-        "{br}"
-    );
-    assert_eq!(
-        env.pod.ip_json(&["link", "show", "dev", &names.tap])[0]["master"],
-        names.bridge.as_str()
-    );
-    ns.run(|| {
-        bridge_binding::teardown(&mut Handle::new().expect("netlink"), &names, &state_dir)
-            .expect("teardown")
-    })
-    .expect("thread");
-    assert!(oxivirt_testkit::eventually(
-        std::time::Duration::from_secs(5),
-        || common::links(&env.pod) == ["lo", names.pod.as_str()]
-    ));
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "launcher", &names.pod, &conf),
-        "DEL",
-    );
+    assert!(common::has_addr(br, "169.254.75.12"), "{br}");
+    assert_eq!(master(&env, &names.tap), names.bridge.as_str());
+    launcher
+        .run(|nl, state_dir| bridge_binding::teardown(nl, &names, state_dir).expect("teardown"));
+    assert!(eventually(Duration::from_secs(5), || common::links(
+        &env.pod
+    ) == [
+        "lo",
+        names.pod.as_str()
+    ]));
+    env.detach(&l2);
 }
 
 /// A launcher that died half-way through the bridge binding: the pod interface is already
 /// the bridge's port, but the tap and the pod's view are missing. Setup run again finishes
 /// the job from the recorded state (the MAC and address the pod link no longer shows), and
 /// teardown then gives the pod interface back as it was.
-#[test]
+#[root_test]
 fn bridge_binding_finishes_a_half_done_setup() {
-    if !require_root("bridge_binding_finishes_a_half_done_setup") {
-        return;
-    }
     let env = Env::new();
     let names = Names::secondary("ext-net");
-    let seed = env.seed_conf("1.0.0", json!({}));
-    let added = must(
-        env.run(Impl::Ours, "bridge", "ADD", "launcher", &names.pod, &seed),
-        "ADD",
-    );
-    let pod_mac = added.json()["interfaces"][2]["mac"]
-        .as_str()
-        .expect("mac")
-        .to_string();
-    let ns = NetNs::open(env.pod.path()).expect("pod netns");
-    let state_dir = env.data.path().join("bindings");
+    let ext = env.attach(&names.pod, env.seed_conf("1.0.0", json!({})));
+    let pod_mac = ext.mac();
+    let launcher = Launcher::new(&env);
     let spec = BridgeSpec {
         names: names.clone(),
         index: 1,
@@ -672,11 +603,7 @@ fn bridge_binding_finishes_a_half_done_setup() {
         multiqueue: false,
     };
     let setup = || {
-        ns.run(|| {
-            bridge_binding::setup(&mut Handle::new().expect("netlink"), &spec, &state_dir)
-                .expect("binding")
-        })
-        .expect("thread")
+        launcher.run(|nl, state_dir| bridge_binding::setup(nl, &spec, state_dir).expect("binding"))
     };
     let first = setup();
     // The crash: only the rename and the bridge port happened.
@@ -692,37 +619,23 @@ fn bridge_binding_finishes_a_half_done_setup() {
         again.address.map(|a| a.to_string()).as_deref(),
         Some("192.168.100.2/24")
     );
-    assert_eq!(
-        env.pod.ip_json(&["link", "show", "dev", &names.tap])[0]["master"],
-        names.bridge.as_str()
-    );
-    assert_eq!(
-        env.pod.ip_json(&["link", "show", "dev", &names.nic])[0]["master"],
-        names.bridge.as_str()
-    );
+    assert_eq!(master(&env, &names.tap), names.bridge.as_str());
+    assert_eq!(master(&env, &names.nic), names.bridge.as_str());
     if again.dummy {
         assert_eq!(
             env.pod.ip_json(&["link", "show", "dev", &names.pod])[0]["address"],
             pod_mac.as_str()
         );
     }
-    ns.run(|| {
-        bridge_binding::teardown(&mut Handle::new().expect("netlink"), &names, &state_dir)
-            .expect("teardown")
-    })
-    .expect("thread");
+    launcher
+        .run(|nl, state_dir| bridge_binding::teardown(nl, &names, state_dir).expect("teardown"));
     let back = &env.pod.ip_json(&["addr", "show", "dev", &names.pod])[0];
     assert_eq!(back["address"], pod_mac.as_str());
-    assert!(
-        back["addr_info"]
-            .as_array()
-            .expect("addrs")
-            .iter()
-            .any(|a| a["local"] == "192.168.100.2"),
-        "{back}"
-    );
-    must(
-        env.run(Impl::Ours, "bridge", "DEL", "launcher", &names.pod, &seed),
-        "DEL",
-    );
+    assert!(common::has_addr(back, "192.168.100.2"), "{back}");
+    env.detach(&ext);
+}
+
+/// The bridge `dev` in the pod is a port of.
+fn master(env: &Env, dev: &str) -> serde_json::Value {
+    env.pod.ip_json(&["link", "show", "dev", dev])[0]["master"].clone()
 }

@@ -1,0 +1,23 @@
+//! `#[root_test]` itself: what it guards must not run when a requirement is missing.
+
+use oxivirt_testkit::root_test;
+
+/// A command that is nowhere on PATH skips the test: the body never runs.
+#[root_test("oxivirt-no-such-command")]
+fn a_missing_tool_skips_the_body() {
+    panic!("the body ran without its tool");
+}
+
+/// With everything there (root, iproute2, `ip` named as a tool), the body runs: it can
+/// make a namespace.
+#[root_test("ip")]
+fn the_body_runs_when_everything_is_there() {
+    let ns = oxivirt_testkit::TestNs::new("oxr");
+    assert!(ns.has_link("lo"));
+}
+
+/// A test returning `Result` skips with `Ok(())`.
+#[root_test("oxivirt-no-such-command")]
+fn a_result_test_skips_with_ok() -> Result<(), String> {
+    Err("the body ran without its tool".into())
+}
