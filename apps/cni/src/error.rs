@@ -51,7 +51,7 @@ pub fn ipam_code(e: &oxivirt_ipam::Error) -> ErrorCode {
         E::Allocation(_) => ErrorCode::Plugin(codes::IPAM),
         E::NotAllocated { .. } => ErrorCode::Plugin(codes::CHECK_MISMATCH),
         E::Exhausted { .. } => ErrorCode::PluginNotAvailable,
-        E::Rollback { error, .. } => ipam_code(error),
+        E::Cleanup(c) => ipam_code(&c.error),
     }
 }
 
@@ -69,7 +69,7 @@ pub fn pod_net_code(e: &oxivirt_pod_net::Error) -> ErrorCode {
         E::CheckMismatch(_) => ErrorCode::Plugin(codes::CHECK_MISMATCH),
         E::Thread { .. } => ErrorCode::IoFailure,
         E::Context { source, .. } => pod_net_code(source),
-        E::Cleanup { error, .. } => pod_net_code(error),
+        E::Cleanup(c) => pod_net_code(&c.error),
     }
 }
 
@@ -124,11 +124,7 @@ mod tests {
         let wire = to_cni(&e);
         assert_eq!(wire.code, ErrorCode::Plugin(codes::CHECK_MISMATCH));
         assert!(wire.msg.contains("eth0: address gone"), "{}", wire.msg);
-        assert!(
-            wire.msg.contains("1 cleanup step(s) failed"),
-            "{}",
-            wire.msg
-        );
+        assert!(wire.msg.contains("1 cleanup step failed ("), "{}", wire.msg);
         assert!(
             wire.msg.contains("Device or resource busy"),
             "errno lost: {}",

@@ -3,21 +3,13 @@
 //! in-process through `oxivirt-cni`'s own mapping).
 
 use oxivirt_app_cni::error::{codes, spec_code};
-use oxivirt_cni_spec::error::chain;
 use oxivirt_cni_spec::{CniError, ErrorCode};
 use oxivirt_multus_core::Error;
 
 /// The wire error: the code of the error's cause, the whole chain as the message (errno
-/// included), and every cleanup step that failed too.
+/// and every cleanup step that failed too included).
 pub fn to_cni(e: &Error) -> CniError {
-    let mut wire = CniError::from_error(code(e), e);
-    if let Error::Cleanup { also, .. } = e {
-        for failed in also {
-            wire.msg.push_str("; cleanup: ");
-            wire.msg.push_str(&chain(failed));
-        }
-    }
-    wire
+    CniError::from_error(code(e), e)
 }
 
 /// The CNI code for a meta plugin error.
@@ -28,7 +20,7 @@ pub fn code(e: &Error) -> ErrorCode {
             spec_code(s)
         }
         E::Network { source, .. } => code(source),
-        E::Cleanup { error, .. } => code(error),
+        E::Cleanup(c) => code(&c.error),
         E::NoClusterNetwork
         | E::LogLevel(_)
         | E::ConfRead { .. }
@@ -94,7 +86,7 @@ mod tests {
         let wire = to_cni(&e);
         assert_eq!(wire.code, ErrorCode::UnknownContainer);
         assert!(wire.msg.contains("no netns"), "{}", wire.msg);
-        assert!(wire.msg.contains("cleanup: "), "{}", wire.msg);
+        assert!(wire.msg.contains("1 cleanup step failed"), "{}", wire.msg);
         assert!(wire.msg.contains("net1"), "{}", wire.msg);
     }
 

@@ -133,6 +133,58 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// A step that failed and the cleanup steps that failed after it (a failed ADD's rollback,
+/// the rest of a DEL). The first error decides the CNI code at the boundary and is the
+/// source; the others are said in the message, so no failure is dropped.
+#[derive(Debug)]
+pub struct Cleanup<E> {
+    pub error: Box<E>,
+    pub also: Vec<E>,
+}
+
+impl<E: std::error::Error + 'static> fmt::Display for Cleanup<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.also.len();
+        let steps = if n == 1 { "step" } else { "steps" };
+        let also: Vec<String> = self.also.iter().map(|e| chain(e)).collect();
+        write!(
+            f,
+            "{n} cleanup {steps} failed ({}) after this error",
+            also.join("; ")
+        )
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Cleanup<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+impl<E> Cleanup<E> {
+    /// `error` itself when nothing else failed, else `wrap` of both.
+    pub fn or_alone(error: E, also: Vec<E>, wrap: impl FnOnce(Self) -> E) -> E {
+        if also.is_empty() {
+            error
+        } else {
+            wrap(Self {
+                error: Box::new(error),
+                also,
+            })
+        }
+    }
+
+    /// The failures of steps that all ran: none is `Ok`, one is itself, more are `wrap`
+    /// of the first and the rest.
+    pub fn collect(errors: Vec<E>, wrap: impl FnOnce(Self) -> E) -> Result<(), E> {
+        let mut it = errors.into_iter();
+        match it.next() {
+            None => Ok(()),
+            Some(first) => Err(Self::or_alone(first, it.collect(), wrap)),
+        }
+    }
+}
+
 /// The first delegate error in `err`'s chain, if any: its code and details win, since the
 /// delegate already chose them.
 pub fn delegate_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a CniError> {

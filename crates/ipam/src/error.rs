@@ -1,5 +1,6 @@
 //! What address management reports. The binaries choose the CNI code for each variant.
 
+use oxivirt_cni_spec::error::Cleanup;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -47,20 +48,9 @@ pub enum Error {
     /// STATUS: a range set has no free address left.
     #[error("host-local: range set {index} ({ranges}) has no free addresses")]
     Exhausted { index: usize, ranges: String },
-    /// A failed ADD whose rollback failed too: the first error, then every cleanup failure.
-    #[error("{error} (and {} cleanup step(s) failed: {})", cleanup.len(), list(cleanup))]
-    Rollback {
-        error: Box<Error>,
-        cleanup: Vec<Error>,
-    },
-}
-
-fn list(errors: &[Error]) -> String {
-    errors
-        .iter()
-        .map(|e| oxivirt_cni_spec::error::chain(e))
-        .collect::<Vec<_>>()
-        .join("; ")
+    /// A failed ADD whose rollback failed too.
+    #[error(transparent)]
+    Cleanup(Cleanup<Error>),
 }
 
 impl Error {
@@ -78,14 +68,7 @@ impl Error {
 
     /// `error`, plus the cleanup failures if there were any.
     pub fn with_cleanup(error: Error, cleanup: Vec<Error>) -> Self {
-        if cleanup.is_empty() {
-            error
-        } else {
-            Self::Rollback {
-                error: Box::new(error),
-                cleanup,
-            }
-        }
+        Cleanup::or_alone(error, cleanup, Self::Cleanup)
     }
 }
 

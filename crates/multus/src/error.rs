@@ -6,6 +6,7 @@
 //! Each variant's doc ends with the CNI situation it is (the code the binary gives it).
 
 use crate::annotation::AnnotationError;
+use oxivirt_cni_spec::error::Cleanup;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -334,16 +335,8 @@ pub enum Error {
     /// `error` failed, and so did the cleanup or teardown steps in `also` (rollback of the
     /// delegates already added, DEL of every delegate, cache removal, GC). CNI: `error`'s
     /// code; the others belong in the message.
-    #[error(
-        "{} {} failed after this error",
-        also.len(),
-        if also.len() == 1 { "cleanup step" } else { "cleanup steps" }
-    )]
-    Cleanup {
-        #[source]
-        error: Box<Error>,
-        also: Vec<Error>,
-    },
+    #[error(transparent)]
+    Cleanup(Cleanup<Error>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -360,40 +353,20 @@ impl Error {
     pub fn root(&self) -> &Error {
         match self {
             Self::Network { source, .. } => source.root(),
-            Self::Cleanup { error, .. } => error.root(),
+            Self::Cleanup(c) => c.error.root(),
             other => other,
         }
     }
 }
 
-/// Errors collected from steps that all ran: none is `Ok`, one is itself, more are
-/// [`Error::Cleanup`] with the first as the error.
+/// Errors collected from steps that all ran (see [`Cleanup::collect`]).
 pub fn collect(errors: Vec<Error>) -> Result<()> {
-    let mut it = errors.into_iter();
-    let Some(first) = it.next() else {
-        return Ok(());
-    };
-    let also: Vec<Error> = it.collect();
-    if also.is_empty() {
-        Err(first)
-    } else {
-        Err(Error::Cleanup {
-            error: Box::new(first),
-            also,
-        })
-    }
+    Cleanup::collect(errors, Error::Cleanup)
 }
 
 /// `error`, with the cleanup steps that failed after it.
 pub fn with_cleanup(error: Error, also: Vec<Error>) -> Error {
-    if also.is_empty() {
-        error
-    } else {
-        Error::Cleanup {
-            error: Box::new(error),
-            also,
-        }
-    }
+    Cleanup::or_alone(error, also, Error::Cleanup)
 }
 
 #[cfg(test)]
@@ -419,18 +392,19 @@ mod tests {
             source: io::Error::from_raw_os_error(libc::EACCES),
         };
         let e = collect(vec![io("remove"), io("read"), Error::NoClusterResult]).expect_err("3");
-        let Error::Cleanup { error, also } = &e else {
+        let Error::Cleanup(c) = &e else {
             panic!("{e:?}");
         };
-        assert_eq!(also.len(), 2);
+        assert_eq!(c.also.len(), 2);
         assert!(matches!(e.root(), Error::Cache { op: "remove", .. }));
-        // The errno survives into the message, once.
+        // Every failure is in the message, with its errno.
         let msg = chain(&e);
         assert!(
-            msg.starts_with("2 cleanup steps failed after this error: failed to remove cache /c/x: Permission denied"),
+            msg.starts_with("2 cleanup steps failed (failed to read cache /c/x: Permission denied")
+                && msg.ends_with("after this error: failed to remove cache /c/x: Permission denied (os error 13)"),
             "{msg}"
         );
-        assert!(matches!(&**error, Error::Cache { .. }));
+        assert!(matches!(&*c.error, Error::Cache { .. }));
         assert!(matches!(
             with_cleanup(Error::NoClusterResult, Vec::new()),
             Error::NoClusterResult

@@ -860,21 +860,23 @@ mod tests {
         let p = Plugins::new();
         let e = p.run("ADD", |m| m.add()).expect_err("badplug fails");
         // The failed delegate, then the two added before it, are deleted; each DEL fails.
-        let Error::Cleanup { error, also } = &e else {
+        let Error::Cleanup(c) = &e else {
             panic!("{e:?}");
         };
         assert!(
-            matches!(&**error, Error::Delegate { network, .. } if network == "default/failing"),
-            "{error:?}"
+            matches!(&*c.error, Error::Delegate { network, .. } if network == "default/failing"),
+            "{:?}",
+            c.error
         );
-        let torn: Vec<String> = also.iter().map(|e| chain(e)).collect();
+        let torn: Vec<String> = c.also.iter().map(|e| chain(e)).collect();
         assert_eq!(torn.len(), 3, "{torn:?}");
         assert!(torn[0].contains("del of badplug failed"), "{torn:?}");
         assert!(torn[1].contains("network default/good"), "{torn:?}");
         assert!(torn[2].contains("network cluster"), "{torn:?}");
         let msg = chain(&e);
         assert!(
-            msg.starts_with("3 cleanup steps failed after this error: network default/failing")
+            msg.starts_with("3 cleanup steps failed (")
+                && msg.contains("after this error: network default/failing")
                 && msg.contains("bad add"),
             "{msg}"
         );
@@ -915,18 +917,18 @@ mod tests {
         };
         cache::save(&p.cfg.multus.cni_dir, &entry).expect("save");
         let e = p.run("DEL", |m| m.del()).expect_err("DEL fails");
-        let Error::Cleanup { error, also } = &e else {
+        let Error::Cleanup(c) = &e else {
             panic!("{e:?}");
         };
         // Reverse order: the secondary network first.
         assert!(
-            chain(error).contains("network default/good"),
+            chain(&*c.error).contains("network default/good"),
             "{}",
             chain(&e)
         );
-        assert_eq!(also.len(), 1);
-        assert!(chain(&also[0]).contains("network cluster"));
-        assert!(chain(&e).starts_with("1 cleanup step failed after this error"));
+        assert_eq!(c.also.len(), 1);
+        assert!(chain(&c.also[0]).contains("network cluster"));
+        assert!(chain(&e).starts_with("1 cleanup step failed (network cluster"));
         assert_eq!(
             cache::load(&p.cfg.multus.cni_dir, "c1").expect("cache"),
             Some(entry),

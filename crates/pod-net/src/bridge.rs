@@ -726,11 +726,7 @@ fn del(call: &Call<'_>, cfg: &Config, firewall: &dyn Firewall) -> Result<()> {
                 .err()
                 .map(Error::from),
         );
-        let mut failed = failed.into_iter();
-        match failed.next() {
-            None => Ok(()),
-            Some(first) => Err(Error::with_cleanup(first, failed.collect())),
-        }
+        Error::collect(failed)
     })
 }
 

@@ -1,6 +1,8 @@
 //! What the interface plugins report. The binaries choose the CNI code for each variant
 //! (`oxivirt-cni`'s boundary), so nothing here knows the spec's numbers.
 
+use oxivirt_cni_spec::error::Cleanup;
+
 /// An error of the `bridge` or `macvlan` plugin, with everything under it as sources.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,21 +52,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// A failed ADD or DEL that could not undo or finish everything: the first error, then
-    /// every cleanup step that failed too.
-    #[error("{error} (and {} cleanup step(s) failed: {})", cleanup.len(), list(cleanup))]
-    Cleanup {
-        error: Box<Error>,
-        cleanup: Vec<Error>,
-    },
-}
-
-fn list(errors: &[Error]) -> String {
-    errors
-        .iter()
-        .map(|e| oxivirt_cni_spec::error::chain(e))
-        .collect::<Vec<_>>()
-        .join("; ")
+    /// A failed ADD or DEL that could not undo or finish everything.
+    #[error(transparent)]
+    Cleanup(Cleanup<Error>),
 }
 
 impl Error {
@@ -90,14 +80,12 @@ impl Error {
 
     /// `error`, plus the cleanup failures if there were any.
     pub fn with_cleanup(error: Error, cleanup: Vec<Error>) -> Self {
-        if cleanup.is_empty() {
-            error
-        } else {
-            Self::Cleanup {
-                error: Box::new(error),
-                cleanup,
-            }
-        }
+        Cleanup::or_alone(error, cleanup, Self::Cleanup)
+    }
+
+    /// Every failure of steps that all ran (see [`Cleanup::collect`]).
+    pub fn collect(errors: Vec<Error>) -> Result<()> {
+        Cleanup::collect(errors, Self::Cleanup)
     }
 }
 
