@@ -103,15 +103,11 @@ pub fn generate(dir: &Path, backend: &Backend, cni_dir: &Path, bin_dir: &Path) -
 /// Removes the generated config; none is fine.
 pub fn remove(dir: &Path) -> Result<()> {
     let path = dir.join(FILE_NAME);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::ConfWrite {
-            path,
-            op: "remove",
-            source,
-        }),
-    }
+    crate::cache::remove_if_present(&path).map_err(|source| Error::ConfWrite {
+        path,
+        op: "remove",
+        source,
+    })
 }
 
 #[cfg(test)]

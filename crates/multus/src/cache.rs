@@ -73,17 +73,21 @@ pub fn load(dir: &Path, id: &str) -> Result<Option<Entry>> {
         .map_err(|source| Error::CacheJson { path, source })
 }
 
+/// Removes `path`; one that is already gone is removed.
+pub(crate) fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 pub fn remove(dir: &Path, id: &str) -> Result<()> {
     let path = path_of(dir, id);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Cache {
-            path,
-            op: "remove",
-            source,
-        }),
-    }
+    remove_if_present(&path).map_err(|source| Error::Cache {
+        path,
+        op: "remove",
+        source,
+    })
 }
 
 /// Every cached container. Entries that cannot be read are skipped: GC cannot tear down

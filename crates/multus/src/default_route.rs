@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use oxivirt_cni_spec::{CniResult, Route};
-use oxivirt_netlink::{Handle, NetNs, RouteSpec};
+use oxivirt_netlink::{Handle, IfInfo, NetNs, RouteSpec};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -23,6 +23,22 @@ fn default_dst(v4: bool) -> ipnet::IpNet {
     }
 }
 
+/// Runs `f` in the pod's namespace with a netlink socket there and `ifname`'s link, if
+/// it exists.
+fn on_link(
+    netns: &Path,
+    ifname: &str,
+    f: impl FnOnce(&mut Handle, Option<IfInfo>) -> Result<()> + Send,
+) -> Result<()> {
+    let ns = NetNs::open(netns).map_err(nl("enter the pod's netns", ifname))?;
+    ns.run(|| -> Result<()> {
+        let mut h = Handle::new().map_err(nl("open netlink", ifname))?;
+        let link = h.if_info(ifname).map_err(nl("look up", ifname))?;
+        f(&mut h, link)
+    })
+    .map_err(nl("enter the pod's netns", ifname))?
+}
+
 /// Removes the default routes of the families in `families` (true = IPv4) from `ifname`
 /// and from `result`.
 pub fn drop_defaults(
@@ -37,10 +53,9 @@ pub fn drop_defaults(
     result
         .routes
         .retain(|r| !(r.dst.prefix_len() == 0 && families.contains(&r.dst.addr().is_ipv4())));
-    let ns = NetNs::open(netns).map_err(nl("enter the pod's netns", ifname))?;
-    ns.run(|| -> Result<()> {
-        let mut h = Handle::new().map_err(nl("open netlink", ifname))?;
-        let Some(link) = h.if_info(ifname).map_err(nl("look up", ifname))? else {
+    on_link(netns, ifname, |h, link| {
+        // An interface that is gone has no routes left to drop.
+        let Some(link) = link else {
             return Ok(());
         };
         for r in h.routes().map_err(nl("list routes", ifname))? {
@@ -66,7 +81,6 @@ pub fn drop_defaults(
         }
         Ok(())
     })
-    .map_err(nl("enter the pod's netns", ifname))?
 }
 
 /// Makes `gateways` the default routes through `ifname` and records them in `result`.
@@ -79,15 +93,10 @@ pub fn set_defaults(
     if gateways.is_empty() {
         return Ok(());
     }
-    let ns = NetNs::open(netns).map_err(nl("enter the pod's netns", ifname))?;
-    ns.run(|| -> Result<()> {
-        let mut h = Handle::new().map_err(nl("open netlink", ifname))?;
-        let link = h
-            .if_info(ifname)
-            .map_err(nl("look up", ifname))?
-            .ok_or_else(|| Error::NoInterface {
-                ifname: ifname.to_string(),
-            })?;
+    on_link(netns, ifname, |h, link| {
+        let link = link.ok_or_else(|| Error::NoInterface {
+            ifname: ifname.to_string(),
+        })?;
         for gw in gateways {
             let spec = RouteSpec {
                 dst: None,
@@ -99,8 +108,7 @@ pub fn set_defaults(
                 .map_err(nl(format!("set the default route via {gw}"), ifname))?;
         }
         Ok(())
-    })
-    .map_err(nl("enter the pod's netns", ifname))??;
+    })?;
     for gw in gateways {
         result
             .routes

@@ -554,6 +554,23 @@ impl Meta<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The environment of a call for pod default/p1's `eth0`.
+    fn pod_env(command: &str) -> Environment {
+        let vars: HashMap<&str, String> = [
+            ("CNI_COMMAND", command.to_string()),
+            ("CNI_CONTAINERID", "c1".into()),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_NETNS", "/run/netns/x".into()),
+            (
+                "CNI_ARGS",
+                "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1".into(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        Environment::from_lookup(|k| vars.get(k).cloned()).expect("env")
+    }
     use crate::source::DirSource;
     use oxivirt_cni_spec::error::chain;
     use std::collections::HashMap;
@@ -618,19 +635,7 @@ mod tests {
         }
 
         fn plan(&self, cfg: &Config, annotations: &[(&str, &str)]) -> Result<Vec<Delegate>> {
-            let vars: HashMap<&str, String> = [
-                ("CNI_COMMAND", "ADD".to_string()),
-                ("CNI_CONTAINERID", "c1".into()),
-                ("CNI_IFNAME", "eth0".into()),
-                ("CNI_NETNS", "/run/netns/x".into()),
-                (
-                    "CNI_ARGS",
-                    "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1".into(),
-                ),
-            ]
-            .into_iter()
-            .collect();
-            let env = Environment::from_lookup(|k| vars.get(k).cloned()).expect("env");
+            let env = pod_env("ADD");
             let src = self.store();
             let meta = Meta {
                 cfg,
@@ -831,19 +836,7 @@ mod tests {
         }
 
         fn run<T>(&self, command: &str, call: impl FnOnce(&Meta<'_>) -> T) -> T {
-            let vars: HashMap<&str, String> = [
-                ("CNI_COMMAND", command.to_string()),
-                ("CNI_CONTAINERID", "c1".into()),
-                ("CNI_IFNAME", "eth0".into()),
-                ("CNI_NETNS", "/run/netns/x".into()),
-                (
-                    "CNI_ARGS",
-                    "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1".into(),
-                ),
-            ]
-            .into_iter()
-            .collect();
-            let env = Environment::from_lookup(|k| vars.get(k).cloned()).expect("env");
+            let env = pod_env(command);
             let src = self.f.store();
             call(&Meta {
                 cfg: &self.cfg,

@@ -12,7 +12,7 @@ use oxivirt_cni_spec::{parse_json, CniResult, Command, Interface, NetConf, Route
 use oxivirt_firewall::{Firewall, NftCli, Owner};
 use oxivirt_ipam::plugin as ipam;
 use oxivirt_netlink::{
-    format_mac, sysctl, BridgeOptions, BridgePortOptions, BridgeVlan, Handle, Link, NetNs,
+    format_mac, sysctl, BridgeOptions, BridgePortOptions, BridgeVlan, Handle, IfInfo, Link, NetNs,
     VethOptions,
 };
 use serde::Deserialize;
@@ -367,6 +367,19 @@ fn add(call: &Call<'_>, cfg: &Config, firewall: &dyn Firewall) -> Result<CniResu
     })
 }
 
+/// What an ioctl look-up tells of a link (its kind and ports are not known from it).
+fn link_from(name: &str, i: &IfInfo) -> Link {
+    Link {
+        index: i.index,
+        name: name.to_string(),
+        mac: Some(i.mac),
+        mtu: i.mtu,
+        up: i.up,
+        promisc: i.promisc,
+        ..Default::default()
+    }
+}
+
 fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Link> {
     let name = cfg.br.bridge.as_str();
     let vlan_filtering = cfg.br.vlan != 0 || cfg.br.vlan_trunk.is_some();
@@ -374,14 +387,8 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
     // checked once the veth has joined it (see `add_inner`).
     let br = match host.if_info(name)? {
         Some(i) => Link {
-            index: i.index,
-            name: name.to_string(),
-            mac: Some(i.mac),
-            mtu: i.mtu,
-            up: i.up,
-            promisc: i.promisc,
             kind: Some("bridge".into()),
-            ..Default::default()
+            ..link_from(name, &i)
         },
         None => {
             match host.add_bridge(&BridgeOptions {
@@ -580,26 +587,13 @@ fn add_inner(
     let mut gateway_mac = None;
 
     let cont_link = match cont.if_info(ifname)? {
-        Some(i) => Link {
-            index: i.index,
-            name: ifname.to_string(),
-            mac: Some(i.mac),
-            mtu: i.mtu,
-            ..Default::default()
-        },
+        Some(i) => link_from(ifname, &i),
         None => cont.require_link(ifname)?,
     };
     let mut result = CniResult::default();
     if cfg.layer3 {
-        let r = helpers
-            .ipam_result(undo)?
-            .ok_or_else(|| Error::IpamResult("IPAM plugin returned no result".into()))?;
+        let r = iface::ipam_addresses(helpers.ipam_result(undo)?)?;
         mark("IPAM done");
-        if r.ips.is_empty() {
-            return Err(Error::IpamResult(
-                "IPAM plugin returned missing IP config".into(),
-            ));
-        }
         result.ips = r.ips;
         result.routes = r.routes;
         result.dns = r.dns;
@@ -690,17 +684,9 @@ fn add_inner(
             mac: veth.mac_string(),
             ..Default::default()
         },
-        Interface {
-            name: ifname.to_string(),
-            mac: cont_link.mac_string(),
-            mtu: Some(cont_link.mtu),
-            sandbox: ns.path().display().to_string(),
-            ..Default::default()
-        },
+        iface::container_interface(&cont_link, ns),
     ];
-    if cfg.conf.dns.as_ref().is_some_and(|d| !d.is_empty()) {
-        result.dns = cfg.conf.dns.clone().unwrap_or_default();
-    }
+    iface::apply_conf_dns(&mut result, &cfg.conf);
     Ok(result)
 }
 
@@ -741,21 +727,18 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
     }
     let prev = oxivirt_cni_spec::plugin::prev_result(&cfg.conf)?;
     let netns = ns.path().display().to_string();
-    let br_if = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == cfg.br.bridge)
-        .ok_or_else(|| mismatch(format!("bridge {} is not in prevResult", cfg.br.bridge)))?;
-    let cont_if = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == call.env.ifname && i.sandbox == netns)
-        .ok_or_else(|| {
-            mismatch(format!(
-                "interface {} in {netns} is not in prevResult",
-                call.env.ifname
-            ))
-        })?;
+    let in_prev = |name: &str, sandbox: Option<&str>, what: String| {
+        prev.interfaces
+            .iter()
+            .find(|i| i.name == name && sandbox.is_none_or(|s| i.sandbox == s))
+            .ok_or_else(|| mismatch(format!("{what} is not in prevResult")))
+    };
+    let br_if = in_prev(&cfg.br.bridge, None, format!("bridge {}", cfg.br.bridge))?;
+    let cont_if = in_prev(
+        &call.env.ifname,
+        Some(&netns),
+        format!("interface {} in {netns}", call.env.ifname),
+    )?;
     let mut host = Handle::new()?;
     let br = host
         .link_by_name(&cfg.br.bridge)?
@@ -763,14 +746,7 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
     if br.kind.as_deref() != Some("bridge") {
         return Err(mismatch(format!("{} is not a bridge", br.name)));
     }
-    if !br_if.mac.is_empty() && br_if.mac != br.mac_string() {
-        return Err(mismatch(format!(
-            "bridge {} MAC {} does not match prevResult {}",
-            br.name,
-            br.mac_string(),
-            br_if.mac
-        )));
-    }
+    iface::check_mac(&format!("bridge {}", br.name), &br, &br_if.mac)?;
     if br.promisc != cfg.br.promisc_mode {
         return Err(mismatch(format!(
             "bridge {} promiscuous mode is {}, config says {}",
@@ -790,14 +766,7 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
             c.name
         )));
     }
-    if !cont_if.mac.is_empty() && cont_if.mac != c.mac_string() {
-        return Err(mismatch(format!(
-            "container interface {} MAC {} does not match prevResult {}",
-            c.name,
-            c.mac_string(),
-            cont_if.mac
-        )));
-    }
+    iface::check_mac(&format!("container interface {}", c.name), &c, &cont_if.mac)?;
     let peer = c
         .peer_index
         .ok_or_else(|| mismatch(format!("{} has no veth peer", c.name)))?;

@@ -153,10 +153,7 @@ mod tests {
     fn ip_masq_masquerades_the_container_addresses_and_del_removes_them() {
         let fw = RecordingFirewall::new();
         let (o, a) = (owner(), addrs());
-        let wanted = Wanted {
-            masquerade: true,
-            spoofcheck: false,
-        };
+        let wanted = Wanted::new(true, true, false);
         let mut added = false;
         add(&fw, wanted, &attach(&o, &a), &mut added).expect("add");
         assert!(added);
@@ -194,10 +191,7 @@ mod tests {
     fn no_option_no_firewall() {
         let fw = RecordingFirewall::new();
         let (o, a) = (owner(), addrs());
-        let none = Wanted {
-            masquerade: false,
-            spoofcheck: false,
-        };
+        let none = Wanted::new(true, false, false);
         let mut added = false;
         add(&fw, none, &attach(&o, &a), &mut added).expect("add");
         del(&fw, none, &o).expect("del");

@@ -12,6 +12,12 @@ pub enum Error {
     /// Address management (in-process `host-local`/`static`).
     #[error(transparent)]
     Ipam(#[from] oxivirt_ipam::Error),
+    /// A kernel operation (netlink, namespaces, sysctls) failed.
+    #[error(transparent)]
+    Netlink(#[from] oxivirt_netlink::Error),
+    /// Programming nftables failed.
+    #[error(transparent)]
+    Firewall(#[from] oxivirt_firewall::Error),
     /// A config value the plugin refuses; the message names the field.
     #[error("{0}")]
     Config(String),
@@ -23,12 +29,6 @@ pub enum Error {
         #[source]
         source: oxivirt_netlink::Error,
     },
-    /// A kernel operation (netlink, namespaces, sysctls) failed.
-    #[error(transparent)]
-    Netlink(#[from] oxivirt_netlink::Error),
-    /// Programming nftables failed.
-    #[error(transparent)]
-    Firewall(#[from] oxivirt_firewall::Error),
     /// The container already has an interface with the name asked for.
     #[error("container already has an interface named {0:?}")]
     IfnameTaken(String),
@@ -67,14 +67,6 @@ impl Error {
         Self::Context {
             context: context.into(),
             source: Box::new(self),
-        }
-    }
-
-    /// The error under any [`Error::Context`] layers.
-    pub fn root(&self) -> &Error {
-        match self {
-            Self::Context { source, .. } => source.root(),
-            other => other,
         }
     }
 

@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use oxivirt_cni_spec::plugin::Call;
-use oxivirt_cni_spec::{CniResult, NetConf};
-use oxivirt_netlink::{parse_mac, sysctl, Handle, NetNs, RouteSpec};
+use oxivirt_cni_spec::{CniResult, Interface, NetConf};
+use oxivirt_netlink::{parse_mac, sysctl, Handle, Link, NetNs, RouteSpec};
 use serde_json::Value;
 use std::net::IpAddr;
 
@@ -20,6 +20,47 @@ pub fn open_netns(call: &Call<'_>) -> Result<NetNs> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// The container's interface as a result lists it.
+pub fn container_interface(link: &Link, ns: &NetNs) -> Interface {
+    Interface {
+        name: link.name.clone(),
+        mac: link.mac_string(),
+        mtu: Some(link.mtu),
+        sandbox: ns.path().display().to_string(),
+        ..Default::default()
+    }
+}
+
+/// The network config's `dns`, when it has any, replaces what IPAM returned (as the
+/// reference plugins do).
+pub fn apply_conf_dns(result: &mut CniResult, conf: &NetConf) {
+    if let Some(dns) = conf.dns.as_ref().filter(|d| !d.is_empty()) {
+        result.dns = dns.clone();
+    }
+}
+
+/// The result of the IPAM an ADD delegated to, which must have given addresses.
+pub fn ipam_addresses(result: Option<CniResult>) -> Result<CniResult> {
+    let r = result.ok_or_else(|| Error::IpamResult("IPAM plugin returned no result".into()))?;
+    if r.ips.is_empty() {
+        return Err(Error::IpamResult(
+            "IPAM plugin returned missing IP config".into(),
+        ));
+    }
+    Ok(r)
+}
+
+/// CHECK: `what`'s MAC is the one the previous result recorded (if it recorded one).
+pub fn check_mac(what: &str, link: &Link, recorded: &str) -> Result<()> {
+    let mac = link.mac_string();
+    if recorded.is_empty() || recorded == mac {
+        return Ok(());
+    }
+    Err(Error::CheckMismatch(format!(
+        "{what} MAC {mac} does not match prevResult {recorded}"
+    )))
 }
 
 /// Whether the config asks for IPAM (an empty `ipam` means layer 2 only).

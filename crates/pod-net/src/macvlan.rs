@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::iface;
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
-use oxivirt_cni_spec::{parse_json, CniResult, Command, Interface, NetConf};
+use oxivirt_cni_spec::{parse_json, CniResult, Command, NetConf};
 use oxivirt_ipam::plugin as ipam;
 use oxivirt_netlink::{Handle, MacvlanMode, MacvlanOptions};
 use serde::Deserialize;
@@ -167,14 +167,9 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
     let res = (|| -> Result<CniResult> {
         let mut result = CniResult::default();
         if cfg.layer3 {
-            let r = ipam::delegate(call, &cfg.conf, Command::Add)?
-                .ok_or_else(|| Error::IpamResult("IPAM plugin returned no result".into()))?;
+            let r = ipam::delegate(call, &cfg.conf, Command::Add)?;
             ipam_done = true;
-            if r.ips.is_empty() {
-                return Err(Error::IpamResult(
-                    "IPAM plugin returned missing IP config".into(),
-                ));
-            }
+            let r = iface::ipam_addresses(r)?;
             result.ips = r.ips;
             result.routes = r.routes;
             result.dns = r.dns;
@@ -187,16 +182,8 @@ fn add(call: &Call<'_>, cfg: &Config) -> Result<CniResult> {
             cont.set_up(link.index, true)?;
         }
         let now = cont.require_link(ifname)?;
-        result.interfaces = vec![Interface {
-            name: ifname.to_string(),
-            mac: now.mac_string(),
-            mtu: Some(now.mtu),
-            sandbox: ns.path().display().to_string(),
-            ..Default::default()
-        }];
-        if cfg.conf.dns.as_ref().is_some_and(|d| !d.is_empty()) {
-            result.dns = cfg.conf.dns.clone().unwrap_or_default();
-        }
+        result.interfaces = vec![iface::container_interface(&now, &ns)];
+        iface::apply_conf_dns(&mut result, &cfg.conf);
         Ok(result)
     })();
     res.map_err(|error| {
@@ -245,12 +232,7 @@ fn check(call: &Call<'_>, cfg: &Config) -> Result<()> {
         )));
     }
     if let Some(i) = prev.interfaces.iter().find(|i| i.name == link.name) {
-        if !i.mac.is_empty() && i.mac != link.mac_string() {
-            return Err(Error::CheckMismatch(format!(
-                "{} MAC does not match prevResult",
-                link.name
-            )));
-        }
+        iface::check_mac(&link.name, &link, &i.mac)?;
     }
     iface::validate(&mut cont, link.index, &link.name, &prev, 0)
 }
