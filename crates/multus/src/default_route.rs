@@ -23,99 +23,101 @@ fn default_dst(v4: bool) -> ipnet::IpNet {
     }
 }
 
-/// Runs `f` in the pod's namespace with a netlink socket there and `ifname`'s link, if
-/// it exists.
-fn on_link(
-    netns: &Path,
-    ifname: &str,
-    f: impl FnOnce(&mut Handle, Option<IfInfo>) -> Result<()> + Send,
-) -> Result<()> {
-    let ns = NetNs::open(netns).map_err(nl("enter the pod's netns", ifname))?;
-    ns.run(|| -> Result<()> {
-        let mut h = Handle::new().map_err(nl("open netlink", ifname))?;
-        let link = h.if_info(ifname).map_err(nl("look up", ifname))?;
-        f(&mut h, link)
-    })
-    .map_err(nl("enter the pod's netns", ifname))?
+/// A delegate's interface in the pod, whose default routes are adjusted.
+#[derive(Debug, Clone, Copy)]
+pub struct PodLink<'a> {
+    pub netns: &'a Path,
+    pub ifname: &'a str,
 }
 
-/// Removes the default routes of the families in `families` (true = IPv4) from `ifname`
-/// and from `result`.
-pub fn drop_defaults(
-    netns: &Path,
-    ifname: &str,
-    families: &[bool],
-    result: &mut CniResult,
-) -> Result<()> {
-    if families.is_empty() {
-        return Ok(());
+impl PodLink<'_> {
+    /// Runs `f` in the pod's namespace with a netlink socket there and the interface's
+    /// link, if it exists.
+    fn on_link(
+        &self,
+        f: impl FnOnce(&mut Handle, Option<IfInfo>) -> Result<()> + Send,
+    ) -> Result<()> {
+        let ifname = self.ifname;
+        let ns = NetNs::open(self.netns).map_err(nl("enter the pod's netns", ifname))?;
+        ns.run(|| -> Result<()> {
+            let mut h = Handle::new().map_err(nl("open netlink", ifname))?;
+            let link = h.if_info(ifname).map_err(nl("look up", ifname))?;
+            f(&mut h, link)
+        })
+        .map_err(nl("enter the pod's netns", ifname))?
     }
-    result
-        .routes
-        .retain(|r| !(r.dst.prefix_len() == 0 && families.contains(&r.dst.addr().is_ipv4())));
-    on_link(netns, ifname, |h, link| {
-        // An interface that is gone has no routes left to drop.
-        let Some(link) = link else {
+
+    /// Removes the default routes of the families in `families` (true = IPv4) from the
+    /// interface and from `result`.
+    pub fn drop_defaults(&self, families: &[bool], result: &mut CniResult) -> Result<()> {
+        let ifname = self.ifname;
+        if families.is_empty() {
             return Ok(());
-        };
-        for r in h.routes().map_err(nl("list routes", ifname))? {
-            let v4 = r.dst.addr().is_ipv4();
-            if r.dst.prefix_len() == 0
-                && r.oif == Some(link.index)
-                && r.table == 254
-                && families.contains(&v4)
-            {
+        }
+        result
+            .routes
+            .retain(|r| !(r.dst.prefix_len() == 0 && families.contains(&r.dst.addr().is_ipv4())));
+        self.on_link(|h, link| {
+            // An interface that is gone has no routes left to drop.
+            let Some(link) = link else {
+                return Ok(());
+            };
+            for r in h.routes().map_err(nl("list routes", ifname))? {
+                let v4 = r.dst.addr().is_ipv4();
+                if r.dst.prefix_len() == 0
+                    && r.oif == Some(link.index)
+                    && r.table == 254
+                    && families.contains(&v4)
+                {
+                    let spec = RouteSpec {
+                        dst: None,
+                        gateway: r.gateway,
+                        oif: Some(link.index),
+                        ..Default::default()
+                    };
+                    match h.del_route(&spec) {
+                        Err(e) if !e.is_not_found() => {
+                            return Err(nl("delete the default route", ifname)(e))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes `gateways` the default routes through the interface and records them in
+    /// `result`.
+    pub fn set_defaults(&self, gateways: &[IpAddr], result: &mut CniResult) -> Result<()> {
+        let ifname = self.ifname;
+        if gateways.is_empty() {
+            return Ok(());
+        }
+        self.on_link(|h, link| {
+            let link = link.ok_or_else(|| Error::NoInterface {
+                ifname: ifname.to_string(),
+            })?;
+            for gw in gateways {
                 let spec = RouteSpec {
                     dst: None,
-                    gateway: r.gateway,
+                    gateway: Some(*gw),
                     oif: Some(link.index),
                     ..Default::default()
                 };
-                match h.del_route(&spec) {
-                    Err(e) if !e.is_not_found() => {
-                        return Err(nl("delete the default route", ifname)(e))
-                    }
-                    _ => {}
-                }
+                h.replace_route(&spec)
+                    .map_err(nl(format!("set the default route via {gw}"), ifname))?;
             }
-        }
-        Ok(())
-    })
-}
-
-/// Makes `gateways` the default routes through `ifname` and records them in `result`.
-pub fn set_defaults(
-    netns: &Path,
-    ifname: &str,
-    gateways: &[IpAddr],
-    result: &mut CniResult,
-) -> Result<()> {
-    if gateways.is_empty() {
-        return Ok(());
-    }
-    on_link(netns, ifname, |h, link| {
-        let link = link.ok_or_else(|| Error::NoInterface {
-            ifname: ifname.to_string(),
+            Ok(())
         })?;
         for gw in gateways {
-            let spec = RouteSpec {
-                dst: None,
-                gateway: Some(*gw),
-                oif: Some(link.index),
-                ..Default::default()
-            };
-            h.replace_route(&spec)
-                .map_err(nl(format!("set the default route via {gw}"), ifname))?;
+            result
+                .routes
+                .retain(|r| !(r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == gw.is_ipv4()));
+            result
+                .routes
+                .push(Route::new(default_dst(gw.is_ipv4()), Some(*gw)));
         }
         Ok(())
-    })?;
-    for gw in gateways {
-        result
-            .routes
-            .retain(|r| !(r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == gw.is_ipv4()));
-        result
-            .routes
-            .push(Route::new(default_dst(gw.is_ipv4()), Some(*gw)));
     }
-    Ok(())
 }

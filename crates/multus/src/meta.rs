@@ -277,8 +277,12 @@ impl Meta<'_> {
                 .copied()
                 .filter(|v4| !d.default_route.iter().any(|g| g.is_ipv4() == *v4))
                 .collect();
-            default_route::drop_defaults(netns, &d.ifname, &drop, &mut parsed)?;
-            default_route::set_defaults(netns, &d.ifname, &d.default_route, &mut parsed)?;
+            let link = default_route::PodLink {
+                netns,
+                ifname: &d.ifname,
+            };
+            link.drop_defaults(&drop, &mut parsed)?;
+            link.set_defaults(&d.default_route, &mut parsed)?;
         }
         Ok(parsed)
     }

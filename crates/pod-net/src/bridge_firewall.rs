@@ -129,6 +129,16 @@ mod tests {
         spoofcheck: true,
     };
 
+    /// A fake firewall after the rules `wanted` of the test attachment went in: the
+    /// fake, the owner, the addresses, and whether ADD marked rules as added.
+    fn added(wanted: Wanted) -> (RecordingFirewall, Owner, Vec<IpNet>, bool) {
+        let fw = RecordingFirewall::new();
+        let (o, a) = (owner(), addrs());
+        let mut added = false;
+        add(&fw, wanted, &attach(&o, &a), &mut added).expect("add");
+        (fw, o, a, added)
+    }
+
     fn attach<'a>(owner: &'a Owner, addrs: &'a [IpNet]) -> Attachment<'a> {
         Attachment {
             owner,
@@ -151,11 +161,8 @@ mod tests {
 
     #[test]
     fn ip_masq_masquerades_the_container_addresses_and_del_removes_them() {
-        let fw = RecordingFirewall::new();
-        let (o, a) = (owner(), addrs());
         let wanted = Wanted::new(true, true, false);
-        let mut added = false;
-        add(&fw, wanted, &attach(&o, &a), &mut added).expect("add");
+        let (fw, o, a, added) = added(wanted);
         assert!(added);
         del(&fw, wanted, &o).expect("del");
         assert_eq!(
@@ -173,10 +180,7 @@ mod tests {
 
     #[test]
     fn macspoofchk_pins_the_container_mac_on_the_host_veth() {
-        let fw = RecordingFirewall::new();
-        let (o, a) = (owner(), addrs());
-        let mut added = false;
-        add(&fw, BOTH, &attach(&o, &a), &mut added).expect("add");
+        let (fw, o, _, _) = added(BOTH);
         assert_eq!(
             fw.calls().last(),
             Some(&Call::AddSpoofcheck {
@@ -189,11 +193,8 @@ mod tests {
 
     #[test]
     fn no_option_no_firewall() {
-        let fw = RecordingFirewall::new();
-        let (o, a) = (owner(), addrs());
         let none = Wanted::new(true, false, false);
-        let mut added = false;
-        add(&fw, none, &attach(&o, &a), &mut added).expect("add");
+        let (fw, o, _, added) = added(none);
         del(&fw, none, &o).expect("del");
         rollback(&fw, &o, added).expect("rollback");
         assert!(!added);
@@ -214,10 +215,7 @@ mod tests {
 
     #[test]
     fn a_step_failing_after_the_rules_rolls_them_back() {
-        let fw = RecordingFirewall::new();
-        let (o, a) = (owner(), addrs());
-        let mut added = false;
-        add(&fw, BOTH, &attach(&o, &a), &mut added).expect("add");
+        let (fw, o, _, added) = added(BOTH);
         assert_eq!(fw.rules().len(), 2);
         // A later step of ADD failed: the plugin rolls back with what `add` recorded.
         rollback(&fw, &o, added).expect("rollback");
