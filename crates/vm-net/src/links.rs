@@ -18,7 +18,7 @@ pub(crate) fn bridge(nl: &mut Handle, name: &str, mtu: u32) -> Result<Link> {
     Ok(nl.require_link(name)?)
 }
 
-/// Adds `addr` (without DAD) to link `index`; there already is not an error.
+/// Adds `addr` (without DAD) to link `index`; finding it there already is not an error.
 pub(crate) fn add_address(nl: &mut Handle, index: u32, addr: IpNet) -> Result<()> {
     match nl.add_address(index, addr, true) {
         Err(e) if !e.is_exists() => Err(e.into()),
