@@ -101,6 +101,13 @@ impl RecordingFirewall {
         }
         Ok(state)
     }
+
+    /// Records `call`, which adds rules for `owner`; unless it fails, they are in place
+    /// under the owner's comment.
+    fn add_rules(&self, owner: &Owner, call: Call, op: Op) -> Result<()> {
+        self.record(call, op)?.rules.push(owner.comment());
+        Ok(())
+    }
 }
 
 struct FakeLoading {
@@ -121,10 +128,7 @@ impl Firewall for RecordingFirewall {
             owner: owner.clone(),
             addrs: addrs.to_vec(),
         };
-        self.record(call, Op::AddMasquerade)?
-            .rules
-            .push(owner.comment());
-        Ok(())
+        self.add_rules(owner, call, Op::AddMasquerade)
     }
 
     fn add_spoofcheck(&self, owner: &Owner, host_if: &str, mac: &str) -> Result<()> {
@@ -133,10 +137,7 @@ impl Firewall for RecordingFirewall {
             host_if: host_if.into(),
             mac: mac.into(),
         };
-        self.record(call, Op::AddSpoofcheck)?
-            .rules
-            .push(owner.comment());
-        Ok(())
+        self.add_rules(owner, call, Op::AddSpoofcheck)
     }
 
     fn remove(&self, owner: &Owner) -> Result<()> {

@@ -127,17 +127,11 @@ fn parse_address(a: &AddressMessage) -> Option<AddrInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::message_of;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn net(s: &str) -> IpNet {
         s.parse().expect("a test prefix")
-    }
-
-    fn address_message(req: &Request) -> &AddressMessage {
-        match &req.msg {
-            RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m) => m,
-            other => panic!("not an address message: {other:?}"),
-        }
     }
 
     #[test]
@@ -145,8 +139,7 @@ mod tests {
         let req = add_address(3, net("10.22.0.5/16"), false);
         assert_eq!(req.op, "add address 10.22.0.5/16 to link #3");
         assert_eq!(req.flags, CREATE);
-        assert!(matches!(req.msg, RouteNetlinkMessage::NewAddress(_)));
-        let msg = address_message(&req);
+        let msg = message_of!(req, NewAddress);
         assert_eq!(msg.header.family, AddressFamily::Inet);
         assert_eq!(msg.header.prefix_len, 16);
         assert_eq!(msg.header.index, 3);
@@ -167,7 +160,7 @@ mod tests {
         for p in ["10.0.0.1/31", "10.0.0.1/32"] {
             let req = add_address(3, net(p), false);
             assert!(
-                !address_message(&req)
+                !req.address_message()
                     .attributes
                     .iter()
                     .any(|a| matches!(a, AddressAttribute::Broadcast(_))),
@@ -179,7 +172,7 @@ mod tests {
     #[test]
     fn ipv6_address_without_dad() {
         let req = add_address(4, net("fd00::5/64"), true);
-        let msg = address_message(&req);
+        let msg = req.address_message();
         assert_eq!(msg.header.family, AddressFamily::Inet6);
         assert_eq!(msg.header.prefix_len, 64);
         let ip = IpAddr::V6("fd00::5".parse::<Ipv6Addr>().expect("v6"));
@@ -198,8 +191,7 @@ mod tests {
         let req = del_address(4, net("fd00::5/64"));
         assert_eq!(req.op, "delete address fd00::5/64 from link #4");
         assert_eq!(req.flags, NLM_F_ACK);
-        assert!(matches!(req.msg, RouteNetlinkMessage::DelAddress(_)));
-        let msg = address_message(&req);
+        let msg = message_of!(req, DelAddress);
         assert_eq!(
             (msg.header.family, msg.header.prefix_len, msg.header.index),
             (AddressFamily::Inet6, 64, 4)

@@ -183,16 +183,7 @@ fn parse_bridge_vlans(msgs: Vec<RouteNetlinkMessage>, index: u32) -> Vec<BridgeV
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn link_message(req: &Request) -> &LinkMessage {
-        match &req.msg {
-            RouteNetlinkMessage::NewLink(m)
-            | RouteNetlinkMessage::SetLink(m)
-            | RouteNetlinkMessage::DelLink(m)
-            | RouteNetlinkMessage::GetLink(m) => m,
-            other => panic!("not a link message: {other:?}"),
-        }
-    }
+    use crate::test_support::message_of;
 
     #[test]
     fn port_options_go_to_the_bridge_as_port_data() {
@@ -207,8 +198,7 @@ mod tests {
         assert_eq!(req.op, "set bridge port options of link #8");
         // Changes an existing port: no NLM_F_CREATE.
         assert_eq!(req.flags, NLM_F_ACK);
-        assert!(matches!(req.msg, RouteNetlinkMessage::NewLink(_)));
-        let msg = link_message(&req);
+        let msg = message_of!(req, NewLink);
         assert_eq!(msg.header.index, 8);
         assert_eq!(
             msg.attributes,
@@ -232,7 +222,7 @@ mod tests {
         assert!(!opts.is_empty());
         assert!(BridgePortOptions::default().is_empty());
         let req = set_port_options(8, &opts);
-        let LinkAttribute::LinkInfo(info) = &link_message(&req).attributes[0] else {
+        let LinkAttribute::LinkInfo(info) = &req.link_message().attributes[0] else {
             panic!("no link info: {req:?}");
         };
         assert_eq!(
@@ -244,7 +234,7 @@ mod tests {
     }
 
     fn vlan_info(req: &Request) -> (AddressFamily, u32, Vec<AfSpecBridge>) {
-        let msg = link_message(req);
+        let msg = req.link_message();
         let spec = msg
             .attributes
             .iter()
@@ -307,7 +297,7 @@ mod tests {
     fn vlans_of_one_port_from_a_dump() {
         let req = dump_bridge_vlans();
         assert_eq!(req.flags, NLM_F_DUMP);
-        let msg = link_message(&req);
+        let msg = req.link_message();
         assert_eq!(msg.header.interface_family, AddressFamily::Bridge);
         assert_eq!(
             msg.attributes,

@@ -20,6 +20,8 @@ mod mac;
 pub mod netns;
 mod route;
 pub mod sysctl;
+#[cfg(test)]
+mod test_support;
 
 pub use addr::AddrInfo;
 pub use bridge::{BridgePortOptions, BridgeVlan};

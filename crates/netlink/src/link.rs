@@ -357,19 +357,25 @@ fn new_bridge(opts: &BridgeOptions<'_>) -> Request {
     )
 }
 
+/// The attributes for those of a new link's MTU, MAC and target namespace that are set,
+/// in that order.
+fn mtu_mac_netns(
+    mtu: Option<u32>,
+    mac: Option<[u8; 6]>,
+    netns: Option<BorrowedFd<'_>>,
+) -> impl Iterator<Item = LinkAttribute> {
+    let mtu = mtu.map(LinkAttribute::Mtu);
+    let mac = mac.map(|m| LinkAttribute::Address(m.to_vec()));
+    let netns = netns.map(|fd| LinkAttribute::NetNsFd(fd.as_raw_fd()));
+    [mtu, mac, netns].into_iter().flatten()
+}
+
 fn new_veth(opts: &VethOptions<'_>) -> Request {
     let mut peer = LinkMessage::default();
     peer.attributes
         .push(LinkAttribute::IfName(opts.peer_name.into()));
-    if let Some(mtu) = opts.mtu {
-        peer.attributes.push(LinkAttribute::Mtu(mtu));
-    }
-    if let Some(mac) = opts.peer_mac {
-        peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
-    }
-    if let Some(fd) = opts.peer_netns {
-        peer.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
-    }
+    peer.attributes
+        .extend(mtu_mac_netns(opts.mtu, opts.peer_mac, opts.peer_netns));
     // One queue each way, which is what a veth uses unless told otherwise. Left unset,
     // the kernel sizes both ends for every possible CPU, registers a sysfs directory
     // per queue and then removes all but one: a tenth of the ADD on two CPUs, more on
@@ -414,15 +420,8 @@ fn new_macvlan(opts: &MacvlanOptions<'_>) -> Request {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(opts.name.into()));
     msg.attributes.push(LinkAttribute::Link(opts.parent));
-    if let Some(mtu) = opts.mtu {
-        msg.attributes.push(LinkAttribute::Mtu(mtu));
-    }
-    if let Some(mac) = opts.mac {
-        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-    }
-    if let Some(fd) = opts.netns {
-        msg.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
-    }
+    msg.attributes
+        .extend(mtu_mac_netns(opts.mtu, opts.mac, opts.netns));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::MacVlan),
         LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
@@ -452,24 +451,27 @@ fn set_link(op: String, msg: LinkMessage) -> Request {
     Request::new(op, RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
 }
 
-fn set_up(index: u32, up: bool) -> Request {
+/// A message that turns `flag` of link `index` on or off; the change mask leaves the
+/// link's other flags as they are.
+fn flag_change(index: u32, flag: LinkFlags, on: bool) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
-    if up {
-        msg.header.flags |= LinkFlags::Up;
+    if on {
+        msg.header.flags |= flag;
     }
-    msg.header.change_mask |= LinkFlags::Up;
+    msg.header.change_mask |= flag;
+    msg
+}
+
+fn set_up(index: u32, up: bool) -> Request {
     set_link(
         format!("set link #{index} {}", if up { "up" } else { "down" }),
-        msg,
+        flag_change(index, LinkFlags::Up, up),
     )
 }
 
 fn set_up_arp_notify(index: u32) -> Request {
-    let mut msg = LinkMessage::default();
-    msg.header.index = index;
-    msg.header.flags |= LinkFlags::Up;
-    msg.header.change_mask |= LinkFlags::Up;
+    let mut msg = flag_change(index, LinkFlags::Up, true);
     let mut conf = InetDevConf::default();
     conf.arp_notify = 1;
     msg.attributes
@@ -480,13 +482,10 @@ fn set_up_arp_notify(index: u32) -> Request {
 }
 
 fn set_promisc(index: u32, on: bool) -> Request {
-    let mut msg = LinkMessage::default();
-    msg.header.index = index;
-    if on {
-        msg.header.flags |= LinkFlags::Promisc;
-    }
-    msg.header.change_mask |= LinkFlags::Promisc;
-    set_link(format!("set link #{index} promisc"), msg)
+    set_link(
+        format!("set link #{index} promisc"),
+        flag_change(index, LinkFlags::Promisc, on),
+    )
 }
 
 fn set_attr(index: u32, what: &str, attr: LinkAttribute) -> Request {
@@ -604,19 +603,10 @@ fn kind_name(k: &InfoKind) -> String {
 mod tests {
     use super::*;
     use crate::handle::encode;
+    use crate::test_support::message_of;
     use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
     use std::fs::File;
     use std::os::fd::AsFd;
-
-    fn link_message(req: &Request) -> &LinkMessage {
-        match &req.msg {
-            RouteNetlinkMessage::NewLink(m)
-            | RouteNetlinkMessage::SetLink(m)
-            | RouteNetlinkMessage::DelLink(m)
-            | RouteNetlinkMessage::GetLink(m) => m,
-            other => panic!("not a link message: {other:?}"),
-        }
-    }
 
     fn link_info(msg: &LinkMessage) -> &[LinkInfo] {
         msg.attributes
@@ -661,8 +651,7 @@ mod tests {
         });
         assert_eq!(req.op, "create veth veth1234 (peer eth0)");
         assert_eq!(req.flags, CREATE | NLM_F_ECHO);
-        assert!(matches!(req.msg, RouteNetlinkMessage::NewLink(_)));
-        let host = link_message(&req);
+        let host = message_of!(req, NewLink);
         assert!(has(host, &LinkAttribute::IfName("veth1234".into())));
         assert!(has(host, &LinkAttribute::Mtu(1400)));
         assert!(has(host, &LinkAttribute::Controller(7)));
@@ -699,7 +688,7 @@ mod tests {
             peer_name: "b",
             ..Default::default()
         });
-        let host = link_message(&req);
+        let host = req.link_message();
         let peer = veth_peer(host);
         for end in [host, peer] {
             assert_eq!(
@@ -721,18 +710,23 @@ mod tests {
         assert!(host.header.change_mask.is_empty());
     }
 
-    /// What the kernel receives: the nested peer message survives serialisation.
-    #[test]
-    fn veth_request_round_trips_on_the_wire() {
-        let req = new_veth(&VethOptions {
+    /// A veth with every option but the namespace (which needs an open fd) and this `mtu`.
+    fn veth1(mtu: u32) -> VethOptions<'static> {
+        VethOptions {
             name: "veth1",
             peer_name: "eth0",
-            mtu: Some(9000),
+            mtu: Some(mtu),
             peer_mac: Some([2, 0, 0, 0, 0, 9]),
             master: Some(3),
             up: true,
             ..Default::default()
-        });
+        }
+    }
+
+    /// What the kernel receives: the nested peer message survives serialisation.
+    #[test]
+    fn veth_request_round_trips_on_the_wire() {
+        let req = new_veth(&veth1(9000));
         let buf = encode(req.msg.clone(), req.flags, 1);
         let back = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf).expect("parses");
         assert_eq!(back.payload, NetlinkPayload::InnerMessage(req.msg));
@@ -740,15 +734,7 @@ mod tests {
 
     #[test]
     fn veth_request_snapshot() {
-        let req = new_veth(&VethOptions {
-            name: "veth1",
-            peer_name: "eth0",
-            mtu: Some(1450),
-            peer_mac: Some([2, 0, 0, 0, 0, 9]),
-            master: Some(3),
-            up: true,
-            ..Default::default()
-        });
+        let req = new_veth(&veth1(1450));
         insta::assert_debug_snapshot!(req);
     }
 
@@ -776,7 +762,7 @@ mod tests {
         });
         assert_eq!(req.op, "create bridge cni0");
         assert_eq!(req.flags, CREATE);
-        let msg = link_message(&req);
+        let msg = req.link_message();
         assert!(has(msg, &LinkAttribute::IfName("cni0".into())));
         assert!(has(msg, &LinkAttribute::Mtu(1500)));
         assert_eq!(
@@ -791,7 +777,7 @@ mod tests {
             name: "cni0",
             ..Default::default()
         });
-        let msg = link_message(&req);
+        let msg = req.link_message();
         assert_eq!(count(msg, |a| matches!(a, LinkAttribute::Mtu(_))), 0);
         assert_eq!(link_info(msg), [LinkInfo::Kind(InfoKind::Bridge)]);
     }
@@ -815,7 +801,7 @@ mod tests {
             });
             assert_eq!(req.op, "create macvlan net1");
             assert_eq!(req.flags, CREATE);
-            let msg = link_message(&req);
+            let msg = req.link_message();
             assert!(has(msg, &LinkAttribute::IfName("net1".into())));
             assert!(has(msg, &LinkAttribute::Link(2)));
             assert!(has(msg, &LinkAttribute::Mtu(1400)));
@@ -847,7 +833,7 @@ mod tests {
         ] {
             assert_eq!(req.op, format!("create {kind} k6t-eth0"));
             assert_eq!(req.flags, CREATE);
-            let msg = link_message(&req);
+            let msg = req.link_message();
             assert!(has(msg, &LinkAttribute::IfName("k6t-eth0".into())));
             assert!(has(msg, &LinkAttribute::Address(vec![2; 6])));
             assert!(has(msg, &LinkAttribute::Mtu(1400)));
@@ -867,9 +853,8 @@ mod tests {
                 LinkFlags::Promisc,
             ),
         ] {
-            assert!(matches!(req.msg, RouteNetlinkMessage::SetLink(_)));
             assert_eq!(req.flags, NLM_F_ACK);
-            let msg = link_message(&req);
+            let msg = message_of!(req, SetLink);
             assert_eq!(msg.header.index, 3);
             assert_eq!(msg.header.flags, flags, "{}", req.op);
             assert_eq!(msg.header.change_mask, mask, "{}", req.op);
@@ -881,7 +866,7 @@ mod tests {
     #[test]
     fn up_with_arp_notify_is_one_request() {
         let req = set_up_arp_notify(9);
-        let msg = link_message(&req);
+        let msg = req.link_message();
         assert!(msg.header.flags.contains(LinkFlags::Up));
         assert!(msg.header.change_mask.contains(LinkFlags::Up));
         let conf = msg.attributes.iter().find_map(|a| match a {
@@ -924,7 +909,7 @@ mod tests {
         ] {
             assert_eq!(req.op, op);
             assert_eq!(req.flags, NLM_F_ACK);
-            let msg = link_message(&req);
+            let msg = req.link_message();
             assert_eq!(msg.header.index, 4);
             assert_eq!(msg.attributes, [attr]);
         }
@@ -933,14 +918,13 @@ mod tests {
     #[test]
     fn deletes_by_index_or_by_group() {
         let req = del_link(6);
-        assert!(matches!(req.msg, RouteNetlinkMessage::DelLink(_)));
         assert_eq!(req.flags, NLM_F_ACK);
-        assert_eq!(link_message(&req).header.index, 6);
-        assert!(link_message(&req).attributes.is_empty());
+        let msg = message_of!(req, DelLink);
+        assert_eq!(msg.header.index, 6);
+        assert!(msg.attributes.is_empty());
 
         let req = del_link_group(0x8000_0001);
-        assert!(matches!(req.msg, RouteNetlinkMessage::DelLink(_)));
-        let msg = link_message(&req);
+        let msg = message_of!(req, DelLink);
         assert_eq!(msg.header.index, 0);
         assert_eq!(msg.attributes, [LinkAttribute::Group(0x8000_0001)]);
     }
@@ -948,19 +932,18 @@ mod tests {
     #[test]
     fn lookups_skip_the_statistics() {
         for req in [get_link_by_name("eth0"), get_link_by_index(3)] {
-            assert!(matches!(req.msg, RouteNetlinkMessage::GetLink(_)));
             assert_eq!(req.flags, 0);
-            let msg = link_message(&req);
+            let msg = message_of!(req, GetLink);
             assert!(has(
                 msg,
                 &LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
             ));
         }
         assert!(has(
-            link_message(&get_link_by_name("eth0")),
+            get_link_by_name("eth0").link_message(),
             &LinkAttribute::IfName("eth0".into())
         ));
-        assert_eq!(link_message(&get_link_by_index(3)).header.index, 3);
+        assert_eq!(get_link_by_index(3).link_message().header.index, 3);
         assert_eq!(dump_links().flags, NLM_F_DUMP);
     }
 

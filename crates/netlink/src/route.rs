@@ -197,15 +197,7 @@ fn parse_route(r: &RouteMessage) -> Option<RouteInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn route_message_of(req: &Request) -> &RouteMessage {
-        match &req.msg {
-            RouteNetlinkMessage::NewRoute(m)
-            | RouteNetlinkMessage::DelRoute(m)
-            | RouteNetlinkMessage::GetRoute(m) => m,
-            other => panic!("not a route message: {other:?}"),
-        }
-    }
+    use crate::test_support::message_of;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("a test address")
@@ -219,8 +211,7 @@ mod tests {
         });
         assert_eq!(req.op, "add route default");
         assert_eq!(req.flags, CREATE);
-        assert!(matches!(req.msg, RouteNetlinkMessage::NewRoute(_)));
-        let msg = route_message_of(&req);
+        let msg = message_of!(req, NewRoute);
         assert_eq!(msg.header.address_family, AddressFamily::Inet);
         assert_eq!(msg.header.destination_prefix_length, 0);
         assert_eq!(msg.header.table, RouteHeader::RT_TABLE_MAIN);
@@ -247,7 +238,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(req.op, "add route fd00:1::5/64");
-        let msg = route_message_of(&req);
+        let msg = req.route_message();
         assert_eq!(msg.header.address_family, AddressFamily::Inet6);
         assert_eq!(msg.header.destination_prefix_length, 64);
         assert_eq!(msg.header.scope, RouteScope::Link);
@@ -265,7 +256,7 @@ mod tests {
 
     #[test]
     fn the_family_follows_destination_then_gateway_then_source() {
-        let family = |spec: RouteSpec| route_message_of(&add_route(&spec)).header.address_family;
+        let family = |spec: RouteSpec| add_route(&spec).route_message().header.address_family;
         assert_eq!(
             family(RouteSpec {
                 src: Some(ip("fd00::1")),
@@ -310,12 +301,13 @@ mod tests {
         };
         let replace = replace_route(&spec);
         assert_eq!(replace.flags, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
-        assert!(matches!(replace.msg, RouteNetlinkMessage::NewRoute(_)));
         let delete = del_route(&spec);
         assert_eq!(delete.flags, NLM_F_ACK);
-        assert!(matches!(delete.msg, RouteNetlinkMessage::DelRoute(_)));
-        assert_eq!(route_message_of(&replace), route_message_of(&delete));
-        assert_eq!(route_message_of(&delete), &route_message(&spec));
+        assert_eq!(
+            message_of!(replace, NewRoute),
+            message_of!(delete, DelRoute)
+        );
+        assert_eq!(delete.route_message(), &route_message(&spec));
     }
 
     #[test]
@@ -323,7 +315,7 @@ mod tests {
         let req = dump_routes(AddressFamily::Inet6);
         assert_eq!(req.flags, NLM_F_DUMP);
         assert_eq!(
-            route_message_of(&req).header.address_family,
+            req.route_message().header.address_family,
             AddressFamily::Inet6
         );
     }

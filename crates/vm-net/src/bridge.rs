@@ -8,9 +8,9 @@
 //! picks up where it stopped; teardown puts the pod interface back and is safe twice.
 
 use crate::naming::Names;
-use crate::{tap, Error, Result};
+use crate::{links, Error, Result};
 use ipnet::{IpNet, Ipv4Net};
-use oxivirt_netlink::{sysctl, BridgeOptions, BridgePortOptions, Handle, RouteSpec};
+use oxivirt_netlink::{sysctl, BridgePortOptions, Handle, RouteSpec};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -112,17 +112,7 @@ fn save(dir: &Path, names: &Names, state: &BridgeState) -> Result<()> {
 pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<BridgeState> {
     let n = &spec.names;
     let mut state = record(nl, spec, state_dir)?;
-    let br = match nl.link_by_name(&n.bridge)? {
-        Some(l) => l,
-        None => {
-            nl.add_bridge(&BridgeOptions {
-                name: &n.bridge,
-                mtu: Some(state.mtu),
-                vlan_filtering: false,
-            })?;
-            nl.require_link(&n.bridge)?
-        }
-    };
+    let br = links::bridge(nl, &n.bridge, state.mtu)?;
     nl.set_up(br.index, true)?;
     let link_local = IpNet::new(
         IpAddr::V4(Ipv4Addr::new(169, 254, 75, 10 + spec.index as u8)),
@@ -132,10 +122,7 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
         field: "the bridge's link-local address",
         source,
     })?;
-    match nl.add_address(br.index, link_local, true) {
-        Err(e) if !e.is_exists() => return Err(e.into()),
-        _ => {}
-    }
+    links::add_address(nl, br.index, link_local)?;
     sysctl::write(&["net", "ipv4", "conf", &n.bridge, "arp_ignore"], "1")?;
 
     // The pod interface becomes the bridge's uplink port.
@@ -162,13 +149,7 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
     nl.set_port_options(nic.index, &no_learning)?;
     nl.set_up(nic.index, true)?;
 
-    if nl.link_by_name(&n.tap)?.is_none() {
-        tap::create(&n.tap, spec.multiqueue)?;
-    }
-    let tap = nl.require_link(&n.tap)?;
-    nl.set_mtu(tap.index, state.mtu)?;
-    nl.set_master(tap.index, br.index)?;
-    nl.set_up(tap.index, true)?;
+    links::tap_on_bridge(nl, &n.tap, spec.multiqueue, state.mtu, br.index)?;
 
     // The pod keeps its CNI view: a link with the original name, MAC, MTU and address, left
     // down (KubeVirt's dummy). A kernel without the dummy driver gets an ifb link, which is
@@ -187,10 +168,7 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
             Ok(()) => {
                 let d = nl.require_link(&n.pod)?;
                 if let Some(a) = state.address {
-                    match nl.add_address(d.index, IpNet::V4(a), true) {
-                        Err(e) if !e.is_exists() => return Err(e.into()),
-                        _ => {}
-                    }
+                    links::add_address(nl, d.index, IpNet::V4(a))?;
                 }
                 state.dummy = true;
             }
@@ -242,10 +220,7 @@ pub fn restore(nl: &mut Handle, names: &Names, state_dir: &Path) -> Result<Vec<u
         if let Some(s) = &state {
             nl.set_mac(nic.index, s.pod_mac)?;
             if let Some(a) = s.address {
-                match nl.add_address(nic.index, IpNet::V4(a), true) {
-                    Err(e) if !e.is_exists() => return Err(e.into()),
-                    _ => {}
-                }
+                links::add_address(nl, nic.index, IpNet::V4(a))?;
             }
         }
         nl.set_up(nic.index, true)?;

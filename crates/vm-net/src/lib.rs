@@ -4,6 +4,7 @@
 //! (the VM behind NAT on the pod network).
 
 pub mod bridge;
+mod links;
 pub mod masquerade;
 pub mod naming;
 pub mod tap;

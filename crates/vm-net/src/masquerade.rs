@@ -5,10 +5,10 @@
 //! binding's); the firewall that loads it is handed in.
 
 use crate::naming::Names;
-use crate::{tap, Error, Result};
+use crate::{links, Error, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use oxivirt_firewall::{Family, Firewall, Loading, Ruleset, Table};
-use oxivirt_netlink::{sysctl, BridgeOptions, Detached, Handle};
+use oxivirt_netlink::{sysctl, Detached, Handle};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
@@ -99,62 +99,41 @@ fn nat_tables(v6: bool) -> Vec<Table> {
 /// The ruleset: one `nat` table per family, KubeVirt's chains. `pod_ips` are the pod's
 /// own addresses on eth0 (for hairpin: the VM reaching its own pod address).
 pub fn ruleset(spec: &MasqueradeSpec, pod_ips: &[IpAddr]) -> String {
-    let mut out = String::new();
-    let mut family = |fam: &str,
-                      table_fam: &str,
-                      gw: String,
-                      vm: String,
-                      localhost: &str,
-                      pod: Vec<String>| {
-        let hairpin: String = pod
-            .iter()
-            .map(|ip| {
-                format!(
-                    "    iifname \"k6t-eth0\" {fam} daddr {ip} counter jump KUBEVIRT_PREINBOUND\n"
-                )
-            })
-            .collect();
-        out.push_str(&format!(
-            "table {table_fam} nat {{\n\
-             \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname \"eth0\" counter jump KUBEVIRT_PREINBOUND\n{hairpin}  }}\n\
-             \x20 chain input {{\n    type nat hook input priority 100; policy accept;\n  }}\n\
-             \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    {fam} daddr {localhost} counter jump KUBEVIRT_PREINBOUND\n  }}\n\
-             \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    {fam} saddr {vm} oifname != \"k6t-eth0\" counter masquerade\n    oifname \"k6t-eth0\" counter jump KUBEVIRT_POSTINBOUND\n  }}\n\
-             {}\
-             \x20 chain KUBEVIRT_POSTINBOUND {{\n    {fam} saddr {localhost} counter snat {fam} to {gw}\n    {fam} saddr {vm} counter snat {fam} to {gw}\n  }}\n\
-             }}\n",
-            inbound_rules(fam, &vm, &spec.ports),
-        ));
+    // The gateway and the VM of each family in use, IPv4's table first.
+    let v4: (IpAddr, IpAddr) = (spec.gateway4().into(), spec.vm4().into());
+    let v6 = spec.v6.map(|v6| (nth6(v6, 1).into(), nth6(v6, 2).into()));
+    [Some(v4), v6]
+        .into_iter()
+        .flatten()
+        .map(|(gw, vm)| nat_table(gw, vm, pod_ips, &spec.ports))
+        .collect()
+}
+
+/// The `nat` table of the family of `gw` and `vm` (the VM network's gateway and the VM);
+/// of `pod_ips`, only those of the same family go in it.
+fn nat_table(gw: IpAddr, vm: IpAddr, pod_ips: &[IpAddr], ports: &[Port]) -> String {
+    let (fam, localhost) = match gw {
+        IpAddr::V4(_) => ("ip", IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        IpAddr::V6(_) => ("ip6", IpAddr::V6(Ipv6Addr::LOCALHOST)),
     };
-    let v4_pod: Vec<String> = pod_ips
+    let hairpin: String = pod_ips
         .iter()
-        .filter(|i| i.is_ipv4())
-        .map(|i| i.to_string())
+        .filter(|ip| ip.is_ipv4() == gw.is_ipv4())
+        .map(|ip| {
+            format!("    iifname \"k6t-eth0\" {fam} daddr {ip} counter jump KUBEVIRT_PREINBOUND\n")
+        })
         .collect();
-    family(
-        "ip",
-        "ip",
-        spec.gateway4().to_string(),
-        spec.vm4().to_string(),
-        "127.0.0.1",
-        v4_pod,
-    );
-    if let Some(v6) = spec.v6 {
-        let v6_pod: Vec<String> = pod_ips
-            .iter()
-            .filter(|i| i.is_ipv6())
-            .map(|i| i.to_string())
-            .collect();
-        family(
-            "ip6",
-            "ip6",
-            nth6(v6, 1).to_string(),
-            nth6(v6, 2).to_string(),
-            "::1",
-            v6_pod,
-        );
-    }
-    out
+    format!(
+        "table {fam} nat {{\n\
+         \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname \"eth0\" counter jump KUBEVIRT_PREINBOUND\n{hairpin}  }}\n\
+         \x20 chain input {{\n    type nat hook input priority 100; policy accept;\n  }}\n\
+         \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    {fam} daddr {localhost} counter jump KUBEVIRT_PREINBOUND\n  }}\n\
+         \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    {fam} saddr {vm} oifname != \"k6t-eth0\" counter masquerade\n    oifname \"k6t-eth0\" counter jump KUBEVIRT_POSTINBOUND\n  }}\n\
+         {}\
+         \x20 chain KUBEVIRT_POSTINBOUND {{\n    {fam} saddr {localhost} counter snat {fam} to {gw}\n    {fam} saddr {vm} counter snat {fam} to {gw}\n  }}\n\
+         }}\n",
+        inbound_rules(fam, &vm.to_string(), ports),
+    )
 }
 
 /// The pod namespace's br_netfilter switches, per family.
@@ -286,17 +265,7 @@ pub fn begin(
     // The rules name interfaces, they do not need them: the firewall loads them (the
     // slowest part) while the links are made.
     let rules = load_rules(fw, spec, &pod_ips)?;
-    let br = match nl.link_by_name(&n.bridge)? {
-        Some(l) => l,
-        None => {
-            nl.add_bridge(&BridgeOptions {
-                name: &n.bridge,
-                mtu: Some(eth0.mtu),
-                vlan_filtering: false,
-            })?;
-            nl.require_link(&n.bridge)?
-        }
-    };
+    let br = links::bridge(nl, &n.bridge, eth0.mtu)?;
     nl.set_mac(br.index, BRIDGE_MAC)?;
     if spec.v6.is_some() {
         // Only the VM is on this bridge: no duplicate to detect, and router
@@ -318,19 +287,10 @@ pub fn begin(
         ));
     }
     for a in addrs {
-        match nl.add_address(br.index, a, true) {
-            Err(e) if !e.is_exists() => return Err(e.into()),
-            _ => {}
-        }
+        links::add_address(nl, br.index, a)?;
     }
     nl.set_up(br.index, true)?;
-    if nl.link_by_name(&n.tap)?.is_none() {
-        tap::create(&n.tap, spec.multiqueue)?;
-    }
-    let tap = nl.require_link(&n.tap)?;
-    nl.set_mtu(tap.index, eth0.mtu)?;
-    nl.set_master(tap.index, br.index)?;
-    nl.set_up(tap.index, true)?;
+    links::tap_on_bridge(nl, &n.tap, spec.multiqueue, eth0.mtu, br.index)?;
     sysctl::write(&["net", "ipv4", "ip_forward"], "1")?;
     sysctl::write(&["net", "ipv4", "conf", &n.bridge, "route_localnet"], "1")?;
     if spec.v6.is_some() {
