@@ -127,12 +127,8 @@ fn parse_address(a: &AddressMessage) -> Option<AddrInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::message_of;
+    use crate::test_support::{message_of, net};
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    fn net(s: &str) -> IpNet {
-        s.parse().expect("a test prefix")
-    }
 
     #[test]
     fn ipv4_address_with_its_broadcast() {

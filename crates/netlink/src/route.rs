@@ -197,11 +197,7 @@ fn parse_route(r: &RouteMessage) -> Option<RouteInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::message_of;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("a test address")
-    }
+    use crate::test_support::{ip, message_of};
 
     #[test]
     fn default_route_via_a_gateway_in_the_main_table() {
@@ -336,45 +332,47 @@ mod tests {
 
     #[test]
     fn parses_routes_of_both_families() {
-        let default_v4 = reply(
-            AddressFamily::Inet,
-            0,
-            254,
-            vec![
-                RouteAttribute::Gateway(RouteAddress::from(ip("10.1.0.1"))),
-                RouteAttribute::Oif(2),
-            ],
-        );
-        assert_eq!(
-            parse_route(&default_v4),
-            Some(RouteInfo {
-                dst: "0.0.0.0/0".parse().expect("prefix"),
-                gateway: Some(ip("10.1.0.1")),
-                oif: Some(2),
-                table: 254,
-            })
-        );
-
-        let v6_in_big_table = reply(
-            AddressFamily::Inet6,
-            64,
-            RouteHeader::RT_TABLE_UNSPEC,
-            vec![
-                RouteAttribute::Destination(RouteAddress::from(ip("fd00:1::"))),
-                RouteAttribute::Table(1000),
-            ],
-        );
-        assert_eq!(
-            parse_route(&v6_in_big_table),
-            Some(RouteInfo {
-                dst: "fd00:1::/64".parse().expect("prefix"),
-                gateway: None,
-                oif: None,
-                table: 1000,
-            })
-        );
-
-        let impossible = reply(AddressFamily::Inet, 40, 254, vec![]);
-        assert_eq!(parse_route(&impossible), None);
+        let info = |dst: &str, gateway: Option<&str>, oif: Option<u32>, table: u32| RouteInfo {
+            dst: crate::test_support::net(dst),
+            gateway: gateway.map(ip),
+            oif,
+            table,
+        };
+        let cases = [
+            (
+                "the IPv4 default route through a gateway",
+                reply(
+                    AddressFamily::Inet,
+                    0,
+                    254,
+                    vec![
+                        RouteAttribute::Gateway(RouteAddress::from(ip("10.1.0.1"))),
+                        RouteAttribute::Oif(2),
+                    ],
+                ),
+                Some(info("0.0.0.0/0", Some("10.1.0.1"), Some(2), 254)),
+            ),
+            (
+                "an IPv6 route in a table above 255 (an attribute, not the header)",
+                reply(
+                    AddressFamily::Inet6,
+                    64,
+                    RouteHeader::RT_TABLE_UNSPEC,
+                    vec![
+                        RouteAttribute::Destination(RouteAddress::from(ip("fd00:1::"))),
+                        RouteAttribute::Table(1000),
+                    ],
+                ),
+                Some(info("fd00:1::/64", None, None, 1000)),
+            ),
+            (
+                "an IPv4 prefix longer than 32 bits",
+                reply(AddressFamily::Inet, 40, 254, vec![]),
+                None,
+            ),
+        ];
+        for (what, msg, want) in cases {
+            assert_eq!(parse_route(&msg), want, "{what}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! What the request-building tests of every module need: the message inside a [`Request`],
-//! with a panic that names what it was instead when it is of another kind.
+//! with a panic that names what it was instead when it is of another kind, and addresses
+//! written as text.
 
 use crate::handle::Request;
 use netlink_packet_route::address::AddressMessage;
@@ -31,4 +32,14 @@ impl Request {
     pub(crate) fn address_message(&self) -> &AddressMessage {
         message_of!(self, NewAddress | DelAddress)
     }
+}
+
+/// An address written in a test.
+pub(crate) fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().expect("a test address")
+}
+
+/// A prefix written in a test.
+pub(crate) fn net(s: &str) -> ipnet::IpNet {
+    s.parse().expect("a test prefix")
 }
