@@ -415,6 +415,7 @@ fn ensure_bridge(host: &mut Handle, cfg: &Config, undo: &mut Undo) -> Result<Lin
     }
     if undo.bridge.is_some() {
         // An existing bridge gets this from the namespace thread, off the critical path.
+        // Best effort, as the reference: a node with IPv6 disabled has no such switch.
         let _ = sysctl::write(&accept_ra_key(name), "0");
     }
     if !br.up {
@@ -550,7 +551,7 @@ fn add_inner(
     })?;
     let mut cont = report.cont?;
     if let (None, Some(f)) = (undo.bridge, report.accept_ra) {
-        // A bridge made by this call got it at creation.
+        // A bridge made by this call got it at creation. Best effort, as above.
         let _ = sysctl::write_to(f, "0");
     }
     mark("veth created");
