@@ -492,7 +492,7 @@ fn shut_down(signo: i32) -> ! {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(2);
-    while groups.iter().any(|&g| sys::group_exists(g)) && Instant::now() < deadline {
+    while groups.iter().any(|&g| group_running(g)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     let (mut netns, mut paths) = (0, 0);
@@ -527,6 +527,28 @@ fn shut_down(signo: i32) -> ! {
     }
     let _ = io::stderr().write_all(msg.as_bytes());
     sys::exit_now(128 + signo)
+}
+
+/// Whether any process of group `pgid` still runs. Zombies do not count: a leader nobody
+/// reaps (the caller's thread may be gone) stays one until the process exits.
+fn group_running(pgid: i32) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let Ok(stat) = fs::read_to_string(p.path().join("stat")) else {
+            return false;
+        };
+        // After the command name in parentheses: state, ppid, pgrp.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some("Z") && state != Some("X")
+    })
 }
 
 /// Every libc call of the module, each with the reason it is sound.
@@ -602,13 +624,6 @@ mod sys {
         }
         // SAFETY: kill has no memory-safety preconditions.
         check(unsafe { libc::kill(-pgid, sig) }.into()).map(drop)
-    }
-
-    pub fn group_exists(pgid: i32) -> bool {
-        match kill_group(pgid, 0) {
-            Ok(()) => true,
-            Err(e) => e.raw_os_error() == Some(libc::EPERM),
-        }
     }
 
     /// The signal pipe: a blocking read end for the cleanup thread, a non-blocking write end
