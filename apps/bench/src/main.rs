@@ -612,22 +612,15 @@ fn bench_big_store(args: &Args) -> Result<Vec<Row>> {
         // reference had been in charge of the store.
         for i in 0..args.big_samples + 1 {
             let id = format!("big{i}");
-            let add = run_plugin(
-                &bin,
-                &args.cni_env("ADD", &id, Path::new("/run/netns/none"), "eth0", dir),
-                &conf,
-            )?;
-            if !add.ok {
-                bail!("{} ADD failed: {}", bin.display(), add.stdout);
-            }
-            let del = run_plugin(
-                &bin,
-                &args.cni_env("DEL", &id, Path::new("/run/netns/none"), "eth0", dir),
-                &conf,
-            )?;
-            if !del.ok {
-                bail!("{} DEL failed: {}", bin.display(), del.stdout);
-            }
+            let call = |cmd: &str| -> Result<Run> {
+                let env = args.cni_env(cmd, &id, Path::new("/run/netns/none"), "eth0", dir);
+                let run = run_plugin(&bin, &env, &conf)?;
+                if !run.ok {
+                    bail!("{} {cmd} failed: {}", bin.display(), run.stdout);
+                }
+                Ok(run)
+            };
+            let (add, del) = (call("ADD")?, call("DEL")?);
             if i > 0 {
                 add_runs[k].push(add);
                 del_runs[k].push(del);

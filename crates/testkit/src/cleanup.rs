@@ -54,7 +54,7 @@ enum Entry {
 }
 
 /// What [`hold`] registers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Held {
     /// A named network namespace in [`NETNS_DIR`].
     Netns(String),
@@ -320,52 +320,41 @@ fn sweep_now() -> Swept {
                 .collect()
         })
         .unwrap_or_default();
-    let (mine_ns, mine_paths): (HashSet<String>, HashSet<PathBuf>) = {
-        let reg = registry();
-        (
-            reg.values()
-                .filter_map(|e| match e {
-                    Entry::Netns(n) => Some(n.clone()),
-                    _ => None,
-                })
-                .collect(),
-            reg.values()
-                .filter_map(|e| match e {
-                    Entry::Path(p) => Some(p.clone()),
-                    _ => None,
-                })
-                .collect(),
-        )
-    };
+    let mine: HashSet<Held> = registry()
+        .values()
+        .filter_map(|e| match e {
+            Entry::Netns(n) => Some(Held::Netns(n.clone())),
+            Entry::Path(p) => Some(Held::Path(p.clone())),
+            Entry::Group { .. } => None,
+        })
+        .collect();
     let me = std::process::id();
     let mut owners: HashMap<u32, Owner> = HashMap::new();
     let mut dead = |pid: u32| owners.entry(pid).or_insert_with(|| probe(pid)).is_dead();
     let mut swept = Swept::default();
-    for name in netns {
+    let found = netns
+        .into_iter()
+        .map(Held::Netns)
+        .chain(paths.into_iter().map(Held::Path));
+    for held in found {
+        let name = match &held {
+            Held::Netns(n) => n.clone(),
+            Held::Path(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
         let Some(pid) = owner_of(&name) else { continue };
         let stale = if pid == me {
-            !mine_ns.contains(&name)
+            !mine.contains(&held)
         } else {
             dead(pid)
         };
-        if stale && delete_netns(&name).is_ok() {
-            swept.netns.push(name);
-        }
-    }
-    for path in paths {
-        let Some(pid) = path
-            .file_name()
-            .and_then(|n| owner_of(&n.to_string_lossy()))
-        else {
-            continue;
-        };
-        let stale = if pid == me {
-            !mine_paths.contains(&path)
-        } else {
-            dead(pid)
-        };
-        if stale && remove_path(&path).is_ok() {
-            swept.paths.push(path);
+        if stale && remove(&held).is_ok() {
+            match held {
+                Held::Netns(n) => swept.netns.push(n),
+                Held::Path(p) => swept.paths.push(p),
+            }
         }
     }
     for pid in owner_files {
