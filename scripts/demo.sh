@@ -9,14 +9,27 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo build --release --quiet -p oxivirt-app-cni -p oxivirt-app-multus
 
-work=$(mktemp -d)
+# What an earlier run killed outright left (its names end in its pid): only where that
+# pid no longer exists.
+for ns in $(ip netns list | awk '{print $1}' | grep -E '^oxd-(node|pod|out)-[0-9]+$' || true); do
+  [ -d "/proc/${ns##*-}" ] || ip netns del "$ns" 2>/dev/null || true
+done
+for d in "${TMPDIR:-/tmp}"/oxd-[0-9]*.*; do
+  pid=${d##*/oxd-}; pid=${pid%%.*}
+  if [ -d "$d" ] && [ ! -d "/proc/$pid" ]; then rm -rf "$d"; fi
+done
+
 sfx=$$
+work=$(mktemp -d -t "oxd-$sfx.XXXXXX")
 node=oxd-node-$sfx pod=oxd-pod-$sfx out=oxd-out-$sfx
 cleanup() {
   for ns in "$pod" "$node" "$out"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
+# Bash would die of SIGTERM without running the EXIT trap; as exits, both run it.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 mkdir -p "$work/bin"
 for p in bridge host-local static macvlan; do ln -s "$PWD/target/x86_64-unknown-linux-gnu/release/oxivirt-cni" "$work/bin/$p"; done

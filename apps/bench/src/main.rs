@@ -4,10 +4,16 @@
 //! Needs root: it makes a "node" namespace, enters it, and makes one fresh pod namespace
 //! per sample (namespace creation is not timed).
 //!
+//! Everything it makes (namespaces, directories, plugin processes) is registered with
+//! testkit's cleanup: removed at the end, on SIGINT/SIGTERM, or by the next run's sweep if
+//! this one was killed outright.
+//!
 //! Usage: `oxivirt-bench [--samples N] [--big-samples N] [--plugins DIR] [--reference DIR]
 //! [--only seed,multus,store,bindings]`
 
 use anyhow::{bail, Context, Result};
+use oxivirt_testkit::cleanup::{self, TempDir};
+use oxivirt_testkit::TestNs;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -22,21 +28,37 @@ struct Run {
     stderr: String,
 }
 
+impl Run {
+    /// A successful run known only by its time and peak RSS.
+    fn timed(time: Duration, max_rss_kib: i64) -> Self {
+        Self {
+            time,
+            max_rss_kib,
+            ok: true,
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+}
+
 /// Runs a plugin and reports its wall time and peak RSS (from wait4's rusage).
 fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &str) -> Result<Run> {
     let start = Instant::now();
-    let mut child = Command::new(bin)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(if env.iter().any(|(k, _)| *k == "OXIVIRT_CNI_TRACE") {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .with_context(|| format!("spawn {}", bin.display()))?;
+    // Registered until reaped: an interrupt kills its process group before removing the
+    // files the plugin writes.
+    let (mut child, _running) = cleanup::spawn(
+        Command::new(bin)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(if env.iter().any(|(k, _)| *k == "OXIVIRT_CNI_TRACE") {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }),
+    )
+    .with_context(|| format!("spawn {}", bin.display()))?;
     if let Some(mut s) = child.stdin.take() {
         // VERSION does not read its stdin.
         match s.write_all(stdin.as_bytes()) {
@@ -69,17 +91,6 @@ fn run_plugin(bin: &Path, env: &[(&str, String)], stdin: &str) -> Result<Run> {
         stdout,
         stderr,
     })
-}
-
-fn sh(args: &[&str]) -> Result<()> {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .with_context(|| format!("{args:?}"))?;
-    if !st.success() {
-        bail!("{args:?} failed");
-    }
-    Ok(())
 }
 
 /// (phase, microseconds since start) from `OXIVIRT_CNI_TRACE` output.
@@ -146,11 +157,40 @@ struct Args {
     reference: PathBuf,
     /// Runs only the named groups (seed, multus, store, bindings); all when empty.
     only: Vec<String>,
+    /// Hidden `--skip-idle-wait`, for tests that interrupt the bench: no waiting for an
+    /// idle machine first.
+    skip_idle_wait: bool,
+    /// Links to our binary under every plugin name, made for this run (without --plugins).
+    _own_plugins: Option<TempDir>,
+    /// Our host-local index for this run (see [`index_base`]).
+    index: TempDir,
 }
 
 impl Args {
     fn wants(&self, group: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
+
+    fn cni_env(
+        &self,
+        cmd: &str,
+        id: &str,
+        netns: &Path,
+        ifname: &str,
+        path: &Path,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("CNI_COMMAND", cmd.to_string()),
+            ("CNI_CONTAINERID", id.to_string()),
+            ("CNI_NETNS", netns.display().to_string()),
+            ("CNI_IFNAME", ifname.to_string()),
+            ("CNI_PATH", path.display().to_string()),
+            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+            (
+                "OXIVIRT_IPAM_INDEX_DIR",
+                self.index.path().display().to_string(),
+            ),
+        ]
     }
 }
 
@@ -161,6 +201,9 @@ fn parse_args() -> Result<Args> {
         plugins: PathBuf::new(),
         reference: PathBuf::from("/usr/lib/cni"),
         only: Vec::new(),
+        skip_idle_wait: false,
+        _own_plugins: None,
+        index: TempDir::new_in(&index_base(), "bench-index")?,
     };
     let exe = std::env::current_exe()?;
     let home = exe.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -174,17 +217,18 @@ fn parse_args() -> Result<Args> {
             "--plugins" => a.plugins = PathBuf::from(val()?),
             "--reference" => a.reference = PathBuf::from(val()?),
             "--only" => a.only = val()?.split(',').map(str::to_string).collect(),
+            "--skip-idle-wait" => a.skip_idle_wait = true,
             other => bail!("unknown argument {other}"),
         }
     }
     if a.plugins.as_os_str().is_empty() {
-        let dir = own_plugins_dir();
-        std::fs::create_dir_all(&dir)?;
+        let dir = TempDir::new("bench-bin")?;
         for p in ["bridge", "host-local", "static", "macvlan"] {
-            let _ = std::os::unix::fs::symlink(&ours, dir.join(p));
+            let _ = std::os::unix::fs::symlink(&ours, dir.path().join(p));
         }
-        let _ = std::os::unix::fs::symlink(&multus, dir.join("multus"));
-        a.plugins = dir;
+        let _ = std::os::unix::fs::symlink(&multus, dir.path().join("multus"));
+        a.plugins = dir.path().to_path_buf();
+        a._own_plugins = Some(dir);
     }
     Ok(a)
 }
@@ -218,53 +262,25 @@ fn wait_until_idle() -> Duration {
     start.elapsed()
 }
 
-/// Links to our binary under every plugin name, made for this run and removed after it.
-fn own_plugins_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("oxivirt-bench-bin-{}", std::process::id()))
-}
-
-/// Enters a fresh "node" namespace for the rest of the process (single-threaded here).
-fn enter_node(name: &str) -> Result<()> {
-    sh(&["ip", "netns", "add", name])?;
-    sh(&["ip", "-n", name, "link", "set", "lo", "up"])?;
-    let f = std::fs::File::open(format!("/run/netns/{name}"))?;
-    // SAFETY: setns on a valid namespace fd; the process has one thread at this point.
+/// Enters the "node" namespace with this (main) thread for the rest of the run.
+fn enter_node(node: &TestNs) -> Result<()> {
+    let f = std::fs::File::open(node.path())?;
+    // SAFETY: setns on a valid namespace fd; it moves only the calling thread.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         bail!("setns: {}", std::io::Error::last_os_error());
     }
     Ok(())
 }
 
+/// The seed's multus-br network as the bench runs it.
 fn seed_conf(data: &Path) -> String {
-    serde_json::json!({
-        "cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge",
-        "ipam": {"type": "host-local", "subnet": "192.168.100.0/24", "dataDir": data.display().to_string()}
-    })
-    .to_string()
+    oxivirt_testkit::seed::multus_br_conf("0.3.1", data).to_string()
 }
 
-fn cni_env(
-    cmd: &str,
-    id: &str,
-    netns: &str,
-    ifname: &str,
-    path: &Path,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("CNI_COMMAND", cmd.to_string()),
-        ("CNI_CONTAINERID", id.to_string()),
-        ("CNI_NETNS", netns.to_string()),
-        ("CNI_IFNAME", ifname.to_string()),
-        ("CNI_PATH", path.display().to_string()),
-        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
-        ("OXIVIRT_IPAM_INDEX_DIR", index_dir()),
-    ]
-}
-
-/// Our host-local index for this run, removed at the end. In production it lives in /run,
-/// which is a tmpfs on a systemd node; where /run is not (as on some CI machines), the
-/// bench keeps it on /dev/shm so it measures what a node would see.
-fn index_dir() -> String {
+/// Where our host-local index goes for a run. In production it lives in /run, which is a
+/// tmpfs on a systemd node; where /run is not (as on some CI machines), the bench keeps it
+/// on /dev/shm so it measures what a node would see.
+fn index_base() -> PathBuf {
     let on_tmpfs = |p: &str| {
         let c = std::ffi::CString::new(p).unwrap_or_default();
         // SAFETY: statfs with a valid path and a zeroed out-struct.
@@ -272,113 +288,107 @@ fn index_dir() -> String {
         // SAFETY: as above.
         unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC }
     };
-    let base = if on_tmpfs("/run") { "/run" } else { "/dev/shm" };
-    format!("{base}/oxivirt-bench-index-{}", std::process::id())
+    PathBuf::from(if on_tmpfs("/run") { "/run" } else { "/dev/shm" })
+}
+
+/// Runs `call` for every implementation `k` on its pod of every round, all ADDs and then
+/// all DELs, alternating the order of the implementations so that none always follows
+/// another; returns each one's ADD and DEL runs but those of the first two rounds (they
+/// warm the page cache and create the bridge).
+fn add_then_del<const N: usize>(
+    pods: &[[TestNs; N]],
+    mut call: impl FnMut(&str, usize, usize, &TestNs) -> Result<Run>,
+) -> Result<[[Vec<Run>; N]; 2]> {
+    let mut runs: [[Vec<Run>; N]; 2] = std::array::from_fn(|_| std::array::from_fn(|_| Vec::new()));
+    for (phase, cmd) in ["ADD", "DEL"].into_iter().enumerate() {
+        for (i, round) in pods.iter().enumerate() {
+            let mut order: [usize; N] = std::array::from_fn(|k| k);
+            if i % 2 == 1 {
+                order.reverse();
+            }
+            for k in order {
+                let run = call(cmd, i, k, &round[k])?;
+                if cmd == "DEL" {
+                    settle(&round[k].name)?;
+                }
+                if i >= 2 {
+                    runs[phase][k].push(run);
+                }
+            }
+        }
+    }
+    Ok(runs)
 }
 
 /// bridge + host-local ADD and DEL of the seed network into fresh pod namespaces.
 ///
 /// All pod namespaces are made first and removed last: the kernel tears a namespace down
 /// in the background holding the rtnl lock, which would land on whichever call comes next.
-fn bench_seed(args: &Args, tag: &str) -> Result<Vec<Row>> {
+fn bench_seed(args: &Args) -> Result<Vec<Row>> {
     // One data directory per implementation, as on a node that runs one of them.
-    let data = [0, 1].map(|k| std::env::temp_dir().join(format!("oxivirt-bench-{tag}-{k}")));
-    let confs = [seed_conf(&data[0]), seed_conf(&data[1])];
+    let data = [TempDir::new("bench-seed")?, TempDir::new("bench-seed")?];
+    let confs = data.each_ref().map(|d| seed_conf(d.path()));
     let rounds = args.samples + 2;
     let dirs = [&args.plugins, &args.reference];
-    let pods: Vec<[String; 2]> = (0..rounds)
-        .map(|i| [format!("oxbp-{tag}-0-{i}"), format!("oxbp-{tag}-1-{i}")])
-        .collect();
-    let result = (|| -> Result<Vec<Row>> {
-        for pair in &pods {
-            for p in pair {
-                sh(&["ip", "netns", "add", p])?;
-            }
+    let pods = (0..rounds)
+        .map(|_| Ok([TestNs::try_new("oxbp")?, TestNs::try_new("oxbp")?]))
+        .collect::<Result<Vec<_>>>()?;
+    let [[oa, ra], [od, rd]] = add_then_del(&pods, |cmd, i, k, pod| {
+        let dir = dirs[k];
+        let bin = dir.join("bridge");
+        let env = args.cni_env(cmd, &format!("bench{k}x{i}"), &pod.path(), "net1", dir);
+        let run = run_plugin(&bin, &env, &confs[k])?;
+        if !run.ok {
+            bail!("{} {cmd} failed: {}", bin.display(), run.stdout);
         }
-        let mut adds: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-        let mut dels: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-        for (phase, cmd) in ["ADD", "DEL"].into_iter().enumerate() {
-            for (i, pair) in pods.iter().enumerate() {
-                // Alternate which implementation goes first, so neither always follows the other.
-                let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-                for k in order {
-                    let dir = dirs[k];
-                    let bin = dir.join("bridge");
-                    let netns = format!("/run/netns/{}", pair[k]);
-                    let id = format!("bench{k}x{i}");
-                    let run = run_plugin(&bin, &cni_env(cmd, &id, &netns, "net1", dir), &confs[k])?;
-                    if !run.ok {
-                        bail!("{} {cmd} failed: {}", bin.display(), run.stdout);
-                    }
-                    if cmd == "DEL" {
-                        settle(&pair[k])?;
-                    }
-                    // The first two rounds warm the page cache and create the bridge.
-                    if i >= 2 {
-                        if phase == 0 {
-                            &mut adds[k]
-                        } else {
-                            &mut dels[k]
-                        }
-                        .push(run);
-                    }
-                }
+        Ok(run)
+    })?;
+    // The floor every call pays: process start, VERSION, exit.
+    let mut versions: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..rounds {
+        for (k, dir) in dirs.iter().enumerate() {
+            let env = [("CNI_COMMAND", "VERSION".to_string())];
+            let run = run_plugin(&dir.join("bridge"), &env, "{}")?;
+            if i >= 2 {
+                versions[k].push(run);
             }
-        }
-        let [oa, ra] = adds;
-        let [od, rd] = dels;
-        // The floor every call pays: process start, VERSION, exit.
-        let mut versions: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-        for i in 0..rounds {
-            for (k, dir) in dirs.iter().enumerate() {
-                let env = [("CNI_COMMAND", "VERSION".to_string())];
-                let run = run_plugin(&dir.join("bridge"), &env, "{}")?;
-                if i >= 2 {
-                    versions[k].push(run);
-                }
-            }
-        }
-        let [ov, rv] = versions;
-        Ok(vec![
-            (
-                "VERSION (process start and exit)".into(),
-                stats(ov),
-                stats(rv),
-            ),
-            (
-                "ADD seed multus-br (bridge + host-local)".into(),
-                stats(oa),
-                stats(ra),
-            ),
-            (
-                "DEL seed multus-br (bridge + host-local)".into(),
-                stats(od),
-                stats(rd),
-            ),
-        ])
-    })();
-    for pair in &pods {
-        for p in pair {
-            let _ = sh(&["ip", "netns", "del", p]);
         }
     }
-    for d in &data {
-        let _ = std::fs::remove_dir_all(d);
-    }
-    result
+    let [ov, rv] = versions;
+    Ok(vec![
+        (
+            "VERSION (process start and exit)".into(),
+            stats(ov),
+            stats(rv),
+        ),
+        (
+            "ADD seed multus-br (bridge + host-local)".into(),
+            stats(oa),
+            stats(ra),
+        ),
+        (
+            "DEL seed multus-br (bridge + host-local)".into(),
+            stats(od),
+            stats(rd),
+        ),
+    ])
 }
 
 /// A pod with the cluster network and the seed's multus-br through our meta plugin
 /// (objects from the directory store), against the reference bridge + host-local run
 /// directly for the same two networks: the meta plugin's own cost must be paid for.
-fn bench_multus(args: &Args, tag: &str) -> Result<Vec<Row>> {
-    let root = std::env::temp_dir().join(format!("oxivirt-bench-multus-{tag}"));
+fn bench_multus(args: &Args) -> Result<Vec<Row>> {
+    let root_dir = TempDir::new("bench-multus")?;
+    let root = root_dir.path();
     let conf_dir = root.join("net.d");
     let store = root.join("store");
     std::fs::create_dir_all(&conf_dir)?;
-    let ipam = |k: usize, subnet: &str| serde_json::json!({"type": "host-local", "subnet": subnet, "dataDir": root.join(format!("ipam{k}")).display().to_string()});
-    let cluster = |k: usize| serde_json::json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0", "isGateway": true, "ipam": ipam(k, "10.244.0.0/16")});
-    let secondary = |k: usize| serde_json::json!({"cniVersion": "0.3.1", "name": "multus-br", "type": "bridge", "bridge": "multus-bridge", "ipam": ipam(k, "192.168.100.0/24")});
+    let ipam_dir = |k: usize| root.join(format!("ipam{k}"));
+    let cluster = |k: usize| {
+        serde_json::json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.244.0.0/16", "dataDir": ipam_dir(k).display().to_string()}})
+    };
+    let secondary = |k: usize| oxivirt_testkit::seed::multus_br_conf("0.3.1", ipam_dir(k));
     std::fs::write(conf_dir.join("10-cluster.conf"), cluster(0).to_string())?;
     let nad_dir = store.join("network-attachment-definitions/default");
     std::fs::create_dir_all(&nad_dir)?;
@@ -421,119 +431,81 @@ fn bench_multus(args: &Args, tag: &str) -> Result<Vec<Row>> {
     .to_string();
     let mut phases: Vec<Vec<(String, u128)>> = Vec::new();
     let rounds = args.samples.min(20) + 2;
-    let pods: Vec<[String; 3]> = (0..rounds)
-        .map(|i| {
-            [
-                format!("oxbm-{tag}-0-{i}"),
-                format!("oxbm-{tag}-1-{i}"),
-                format!("oxbm-{tag}-2-{i}"),
-            ]
-        })
-        .collect();
-    let result = (|| -> Result<Vec<Row>> {
-        for (i, pair) in pods.iter().enumerate() {
-            for p in pair {
-                sh(&["ip", "netns", "add", p])?;
-            }
-            let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": format!("pod{i}"), "namespace": "default", "uid": format!("uid{i}"),
-                             "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}});
-            std::fs::write(pod_dir.join(format!("pod{i}.json")), pod.to_string())?;
-            api.lock()
-                .map_err(|_| anyhow::anyhow!("mock lock"))?
-                .objects
-                .insert(format!("/api/v1/namespaces/default/pods/pod{i}"), pod);
-        }
-        let mut adds: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-        let mut dels: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-        for (phase, cmd) in ["ADD", "DEL"].into_iter().enumerate() {
-            for (i, pair) in pods.iter().enumerate() {
-                let order = if i % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
-                for k in order {
-                    let netns = format!("/run/netns/{}", pair[k]);
-                    let id = format!("mb{k}x{i}");
-                    let run = if k != 1 {
-                        let mut env = cni_env(cmd, &id, &netns, "eth0", &args.plugins);
-                        env.push(("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod{i};K8S_POD_INFRA_CONTAINER_ID={id}")));
-                        if k == 2 {
-                            env.push(("OXIVIRT_CNI_TRACE", "1".into()));
-                        }
-                        let conf = if k == 0 { &multus_conf } else { &k8s_conf };
-                        let r = run_plugin(&args.plugins.join("multus"), &env, conf)?;
-                        if k == 2 && cmd == "ADD" && i >= 2 {
-                            phases.push(trace_phases(&r.stderr));
-                        }
-                        if !r.ok {
-                            bail!("multus {cmd} failed: {}", r.stdout);
-                        }
-                        r
-                    } else {
-                        // The same two networks, the reference plugins run one after the other.
-                        let bin = args.reference.join("bridge");
-                        let a = run_plugin(
-                            &bin,
-                            &cni_env(cmd, &id, &netns, "eth0", &args.reference),
-                            &cluster(1).to_string(),
-                        )?;
-                        let b = run_plugin(
-                            &bin,
-                            &cni_env(cmd, &id, &netns, "net1", &args.reference),
-                            &secondary(1).to_string(),
-                        )?;
-                        if !a.ok || !b.ok {
-                            bail!("reference {cmd} failed: {} {}", a.stdout, b.stdout);
-                        }
-                        Run {
-                            time: a.time + b.time,
-                            max_rss_kib: a.max_rss_kib.max(b.max_rss_kib),
-                            ok: true,
-                            stdout: String::new(),
-                            stderr: String::new(),
-                        }
-                    };
-                    if cmd == "DEL" {
-                        settle(&pair[k])?;
-                    }
-                    if i >= 2 {
-                        if phase == 0 {
-                            &mut adds[k]
-                        } else {
-                            &mut dels[k]
-                        }
-                        .push(run);
-                    }
-                }
-            }
-        }
-        print_phases(&phases);
-        let [oa, ra, ka] = adds;
-        let [od, rd, kd] = dels;
-        let (ra, rd) = (stats(ra), stats(rd));
-        Ok(vec![
-            ("ADD pod: cluster network + multus-br via the meta plugin (embedded store) vs both reference plugins directly".into(), stats(oa), ra.clone()),
-            ("ADD of that pod with the Kubernetes backend (mocked API on loopback) vs both reference plugins directly".into(), stats(ka), ra),
-            ("DEL of that pod (embedded store)".into(), stats(od), rd.clone()),
-            ("DEL of that pod (Kubernetes backend)".into(), stats(kd), rd),
-        ])
-    })();
-    for pair in &pods {
-        for p in pair {
-            let _ = sh(&["ip", "netns", "del", p]);
-        }
+    let mut pods = Vec::new();
+    for i in 0..rounds {
+        pods.push([
+            TestNs::try_new("oxbm")?,
+            TestNs::try_new("oxbm")?,
+            TestNs::try_new("oxbm")?,
+        ]);
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("pod{i}"), "namespace": "default", "uid": format!("uid{i}"),
+                         "annotations": {"k8s.v1.cni.cncf.io/networks": "multus-br"}}});
+        std::fs::write(pod_dir.join(format!("pod{i}.json")), pod.to_string())?;
+        api.lock()
+            .map_err(|_| anyhow::anyhow!("mock lock"))?
+            .objects
+            .insert(format!("/api/v1/namespaces/default/pods/pod{i}"), pod);
     }
-    let _ = std::fs::remove_dir_all(&root);
-    result
+    let [[oa, ra, ka], [od, rd, kd]] = add_then_del(&pods, |cmd, i, k, pod| {
+        let netns = pod.path();
+        let id = format!("mb{k}x{i}");
+        if k == 1 {
+            // The same two networks, the reference plugins run one after the other.
+            let bin = args.reference.join("bridge");
+            let a = run_plugin(
+                &bin,
+                &args.cni_env(cmd, &id, &netns, "eth0", &args.reference),
+                &cluster(1).to_string(),
+            )?;
+            let b = run_plugin(
+                &bin,
+                &args.cni_env(cmd, &id, &netns, "net1", &args.reference),
+                &secondary(1).to_string(),
+            )?;
+            if !a.ok || !b.ok {
+                bail!("reference {cmd} failed: {} {}", a.stdout, b.stdout);
+            }
+            return Ok(Run::timed(
+                a.time + b.time,
+                a.max_rss_kib.max(b.max_rss_kib),
+            ));
+        }
+        let mut env = args.cni_env(cmd, &id, &netns, "eth0", &args.plugins);
+        env.push(("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod{i};K8S_POD_INFRA_CONTAINER_ID={id}")));
+        if k == 2 {
+            env.push(("OXIVIRT_CNI_TRACE", "1".into()));
+        }
+        let conf = if k == 0 { &multus_conf } else { &k8s_conf };
+        let r = run_plugin(&args.plugins.join("multus"), &env, conf)?;
+        if k == 2 && cmd == "ADD" && i >= 2 {
+            phases.push(trace_phases(&r.stderr));
+        }
+        if !r.ok {
+            bail!("multus {cmd} failed: {}", r.stdout);
+        }
+        Ok(r)
+    })?;
+    print_phases(&phases);
+    let (ra, rd) = (stats(ra), stats(rd));
+    Ok(vec![
+        ("ADD pod: cluster network + multus-br via the meta plugin (embedded store) vs both reference plugins directly".into(), stats(oa), ra.clone()),
+        ("ADD of that pod with the Kubernetes backend (mocked API on loopback) vs both reference plugins directly".into(), stats(ka), ra),
+        ("DEL of that pod (embedded store)".into(), stats(od), rd.clone()),
+        ("DEL of that pod (Kubernetes backend)".into(), stats(kd), rd),
+    ])
 }
 
 /// The seed's two bindings (masquerade on eth0, bridge on the ext-net interface) set up
 /// and torn down in prepared pod namespaces (the CNI interfaces are made untimed, with
 /// our plugin). There is no reference to run beside it here: KubeVirt is not packaged.
-fn bench_bindings(args: &Args, tag: &str) -> Result<(Stats, Stats)> {
+fn bench_bindings(args: &Args) -> Result<(Stats, Stats)> {
     use oxivirt_firewall::NftCli;
     use oxivirt_vm_net::bridge::{self as binding, BridgeSpec};
     use oxivirt_vm_net::masquerade::{self, MasqueradeSpec};
     use oxivirt_vm_net::naming::Names;
-    let root = std::env::temp_dir().join(format!("oxivirt-bench-bind-{tag}"));
+    let root_dir = TempDir::new("bench-bind")?;
+    let root = root_dir.path();
     let data = root.join("ipam");
     let names = Names::secondary("ext-net");
     let pod_net = serde_json::json!({"cniVersion": "1.0.0", "name": "pod-net", "type": "bridge", "bridge": "cni0",
@@ -544,14 +516,13 @@ fn bench_bindings(args: &Args, tag: &str) -> Result<(Stats, Stats)> {
     let mut downs = Vec::new();
     let rounds = args.samples.min(20) + 2;
     for i in 0..rounds {
-        let pod = format!("oxbb-{tag}-{i}");
-        sh(&["ip", "netns", "add", &pod])?;
-        let netns = format!("/run/netns/{pod}");
+        let pod = TestNs::try_new("oxbb")?;
+        let netns = pod.path();
         let id = format!("bind{i}");
         for (ifname, conf) in [("eth0", &pod_net), (names.pod.as_str(), &seed)] {
             let r = run_plugin(
                 &args.plugins.join("bridge"),
-                &cni_env("ADD", &id, &netns, ifname, &args.plugins),
+                &args.cni_env("ADD", &id, &netns, ifname, &args.plugins),
                 conf,
             )?;
             if !r.ok {
@@ -585,29 +556,20 @@ fn bench_bindings(args: &Args, tag: &str) -> Result<(Stats, Stats)> {
             Ok((up, t.elapsed()))
         })??;
         // The detached deletion must not overlap what comes next.
-        settle(&pod)?;
+        settle(&pod.name)?;
         for (ifname, conf) in [(names.pod.as_str(), &seed), ("eth0", &pod_net)] {
             let _ = run_plugin(
                 &args.plugins.join("bridge"),
-                &cni_env("DEL", &id, &netns, ifname, &args.plugins),
+                &args.cni_env("DEL", &id, &netns, ifname, &args.plugins),
                 conf,
             )?;
         }
-        settle(&pod)?;
-        sh(&["ip", "netns", "del", &pod])?;
+        settle(&pod.name)?;
         if i >= 2 {
-            let run = |d: Duration| Run {
-                time: d,
-                max_rss_kib: 0,
-                ok: true,
-                stdout: String::new(),
-                stderr: String::new(),
-            };
-            ups.push(run(up));
-            downs.push(run(down));
+            ups.push(Run::timed(up, 0));
+            downs.push(Run::timed(down, 0));
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
     Ok((stats(ups), stats(downs)))
 }
 
@@ -630,11 +592,12 @@ fn settle(pod: &str) -> Result<()> {
 }
 
 /// host-local ADD and DEL with 60,000 addresses allocated in a /16.
-fn bench_big_store(args: &Args, tag: &str) -> Result<Vec<Row>> {
+fn bench_big_store(args: &Args) -> Result<Vec<Row>> {
     let mut add_runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     let mut del_runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     for (k, dir) in [&args.plugins, &args.reference].into_iter().enumerate() {
-        let data = std::env::temp_dir().join(format!("oxivirt-bench-big-{tag}-{k}"));
+        let data_dir = TempDir::new("bench-big")?;
+        let data = data_dir.path();
         let store = data.join("big");
         std::fs::create_dir_all(&store)?;
         // 60,000 allocations in the reference's format, allocated in order.
@@ -656,28 +619,20 @@ fn bench_big_store(args: &Args, tag: &str) -> Result<Vec<Row>> {
         // reference had been in charge of the store.
         for i in 0..args.big_samples + 1 {
             let id = format!("big{i}");
-            let add = run_plugin(
-                &bin,
-                &cni_env("ADD", &id, "/run/netns/none", "eth0", dir),
-                &conf,
-            )?;
-            if !add.ok {
-                bail!("{} ADD failed: {}", bin.display(), add.stdout);
-            }
-            let del = run_plugin(
-                &bin,
-                &cni_env("DEL", &id, "/run/netns/none", "eth0", dir),
-                &conf,
-            )?;
-            if !del.ok {
-                bail!("{} DEL failed: {}", bin.display(), del.stdout);
-            }
+            let call = |cmd: &str| -> Result<Run> {
+                let env = args.cni_env(cmd, &id, Path::new("/run/netns/none"), "eth0", dir);
+                let run = run_plugin(&bin, &env, &conf)?;
+                if !run.ok {
+                    bail!("{} {cmd} failed: {}", bin.display(), run.stdout);
+                }
+                Ok(run)
+            };
+            let (add, del) = (call("ADD")?, call("DEL")?);
             if i > 0 {
                 add_runs[k].push(add);
                 del_runs[k].push(del);
             }
         }
-        let _ = std::fs::remove_dir_all(&data);
     }
     let [oa, ra] = add_runs;
     let [od, rd] = del_runs;
@@ -695,7 +650,74 @@ fn bench_big_store(args: &Args, tag: &str) -> Result<Vec<Row>> {
     ])
 }
 
+/// Removes what runs of the bench before names carried an owner tag left behind
+/// (`oxbn-<pid>`, `oxivirt-bench-<pid>-0`, ...): only where that pid no longer exists.
+fn sweep_untagged() {
+    let dead_pid = |rest: &str| -> bool {
+        let mut parts = rest.split('-');
+        let pid = parts.next().unwrap_or("");
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        digits(pid) && parts.all(digits) && !Path::new(&format!("/proc/{pid}")).exists()
+    };
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for name in names(Path::new(cleanup::NETNS_DIR)) {
+        let old = ["oxbn-", "oxbm-", "oxbp-", "oxbb-"]
+            .iter()
+            .any(|p| name.strip_prefix(p).is_some_and(dead_pid));
+        if old {
+            let _ = cleanup::delete_netns(&name);
+        }
+    }
+    for base in [std::env::temp_dir(), index_base()] {
+        for name in names(&base) {
+            let Some(rest) = name.strip_prefix("oxivirt-bench-") else {
+                continue;
+            };
+            let rest = ["multus-", "bind-", "big-", "bin-", "index-"]
+                .iter()
+                .find_map(|p| rest.strip_prefix(p))
+                .unwrap_or(rest);
+            if dead_pid(rest) {
+                let _ = std::fs::remove_dir_all(base.join(&name));
+            }
+        }
+    }
+}
+
+/// Runs the chosen groups inside a fresh "node" namespace.
+fn run(args: &Args) -> Result<(Vec<Row>, Option<BindingTimes>)> {
+    let node = TestNs::try_new("oxbn")?;
+    enter_node(&node)?;
+    let mut rows = Vec::new();
+    if args.wants("seed") {
+        rows.extend(bench_seed(args)?);
+    }
+    if args.wants("multus") {
+        rows.extend(bench_multus(args)?);
+    }
+    if args.wants("store") {
+        rows.extend(bench_big_store(args)?);
+    }
+    let bindings = if args.wants("bindings") {
+        Some(bench_bindings(args)?)
+    } else {
+        None
+    };
+    Ok((rows, bindings))
+}
+
 fn main() -> Result<()> {
+    // Before anything is made: sweep what killed runs left, and clean up on signals.
+    cleanup::init();
+    sweep_untagged();
     let args = parse_args()?;
     if !args.reference.join("bridge").is_file() {
         bail!(
@@ -703,33 +725,14 @@ fn main() -> Result<()> {
             args.reference.display()
         );
     }
-    let waited = wait_until_idle();
-    eprintln!("machine idle after {:.1} s", waited.as_secs_f64());
-    let tag = format!("{}", std::process::id());
-    let node = format!("oxbn-{tag}");
-    enter_node(&node)?;
-    let result = (|| -> Result<(Vec<Row>, Option<BindingTimes>)> {
-        let mut rows = Vec::new();
-        if args.wants("seed") {
-            rows.extend(bench_seed(&args, &tag)?);
-        }
-        if args.wants("multus") {
-            rows.extend(bench_multus(&args, &tag)?);
-        }
-        if args.wants("store") {
-            rows.extend(bench_big_store(&args, &tag)?);
-        }
-        let bindings = if args.wants("bindings") {
-            Some(bench_bindings(&args, &tag)?)
-        } else {
-            None
-        };
-        Ok((rows, bindings))
-    })();
-    let _ = sh(&["ip", "netns", "del", &node]);
-    let _ = std::fs::remove_dir_all(index_dir());
-    if args.plugins == own_plugins_dir() {
-        let _ = std::fs::remove_dir_all(&args.plugins);
+    if !args.skip_idle_wait {
+        let waited = wait_until_idle();
+        eprintln!("machine idle after {:.1} s", waited.as_secs_f64());
+    }
+    let result = run(&args);
+    if cleanup::interrupted() {
+        // The failure is the signal's doing; its thread removes the rest and exits.
+        cleanup::await_exit();
     }
     let (rows, bindings) = result?;
     println!("| benchmark | oxivirt (median) | reference (median) | ratio | peak RSS oxivirt / reference |");

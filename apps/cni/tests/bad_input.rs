@@ -426,7 +426,7 @@ fn malformed_input_is_answered_with_the_right_code() {
     assert!(cases.len() >= 30, "corpus has {} cases", cases.len());
     let mut failures = Vec::new();
     for c in &cases {
-        let data = tempfile::tempdir().expect("data dir");
+        let data = oxivirt_testkit::cleanup::TempDir::new("cni").expect("data dir");
         let index = data.path().join(".index");
         // A case's variables are set last: they override (or blank) the good defaults.
         let cni = c.env.iter().fold(

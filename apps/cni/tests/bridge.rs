@@ -455,7 +455,7 @@ fn del_frees_the_name_at_once_and_the_pair_goes() {
 fn delegates_to_an_exec_ipam_plugin() {
     let reference = reference_plugins().expect("the reference plugins");
     let env = Env::new();
-    let bin = tempfile::tempdir().expect("bin");
+    let bin = oxivirt_testkit::cleanup::TempDir::new("bin").expect("bin");
     std::os::unix::fs::symlink(common::our_bin(), bin.path().join("bridge")).expect("link");
     std::os::unix::fs::symlink(
         reference.join("host-local"),

@@ -55,7 +55,7 @@ fn results_match_reference_in_every_version() {
         for ipam in &ipams {
             let mut outs = Vec::new();
             for dir in [reference.clone(), common::our_dir()] {
-                let data = tempfile::tempdir().expect("tmp");
+                let data = oxivirt_testkit::cleanup::TempDir::new("cni").expect("tmp");
                 let c = conf(v, data.path(), ipam.clone());
                 let mut results = Vec::new();
                 for (id, args) in [("a", ""), ("b", "IgnoreUnknown=1;IP=10.10.1.5"), ("c", "")] {
@@ -89,7 +89,7 @@ fn results_match_reference_in_every_version() {
 
 #[test]
 fn sixty_four_parallel_adds_never_share_an_address() {
-    let data = tempfile::tempdir().expect("tmp");
+    let data = oxivirt_testkit::cleanup::TempDir::new("cni").expect("tmp");
     let c = conf("1.0.0", data.path(), json!({"subnet": "10.40.0.0/24"}));
     let dir = common::our_dir();
     let add = |i: usize| {
@@ -144,7 +144,7 @@ fn mixed_allocation_and_release_with_reference() {
         return;
     };
     let ours = common::our_dir();
-    let data = tempfile::tempdir().expect("tmp");
+    let data = oxivirt_testkit::cleanup::TempDir::new("cni").expect("tmp");
     let c = conf("1.0.0", data.path(), json!({"subnet": "10.50.0.0/28"}));
     for i in 0..6 {
         let (alloc, release) = if i % 2 == 0 {

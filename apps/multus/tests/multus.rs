@@ -13,7 +13,7 @@ use std::time::Duration;
 struct Pod {
     node: TestNs,
     pod: TestNs,
-    root: tempfile::TempDir,
+    root: oxivirt_testkit::cleanup::TempDir,
 }
 
 impl Pod {
@@ -24,7 +24,7 @@ impl Pod {
         let p = Pod {
             node: TestNs::new("oxmn"),
             pod: TestNs::new("oxmp"),
-            root: tempfile::tempdir().expect("tmp"),
+            root: oxivirt_testkit::cleanup::TempDir::new("multus").expect("tmp"),
         };
         let bin = p.bin();
         std::fs::create_dir_all(&bin).expect("bin");

@@ -40,7 +40,7 @@ impl Impl {
 pub struct Env {
     pub node: TestNs,
     pub pod: TestNs,
-    pub data: tempfile::TempDir,
+    pub data: crate::cleanup::TempDir,
 }
 
 #[allow(clippy::new_without_default)]
@@ -49,7 +49,7 @@ impl Env {
         Self {
             node: TestNs::new("oxn"),
             pod: TestNs::new("oxp"),
-            data: tempfile::tempdir().expect("tmp"),
+            data: crate::cleanup::TempDir::new("cni").expect("tmp"),
         }
     }
 

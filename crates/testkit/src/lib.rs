@@ -1,24 +1,24 @@
 //! Test support shared by the integration tests: network namespaces that clean up after
-//! themselves (also when a test panics), unique names, and running CNI plugins.
+//! themselves (also when a test panics or the process is interrupted), unique names, and
+//! running CNI plugins.
 
+pub mod cleanup;
 pub mod cni;
 pub mod cni_env;
 pub mod mock_kube;
+pub mod seed;
 
 pub use cni::{Cni, CniOutput};
 pub use oxivirt_testkit_macros::root_test;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A short name unique across parallel tests and processes (fits in 15 bytes with a prefix
-/// of up to 5).
+/// A short name unique across parallel tests and live processes, tagged with this process
+/// as its owner so a later [`cleanup::sweep`] can tell leftovers from live names (fits in
+/// 15 bytes with a prefix of up to 5; see [`cleanup::unique`]).
 pub fn unique(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{:05x}{:x}", std::process::id() & 0xfffff, n)
+    cleanup::unique(prefix)
 }
 
 /// Whether a privileged test can run: root, iproute2, and the commands in `tools` on
@@ -84,18 +84,27 @@ pub fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+/// A named network namespace (`/run/netns/<name>`) with loopback up, deleted on drop, on
+/// SIGINT/SIGTERM, or by the next process's sweep if this one is killed outright.
 #[derive(Debug)]
 pub struct TestNs {
     pub name: String,
+    _held: cleanup::Registration,
 }
 
 impl TestNs {
     pub fn new(prefix: &str) -> Self {
+        Self::try_new(prefix).unwrap_or_else(|e| panic!("network namespace {prefix}: {e}"))
+    }
+
+    /// Like [`TestNs::new`], for callers that report errors instead of panicking.
+    pub fn try_new(prefix: &str) -> std::io::Result<Self> {
         let name = unique(prefix);
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Self { name }
+        let ((), held) = cleanup::hold(cleanup::Held::Netns(name.clone()), || {
+            run_ok(&["ip", "netns", "add", &name])?;
+            run_ok(&["ip", "-n", &name, "link", "set", "lo", "up"])
+        })?;
+        Ok(Self { name, _held: held })
     }
 
     pub fn path(&self) -> PathBuf {
@@ -140,10 +149,20 @@ impl TestNs {
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = cleanup::delete_netns(&self.name);
     }
+}
+
+/// Runs a command; its stderr becomes the error when it fails.
+fn run_ok(args: &[&str]) -> std::io::Result<()> {
+    let out = Command::new(args[0]).args(&args[1..]).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(std::io::Error::other(format!(
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 /// Where Debian's reference plugins live, if installed.
