@@ -32,6 +32,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 mkdir -p "$work/bin"
+# host-local's index (tmpfs under /run on a real node) goes with the demo's work dir.
+export OXIVIRT_IPAM_INDEX_DIR="$work/ipam-index"
 for p in bridge host-local static macvlan; do ln -s "$PWD/target/x86_64-unknown-linux-gnu/release/oxivirt-cni" "$work/bin/$p"; done
 for ns in "$node" "$pod" "$out"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
 
