@@ -301,25 +301,10 @@ impl CniError {
         self
     }
 
-    pub fn config(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidNetworkConfig, msg)
-    }
 
-    pub fn env(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidEnvironment, msg)
-    }
 
-    pub fn io(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::IoFailure, msg)
-    }
 
-    pub fn decode(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::DecodingFailure, msg)
-    }
 
-    pub fn plugin(code: u32, msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Plugin(code), msg)
-    }
 
     /// The wire form of `err` with `code`: the message is the error with its whole chain
     /// ([`chain`]); a delegate's error in the chain gives its code and details instead.
