@@ -319,12 +319,6 @@ impl CniError {
         }
     }
 
-    /// Prefixes the message with context, keeping the code.
-    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
-        self.msg = format!("{ctx}: {}", self.msg);
-        self
-    }
-
     /// The spec's error JSON.
     pub fn to_json(&self, cni_version: &str) -> String {
         let wire = WireError {
