@@ -301,11 +301,6 @@ impl CniError {
         self
     }
 
-
-
-
-
-
     /// The wire form of `err` with `code`: the message is the error with its whole chain
     /// ([`chain`]); a delegate's error in the chain gives its code and details instead.
     pub fn from_error(code: ErrorCode, err: &(dyn std::error::Error + 'static)) -> Self {

@@ -11,7 +11,8 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-/// Options of a bridge port for [`Handle::set_port_options`]; `None` leaves one as it is.
+/// Options of a bridge port: what [`Handle::set_port_options`] changes (`None` leaves one
+/// as it is) and what a port's [`crate::Link`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BridgePortOptions {
     /// The bridge learns source MACs seen on this port.

@@ -34,9 +34,8 @@ pub struct Link {
     pub link_netnsid: Option<i32>,
     /// The kind of the master this link is a port of (`bridge`, `bond`, …).
     pub port_kind: Option<String>,
-    pub hairpin: Option<bool>,
-    pub isolated: Option<bool>,
-    pub learning: Option<bool>,
+    /// The port's options as the kernel reports them (a bridge port's only).
+    pub port: crate::BridgePortOptions,
     pub vlan_filtering: Option<bool>,
     pub macvlan_mode: Option<MacvlanMode>,
 }
@@ -575,9 +574,9 @@ fn parse_link_info(link: &mut Link, info: LinkInfo) {
         LinkInfo::PortData(InfoPortData::BridgePort(opts)) => {
             for o in opts {
                 match o {
-                    InfoBridgePort::HairpinMode(v) => link.hairpin = Some(v),
-                    InfoBridgePort::Isolated(v) => link.isolated = Some(v),
-                    InfoBridgePort::Learning(v) => link.learning = Some(v),
+                    InfoBridgePort::HairpinMode(v) => link.port.hairpin = Some(v),
+                    InfoBridgePort::Isolated(v) => link.port.isolated = Some(v),
+                    InfoBridgePort::Learning(v) => link.port.learning = Some(v),
                     _ => {}
                 }
             }
@@ -984,9 +983,11 @@ mod tests {
                 peer_index: Some(2),
                 link_netnsid: Some(1),
                 port_kind: Some("bridge".into()),
-                hairpin: Some(true),
-                isolated: Some(false),
-                learning: Some(true),
+                port: crate::BridgePortOptions {
+                    hairpin: Some(true),
+                    isolated: Some(false),
+                    learning: Some(true),
+                },
                 vlan_filtering: None,
                 macvlan_mode: None,
             }
