@@ -1,7 +1,8 @@
-//! What the launcher shares with those who drive it: its command line ([`args`]), its
-//! state directory and `status.json` ([`state`]), and the control socket protocol with a
-//! client for the daemon ([`control`]).
+//! The launcher's parts: its command line ([`args`]), its state directory and
+//! `status.json` ([`state`]), the control socket protocol with a client for the daemon
+//! ([`control`]), and the pod side of the VM — bindings and DHCP ([`network`]).
 
 pub mod args;
 pub mod control;
+pub mod network;
 pub mod state;

@@ -5,7 +5,7 @@
 
 use oxivirt_testkit::cni_env as common;
 
-use common::Env;
+use common::{plug_vm, udhcpc, Env};
 use oxivirt_dhcp::{Lease, Server};
 use oxivirt_firewall::NftCli;
 use oxivirt_netlink::{format_mac, Handle, NetNs};
@@ -83,81 +83,6 @@ impl Drop for PodServers {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn udhcpc(
-    vm: &TestNs,
-    dev: &str,
-    out: &std::path::Path,
-) -> std::collections::HashMap<String, String> {
-    let script = out.with_extension("sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
-            out.display()
-        ),
-    )
-    .expect("script");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let o = vm.exec(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        dev,
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        &script.display().to_string(),
-        "-O",
-        "mtu",
-        "-O",
-        "staticroutes",
-        "-O",
-        "search",
-    ]);
-    assert!(
-        o.status.success(),
-        "udhcpc on {dev}: {} {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::fs::read_to_string(out)
-        .expect("lease env")
-        .lines()
-        .filter_map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
-/// A VM stand-in's interface: `vm_side` (name, MAC) in `vm`, its veth peer `pod_side` (name,
-/// bridge) a port of that bridge in the pod. `sysctls` are set in `vm` before the
-/// interface comes up.
-fn plug_vm(
-    env: &Env,
-    vm: &TestNs,
-    pod_side: (&str, &str),
-    vm_side: (&str, &str),
-    sysctls: &[&str],
-) {
-    let ((port, bridge), (dev, mac)) = (pod_side, vm_side);
-    env.pod.sh(&[
-        "ip", "link", "add", port, "type", "veth", "peer", "name", dev, "netns", &vm.name,
-    ]);
-    env.pod
-        .sh(&["ip", "link", "set", port, "master", bridge, "up"]);
-    for s in sysctls {
-        vm.sh(&["sysctl", "-qw", s]);
-    }
-    vm.sh(&["ip", "link", "set", dev, "address", mac, "up"]);
 }
 
 /// The namespace's br_netfilter switch for IPv4, if the kernel has br_netfilter.
