@@ -5,4 +5,5 @@
 pub mod args;
 pub mod control;
 pub mod network;
+pub mod signals;
 pub mod state;
