@@ -12,12 +12,13 @@
 pub mod client;
 mod ring;
 pub mod server;
-mod term;
+pub mod term;
 
 pub use client::{
     attach, connect, connected_message, run_session, Input, SessionEnd, Stdin, Transport, Waker,
 };
 pub use server::{connect_chardev, ConsoleServer, Options};
+pub use term::RawMode;
 
 use std::io;
 use std::path::PathBuf;
