@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use crate::term::RawMode;
-use crate::{Error, ESCAPE};
+use crate::{Error, DISCONNECTED_MESSAGE, ESCAPE, TAKEOVER_MESSAGE};
 
 /// What virtctl prints once connected (pkg/virtctl/console in KubeVirt).
 pub fn connected_message(vm: &str) -> String {
@@ -159,8 +159,10 @@ pub enum SessionEnd {
     Escaped,
     /// The input ended (EOF on a non-terminal stdin), as virtctl ends then too.
     InputClosed,
-    /// The server hung up: the guest stopped, or another client took over (the server
-    /// says so in the stream before it hangs up).
+    /// Another client took over: the server said so ([`TAKEOVER_MESSAGE`], shown with
+    /// the output) and hung up.
+    TakenOver,
+    /// The server hung up otherwise: the guest or the launcher stopped.
     Disconnected,
 }
 
@@ -216,10 +218,17 @@ pub fn run_session<T: Transport, I: Input, O: Write>(
 
     let mut buf = vec![0u8; 16 * 1024];
     let mut failure = None;
+    // The last bytes shown, to tell a takeover notice from any other hang-up.
+    let notice = TAKEOVER_MESSAGE.as_bytes();
+    let mut tail: Vec<u8> = Vec::with_capacity(2 * notice.len());
     loop {
         match rx.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                tail.extend_from_slice(&buf[n.saturating_sub(notice.len())..n]);
+                if tail.len() > notice.len() {
+                    tail.drain(..tail.len() - notice.len());
+                }
                 if let Err(e) = output.write_all(&buf[..n]).and_then(|()| output.flush()) {
                     failure = Some(e);
                     break;
@@ -230,7 +239,12 @@ pub fn run_session<T: Transport, I: Input, O: Write>(
             Err(_) => break,
         }
     }
-    settle(&end, SessionEnd::Disconnected);
+    let hung_up = if tail == notice {
+        SessionEnd::TakenOver
+    } else {
+        SessionEnd::Disconnected
+    };
+    settle(&end, hung_up);
     input_waker.wake();
     let _ = typing.join();
     if let Some(e) = failure {
@@ -260,7 +274,11 @@ pub fn attach<T: Transport>(vm: &str, transport: T) -> Result<SessionEnd, Error>
     let stdout = io::stdout();
     let result = run_session(transport, stdin, &mut stdout.lock());
     drop(raw);
-    // The guest's last line (or the takeover notice) may not end in a newline.
-    eprintln!();
+    match result {
+        // The guest's last line may not end in a newline.
+        Ok(SessionEnd::Escaped | SessionEnd::InputClosed | SessionEnd::TakenOver) => eprintln!(),
+        Ok(SessionEnd::Disconnected) => eprint!("{DISCONNECTED_MESSAGE}"),
+        Err(_) => {}
+    }
     result
 }

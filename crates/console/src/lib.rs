@@ -37,6 +37,12 @@ pub const DEFAULT_BACKLOG: usize = 1 << 20;
 pub const TAKEOVER_MESSAGE: &str = "\r\nYou were disconnected from the console. \
 This has one of the following reasons:\r\n - another user connected to the console of the target vm\r\n";
 
+/// What the client prints when the server hangs up without a takeover (the guest or the
+/// launcher stopped): virtctl's text for an abnormal closure of its console websocket
+/// (pkg/virtctl/console in KubeVirt). Printed after the terminal is restored, so plain LF.
+pub const DISCONNECTED_MESSAGE: &str = "\nYou were disconnected from the console. \
+This has one of the following reasons:\n - network issues\n - machine restart\n";
+
 /// The longest path a unix socket address holds: `sun_path` is 108 bytes with the NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 

@@ -318,7 +318,11 @@ fn accept_loop(shared: &Arc<Shared>, listener: UnixListener) {
 /// the backlog, then live output.
 fn attach(shared: &Arc<Shared>, mut stream: UnixStream) {
     let _ = stream.set_write_timeout(Some(shared.opts.client_write_timeout));
-    let input = stream.try_clone();
+    let Ok(input) = stream.try_clone() else {
+        // Without a second handle it could not type: refuse it before it displaces anyone.
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return;
+    };
     let _guest_in = lock(&shared.guest_in);
     let mut st = lock(&shared.state);
     if let Some(mut old) = st.client.take() {
@@ -334,10 +338,6 @@ fn attach(shared: &Arc<Shared>, mut stream: UnixStream) {
         let _ = stream.shutdown(std::net::Shutdown::Both);
         return;
     }
-    let Ok(input) = input else {
-        let _ = stream.shutdown(std::net::Shutdown::Both);
-        return;
-    };
     if !st.guest_open {
         let _ = stream.shutdown(std::net::Shutdown::Both);
         return;

@@ -65,6 +65,21 @@ fn output_is_shown_and_a_hang_up_ends_the_session() {
 }
 
 #[test]
+fn a_takeover_notice_in_pieces_is_still_recognised() {
+    let (mut server, _keyboard, done) = session();
+    let notice = TAKEOVER_MESSAGE.as_bytes();
+    let (a, b) = notice.split_at(notice.len() / 2);
+    server.write_all(b"prompt$ ").expect("write");
+    server.write_all(a).expect("write");
+    server.flush().expect("flush");
+    server.write_all(b).expect("write");
+    drop(server);
+    let (end, out) = done.recv_timeout(T).expect("the session ended");
+    assert_eq!(end, SessionEnd::TakenOver);
+    assert_eq!(out, [b"prompt$ ".as_slice(), notice].concat());
+}
+
+#[test]
 fn the_end_of_a_non_terminal_input_ends_the_session() {
     let (mut server, keyboard, done) = session();
     drop(keyboard);
@@ -94,7 +109,7 @@ fn through_a_console_server_typing_output_and_a_takeover() {
     // Another user connects: this session shows why and ends.
     let mut other = oxivirt_console::connect(&path).expect("connect");
     let (end, out) = done.recv_timeout(T).expect("the session ended");
-    assert_eq!(end, SessionEnd::Disconnected);
+    assert_eq!(end, SessionEnd::TakenOver);
     assert!(out.starts_with(b"boot done\r\n"), "{out:?}");
     assert!(out.ends_with(TAKEOVER_MESSAGE.as_bytes()), "{out:?}");
     read_until(&mut other, b"boot done\r\n", T);
