@@ -78,6 +78,10 @@ struct Client {
     stream: UnixStream,
 }
 
+/// The relay's threads hold a read buffer on the heap and little else: small stacks keep
+/// the launcher's footprint down.
+const STACK: usize = 128 * 1024;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking relay thread leaves plain bytes behind, which stay usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -131,6 +135,7 @@ impl ConsoleServer {
         let s = Arc::clone(&shared);
         let pump = thread::Builder::new()
             .name("console-pump".into())
+            .stack_size(STACK)
             .spawn(move || pump(&s, guest_out))
             .map_err(|source| {
                 cleanup(Error::Spawn {
@@ -149,6 +154,7 @@ impl ConsoleServer {
         };
         let acceptor = thread::Builder::new()
             .name("console-accept".into())
+            .stack_size(STACK)
             .spawn(move || accept_loop(&shared, accept_on))
             .map_err(|source| Error::Spawn {
                 what: "accept",
@@ -350,6 +356,7 @@ fn attach(shared: &Arc<Shared>, mut stream: UnixStream) {
     let s = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name("console-input".into())
+        .stack_size(STACK)
         .spawn(move || forward_input(&s, id, input));
     let mut inputs = lock(&shared.inputs);
     inputs.retain(|h| !h.is_finished());

@@ -210,3 +210,32 @@ fn after_the_guest_ends_a_client_gets_the_backlog_then_eof() {
     let mut late = client(&path);
     assert_eq!(read_to_eof(&mut late, T), b"Kernel panic - not syncing");
 }
+
+#[test]
+fn a_client_that_stops_reading_does_not_stall_the_guest() {
+    use std::sync::mpsc;
+    let (_dir, path) = sock_dir();
+    let (ours, mut port) = UnixStream::pair().expect("socketpair");
+    let opts = oxivirt_console::Options {
+        client_write_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let _server = ConsoleServer::start_with(&path, ours, opts).expect("server");
+    let _stuck = client(&path); // never reads
+
+    // Far more than the socket buffers hold: it flows only if the relay drops the client.
+    let (done_tx, done) = mpsc::channel();
+    let mut writer = port.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let chunk = vec![b'.'; 64 * 1024];
+        for _ in 0..64 {
+            writer.write_all(&chunk).expect("guest writes");
+        }
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(T)
+        .expect("the guest's output kept flowing");
+    let mut next = client(&path);
+    port.write_all(b"<after>").expect("guest writes");
+    read_until(&mut next, b"<after>", T);
+}
