@@ -1,6 +1,14 @@
 //! The launcher's side of the console: the relay between the guest's serial stream and
 //! `console.sock`, with the backlog and the one-client-at-a-time rule.
 //!
+//! How the launcher wires it, so the guest's first byte lands in the backlog: QEMU gets
+//! `-chardev socket,id=serial0,path=<state>/serial.sock,server=on,wait=off -serial
+//! chardev:serial0` and `-S`; once QMP answers, the launcher calls [`connect_chardev`],
+//! then [`ConsoleServer::start`] on `<state>/console.sock`, and only then sends `cont`
+//! (with `wait=off` QEMU drops serial output while nothing is connected). One server per
+//! QEMU process: its stream ends when QEMU exits, after which clients still get the
+//! backlog (why the guest died) and are hung up on; `stop()` at teardown.
+//!
 //! Threads, no async: one pumps guest output into the backlog and to the client, one
 //! accepts clients, and one per client carries its typing to the guest. Lock order where
 //! two are held: `guest_in`, then `state`.

@@ -1,5 +1,8 @@
 //! The relay on a real QEMU serial port: SeaBIOS's output arrives in the backlog.
 //!
+//! QEMU runs as the launcher will run it: paused (-S), the relay connected to the serial
+//! chardev (`wait=off`), then `cont` over QMP.
+//!
 //! SeaBIOS writes to the serial port only with its serial console on: the fw_cfg file
 //! `etc/sercon-port` holding the port (0x3f8) as a little-endian integer. (`string=0x3f8`
 //! does not work: that is ASCII text, SeaBIOS reads the file's bytes as the number.)
@@ -7,6 +10,8 @@
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -30,17 +35,21 @@ fn seabios_output_reaches_the_backlog_and_a_late_client() {
     fs::write(&sercon, 0x3f8u16.to_le_bytes()).expect("write the sercon file");
     let log = fs::File::create(dir.path().join("qemu.log")).expect("log");
 
+    let qmp_sock = dir.path().join("qmp.sock");
     let mut cmd = Command::new(QEMU);
     cmd.args(["-nodefaults", "-display", "none", "-m", "32M"])
         .args(["-machine", "q35", "-accel", "tcg"])
-        // wait=on: QEMU starts the guest only once the relay is connected, so no byte
-        // is lost (the launcher gets the same with -S and `cont`).
+        // The launcher's way: the guest starts paused (-S), the relay connects, then
+        // `cont`; with wait=off nothing would wait for the relay otherwise.
+        .arg("-S")
         .arg("-chardev")
         .arg(format!(
-            "socket,id=s0,path={},server=on,wait=on",
+            "socket,id=s0,path={},server=on,wait=off",
             serial_sock.display()
         ))
         .args(["-serial", "chardev:s0"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
         .arg("-fw_cfg")
         .arg(format!("name=etc/sercon-port,file={}", sercon.display()))
         .stdin(Stdio::null())
@@ -50,6 +59,8 @@ fn seabios_output_reaches_the_backlog_and_a_late_client() {
 
     let guest = connect_chardev(&serial_sock, Duration::from_secs(20)).expect("serial chardev");
     let mut server = ConsoleServer::start(&console_sock, guest).expect("console server");
+    let qmp = connect_chardev(&qmp_sock, Duration::from_secs(20)).expect("QMP socket");
+    qmp_run(&qmp, &["qmp_capabilities", "cont"]);
 
     let boot = Duration::from_secs(60);
     let mut first = connect(&console_sock).expect("connect");
@@ -59,6 +70,9 @@ fn seabios_output_reaches_the_backlog_and_a_late_client() {
     let seen = read_until(&mut late, b"Booting from ", boot);
     let text = String::from_utf8_lossy(&seen);
     assert!(text.contains("SeaBIOS (version "), "{text:?}");
+    // Nothing was lost before the relay connected: the backlog starts with the terminal
+    // reset SeaBIOS's serial console sends first.
+    assert!(seen.starts_with(b"\x1bc"), "{text:?}");
 
     // QEMU goes away: the attached client is hung up on.
     qemu.kill().expect("kill QEMU");
@@ -66,4 +80,24 @@ fn seabios_output_reaches_the_backlog_and_a_late_client() {
     read_to_eof(&mut late, boot);
     server.stop();
     assert!(!console_sock.exists());
+}
+
+/// Just enough QMP for the test: the greeting, then each command up to its `return`.
+fn qmp_run(qmp: &UnixStream, commands: &[&str]) {
+    qmp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut lines = BufReader::new(qmp.try_clone().expect("clone")).lines();
+    let greeting = lines.next().expect("greeting").expect("read");
+    assert!(greeting.contains("\"QMP\""), "{greeting}");
+    let mut w = qmp;
+    for cmd in commands {
+        writeln!(w, "{{\"execute\":\"{cmd}\"}}").expect("send");
+        loop {
+            let line = lines.next().expect("reply").expect("read");
+            assert!(!line.contains("\"error\""), "{cmd}: {line}");
+            if line.contains("\"return\"") {
+                break;
+            }
+        }
+    }
 }
