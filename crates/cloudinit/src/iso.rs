@@ -369,11 +369,11 @@ fn dir_record(r: &Record, when: &Timestamp) -> Vec<u8> {
     rec[28..32].copy_from_slice(&both16(1)); // volume sequence number
     rec[32] = r.ident.len() as u8;
     rec.extend_from_slice(&r.ident);
-    if r.ident.len() % 2 == 0 {
+    if r.ident.len().is_multiple_of(2) {
         rec.push(0); // §9.1.12 padding: the System Use field starts at an even offset
     }
     rec.extend_from_slice(&r.system_use);
-    if rec.len() % 2 == 1 {
+    if !rec.len().is_multiple_of(2) {
         rec.push(0); // records have even length
     }
     rec[0] = rec.len() as u8;

@@ -257,4 +257,3 @@ fn a_directory_over_several_sectors_lists_completely() {
         "file-number-39"
     );
 }
-
