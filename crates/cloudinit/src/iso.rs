@@ -53,6 +53,8 @@ pub enum IsoError {
     DuplicateName(String),
     #[error("file {name:?} is {len} bytes, more than an ISO 9660 extent holds")]
     FileTooLarge { name: String, len: usize },
+    #[error("the image would be larger than 8 TiB (2^32 sectors)")]
+    ImageTooLarge,
     #[error("timestamp {0} is past what ISO 9660 records (year {MAX_YEAR})")]
     TimestampOutOfRange(u64),
 }
@@ -82,7 +84,7 @@ pub fn build_iso(files: &[(&str, &[u8])], label: &str, mtime: u64) -> Result<Vec
     let placeholder = Layout::placeholder(files.len());
     let primary_len = pack(&primary_dir(files, &primary_names, &placeholder, &when)).len();
     let joliet_len = pack(&joliet_dir(files, &placeholder, &when)).len();
-    let layout = Layout::new(files, primary_len, joliet_len);
+    let layout = Layout::new(files, primary_len, joliet_len).ok_or(IsoError::ImageTooLarge)?;
 
     // Pass 2: the image.
     let mut img = vec![0u8; layout.total_sectors as usize * SECTOR];
@@ -179,7 +181,8 @@ impl Layout {
         }
     }
 
-    fn new(files: &[(&str, &[u8])], primary_len: usize, joliet_len: usize) -> Self {
+    /// `None` when the image would not fit in 32-bit sector numbers.
+    fn new(files: &[(&str, &[u8])], primary_len: usize, joliet_len: usize) -> Option<Self> {
         let sectors = |len: usize| len.div_ceil(SECTOR) as u32;
         let primary_root = PVD_SECTOR + 7;
         let continuation = primary_root + sectors(primary_len);
@@ -189,14 +192,14 @@ impl Layout {
             .iter()
             .map(|(_, data)| {
                 if data.is_empty() {
-                    return 0;
+                    return Some(0);
                 }
                 let at = next;
-                next += sectors(data.len());
-                at
+                next = next.checked_add(sectors(data.len()))?;
+                Some(at)
             })
-            .collect();
-        Self {
+            .collect::<Option<_>>()?;
+        Some(Self {
             primary_path_l: PVD_SECTOR + 3,
             primary_path_m: PVD_SECTOR + 4,
             joliet_path_l: PVD_SECTOR + 5,
@@ -208,7 +211,7 @@ impl Layout {
             joliet_size: joliet_len.div_ceil(SECTOR) * SECTOR,
             files,
             total_sectors: next,
-        }
+        })
     }
 }
 
@@ -752,7 +755,8 @@ mod tests {
                 &Timestamp::from_unix(0).expect("epoch"),
             ))
             .len(),
-        );
+        )
+        .expect("fits");
         assert_eq!(img.len(), layout.total_sectors as usize * SECTOR);
         assert_eq!(
             layout.continuation,

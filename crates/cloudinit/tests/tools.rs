@@ -72,7 +72,13 @@ fn listed(listing: &str) -> Vec<String> {
 /// `isoinfo -d`: the volume is `cidata`, and isoinfo finds both extensions.
 #[test]
 fn isoinfo_sees_the_label_joliet_and_rock_ridge() {
-    if !have(module_path!(), "isoinfo") {
+    if !have(
+        concat!(
+            module_path!(),
+            "::isoinfo_sees_the_label_joliet_and_rock_ridge"
+        ),
+        "isoinfo",
+    ) {
         return;
     }
     let (_dir, iso) = written("ci-d");
@@ -90,7 +96,10 @@ fn isoinfo_sees_the_label_joliet_and_rock_ridge() {
 /// level-1 ones; Rock Ridge shows the modes.
 #[test]
 fn isoinfo_lists_every_tree() {
-    if !have(module_path!(), "isoinfo") {
+    if !have(
+        concat!(module_path!(), "::isoinfo_lists_every_tree"),
+        "isoinfo",
+    ) {
         return;
     }
     let (_dir, iso) = written("ci-l");
@@ -128,7 +137,10 @@ fn isoinfo_lists_every_tree() {
 /// `isoinfo -x` returns each file's exact bytes through Rock Ridge and Joliet names.
 #[test]
 fn isoinfo_extracts_the_exact_contents() {
-    if !have(module_path!(), "isoinfo") {
+    if !have(
+        concat!(module_path!(), "::isoinfo_extracts_the_exact_contents"),
+        "isoinfo",
+    ) {
         return;
     }
     let (_dir, iso) = written("ci-x");
@@ -160,7 +172,10 @@ fn isoinfo_extracts_the_exact_contents() {
 /// xorriso reads the Rock Ridge tree and finds nothing to complain about.
 #[test]
 fn xorriso_reads_the_rock_ridge_tree() {
-    if !have(module_path!(), "xorriso") {
+    if !have(
+        concat!(module_path!(), "::xorriso_reads_the_rock_ridge_tree"),
+        "xorriso",
+    ) {
         return;
     }
     let (dir, iso) = written("ci-xo");
@@ -211,7 +226,10 @@ fn xorriso_reads_the_rock_ridge_tree() {
 /// libarchive's reader (Rock Ridge preferred) extracts the real names and contents.
 #[test]
 fn bsdtar_extracts_the_files() {
-    if !have(module_path!(), "bsdtar") {
+    if !have(
+        concat!(module_path!(), "::bsdtar_extracts_the_files"),
+        "bsdtar",
+    ) {
         return;
     }
     let (dir, iso) = written("ci-tar");
@@ -235,7 +253,13 @@ fn bsdtar_extracts_the_files() {
 /// them all.
 #[test]
 fn a_directory_over_several_sectors_lists_completely() {
-    if !have(module_path!(), "isoinfo") {
+    if !have(
+        concat!(
+            module_path!(),
+            "::a_directory_over_several_sectors_lists_completely"
+        ),
+        "isoinfo",
+    ) {
         return;
     }
     let dir = TempDir::new("ci-many").expect("temp dir");
