@@ -2,6 +2,26 @@
 //! KubeVirt's rules and messages ([`NoCloudSource`] → [`NoCloud`]), the `meta-data`
 //! KubeVirt writes, and the `cidata` ISO 9660 image ([`iso`]) the guest's cloud-init reads,
 //! written atomically into the launcher's state directory.
+//!
+//! What the launcher does (tests/tools.rs runs the same steps; doctests do not link under
+//! the workspace's static relocation model):
+//!
+//! ```ignore
+//! use oxivirt_cloudinit::{NoCloud, NoCloudSource, VmiIdentity};
+//!
+//! // `spec.volumes[1].cloudInitNoCloud` of the VMI, and who the VMI is.
+//! let source: NoCloudSource = serde_json::from_str(r##"{"userData": "#cloud-config\n"}"##)?;
+//! let vmi = VmiIdentity {
+//!     name: "testvmi".into(),
+//!     namespace: "default".into(),
+//!     hostname: None,                    // spec.hostname
+//!     firmware_uuid: None,               // spec.domain.firmware.uuid, as given to QEMU
+//! };
+//! let seed = NoCloud::new(&source, 1, &vmi)?; // KubeVirt's admission errors
+//! let dir = tempfile::tempdir()?;
+//! let iso = seed.write_iso(dir.path(), 0)?;   // <dir>/noCloud.iso, mode 0644
+//! assert!(iso.ends_with("noCloud.iso"));
+//! ```
 
 pub mod iso;
 mod nocloud;
