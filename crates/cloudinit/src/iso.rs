@@ -302,13 +302,13 @@ fn primary_dir(
     let mut dot = Record::dir(layout.primary_root, dir_size, &[0]);
     dot.system_use = [
         sp_entry(),
-        rr_entry(),
+        rr_entry(RR_PX),
         px_entry(DIR_MODE, 2),
         ce_entry(layout.continuation, ER_LEN),
     ]
     .concat();
     let mut dotdot = Record::dir(layout.primary_root, dir_size, &[1]);
-    dotdot.system_use = [rr_entry(), px_entry(DIR_MODE, 2)].concat();
+    dotdot.system_use = [rr_entry(RR_PX), px_entry(DIR_MODE, 2)].concat();
 
     let mut entries: Vec<(String, Record)> = files
         .iter()
@@ -320,7 +320,12 @@ fn primary_dir(
                 size: data.len() as u32,
                 dir: false,
                 ident: ident.as_bytes().to_vec(),
-                system_use: [rr_entry(), px_entry(FILE_MODE, 1), nm_entry(name)].concat(),
+                system_use: [
+                    rr_entry(RR_PX | RR_NM),
+                    px_entry(FILE_MODE, 1),
+                    nm_entry(name),
+                ]
+                .concat(),
             };
             (ident.clone(), record)
         })
@@ -433,11 +438,15 @@ fn sp_entry() -> Vec<u8> {
     vec![b'S', b'P', 7, 1, 0xBE, 0xEF, 0]
 }
 
-/// `RR` (RRIP 1.09, still written by mkisofs and read by some tools): which Rock Ridge
-/// entries follow in this record. Bit 0 = PX, bit 3 = NM; written for every record.
-fn rr_entry() -> Vec<u8> {
-    vec![b'R', b'R', 5, 1, 0b1001]
+/// `RR` (RRIP 1.09, still written by mkisofs and read by Linux): which Rock Ridge entries
+/// this record holds. Linux stops reading a record whose `RR` names none of PX, TF, SL, CL.
+fn rr_entry(flags: u8) -> Vec<u8> {
+    vec![b'R', b'R', 5, 1, flags]
 }
+
+/// `RR` flag bits (RRIP 1.09 §4.1.1).
+const RR_PX: u8 = 1 << 0;
+const RR_NM: u8 = 1 << 3;
 
 /// `PX` (RRIP §4.1.1, the 1.10 form without a serial number): mode, links, uid 0, gid 0.
 fn px_entry(mode: u32, links: u32) -> Vec<u8> {

@@ -74,6 +74,9 @@ fn records(img: &[u8], sector: usize, joliet: bool) -> String {
             if sig == "NM" {
                 let _ = write!(out, "={}", String::from_utf8_lossy(&rec[su + 5..su + len]));
             }
+            if sig == "RR" {
+                let _ = write!(out, "={:#04x}", rec[su + 4]);
+            }
             if sig == "PX" {
                 let _ = write!(out, "={:o}", u32_both(&rec[su + 4..su + 12]));
             }
