@@ -36,6 +36,9 @@ const MAX_YEAR: i64 = 2155;
 /// First sector after the system area.
 const PVD_SECTOR: u32 = 16;
 
+/// Characters Joliet (§3.3) forbids in names; '/' would also break the Rock Ridge name.
+const JOLIET_FORBIDDEN: &[u8] = b"*/:;?\\";
+
 /// Modes in the Rock Ridge `PX` entries: what a tool writing files as root would give.
 const FILE_MODE: u32 = 0o100_644;
 const DIR_MODE: u32 = 0o040_755;
@@ -46,7 +49,8 @@ pub enum IsoError {
     #[error("volume label {0:?}: 1 to 16 printable ASCII characters (the Joliet limit)")]
     InvalidLabel(String),
     #[error(
-        "file name {0:?}: 1 to {MAX_NAME} printable ASCII characters, no '/', not '.' or '..'"
+        "file name {0:?}: 1 to {MAX_NAME} printable ASCII characters, none of * / : ; ? \\, \
+         not '.' or '..'"
     )]
     InvalidName(String),
     #[error("file name {0:?} given twice")]
@@ -149,7 +153,7 @@ fn check_name(name: &str) -> Result<(), IsoError> {
         && name != ".."
         && name
             .bytes()
-            .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'/');
+            .all(|b| (b.is_ascii_graphic() || b == b' ') && !JOLIET_FORBIDDEN.contains(&b));
     ok.then_some(())
         .ok_or_else(|| IsoError::InvalidName(name.to_owned()))
 }
@@ -705,7 +709,16 @@ mod tests {
 
     #[test]
     fn names_and_labels_are_checked() {
-        for bad in ["", ".", "..", "a/b", "tab\there", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a;1",
+            "x:y",
+            "tab\there",
+            &"x".repeat(65),
+        ] {
             assert_eq!(
                 build_iso(&[(bad, b"")], "cidata", 0),
                 Err(IsoError::InvalidName(bad.to_owned()))
