@@ -95,21 +95,37 @@ pub struct VirtualMachineInstance {
 
 impl VirtualMachineInstance {
     /// The VMI a VirtualMachine's template describes, named and placed as the VM is (as
-    /// KubeVirt's VM controller creates it, without owner references).
+    /// KubeVirt's VM controller creates it, without owner references). As that controller
+    /// does, a template without `firmware.uuid` gets one derived from the VM's name, so the
+    /// guest sees the same SMBIOS UUID on every start.
     pub fn from_vm(vm: &VirtualMachine) -> Self {
         let t = &vm.spec.template;
         let mut metadata = t.metadata.clone();
         metadata.name = vm.metadata.name.clone();
         metadata.namespace = vm.metadata.namespace.clone();
         metadata.uid = None;
+        let mut spec = t.spec.clone();
+        if let Some(name) = vm.metadata.name.as_deref() {
+            let fw = spec.domain.firmware.get_or_insert_with(Firmware::default);
+            if fw.uuid.as_deref().unwrap_or("").is_empty() {
+                fw.uuid = Some(legacy_firmware_uuid(name));
+            }
+        }
         VirtualMachineInstance {
             api_version: API_VERSION.to_string(),
             kind: KIND_VMI.to_string(),
             metadata,
-            spec: t.spec.clone(),
+            spec,
             status: None,
         }
     }
+}
+
+/// KubeVirt's firmware UUID for a VM named `name`: UUIDv5 (SHA-1) of the name in KubeVirt's
+/// fixed namespace `6a1a24a1-4061-4607-8bf4-a3963d0c5895`.
+pub fn legacy_firmware_uuid(name: &str) -> String {
+    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6a1a24a1_4061_4607_8bf4_a3963d0c5895);
+    uuid::Uuid::new_v5(&NS, name.as_bytes()).to_string()
 }
 
 /// `VirtualMachineInstanceSpec`.

@@ -423,3 +423,25 @@ fn json_schema_is_generated_from_the_types() {
     assert!(text.contains("terminationGracePeriodSeconds"), "{text}");
     assert!(text.contains("vmIPv6NetworkCIDR"), "{text}");
 }
+
+#[test]
+fn vm_template_gets_kubevirts_firmware_uuid() {
+    // UUIDv5 of "testvm-2" in KubeVirt's namespace, computed independently (Python's uuid5).
+    let vmi = seed_vmi();
+    let fw = vmi.spec.domain.firmware.as_ref().expect("firmware");
+    assert_eq!(
+        fw.uuid.as_deref(),
+        Some("0e44be5a-ff12-52fb-9413-07b52f3593c3")
+    );
+    // A UUID given in the template is kept.
+    let given = SEED.replace(
+        "      domain:\n",
+        "      domain:\n        firmware: {uuid: 5d307ca9-b3ef-428c-8861-06e72d69f223}\n",
+    );
+    let vmi = parse_instance("vm.yaml", &given).expect("parses");
+    let fw = vmi.spec.domain.firmware.as_ref().expect("firmware");
+    assert_eq!(
+        fw.uuid.as_deref(),
+        Some("5d307ca9-b3ef-428c-8861-06e72d69f223")
+    );
+}
