@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A quantity as written, with its exact value.
+/// A quantity as written, with its exact value. Serialized as written (a later API server
+/// may want [`Quantity::canonical`], as Kubernetes returns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quantity {
     text: String,
@@ -141,6 +142,95 @@ impl Quantity {
         self.negative
     }
 
+    /// Kubernetes' canonical form (what `Quantity.String()` prints and the API server
+    /// returns): `1000M` → `1G`, `0.5Gi` → `512Mi`, `1.5` → `1500m`. Values below a nano
+    /// round up to one, as Kubernetes rounds them when parsing.
+    pub fn canonical(&self) -> String {
+        if self.digits == 0 {
+            return "0".to_string();
+        }
+        let sign = if self.negative { "-" } else { "" };
+        let Some(mut m) = 1u128
+            .checked_shl(self.exp2)
+            .and_then(|p| self.digits.checked_mul(p))
+        else {
+            return self.text.clone();
+        };
+        let mut e = self.exp10;
+        if e < -9 {
+            // Round up (away from zero) to nano precision.
+            let Some(d) = u32::try_from(-9 - e)
+                .ok()
+                .and_then(|x| 10u128.checked_pow(x))
+            else {
+                return format!("{sign}1n");
+            };
+            m = m / d + u128::from(!m.is_multiple_of(d));
+            e = -9;
+        }
+        let binary = self.text.ends_with('i');
+        let exponent = !binary && self.text.contains(['e', 'E']) && !self.text.ends_with('E');
+        if binary {
+            // BinarySI only for integers of at least 1024; otherwise Kubernetes prints decimal.
+            let int = 10u128.checked_pow(e.unsigned_abs()).and_then(|p| {
+                if e >= 0 {
+                    m.checked_mul(p)
+                } else {
+                    m.is_multiple_of(p).then(|| m / p)
+                }
+            });
+            if let Some(mut n) = int.filter(|n| *n >= 1024) {
+                let mut k = 0;
+                while k < 6 && n.is_multiple_of(1024) {
+                    n /= 1024;
+                    k += 1;
+                }
+                return format!("{sign}{n}{}", ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][k]);
+            }
+        }
+        while m.is_multiple_of(10) {
+            m /= 10;
+            e += 1;
+        }
+        let extra = e.rem_euclid(3);
+        for _ in 0..extra {
+            match m.checked_mul(10) {
+                Some(x) => m = x,
+                None => return self.text.clone(),
+            }
+        }
+        e -= extra;
+        while e > 18 {
+            match m.checked_mul(1000) {
+                Some(x) => m = x,
+                None => return self.text.clone(),
+            }
+            e -= 3;
+        }
+        let suffix = if exponent {
+            if e == 0 {
+                String::new()
+            } else {
+                format!("e{e}")
+            }
+        } else {
+            match e {
+                -9 => "n",
+                -6 => "u",
+                -3 => "m",
+                3 => "k",
+                6 => "M",
+                9 => "G",
+                12 => "T",
+                15 => "P",
+                18 => "E",
+                _ => "",
+            }
+            .to_string()
+        };
+        format!("{sign}{m}{suffix}")
+    }
+
     /// The value times 10^scale, rounded away from zero.
     fn scaled_value(&self, scale: i32) -> Option<i64> {
         let mut n: u128 = self.digits.checked_mul(1u128.checked_shl(self.exp2)?)?;
@@ -168,9 +258,11 @@ impl Quantity {
     }
 }
 
+/// Prints the canonical form, as Go's `Quantity.String()` (KubeVirt's messages use it);
+/// [`Quantity::as_str`] has the text as written.
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.canonical())
     }
 }
 
@@ -274,6 +366,36 @@ mod tests {
         assert_eq!(m("0.1"), Some(100));
         assert_eq!(m("1u"), Some(1));
         assert_eq!(m("2.5"), Some(2500));
+    }
+
+    #[test]
+    fn canonical_forms() {
+        let cases: &[(&str, &str)] = &[
+            ("64M", "64M"),
+            ("1000M", "1G"),
+            ("64Mi", "64Mi"),
+            ("0.5Gi", "512Mi"),
+            ("1.5Gi", "1536Mi"),
+            ("1024", "1024"),
+            ("1024Ki", "1Mi"),
+            ("100Ki", "100Ki"),
+            ("0.5Ki", "512"),
+            ("1.5", "1500m"),
+            ("500m", "500m"),
+            ("0.1", "100m"),
+            ("1e3", "1e3"),
+            ("1000e0", "1e3"),
+            ("1E3", "1e3"),
+            ("12E", "12E"),
+            ("0", "0"),
+            ("0Mi", "0"),
+            ("-1500m", "-1500m"),
+            ("1.0000000001", "1000000001n"),
+            ("512k", "512k"),
+        ];
+        for (s, want) in cases {
+            assert_eq!(Quantity::parse(s).expect(s).canonical(), *want, "{s}");
+        }
     }
 
     #[test]

@@ -445,3 +445,15 @@ fn vm_template_gets_kubevirts_firmware_uuid() {
         Some("5d307ca9-b3ef-428c-8861-06e72d69f223")
     );
 }
+
+#[test]
+fn quantities_in_messages_are_canonical_as_kubevirt_prints_them() {
+    let mut vmi = seed_vmi();
+    vmi.spec.domain.resources.limits.memory = Some("0.03125Gi".parse().expect("quantity"));
+    let errs = validate_vmi(&vmi).expect_err("limit below guest");
+    has(
+        &errs,
+        "spec.domain.memory.guest",
+        "spec.domain.memory.guest '64M' must be equal to or less than the memory limit spec.domain.resources.limits.memory '32Mi'",
+    );
+}
