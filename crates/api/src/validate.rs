@@ -92,6 +92,7 @@ pub fn validate_spec(base: &str, spec: &VmiSpec) -> Vec<ValidationError> {
     hostname(&mut errs, base, spec);
     memory(&mut errs, base, spec);
     cpu(&mut errs, base, spec);
+    machine(&mut errs, base, spec);
     firmware(&mut errs, base, spec);
     network(&mut errs, base, spec);
     boot_order(&mut errs, base, spec);
@@ -372,6 +373,35 @@ fn cpu(errs: &mut Vec<ValidationError>, base: &str, spec: &VmiSpec) {
                 errs.push(err(&f, format!("{f} must be greater than 0")));
             }
         }
+    }
+}
+
+/// KubeVirt's default emulated machines on amd64 (glob patterns).
+pub const EMULATED_MACHINES: &[&str] = &["q35*", "pc-q35*"];
+
+fn machine(errs: &mut Vec<ValidationError>, base: &str, spec: &VmiSpec) {
+    let Some(t) = spec
+        .domain
+        .machine
+        .as_ref()
+        .and_then(|m| m.machine_type.as_deref())
+        .filter(|t| !t.is_empty())
+    else {
+        return;
+    };
+    let matches = EMULATED_MACHINES.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => t.starts_with(prefix),
+        None => t == *p,
+    });
+    if !matches {
+        let f = format!("{base}.domain.machine.type");
+        errs.push(err(
+            &f,
+            format!(
+                "{f} is not supported: {t} (allowed values: [{}])",
+                EMULATED_MACHINES.join(" ")
+            ),
+        ));
     }
 }
 
@@ -662,17 +692,12 @@ fn network(errs: &mut Vec<ValidationError>, base: &str, spec: &VmiSpec) {
                 ));
             }
         }
+        // As KubeVirt: ports are checked (and used) on the pod network only.
         let on_pod = by_name
             .get(iface.name.as_str())
             .is_some_and(|n| n.pod.is_some());
         if on_pod {
             ports(errs, &iface_f(i, "ports"), &iface.ports);
-        } else if !iface.ports.is_empty() {
-            // KubeVirt ignores ports off the pod network; they would change nothing, so say so.
-            errs.push(err(
-                iface_f(i, "ports"),
-                "ports are only forwarded on the pod network",
-            ));
         }
     }
 }

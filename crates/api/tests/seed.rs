@@ -354,6 +354,36 @@ fn refused_specs_name_field_and_kubevirt_message() {
             "spec.domain.firmware.serial",
             "spec.domain.firmware.serial must be made up of the following characters [A-Za-z0-9_.+-], if specified",
         ),
+        (
+            Box::new(|v| v["spec"]["domain"]["machine"]["type"] = json!("pc-i440fx-8.0")),
+            "spec.domain.machine.type",
+            "spec.domain.machine.type is not supported: pc-i440fx-8.0 (allowed values: [q35* pc-q35*])",
+        ),
+        (
+            Box::new(|v| v["spec"]["domain"]["devices"]["interfaces"][1]["sriov"] = json!({})),
+            "spec.domain.devices.interfaces[1].sriov",
+            "spec.domain.devices.interfaces[1].sriov is not supported by oxivirt",
+        ),
+        (
+            Box::new(|v| v["spec"]["domain"]["devices"]["disks"][1] = json!({"name": "cloudinitdisk", "cdrom": {"bus": "virtio"}})),
+            "spec.domain.devices.disks[1].cdrom.bus",
+            "Bus type virtio is invalid for CD-ROM device",
+        ),
+        (
+            Box::new(|v| v["spec"]["domain"]["devices"]["disks"][1] = json!({"name": "cloudinitdisk", "disk": {}, "cdrom": {}})),
+            "spec.domain.devices.disks[1]",
+            "spec.domain.devices.disks[1] can only have a single target type defined",
+        ),
+        (
+            Box::new(|v| v["spec"]["volumes"][0]["containerDisk"]["path"] = json!("disk/../x.img")),
+            "spec.volumes[0].containerDisk",
+            "spec.volumes[0].containerDisk must be an absolute path to a file without relative components",
+        ),
+        (
+            Box::new(|v| v["spec"]["hostname"] = json!("Not_A_Label")),
+            "spec.hostname",
+            "spec.hostname does not conform to the kubernetes DNS_LABEL rules : a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+        ),
         // Unsupported fields and devices say which field.
         (
             Box::new(|v| v["spec"]["domain"]["devices"]["interfaces"][0]["slirp"] = json!({})),
