@@ -487,3 +487,49 @@ fn quantities_in_messages_are_canonical_as_kubevirt_prints_them() {
         "spec.domain.memory.guest '64M' must be equal to or less than the memory limit spec.domain.resources.limits.memory '32Mi'",
     );
 }
+
+#[test]
+fn vmi_status_as_kubevirt_writes_it() {
+    let text = r#"{
+      "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+      "metadata": {"name": "testvm-2", "namespace": "default", "uid": "u-1", "resourceVersion": "7"},
+      "spec": {"domain": {"devices": {}, "memory": {"guest": "64M"}}},
+      "status": {
+        "phase": "Running", "nodeName": "node1",
+        "interfaces": [
+          {"name": "default", "mac": "52:54:00:5a:6b:7c", "ipAddress": "10.0.2.2",
+           "ipAddresses": ["10.0.2.2", "fd10:0:2::2"], "interfaceName": "eth0",
+           "infoSource": "domain, guest-agent"}
+        ],
+        "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": null}],
+        "launcherPid": 42
+      }
+    }"#;
+    let vmi = parse_vmi("status.json", text).expect("parses");
+    assert_eq!(vmi.metadata.uid.as_deref(), Some("u-1"));
+    assert!(vmi.metadata.extra.contains_key("resourceVersion"));
+    let st = vmi.status.as_ref().expect("status");
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert_eq!(st.interfaces[0].ip_addresses.len(), 2);
+    assert_eq!(st.interfaces[0].interface_name.as_deref(), Some("eth0"));
+    assert_eq!(st.conditions[0].condition_type, "Ready");
+    // Launcher-specific extras are kept, not dropped.
+    assert_eq!(st.extra.get("launcherPid"), Some(&serde_json::json!(42)));
+    let back: serde_json::Value = serde_json::to_value(&vmi).expect("serialize");
+    assert_eq!(
+        back["status"]["interfaces"][0]["infoSource"],
+        "domain, guest-agent"
+    );
+    assert_eq!(back["metadata"]["resourceVersion"], "7");
+}
+
+#[test]
+fn read_instance_names_the_missing_file() {
+    let e = oxivirt_api::read_instance(std::path::Path::new("/nonexistent/vmi.yaml"))
+        .expect_err("no file");
+    assert!(matches!(e, Error::Read { .. }));
+    assert_eq!(e.to_string(), "failed to read /nonexistent/vmi.yaml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vm-2.yaml");
+    let vmi = oxivirt_api::read_instance(&path).expect("fixture reads");
+    assert_eq!(vmi.metadata.name.as_deref(), Some("testvm-2"));
+}
