@@ -533,3 +533,27 @@ fn read_instance_names_the_missing_file() {
     let vmi = oxivirt_api::read_instance(&path).expect("fixture reads");
     assert_eq!(vmi.metadata.name.as_deref(), Some("testvm-2"));
 }
+
+#[test]
+fn unbound_interfaces_get_bridge_and_unmodelled_bindings_are_refused() {
+    let unbound = SEED.replace("            bridge: {}\n", "");
+    let mut vmi = parse_instance("vm.yaml", &unbound).expect("parses");
+    assert_eq!(vmi.spec.domain.devices.interfaces[1].binding(), None);
+    set_defaults(&mut vmi.spec);
+    assert_eq!(
+        vmi.spec.domain.devices.interfaces[1].binding(),
+        Some(Binding::Bridge)
+    );
+    validate_vmi(&vmi).expect("valid");
+
+    let passt = SEED.replace("            bridge: {}\n", "            passt: {}\n");
+    let mut vmi = parse_instance("vm.yaml", &passt).expect("parses");
+    set_defaults(&mut vmi.spec);
+    assert_eq!(vmi.spec.domain.devices.interfaces[1].binding(), None);
+    let errs = validate_vmi(&vmi).expect_err("passt is not run by oxivirt");
+    has(
+        &errs,
+        "spec.domain.devices.interfaces[1].passt",
+        "spec.domain.devices.interfaces[1].passt is not supported by oxivirt",
+    );
+}
