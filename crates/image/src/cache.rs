@@ -243,3 +243,35 @@ pub fn sha256(bytes: &[u8]) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temp file nobody holds (its writer was killed) goes when the cache is opened; a
+    /// held one stays; a committed one has its final name and mode.
+    #[test]
+    fn abandoned_temp_files_are_swept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = Cache::open(dir.path()).expect("cache");
+        let abandoned = dir.path().join("tmp/blob-1-1");
+        fs::write(&abandoned, b"partial").expect("write");
+        let held = cache.temp("blob").expect("temp");
+        let again = Cache::open(dir.path()).expect("reopen");
+        assert!(!abandoned.exists());
+        assert!(held.path.exists());
+        let d = sha256(b"");
+        let dest = again.blob_path(&d);
+        held.commit(&dest, 0o444).expect("commit");
+        assert_eq!(again.blob(&d, Some(0)), Some(dest.clone()));
+        assert_eq!(again.blob(&d, Some(1)), None);
+        assert_eq!(
+            fs::metadata(&dest).expect("meta").permissions().mode() & 0o777,
+            0o444
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+            0
+        );
+    }
+}

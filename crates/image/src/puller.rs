@@ -9,7 +9,7 @@ use crate::reference::{Reference, DOCKER_HUB, DOCKER_HUB_ENDPOINT};
 use crate::transport::{HttpResponse, Transport, UreqTransport};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Manifests above this are refused (as containerd does): they are read into memory.
@@ -767,13 +767,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// For tests and tools that look into the cache.
-pub fn blob_path(cache_dir: &Path, digest: &str) -> PathBuf {
-    cache_dir
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
 }
 
 #[cfg(test)]
