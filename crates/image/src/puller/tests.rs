@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::disk::DiskFormat;
+use std::path::Path;
 use std::sync::Arc;
 
 type Reply = (u16, Vec<(String, String)>, Vec<u8>);
