@@ -3,8 +3,9 @@
 //! ```text
 //! <cache>/blobs/sha256/<hex>                   manifests, configs, layers (read-only, verified)
 //! <cache>/refs/<registry>/<repository>:<tag>   the digest a tag resolved to at the last pull
-//! <cache>/disks/<manifest hex>/<path in image> the extracted disk (read-only)
-//! <cache>/disks/<manifest hex>/default         symlink to the /disk/<name> found there
+//! <cache>/disks/<manifest hex>/fs/<path>       the extracted disk, at its path in the image
+//!                                              (read-only), e.g. `fs/disk/cirros.img`
+//! <cache>/disks/<manifest hex>/default         symlink to `fs/disk/<name>` (the /disk lookup)
 //! <cache>/tmp/                                 files being written (renamed into place)
 //! <cache>/locks/                               one flock file per blob / per disk
 //! ```

@@ -275,8 +275,10 @@ pub fn container_disk(cache: &Cache, image: &PulledImage, path: Option<&str>) ->
         move |source| Error::Cache { path: p, source }
     };
     let wanted = path.map(normalize);
+    // Files keep their path in the image under `fs/`, apart from the `default` link.
+    let files = dir.join("fs");
     let known = match &wanted {
-        Some(p) => Some(dir.join(p)),
+        Some(p) => Some(files.join(p)),
         None => fs::read_link(dir.join("default")).ok().map(|l| dir.join(l)),
     };
     if let Some(k) = known.filter(|k| k.is_file()) {
@@ -313,7 +315,7 @@ pub fn container_disk(cache: &Cache, image: &PulledImage, path: Option<&str>) ->
             path: format!("/{in_image}"),
         });
     };
-    let dest = dir.join(wanted.as_deref().unwrap_or(&in_image));
+    let dest = files.join(wanted.as_deref().unwrap_or(&in_image));
     if !dest.is_file() {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(cache_err(parent))?;
@@ -335,7 +337,8 @@ pub fn container_disk(cache: &Cache, image: &PulledImage, path: Option<&str>) ->
         let link = dir.join("default");
         let tmp_link = dir.join(format!(".default-{}", std::process::id()));
         let _ = fs::remove_file(&tmp_link);
-        std::os::unix::fs::symlink(&in_image, &tmp_link).map_err(cache_err(&tmp_link))?;
+        std::os::unix::fs::symlink(Path::new("fs").join(&in_image), &tmp_link)
+            .map_err(cache_err(&tmp_link))?;
         fs::rename(&tmp_link, &link).map_err(cache_err(&link))?;
     }
     finish(dest)

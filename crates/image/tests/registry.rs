@@ -316,7 +316,11 @@ fn pull_through_a_mirror_then_from_the_cache() {
     assert_eq!(puller.container_disk(&again, None).expect("disk"), d);
 
     reg.stop();
+    let started = std::time::Instant::now();
     let offline = pull_in(&ns, &puller, QUAY_REF, PullPolicy::IfNotPresent).expect("cache");
+    assert_eq!(puller.container_disk(&offline, None).expect("disk"), d);
+    // What a launcher start pays with the image cached (informational, not a bound).
+    eprintln!("cached pull + disk lookup: {:?}", started.elapsed());
     assert_eq!(offline.stats, Default::default());
     assert_eq!(offline.manifest_digest, img.manifest_digest);
     let e = pull_in(&ns, &puller, QUAY_REF, PullPolicy::Always).expect_err("registry gone");
