@@ -388,3 +388,44 @@ fn challenges_mirrors_and_endpoints() {
     let p = p.with_insecure_registries(vec!["reg.lan:5000".into()]);
     assert_eq!(p.endpoints("reg.lan:5000")[0].base, "http://reg.lan:5000");
 }
+
+/// Mirrors are tried in order while unreachable; the first that answers serves the pull.
+#[test]
+fn an_unreachable_mirror_moves_on_to_the_next() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (inner, log) = serve(image(&[layer(&[("disk/d.img", b"D")])]), false);
+    struct Down(Box<Fake>);
+    impl Transport for Down {
+        fn get(
+            &self,
+            url: &str,
+            headers: &[(&str, &str)],
+            allow_http: bool,
+        ) -> Result<HttpResponse, ureq::Error> {
+            if url.starts_with("http://down.example") {
+                return Err(ureq::Error::Io(
+                    std::io::ErrorKind::ConnectionRefused.into(),
+                ));
+            }
+            self.0.get(url, headers, allow_http)
+        }
+    }
+    let mirrors = [
+        "quay.io=http://down.example",
+        "quay.io=http://up.example:5000",
+    ]
+    .iter()
+    .map(|m| m.parse().expect("mirror"))
+    .collect();
+    let p = Puller::new(dir.path(), mirrors)
+        .expect("cache")
+        .with_progress(false)
+        .with_transport(Box::new(Down(inner)));
+    let img = p.pull(&demo(), PullPolicy::Always).expect("second mirror");
+    assert_eq!(img.stats.blob_requests, 2);
+    assert!(log
+        .lock()
+        .expect("log")
+        .iter()
+        .all(|(u, _)| u.starts_with("http://up.example:5000/v2/kubevirt/demo/")));
+}
