@@ -429,3 +429,54 @@ fn an_unreachable_mirror_moves_on_to_the_next() {
         .iter()
         .all(|(u, _)| u.starts_with("http://up.example:5000/v2/kubevirt/demo/")));
 }
+
+/// A gzip'd tar layer of links: `(name, link type, target)`.
+fn link_layer(files: &[(&str, &[u8])], links: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, *data).expect("tar entry");
+    }
+    for (name, kind, target) in links {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_entry_type(*kind);
+        b.append_link(&mut h, name, target).expect("tar link");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&b.into_inner().expect("tar")).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// The one entry under /disk may be a hard link or a symlink (resolved inside the image);
+/// a symlink that leads nowhere is not a disk.
+#[test]
+fn disks_behind_links() {
+    for (kind, target) in [
+        (tar::EntryType::Link, "images/real.img"),
+        (tar::EntryType::Symlink, "../images/real.img"),
+    ] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let l = link_layer(
+            &[("images/real.img", b"REAL")],
+            &[("disk/disk.img", kind, target)],
+        );
+        let (t, _) = serve(image(&[l]), false);
+        let p = puller(dir.path(), t);
+        let img = p.pull(&demo(), PullPolicy::Always).expect("pull");
+        let d = p.container_disk(&img, None).expect("disk");
+        assert_eq!(std::fs::read(&d.path).expect("read"), b"REAL", "{kind:?}");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let l = link_layer(
+        &[],
+        &[("disk/disk.img", tar::EntryType::Symlink, "/nowhere")],
+    );
+    let (t, _) = serve(image(&[l]), false);
+    let p = puller(dir.path(), t);
+    let img = p.pull(&demo(), PullPolicy::Always).expect("pull");
+    let e = p.container_disk(&img, None).expect_err("dangling");
+    assert!(matches!(e, Error::DiskNotRegularFile { .. }), "{e:?}");
+}
