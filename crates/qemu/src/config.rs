@@ -468,6 +468,8 @@ pub enum ValidationError {
     PciSlotsExhausted,
     #[error("smbios serial must be printable text")]
     SmbiosSerial,
+    #[error("console file descriptor {0} is not a descriptor")]
+    ConsoleFd(i32),
     #[error("{what} path must not be empty")]
     EmptyPath { what: &'static str },
 }
@@ -530,6 +532,11 @@ impl LaunchConfig {
         }
         if self.qmp_socket.as_os_str().is_empty() {
             return Err(ValidationError::EmptyPath { what: "QMP socket" });
+        }
+        if let Console::Fd(fd) = self.console {
+            if fd < 0 {
+                return Err(ValidationError::ConsoleFd(fd));
+            }
         }
         if let Console::Socket(p) = &self.console {
             if p.as_os_str().is_empty() {

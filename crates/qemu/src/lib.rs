@@ -16,3 +16,20 @@ pub use config::{
     MacAddr, Nic, NicModel, ParseError, PciAddress, Uuid, ValidationError, MAX_VCPUS,
     MIN_MEMORY_BYTES,
 };
+
+/// Everything this crate can fail with, for a caller that maps errors once at its
+/// boundary (the launcher's status reason and exit code). Each module's own error stays
+/// available for callers that match on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Accel(#[from] accel::AccelError),
+    #[error(transparent)]
+    Qmp(#[from] qmp::QmpError),
+    #[error(transparent)]
+    Start(#[from] supervisor::StartError),
+}

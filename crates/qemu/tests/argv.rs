@@ -376,6 +376,10 @@ fn validation_refuses_nonsense() {
         ValidationError::PciSlotsExhausted
     );
     assert_eq!(refused(|c| c.name = String::new()), ValidationError::Name);
+    assert_eq!(
+        refused(|c| c.console = Console::Fd(-1)),
+        ValidationError::ConsoleFd(-1)
+    );
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use oxivirt_qemu::qmp::{Event, EventKind, Qmp, RunState};
 use oxivirt_qemu::supervisor::{self, StartError, Started};
-use oxivirt_qemu::{Accel, Console, Disk, DiskBus, DiskFormat, LaunchConfig, Nic, NicModel};
+use oxivirt_qemu::{
+    Accel, Console, Disk, DiskBus, DiskFormat, Firmware, LaunchConfig, Nic, NicModel,
+};
 use oxivirt_testkit::cleanup::{self, Registration, TempDir};
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -299,6 +301,41 @@ fn the_seed_devices_are_accepted_and_placed() {
     for id in ["ua-containerdisk", "ua-cloudinitdisk", "ua-scratch"] {
         assert!(qdevs.iter().any(|q| q.contains(id)), "{id} in {qdevs:?}");
     }
+    s.qmp.cont().expect("cont");
+    assert_eq!(
+        s.qmp.query_status().expect("status").status,
+        RunState::Running
+    );
+    s.qmp.quit().expect("quit");
+    assert!(oxivirt_testkit::eventually(T, || matches!(
+        s.child.try_wait(),
+        Ok(Some(_))
+    )));
+}
+
+/// The EFI variant of the argv: OVMF's code read-only, a private copy of its variables.
+#[test]
+fn efi_firmware_starts() {
+    if !qemu_or_skip("real_qemu::efi_firmware_starts") {
+        return;
+    }
+    let (code, vars) = (
+        Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+        Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    );
+    if !code.exists() || !vars.exists() {
+        oxivirt_testkit::skip("real_qemu::efi_firmware_starts", "ovmf is not installed");
+        return;
+    }
+    let dir = TempDir::new("qemu").expect("temp dir");
+    let my_vars = dir.path().join("OVMF_VARS.fd");
+    std::fs::copy(vars, &my_vars).expect("copy vars");
+    let mut cfg = config(dir.path(), 64 << 20);
+    cfg.firmware = Firmware::Efi {
+        code: code.to_owned(),
+        vars: Some(my_vars),
+    };
+    let (mut s, _reg) = start(Command::new(QEMU), &cfg).expect("QEMU started with OVMF");
     s.qmp.cont().expect("cont");
     assert_eq!(
         s.qmp.query_status().expect("status").status,
