@@ -348,6 +348,142 @@ fn efi_firmware_starts() {
     )));
 }
 
+/// A 64 KiB flash image whose reset vector (its last 16 bytes, at 0xfffffff0) runs
+/// `code` in real mode: a stand-in guest for what only a guest can do.
+fn tiny_firmware(dir: &Path, code: &[u8]) -> std::path::PathBuf {
+    tiny_firmware_with(dir, code, &[])
+}
+
+/// The same with `start` at the image's first byte (CS:0000 after the reset, where a
+/// `jmp 0` at the reset vector leads).
+fn tiny_firmware_with(dir: &Path, code: &[u8], start: &[u8]) -> std::path::PathBuf {
+    let mut image = vec![0xF4u8; 64 * 1024]; // hlt everywhere else
+    let at = image.len() - 16;
+    image[at..at + code.len()].copy_from_slice(code);
+    image[..start.len()].copy_from_slice(start);
+    let path = dir.join("tiny-firmware.bin");
+    std::fs::write(&path, image).expect("firmware");
+    path
+}
+
+fn with_firmware(test: &str, code: &[u8]) -> Option<(TempDir, LaunchConfig)> {
+    if !qemu_or_skip(test) {
+        return None;
+    }
+    let dir = TempDir::new("qemu").expect("temp dir");
+    let mut cfg = config(dir.path(), 64 << 20);
+    cfg.firmware = Firmware::Efi {
+        code: tiny_firmware(dir.path(), code),
+        vars: None,
+    };
+    Some((dir, cfg))
+}
+
+/// A guest that panics (writes 1 to the pvpanic port 0x505): GUEST_PANICKED, then
+/// SHUTDOWN with reason guest-panic, and QEMU exits (`-action panic=shutdown`).
+#[test]
+fn a_guest_panic_is_reported_and_qemu_exits() {
+    // mov al, 1; mov dx, 0x505; out dx, al; hlt
+    let code = [0xB0, 0x01, 0xBA, 0x05, 0x05, 0xEE, 0xF4];
+    let Some((_dir, cfg)) =
+        with_firmware("real_qemu::a_guest_panic_is_reported_and_qemu_exits", &code)
+    else {
+        return;
+    };
+    assert!(cfg.pvpanic);
+    let (mut s, _reg) = start(Command::new(QEMU), &cfg).expect("QEMU started");
+    let events = s.qmp.events().expect("events");
+    s.qmp.cont().expect("cont");
+    assert!(matches!(
+        next_event(&events, |k| matches!(k, EventKind::GuestPanicked { .. })),
+        EventKind::GuestPanicked { ref action, .. } if action == "poweroff"
+    ));
+    assert_eq!(
+        next_event(&events, |k| matches!(k, EventKind::Shutdown { .. })),
+        EventKind::Shutdown {
+            guest: true,
+            reason: "guest-panic".into()
+        }
+    );
+    assert!(oxivirt_testkit::eventually(T, || matches!(
+        s.child.try_wait(),
+        Ok(Some(_))
+    )));
+}
+
+/// A guest that resets itself (0x06 to the ICH9 reset register 0xcf9): RESET with
+/// guest true; QEMU stays up (and the code resets again, until quit).
+#[test]
+fn a_guest_reset_is_reported() {
+    // mov al, 6; mov dx, 0xcf9; out dx, al; hlt
+    let code = [0xB0, 0x06, 0xBA, 0xF9, 0x0C, 0xEE, 0xF4];
+    let Some((_dir, cfg)) = with_firmware("real_qemu::a_guest_reset_is_reported", &code) else {
+        return;
+    };
+    let (mut s, _reg) = start(Command::new(QEMU), &cfg).expect("QEMU started");
+    let events = s.qmp.events().expect("events");
+    s.qmp.cont().expect("cont");
+    assert_eq!(
+        next_event(&events, |k| matches!(k, EventKind::Reset { .. })),
+        EventKind::Reset {
+            guest: true,
+            reason: "guest-reset".into()
+        }
+    );
+    s.qmp.quit().expect("quit");
+    assert!(oxivirt_testkit::eventually(T, || matches!(
+        s.child.try_wait(),
+        Ok(Some(_))
+    )));
+}
+
+/// The chosen console design for real: QEMU's serial port on one end of a socketpair the
+/// test keeps, and what the guest writes to COM1 arrives on the other end.
+#[test]
+fn guest_serial_output_arrives_on_the_passed_socket() {
+    if !qemu_or_skip("real_qemu::guest_serial_output_arrives_on_the_passed_socket") {
+        return;
+    }
+    let dir = TempDir::new("qemu").expect("temp dir");
+    // At the reset vector: jmp 0x0000 (to the image's first byte).
+    let reset = [0xE9, 0x0D, 0x00];
+    // mov dx, 0x3f8; mov si, 16; l: cs lodsb; test al, al; jz done; out dx, al; jmp l;
+    // done: hlt; then the message at offset 16.
+    let mut start = vec![
+        0xBA, 0xF8, 0x03, 0xBE, 0x10, 0x00, 0x2E, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF7,
+        0xF4,
+    ];
+    start.extend_from_slice(b"hello from the guest\n\0");
+    let mut cfg = config(dir.path(), 64 << 20);
+    cfg.firmware = Firmware::Efi {
+        code: tiny_firmware_with(dir.path(), &reset, &start),
+        vars: None,
+    };
+    let (relay, qemu_end) = UnixStream::pair().expect("socketpair");
+    cfg.console = Console::Fd(qemu_end.as_raw_fd());
+    let (mut s, _reg) = start_qemu(&cfg);
+    drop(qemu_end);
+    s.qmp.cont().expect("cont");
+    relay.set_read_timeout(Some(T)).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(b"\n") {
+        let n = std::io::Read::read(&mut &relay, &mut buf).expect("console read");
+        assert!(n > 0, "console closed after {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"hello from the guest\n");
+    s.qmp.quit().expect("quit");
+    assert!(oxivirt_testkit::eventually(T, || matches!(
+        s.child.try_wait(),
+        Ok(Some(_))
+    )));
+}
+
+fn start_qemu(cfg: &LaunchConfig) -> (Started, Registration) {
+    start(Command::new(QEMU), cfg).expect("QEMU started")
+}
+
 /// Guard against `Qmp` being unusable from several threads (the launcher shares it).
 #[allow(dead_code)]
 fn qmp_is_shareable(q: Qmp) -> impl Send + Sync {
