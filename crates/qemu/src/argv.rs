@@ -134,10 +134,12 @@ pub fn argv(cfg: &LaunchConfig) -> Vec<String> {
         &format!("size={}M", memory_mib(cfg.memory_bytes).unwrap_or(0)),
     ]);
     push(&["-no-user-config", "-nodefaults", "-display", "none"]);
-    push(&[
-        "-sandbox",
-        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-    ]);
+    if cfg.sandbox {
+        push(&[
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        ]);
+    }
     push(&["-msg", "timestamp=on"]);
     push(&["-S"]);
     // A guest panic powers the VM off (QEMU exits after GUEST_PANICKED and a SHUTDOWN

@@ -42,6 +42,10 @@ pub struct LaunchConfig {
     pub pvpanic: bool,
     /// A virtio-rng device fed from the host's `/dev/urandom`.
     pub rng: bool,
+    /// QEMU's seccomp sandbox (`-sandbox on`, with privilege changes, spawning and
+    /// resource control denied). On by default; off only for a QEMU built without
+    /// seccomp (Debian's has it).
+    pub sandbox: bool,
 }
 
 impl LaunchConfig {
@@ -63,6 +67,7 @@ impl LaunchConfig {
             qmp_socket: qmp,
             pvpanic: true,
             rng: true,
+            sandbox: true,
         }
     }
 }
