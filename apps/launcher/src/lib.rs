@@ -5,5 +5,6 @@
 pub mod args;
 pub mod control;
 pub mod network;
+pub mod plan;
 pub mod signals;
 pub mod state;

@@ -20,7 +20,8 @@ use std::time::Duration;
 /// How one VMI interface reaches its network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Binding {
-    /// The pod network behind NAT (`k6t-eth0`, `tap0`).
+    /// The pod network behind NAT (`k6t-eth0`, `tap0`); `v6` is used only when the pod
+    /// has IPv6.
     Masquerade {
         v4: ipnet::Ipv4Net,
         v6: Option<ipnet::Ipv6Net>,
@@ -273,9 +274,20 @@ fn wire(plan: &[NicPlan], state_dir: &Path, who: &GuestIdentity) -> Result<Wired
     let mut loading = None;
     for nic in plan {
         if let Binding::Masquerade { v4, v6, ports } = &nic.binding {
+            // The guest gets IPv6 only where the pod has it, as in KubeVirt.
+            let eth0 = nl
+                .require_link(&Names::primary().pod)
+                .map_err(|e| binding(&nic.name)(e.into()))?;
+            let pod_has_v6 = nl
+                .addresses(Some(eth0.index))
+                .map_err(Error::Netns)?
+                .iter()
+                .any(
+                    |a| matches!(a.addr, ipnet::IpNet::V6(n) if !n.addr().is_unicast_link_local()),
+                );
             let spec = MasqueradeSpec {
                 v4: *v4,
-                v6: *v6,
+                v6: v6.filter(|_| pod_has_v6),
                 ports: ports.clone(),
                 multiqueue: nic.multiqueue,
             };
