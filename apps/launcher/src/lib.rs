@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod control;
+pub mod launch;
 pub mod network;
 pub mod plan;
 pub mod signals;

@@ -3,8 +3,7 @@
 //! lives in the state directory, and the daemon drives it through the control socket
 //! (see the library side of this package).
 
-use anyhow::Context;
-use oxivirt_app_launcher::{args, state};
+use oxivirt_app_launcher::{args, launch, state};
 
 fn main() -> std::process::ExitCode {
     let args = match args::parse(std::env::args().skip(1)) {
@@ -24,13 +23,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &args::Args) -> anyhow::Result<()> {
-    let state = state::StateDir::claim(&args.state_dir)
-        .with_context(|| format!("state dir {}", args.state_dir.display()))?;
-    state
-        .write_status(&state::Status::default())
-        .context("write status.json")?;
-    anyhow::bail!(
-        "running a VM is not wired up yet: the VMI {} stays Pending (see issue 9's note)",
-        args.vmi.display()
-    )
+    match launch::run(args)? {
+        state::Phase::Succeeded => Ok(()),
+        phase => anyhow::bail!("the VM ended {phase:?}"),
+    }
 }

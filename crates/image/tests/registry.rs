@@ -7,240 +7,18 @@ use oxivirt_image::{
     overlay, DiskFormat, Error, Mirror, PullPolicy, PulledImage, Puller, Reference,
 };
 use oxivirt_netlink::NetNs;
-use oxivirt_testkit::cleanup::{self, TempDir};
-use oxivirt_testkit::{eventually, root_test, TestNs};
+use oxivirt_testkit::cleanup::TempDir;
+use oxivirt_testkit::registry::{sha256_hex, small_qcow2, Layout, Registry, PORT};
+use oxivirt_testkit::root_test;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::net::TcpListener;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const REPO: &str = "kubevirt/cirros-container-disk-demo";
 const QUAY_REF: &str = "quay.io/kubevirt/cirros-container-disk-demo:latest";
-const PORT: u16 = 5000;
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A registry process in a namespace; killed (and reaped) on drop.
-struct Registry {
-    ns: TestNs,
-    root: PathBuf,
-    child: Option<Child>,
-    _reg: cleanup::Registration,
-    _dir: TempDir,
-}
-
-impl Registry {
-    /// `auth` is extra YAML under `auth:` (empty for none).
-    fn start(auth: &str) -> Self {
-        let ns = TestNs::new("oxim");
-        let dir = TempDir::new("imgreg").expect("registry dir");
-        let root = dir.path().join("storage");
-        let config = dir.path().join("config.yml");
-        let auth = if auth.is_empty() {
-            String::new()
-        } else {
-            format!("auth:\n{auth}\n")
-        };
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: 127.0.0.1:{PORT}\n{auth}",
-                root.display()
-            ),
-        )
-        .expect("config");
-        let (child, reg) = cleanup::spawn(
-            Command::new("nsenter")
-                .arg(format!("--net={}", ns.path().display()))
-                .args(["docker-registry", "serve"])
-                .arg(&config)
-                .stdout(std::process::Stdio::null())
-                // Its own log (HEAD 404s while skopeo pushes) is kept for a failing test.
-                .stderr(std::fs::File::create(dir.path().join("registry.log")).expect("log")),
-        )
-        .expect("docker-registry");
-        let netns = NetNs::open(ns.path()).expect("netns");
-        assert!(
-            eventually(Duration::from_secs(20), || netns
-                .run(|| TcpStream::connect(("127.0.0.1", PORT)).is_ok())
-                .unwrap_or(false)),
-            "docker-registry did not listen"
-        );
-        Self {
-            ns,
-            root,
-            child: Some(child),
-            _reg: reg,
-            _dir: dir,
-        }
-    }
-
-    fn netns(&self) -> NetNs {
-        NetNs::open(self.ns.path()).expect("netns")
-    }
-
-    /// `skopeo copy` of an OCI layout (all its platforms) to `<repo>:<tag>` here.
-    fn push(&self, layout: &Path, repo: &str, tag: &str, creds: Option<&str>) {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.ns.path().display()))
-            .args(["skopeo", "--insecure-policy", "copy", "--all", "--quiet"])
-            .args(["--dest-tls-verify=false"]);
-        if let Some(c) = creds {
-            cmd.args(["--dest-creds", c]);
-        }
-        let out = cmd
-            .arg(format!("oci:{}:latest", layout.display()))
-            .arg(format!("docker://127.0.0.1:{PORT}/{repo}:{tag}"))
-            .output()
-            .expect("skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The file the registry serves a blob from.
-    fn blob_file(&self, digest: &str) -> PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.root
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Builds OCI image layouts: gzip'd tar layers, manifests, an optional index.
-struct Layout {
-    dir: PathBuf,
-}
-
-impl Layout {
-    fn new(dir: PathBuf) -> Self {
-        std::fs::create_dir_all(dir.join("blobs/sha256")).expect("layout");
-        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
-            .expect("oci-layout");
-        Self { dir }
-    }
-
-    fn blob(&self, media: &str, bytes: &[u8]) -> serde_json::Value {
-        let hex = sha256_hex(bytes);
-        std::fs::write(self.dir.join("blobs/sha256").join(&hex), bytes).expect("blob");
-        serde_json::json!({"mediaType": media, "digest": format!("sha256:{hex}"), "size": bytes.len()})
-    }
-
-    /// A manifest over one layer holding `files`; returns its descriptor.
-    fn image(&self, files: &[(&str, &[u8])]) -> serde_json::Value {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            b.append_data(&mut h, name, *data).expect("tar");
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&b.into_inner().expect("tar")).expect("gzip");
-        let layer = self.blob(
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-            &gz.finish().expect("gzip"),
-        );
-        let config = self.blob(
-            "application/vnd.oci.image.config.v1+json",
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-        );
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config, "layers": [layer],
-        });
-        self.blob(
-            "application/vnd.oci.image.manifest.v1+json",
-            &serde_json::to_vec(&manifest).expect("json"),
-        )
-    }
-
-    /// An index over `(os, arch, manifest)`; returns its descriptor.
-    fn index(&self, entries: &[(&str, &str, serde_json::Value)]) -> serde_json::Value {
-        let manifests: Vec<_> = entries
-            .iter()
-            .map(|(os, arch, d)| {
-                let mut d = d.clone();
-                d["platform"] = serde_json::json!({"os": os, "architecture": arch});
-                d
-            })
-            .collect();
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": manifests,
-        });
-        self.blob(
-            "application/vnd.oci.image.index.v1+json",
-            &serde_json::to_vec(&index).expect("json"),
-        )
-    }
-
-    /// Tags `top` as `latest` in the layout's index.json.
-    fn tag(&self, top: &serde_json::Value) {
-        let mut d = top.clone();
-        d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": [d]});
-        std::fs::write(
-            self.dir.join("index.json"),
-            serde_json::to_vec(&index).expect("json"),
-        )
-        .expect("index.json");
-    }
-}
-
-/// A few hundred KiB of qcow2 with a pattern written into it.
-fn small_qcow2(dir: &Path) -> Vec<u8> {
-    let p = dir.join("test.img");
-    oxivirt_testkit::sh(&[
-        "qemu-img",
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        &p.to_string_lossy(),
-        "1M",
-    ]);
-    oxivirt_testkit::sh(&[
-        "qemu-io",
-        "-f",
-        "qcow2",
-        "-c",
-        "write -P 0x5a 0 4k",
-        &p.to_string_lossy(),
-    ]);
-    std::fs::read(&p).expect("qcow2")
-}
 
 /// One pull made from a thread in the registry's namespace.
 fn pull_in(ns: &NetNs, puller: &Puller, r: &str, policy: PullPolicy) -> Result<PulledImage, Error> {
@@ -667,7 +445,7 @@ fn parallel_pulls_share_the_cache() {
     layout.tag(&m);
     reg.push(&layout.dir, REPO, "latest", None);
     let cache = work.path().join("cache");
-    let ns_path = reg.ns.path();
+    let ns_path = reg.ns_path().to_path_buf();
     let disks = oxivirt_testkit::parallel(4, |_| {
         let puller = Puller::new(&cache, mirror()).expect("puller");
         let ns = NetNs::open(&ns_path).expect("netns");
