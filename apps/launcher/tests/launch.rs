@@ -1,0 +1,259 @@
+//! `oxivirt-launcher` as a daemon starts it: from a "node" namespace holding a real
+//! registry (the containerDisk comes through the `quay.io` mirror), for a pod the CNI
+//! suite attached as for the seed's virt-launcher pod, with the seed's VM. The disk in the
+//! image is not bootable (the test guest belongs to the end-to-end test), so the guest sits
+//! in the BIOS: enough to see QEMU run in the pod on the bindings' taps, status.json,
+//! the console and control sockets, and that a stop puts everything back.
+
+use oxivirt_app_launcher::control::{request, Request};
+use oxivirt_app_launcher::state::{Phase, StateDir, Status};
+use oxivirt_testkit::cleanup::{self, TempDir};
+use oxivirt_testkit::cni_env::{links, Env};
+use oxivirt_testkit::registry::{small_qcow2, Layout, Registry, PORT};
+use oxivirt_testkit::{eventually, root_test};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+fn launcher_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_oxivirt-launcher"))
+}
+
+/// The seed's VM with a short grace period (the BIOS ignores ACPI power-down).
+fn seed_vmi(dir: &Path, grace: i64) -> PathBuf {
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seed/vm-2.yaml");
+    let mut vmi = oxivirt_api::read_instance(Path::new(seed)).expect("seed");
+    vmi.spec.termination_grace_period_seconds = Some(grace);
+    let path = dir.join("vmi.json");
+    std::fs::write(&path, serde_json::to_vec(&vmi).expect("json")).expect("vmi");
+    path
+}
+
+struct Launch {
+    child: Child,
+    _reg: cleanup::Registration,
+    state: PathBuf,
+}
+
+fn launch(env: &Env, vmi: &Path, state: &Path, cache: &Path) -> Launch {
+    let (child, reg) = cleanup::spawn(
+        Command::new("nsenter")
+            .arg(format!("--net={}", env.node.path().display()))
+            .arg(launcher_bin())
+            .arg("--netns")
+            .arg(env.pod.path())
+            .arg("--vmi")
+            .arg(vmi)
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--image-cache")
+            .arg(cache)
+            .args([
+                "--registry-mirror",
+                &format!("quay.io=http://127.0.0.1:{PORT}"),
+                "--accel",
+                "tcg",
+            ]),
+    )
+    .expect("launcher");
+    Launch {
+        child,
+        _reg: reg,
+        state: state.to_path_buf(),
+    }
+}
+
+fn status(state: &Path) -> Option<Status> {
+    StateDir::read_status(state).ok()
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let mut out = None;
+    assert!(
+        eventually(timeout, || {
+            out = child.try_wait().expect("wait");
+            out.is_some()
+        }),
+        "the launcher did not end"
+    );
+    out.expect("status")
+}
+
+#[root_test(
+    "docker-registry",
+    "skopeo",
+    "qemu-system-x86_64",
+    "qemu-img",
+    "nft",
+    "nsenter"
+)]
+fn the_seed_vm_runs_in_its_pod_and_a_stop_leaves_nothing() {
+    let env = Env::new();
+    let tmp = TempDir::new("launch").expect("tmp");
+    let mut reg = Registry::start_in(&env.node.path());
+    let layout = Layout::new(tmp.path().join("oci"));
+    let disk = small_qcow2(tmp.path());
+    let image = layout.image(&[("disk/disk.img", &disk)]);
+    layout.tag(&image);
+    reg.push(
+        &layout.dir,
+        "kubevirt/cirros-container-disk-demo",
+        "latest",
+        None,
+    );
+
+    let pod_net = env.attach("eth0", env.pod_network_conf(false));
+    let ext = env.attach("pod2df796c6902", env.seed_conf("0.3.1", json!({})));
+    let before = links(&env.pod);
+    let state = tmp.path().join("state");
+    let vmi = seed_vmi(tmp.path(), 1);
+    let mut l = launch(&env, &vmi, &state, &tmp.path().join("cache"));
+
+    let mut last = None;
+    let running = eventually(Duration::from_secs(60), || {
+        last = status(&l.state);
+        matches!(&last, Some(s) if s.phase == Phase::Running)
+            || matches!(&last, Some(s) if s.phase == Phase::Failed)
+    });
+    assert!(running, "no Running status: {last:?}");
+    let s = last.expect("status");
+    assert_eq!(s.phase, Phase::Running, "{s:?}");
+    assert_eq!(s.accelerator.as_deref(), Some("tcg"));
+    let qemu_pid = s.qemu_pid.expect("QEMU's pid");
+    assert_eq!(s.interfaces.len(), 2);
+    assert_eq!(
+        (
+            s.interfaces[0].name.as_str(),
+            s.interfaces[0].ip_address.as_deref()
+        ),
+        ("default", Some("10.0.2.2"))
+    );
+    assert_eq!(s.interfaces[0].interface_name.as_deref(), Some("eth0"));
+    assert_eq!(s.interfaces[1].name, "ext-net");
+    assert_eq!(
+        s.interfaces[1].mac,
+        ext.mac(),
+        "the guest takes the pod interface's MAC"
+    );
+    assert_eq!(s.interfaces[1].ip_address.as_deref(), Some("192.168.100.2"));
+
+    // QEMU runs in the pod's namespace, on the bindings' taps (KubeVirt's layout).
+    let own_ns = std::fs::read_link(format!("/proc/{qemu_pid}/ns/net")).expect("QEMU's netns");
+    let pod_ns = oxivirt_testkit::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &env.pod.name,
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(own_ns.display().to_string(), pod_ns.trim());
+    let now = links(&env.pod);
+    for l in [
+        "k6t-eth0",
+        "tap0",
+        "k6t-2df796c6902",
+        "tap2df796c6902",
+        "2df796c6902-nic",
+    ] {
+        assert!(now.iter().any(|n| n == l), "{l} missing in {now:?}");
+    }
+    let tap = env
+        .pod
+        .ip_json(&["-d", "link", "show", "dev", "tap2df796c6902"]);
+    assert_eq!(tap[0]["master"], "k6t-2df796c6902");
+    assert!(
+        tap[0]["operstate"] == "UP" || tap[0]["operstate"] == "UNKNOWN",
+        "QEMU holds the tap: {tap}"
+    );
+
+    // The control socket, and the console socket taking a client.
+    let control = l.state.join("control.sock");
+    let paused = request(&control, &Request::Pause).expect("pause");
+    assert!(paused.ok, "{paused:?}");
+    assert!(eventually(Duration::from_secs(5), || status(&l.state)
+        .is_some_and(|s| s.paused)));
+    assert!(request(&control, &Request::Unpause).expect("unpause").ok);
+    assert!(eventually(Duration::from_secs(5), || status(&l.state)
+        .is_some_and(|s| !s.paused)));
+    std::os::unix::net::UnixStream::connect(l.state.join("console.sock")).expect("console");
+
+    // A second launcher on the same state dir is refused.
+    let second = Command::new(launcher_bin())
+        .args(["--netns", "/nonexistent", "--vmi"])
+        .arg(&vmi)
+        .arg("--state-dir")
+        .arg(&l.state)
+        .output()
+        .expect("second launcher");
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another launcher runs"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    // SIGTERM: ACPI power-down, the BIOS ignores it, QEMU ends after the grace period.
+    // SAFETY: kill on the launcher's pid, our child, not yet reaped.
+    unsafe { libc::kill(l.child.id() as libc::pid_t, libc::SIGTERM) };
+    let exit = wait_exit(&mut l.child, Duration::from_secs(30));
+    assert!(exit.success(), "launcher: {exit}");
+    let end = status(&l.state).expect("final status");
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert!(
+        !Path::new(&format!("/proc/{qemu_pid}")).exists(),
+        "QEMU is gone"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || links(&env.pod) == before),
+        "the pod is as CNI left it: {:?} != {before:?}",
+        links(&env.pod)
+    );
+    let no_nat = || !env.pod.sh(&["nft", "list", "tables"]).contains("nat");
+    assert!(
+        eventually(Duration::from_secs(5), no_nat),
+        "the nat tables are gone"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&l.state)
+        .expect("state dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".json") || n.starts_with('.'))
+        .collect();
+    left.sort();
+    // The lock file stays (it is the directory's claim); sockets, the overlay, the ISO
+    // and the bindings' records go.
+    assert_eq!(left, ["launcher.lock"], "left in the state dir");
+    reg.stop();
+    env.detach(&ext);
+    env.detach(&pod_net);
+}
+
+#[root_test("nsenter")]
+fn a_vmi_the_launcher_cannot_run_is_refused_before_anything_is_made() {
+    let env = Env::new();
+    let tmp = TempDir::new("launch").expect("tmp");
+    let before = links(&env.pod);
+    let vmi = tmp.path().join("vmi.yaml");
+    std::fs::write(
+        &vmi,
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: bad\n\
+         spec:\n  domain:\n    devices:\n      interfaces:\n      - name: default\n        masquerade: {}\n\
+         \n    resources:\n      requests:\n        memory: 64M\n  networks:\n  - name: other\n    pod: {}\n",
+    )
+    .expect("vmi");
+    let state = tmp.path().join("state");
+    let mut l = launch(&env, &vmi, &state, &tmp.path().join("cache"));
+    let exit = wait_exit(&mut l.child, Duration::from_secs(30));
+    assert!(!exit.success());
+    let s = status(&state).expect("status");
+    assert_eq!(s.phase, Phase::Failed);
+    let reason = s.reason.unwrap_or_default();
+    assert!(
+        reason.contains("spec.domain.devices.interfaces"),
+        "{reason}"
+    );
+    assert_eq!(links(&env.pod), before, "nothing made in the pod");
+    assert!(!tmp.path().join("cache").exists(), "no image cache touched");
+}
