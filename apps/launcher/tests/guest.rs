@@ -1,0 +1,228 @@
+//! The seed article end to end at the launcher's level, with the real test guest
+//! (`scripts/guest.sh`) pushed as `kubevirt/cirros-container-disk-demo` to a registry in
+//! the "node" namespace: the pod is attached as the seed's virt-launcher pod (pod network
+//! on `eth0`, `multus-br` as `pod2df796c6902` on `multus-bridge`, whose uplink leads to an
+//! "outside" namespace holding 192.168.100.1/24), the launcher runs the seed's VM, and
+//! everything is checked from where a user would look: the serial console (login, the
+//! guest's addresses, hostname and user-data, a ping out), the outside namespace (ping and
+//! HTTP to the guest), and after SIGTERM a guest that powered itself off and a pod as CNI
+//! left it.
+
+use oxivirt_app_launcher::state::{Phase, StateDir, Status};
+use oxivirt_testkit::cleanup::{self, TempDir};
+use oxivirt_testkit::cni_env::{links, Env};
+use oxivirt_testkit::registry::{Registry, PORT};
+use oxivirt_testkit::{eventually, root_test, TestNs};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The test guest's OCI layout, built (or found in the cache) by `scripts/guest.sh`.
+fn guest_image() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/guest.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("scripts/guest.sh");
+    assert!(out.status.success(), "scripts/guest.sh failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("the OCI layout's path").trim())
+}
+
+/// The serial console, read with a deadline.
+struct Console {
+    sock: UnixStream,
+    seen: String,
+}
+
+impl Console {
+    fn open(path: &Path) -> Self {
+        let sock = UnixStream::connect(path).expect("console.sock");
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        Self {
+            sock,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `what` has appeared after `from` (a byte offset in what was seen);
+    /// returns the offset just past it.
+    fn expect(&mut self, from: usize, what: &str, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.seen.get(from..).and_then(|s| s.find(what)) {
+                return from + i + what.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "console: {what:?} did not appear; the console said:\n{}",
+                self.seen
+            );
+            let mut buf = [0u8; 4096];
+            match self.sock.read(&mut buf) {
+                Ok(0) => panic!("console closed; it said:\n{}", self.seen),
+                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("console: {e}"),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.sock
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("console write");
+    }
+
+    /// Runs `cmd` in the logged-in shell and returns what it printed.
+    fn run(&mut self, cmd: &str) -> String {
+        let at = self.seen.len();
+        self.send(&format!("{cmd}; echo END-OF-$((6*7))"));
+        let end = self.expect(at, "END-OF-42", Duration::from_secs(30));
+        let out = &self.seen[at..end];
+        out.to_string()
+    }
+}
+
+/// The seed's node: `multus-bridge` with an uplink to an "outside" namespace holding the
+/// article's gateway 192.168.100.1/24.
+fn outside_world(env: &Env) -> TestNs {
+    let outside = TestNs::new("oxo");
+    env.node
+        .sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"]);
+    env.node.sh(&["ip", "link", "set", "multus-bridge", "up"]);
+    env.node.sh(&[
+        "ip", "link", "add", "enp8s0", "type", "veth", "peer", "name", "eth0", "netns", &outside.name,
+    ]);
+    env.node
+        .sh(&["ip", "link", "set", "enp8s0", "master", "multus-bridge", "up"]);
+    outside.sh(&["ip", "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
+    outside.sh(&["ip", "link", "set", "eth0", "up"]);
+    outside
+}
+
+fn status(state: &Path) -> Option<Status> {
+    StateDir::read_status(state).ok()
+}
+
+#[root_test(
+    "docker-registry",
+    "skopeo",
+    "qemu-system-x86_64",
+    "nft",
+    "nsenter",
+    "busybox"
+)]
+fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
+    let image = guest_image();
+    let env = Env::new();
+    let tmp = TempDir::new("guest").expect("tmp");
+    let outside = outside_world(&env);
+    let mut reg = Registry::start_in(&env.node.path());
+    reg.push(&image, "kubevirt/cirros-container-disk-demo", "latest", None);
+    let pod_net = env.attach("eth0", env.pod_network_conf(false));
+    let ext = env.attach("pod2df796c6902", env.seed_conf("0.3.1", json!({})));
+    let before = links(&env.pod);
+
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seed/vm-2.yaml");
+    let state = tmp.path().join("state");
+    let (mut child, _reg) = cleanup::spawn(
+        Command::new("nsenter")
+            .arg(format!("--net={}", env.node.path().display()))
+            .arg(env!("CARGO_BIN_EXE_oxivirt-launcher"))
+            .arg("--netns")
+            .arg(env.pod.path())
+            .args(["--vmi", seed])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--image-cache")
+            .arg(tmp.path().join("cache"))
+            .args([
+                "--registry-mirror",
+                &format!("quay.io=http://127.0.0.1:{PORT}"),
+                "--accel",
+                "auto",
+            ]),
+    )
+    .expect("launcher");
+    let mut last = None;
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            last = status(&state);
+            matches!(&last, Some(s) if matches!(s.phase, Phase::Running | Phase::Failed))
+        }),
+        "no Running status: {last:?}"
+    );
+    assert_eq!(last.as_ref().map(|s| s.phase), Some(Phase::Running), "{last:?}");
+
+    // The console: boot output from before anyone attached, then a login as the seed's.
+    let mut con = Console::open(&state.join("console.sock"));
+    let at = con.expect(0, "login:", Duration::from_secs(180));
+    con.send("cirros");
+    let at = con.expect(at, "Password:", Duration::from_secs(30));
+    con.send("gocubsgo");
+    con.expect(at, "$ ", Duration::from_secs(30));
+    // Both leases, as the guest applied them.
+    let mut addrs = String::new();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            addrs = con.run("ip -4 -o addr show");
+            addrs.contains("10.0.2.2/24") && addrs.contains("192.168.100.2/24")
+        }),
+        "the guest's addresses: {addrs}"
+    );
+    let links_in_guest = con.run("ip -o link show eth1");
+    assert!(
+        links_in_guest.contains(&ext.mac()),
+        "eth1 has the pod interface's MAC {}: {links_in_guest}",
+        ext.mac()
+    );
+    assert!(con.run("hostname").contains("testvm-2"));
+    // The seed's userDataBase64 is `Hi.\n` (the two characters backslash and n).
+    let ud = con.run("cat /var/lib/cloud/user-data");
+    assert!(ud.contains("Hi.\\n"), "user-data: {ud}");
+    let ping = con.run("ping -c 1 -W 3 192.168.100.1 && echo PING-OK");
+    assert!(ping.contains("PING-OK"), "guest → outside: {ping}");
+
+    // From outside the node, over the bridged NIC.
+    let p = outside.exec(&["ping", "-c", "1", "-W", "3", "192.168.100.2"]);
+    assert!(p.status.success(), "outside → guest ping failed");
+    let page = outside.sh(&["busybox", "wget", "-q", "-O", "-", "-T", "10", "http://192.168.100.2/"]);
+    assert!(page.contains("testvm-2"), "HTTP from outside: {page}");
+
+    // SIGTERM: ACPI power-down; the guest powers itself off well within the grace period.
+    // SAFETY: kill on the launcher's pid, our child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut exit = None;
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            exit = child.try_wait().expect("wait");
+            exit.is_some()
+        }),
+        "the launcher did not end"
+    );
+    assert!(exit.is_some_and(|e| e.success()), "launcher: {exit:?}");
+    let end = status(&state).expect("final status");
+    assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
+    assert!(
+        end.reason.as_deref().is_some_and(|r| r.contains("guest-shutdown")),
+        "the guest powered itself off: {end:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || links(&env.pod) == before),
+        "the pod is as CNI left it: {:?} != {before:?}",
+        links(&env.pod)
+    );
+    reg.stop();
+    env.detach(&ext);
+    env.detach(&pod_net);
+}
