@@ -20,7 +20,7 @@ fi
 need=()
 [ -f /usr/src/linux-source-6.1.tar.xz ] || need+=(linux-source-6.1)
 for p in build-essential bc bison flex libelf-dev libssl-dev busybox-static dhcpcd-base mtools \
-  syslinux syslinux-common dosfstools fdisk cpio xz-utils skopeo docker-registry genisoimage; do
+  syslinux syslinux-common dosfstools fdisk cpio xz-utils lz4 skopeo docker-registry genisoimage; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -8,12 +8,22 @@
 #
 # Layout of $OXIVIRT_CACHE/guest:
 #   kernel-<key>/   bzImage, config      (key: the kernel recipe below + linux-source version)
-#   <key>/          bzImage, initramfs.cpio.gz, disk.img (raw, bootable), disk.qcow2 (if qemu-img),
+#   <key>/          bzImage, initramfs.cpio.lz4, disk.img (raw, bootable), disk.qcow2 (if qemu-img),
 #                   oci/ (the containerDisk: disk/guest.img owned 107:107)
 #                   (key: this whole script + the package versions it builds from)
 # Each is built in a temporary directory beside it and renamed into place, under a lock, so
-# concurrent callers build once and readers never see half an image.
+# concurrent callers build once and readers never see half an image. Old keys are not pruned
+# (another checkout may still use them).
+#
+# The guest (64 MiB is enough, TCG or KVM): console and login on the first serial port (ttyS0,
+# 115200), the disk on any virtio/SATA/SCSI bus (SeaBIOS boots it), the NoCloud volume (ISO9660
+# labelled cidata) as a virtio disk or a cdrom; users cirros/gocubsgo and root (no password),
+# `sudo -i` for root; every ethN gets DHCPv4 (udhcpc), eth0 also IPv6 (RA + DHCPv6 via dhcpcd);
+# httpd on port 80 serves a page with the hostname; ACPI power button -> poweroff; pvpanic.
 set -euo pipefail
+# All in one compound command: bash parses it whole before running it, so editing or checking
+# out this file while a build runs cannot change what the running build does.
+{
 
 say() { echo "guest.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -23,7 +33,7 @@ root=${OXIVIRT_CACHE:-/var/cache/oxivirt}/guest
 jobs=${OXIVIRT_GUEST_JOBS:-2}
 ksrc=/usr/src/linux-source-6.1.tar.xz
 
-for t in busybox sfdisk mkfs.vfat mcopy syslinux cpio gzip python3 sha256sum flock make; do
+for t in busybox sfdisk mkfs.vfat mcopy syslinux cpio gzip lz4 python3 sha256sum flock make; do
   command -v "$t" >/dev/null || die "$t missing: run scripts/deps.sh"
 done
 [ -f "$ksrc" ] || die "$ksrc missing: run scripts/deps.sh (linux-source-6.1)"
@@ -33,7 +43,7 @@ pkgver() { dpkg-query -W -f='${Package}=${Version} ' "$@" 2>/dev/null || true; }
 # Kernel options on top of tinyconfig. Every one is checked after olddefconfig, so a lost
 # dependency fails the build instead of booting a guest without it.
 kconfig_y=(
-  64BIT SMP HYPERVISOR_GUEST PARAVIRT KVM_GUEST NO_HZ_IDLE
+  KERNEL_LZ4 64BIT SMP HYPERVISOR_GUEST PARAVIRT KVM_GUEST NO_HZ_IDLE
   PRINTK BUG MULTIUSER FUTEX EPOLL SIGNALFD TIMERFD EVENTFD SHMEM AIO FILE_LOCKING POSIX_TIMERS
   SYSCTL PROC_FS PROC_SYSCTL SYSFS TMPFS DEVTMPFS BLK_DEV_INITRD RD_GZIP BINFMT_ELF BINFMT_SCRIPT
   TTY UNIX98_PTYS SERIAL_8250 SERIAL_8250_CONSOLE VIRTIO_CONSOLE
@@ -42,10 +52,12 @@ kconfig_y=(
   BLOCK BLK_DEV SCSI BLK_DEV_SD BLK_DEV_SR SCSI_LOWLEVEL SCSI_VIRTIO ATA SATA_AHCI ATA_SFF ATA_BMDMA ATA_PIIX
   EXT4_FS ISO9660_FS JOLIET MSDOS_FS VFAT_FS NLS NLS_CODEPAGE_437 NLS_ISO8859_1 NLS_UTF8
   NET UNIX INET IPV6 PACKET
-  PVPANIC PVPANIC_MMIO PVPANIC_PCI
+  PVPANIC PVPANIC_MMIO PVPANIC_PCI MAGIC_SYSRQ RTC_CLASS RTC_HCTOSYS RTC_DRV_CMOS
 )
+# LZ4, not tinyconfig's XZ: a bigger bzImage, but TCG unpacks XZ for most of a second.
+kconfig_n=(KERNEL_XZ RD_BZIP2 RD_LZMA RD_XZ RD_LZO RD_ZSTD)
 kconfig_val=(SERIAL_8250_NR_UARTS=4 SERIAL_8250_RUNTIME_UARTS=4 NR_CPUS=8)
-kernel_recipe="v1 ${kconfig_y[*]} ${kconfig_val[*]} $(pkgver linux-source-6.1)"
+kernel_recipe="v1 ${kconfig_y[*]} / ${kconfig_n[*]} / ${kconfig_val[*]} $(pkgver linux-source-6.1)"
 kkey=$(printf '%s' "$kernel_recipe" | sha256sum | cut -c1-16)
 gkey=$(cat "$self" <(pkgver linux-source-6.1 busybox-static syslinux syslinux-common) | sha256sum | cut -c1-16)
 kdir=$root/kernel-$kkey
@@ -72,13 +84,15 @@ build_kernel() {
   "${mk[@]}" tinyconfig >&2
   local args=() o
   for o in "${kconfig_y[@]}"; do args+=(--enable "$o"); done
+  for o in "${kconfig_n[@]}"; do args+=(--disable "$o"); done
   for o in "${kconfig_val[@]}"; do args+=(--set-val "${o%%=*}" "${o#*=}"); done
   "$src/scripts/config" --file "$src/.config" "${args[@]}"
   "${mk[@]}" olddefconfig >&2
   local missing=()
   for o in "${kconfig_y[@]}"; do grep -qx "CONFIG_$o=y" "$src/.config" || missing+=("$o"); done
+  for o in "${kconfig_n[@]}"; do grep -qx "# CONFIG_$o is not set" "$src/.config" || missing+=("!$o"); done
   for o in "${kconfig_val[@]}"; do grep -qx "CONFIG_$o" "$src/.config" || missing+=("$o"); done
-  [ ${#missing[@]} -eq 0 ] || die "kernel options lost by olddefconfig: ${missing[*]}"
+  [ ${#missing[@]} -eq 0 ] || die "kernel options not as asked after olddefconfig: ${missing[*]}"
   say "kernel: make -j$jobs bzImage (several minutes)"
   local t0=$SECONDS
   "${mk[@]}" -j"$jobs" bzImage >&2
@@ -174,20 +188,21 @@ ip link set lo up
 echo "oxivirt test guest: $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpu(s), $(awk '/MemTotal/{print $2}' /proc/meminfo) kB"
 /sbin/acpid -l /var/log/acpid.log
 
-/etc/init.d/cloud-init
-
 # Every NIC: DHCPv4 with udhcpc; on eth0 also IPv6 (RA + DHCPv6 through dhcpcd).
 for p in /sys/class/net/eth*; do
   [ -e "$p" ] || continue
   i=${p##*/}
   ip link set "$i" up
-  udhcpc -f -S -i "$i" -s /etc/udhcpc.script -T 1 -t 60 -A 1 -x hostname:"$(hostname)" \
-    -p /run/udhcpc.$i.pid >/dev/console 2>&1 &
+  udhcpc -f -S -i "$i" -s /etc/udhcpc.script -T 1 -t 60 -A 1 -p /run/udhcpc.$i.pid \
+    >/dev/console 2>&1 &
 done
 if [ -e /sys/class/net/eth0 ]; then
-  sysctl -qw net.ipv6.conf.eth0.accept_ra=2
-  dhcpcd -6 -b -q -f /etc/dhcpcd.conf eth0 >/dev/console 2>&1
+  sysctl -qw net.ipv6.conf.eth0.accept_ra=2 # dhcpcd takes RAs over when it starts
+  # In the background: its privilege separation takes a second under TCG.
+  dhcpcd -6 -b -q -f /etc/dhcpcd.conf eth0 >/dev/console 2>&1 &
 fi
+
+/etc/init.d/cloud-init
 
 /etc/init.d/www
 httpd -p 80 -h /var/www
@@ -288,7 +303,7 @@ EOF
 build_initramfs() {
   # Owned by root whatever the builder's files say; sorted so the archive is reproducible.
   (cd "$rootfs" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) \
-    | gzip -9n >"$out/initramfs.cpio.gz"
+    | lz4 -l -9 -q >"$out/initramfs.cpio.lz4" # -l: the legacy frame the kernel reads
 }
 
 # ---- disk: MBR + one FAT16 partition with SYSLINUX, the kernel and the initramfs --------------
@@ -309,12 +324,12 @@ PROMPT 0
 TIMEOUT 0
 LABEL linux
   KERNEL /bzImage
-  INITRD /initrd.gz
+  INITRD /initrd.lz4
   APPEND console=ttyS0,115200 loglevel=4
 EOF
   MTOOLS_SKIP_CHECK=1 mcopy -o -i "$img@@$off" "$work/syslinux.cfg" ::/syslinux.cfg
   MTOOLS_SKIP_CHECK=1 mcopy -o -i "$img@@$off" "$out/bzImage" ::/bzImage
-  MTOOLS_SKIP_CHECK=1 mcopy -o -i "$img@@$off" "$out/initramfs.cpio.gz" ::/initrd.gz
+  MTOOLS_SKIP_CHECK=1 mcopy -o -i "$img@@$off" "$out/initramfs.cpio.lz4" ::/initrd.lz4
   if command -v qemu-img >/dev/null; then
     qemu-img convert -c -f raw -O qcow2 "$img" "$out/disk.qcow2"
   fi
@@ -389,5 +404,7 @@ build_initramfs
 build_disk
 build_oci
 mv "$out" "$gdir"
-say "built $gdir in $((SECONDS - t0)) s (initramfs $(stat -c %s "$gdir/initramfs.cpio.gz") bytes)"
+say "built $gdir in $((SECONDS - t0)) s (initramfs $(stat -c %s "$gdir/initramfs.cpio.lz4") bytes)"
 echo "$gdir/oci"
+exit 0
+}
