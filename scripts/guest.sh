@@ -15,10 +15,10 @@
 # concurrent callers build once and readers never see half an image. Old keys are not pruned
 # (another checkout may still use them).
 #
-# The guest (64 MiB is enough, TCG or KVM): console and login on the first serial port (ttyS0,
-# 115200), the disk on any bus SeaBIOS boots from, the NoCloud volume (ISO9660 labelled cidata)
-# as a virtio-blk disk or a virtio-scsi disk/cdrom (not SATA: the kernel has no libata); users cirros/gocubsgo and root (no password),
-# `sudo -i` for root; every ethN gets DHCPv4 (udhcpc), eth0 also IPv6 (RA + DHCPv6 via dhcpcd);
+# The guest (64 MiB is plenty, 40 MiB boots; TCG or KVM): console and login on the first serial
+# port (ttyS0, 115200); the disk on any bus SeaBIOS boots from; the NoCloud volume (ISO9660
+# labelled cidata) as a virtio-blk disk or a virtio-scsi disk/cdrom (not SATA: the kernel has no
+# libata); users cirros/gocubsgo and root (no password), `sudo -i` for root; every ethN gets DHCPv4 (udhcpc), eth0 also IPv6 (RA + DHCPv6 via dhcpcd);
 # httpd on port 80 serves a page with the hostname; ACPI power button -> poweroff; pvpanic.
 set -euo pipefail
 # All in one compound command: bash parses it whole before running it, so editing or checking
@@ -62,7 +62,7 @@ kconfig_n=(KERNEL_XZ RD_BZIP2 RD_LZMA RD_XZ RD_LZO RD_ZSTD ATA)
 kconfig_val=(SERIAL_8250_NR_UARTS=4 SERIAL_8250_RUNTIME_UARTS=4 NR_CPUS=8)
 kernel_recipe="v1 ${kconfig_y[*]} / ${kconfig_n[*]} / ${kconfig_val[*]} $(pkgver linux-source-6.1)"
 kkey=$(printf '%s' "$kernel_recipe" | sha256sum | cut -c1-16)
-gkey=$(cat "$self" <(pkgver linux-source-6.1 busybox-static syslinux syslinux-common) | sha256sum | cut -c1-16)
+gkey=$(cat "$self" <(pkgver linux-source-6.1 busybox-static dhcpcd-base libc6 syslinux syslinux-common) | sha256sum | cut -c1-16)
 kdir=$root/kernel-$kkey
 gdir=$root/$gkey
 
@@ -70,7 +70,7 @@ if [ -f "$gdir/oci/index.json" ]; then echo "$gdir/oci"; exit 0; fi
 
 mkdir -p "$root"
 exec 9>"$root/.lock"
-say "waiting for the cache lock $root/.lock"
+say "taking the cache lock $root/.lock"
 flock 9
 if [ -f "$gdir/oci/index.json" ]; then echo "$gdir/oci"; exit 0; fi
 
