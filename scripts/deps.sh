@@ -16,3 +16,30 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# The test guest (scripts/guest.sh) and booting it: kernel source and build tools, busybox,
+# dhcpcd (the guest's DHCPv6 client), disk tools, a registry and skopeo to serve it, QEMU.
+need=()
+[ -f /usr/src/linux-source-6.1.tar.xz ] || need+=(linux-source-6.1)
+for p in build-essential bc bison flex libelf-dev libssl-dev busybox-static dhcpcd-base mtools \
+  syslinux syslinux-common dosfstools fdisk cpio xz-utils lz4 skopeo docker-registry genisoimage; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# QEMU comes from backports: bookworm's 7.2 conflicts with the preinstalled backports qemu-utils.
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "adding the bookworm-backports apt source"
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      >/etc/apt/sources.list.d/bookworm-backports.sources
+  fi
+  echo "installing: qemu-system-x86 (bookworm-backports)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+fi
