@@ -231,7 +231,9 @@ umount /mnt/cidata
 echo "cloud-init: NoCloud data from $found"
 md=/var/lib/cloud/meta-data
 if [ -f $md ]; then
-  h=$(sed -n 's/^[[:space:]{]*"\{0,1\}local-hostname"\{0,1\}[[:space:]]*:[[:space:]]*"\{0,1\}\([^",}[:space:]]*\).*/\1/p' $md | head -n1)
+  # KubeVirt writes meta-data as one line of JSON; YAML (`local-hostname: x`) works too.
+  h=$(sed -n 's/.*"local-hostname"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' $md | head -n1)
+  [ -n "$h" ] || h=$(sed -n 's/^[[:space:]]*local-hostname[[:space:]]*:[[:space:]]*\([^[:space:]]*\).*/\1/p' $md | head -n1)
   if [ -n "$h" ]; then
     echo "$h" >/etc/hostname
     hostname "$h"

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+# The test guest the launcher's end-to-end test boots (cached outside the repo; the first
+# build compiles a small kernel, about 7 minutes on 2 cores).
+bash scripts/guest.sh >/dev/null
 cargo build --workspace --all-targets --quiet
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest keeps a passing test's stderr to itself: without root, show it, so the

@@ -101,10 +101,27 @@ fn outside_world(env: &Env) -> TestNs {
         .sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"]);
     env.node.sh(&["ip", "link", "set", "multus-bridge", "up"]);
     env.node.sh(&[
-        "ip", "link", "add", "enp8s0", "type", "veth", "peer", "name", "eth0", "netns", &outside.name,
+        "ip",
+        "link",
+        "add",
+        "enp8s0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &outside.name,
     ]);
-    env.node
-        .sh(&["ip", "link", "set", "enp8s0", "master", "multus-bridge", "up"]);
+    env.node.sh(&[
+        "ip",
+        "link",
+        "set",
+        "enp8s0",
+        "master",
+        "multus-bridge",
+        "up",
+    ]);
     outside.sh(&["ip", "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
     outside.sh(&["ip", "link", "set", "eth0", "up"]);
     outside
@@ -128,7 +145,12 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
     let tmp = TempDir::new("guest").expect("tmp");
     let outside = outside_world(&env);
     let mut reg = Registry::start_in(&env.node.path());
-    reg.push(&image, "kubevirt/cirros-container-disk-demo", "latest", None);
+    reg.push(
+        &image,
+        "kubevirt/cirros-container-disk-demo",
+        "latest",
+        None,
+    );
     let pod_net = env.attach("eth0", env.pod_network_conf(false));
     let ext = env.attach("pod2df796c6902", env.seed_conf("0.3.1", json!({})));
     let before = links(&env.pod);
@@ -162,7 +184,11 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
         }),
         "no Running status: {last:?}"
     );
-    assert_eq!(last.as_ref().map(|s| s.phase), Some(Phase::Running), "{last:?}");
+    assert_eq!(
+        last.as_ref().map(|s| s.phase),
+        Some(Phase::Running),
+        "{last:?}"
+    );
 
     // The console: boot output from before anyone attached, then a login as the seed's.
     let mut con = Console::open(&state.join("console.sock"));
@@ -196,8 +222,21 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
     // From outside the node, over the bridged NIC.
     let p = outside.exec(&["ping", "-c", "1", "-W", "3", "192.168.100.2"]);
     assert!(p.status.success(), "outside → guest ping failed");
-    let page = outside.sh(&["busybox", "wget", "-q", "-O", "-", "-T", "10", "http://192.168.100.2/"]);
-    assert!(page.contains("testvm-2"), "HTTP from outside: {page}");
+    let mut page = String::new();
+    let served = eventually(Duration::from_secs(30), || {
+        let o = outside.exec(&["curl", "-sS", "-m", "5", "http://192.168.100.2/"]);
+        page = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.status.success() && page.contains("testvm-2")
+    });
+    assert!(
+        served,
+        "HTTP from outside: {page}; the guest says: {}",
+        con.run("ps; netstat -ltn")
+    );
 
     // SIGTERM: ACPI power-down; the guest powers itself off well within the grace period.
     // SAFETY: kill on the launcher's pid, our child, not yet reaped.
@@ -214,7 +253,9 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
     let end = status(&state).expect("final status");
     assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
     assert!(
-        end.reason.as_deref().is_some_and(|r| r.contains("guest-shutdown")),
+        end.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("guest-shutdown")),
         "the guest powered itself off: {end:?}"
     );
     assert!(
