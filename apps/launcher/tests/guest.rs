@@ -157,7 +157,7 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
 
     let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seed/vm-2.yaml");
     let state = tmp.path().join("state");
-    let (mut child, _reg) = cleanup::spawn(
+    let mut launcher = cleanup::OwnedChild::spawn(
         Command::new("nsenter")
             .arg(format!("--net={}", env.node.path().display()))
             .arg(env!("CARGO_BIN_EXE_oxivirt-launcher"))
@@ -240,11 +240,11 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
 
     // SIGTERM: ACPI power-down; the guest powers itself off well within the grace period.
     // SAFETY: kill on the launcher's pid, our child, not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(launcher.child.id() as libc::pid_t, libc::SIGTERM) };
     let mut exit = None;
     assert!(
         eventually(Duration::from_secs(120), || {
-            exit = child.try_wait().expect("wait");
+            exit = launcher.child.try_wait().expect("wait");
             exit.is_some()
         }),
         "the launcher did not end"

@@ -31,13 +31,12 @@ fn seed_vmi(dir: &Path, grace: i64) -> PathBuf {
 }
 
 struct Launch {
-    child: Child,
-    _reg: cleanup::Registration,
+    child: cleanup::OwnedChild,
     state: PathBuf,
 }
 
 fn launch(env: &Env, vmi: &Path, state: &Path, cache: &Path) -> Launch {
-    let (child, reg) = cleanup::spawn(
+    let child = cleanup::OwnedChild::spawn(
         Command::new("nsenter")
             .arg(format!("--net={}", env.node.path().display()))
             .arg(launcher_bin())
@@ -59,7 +58,6 @@ fn launch(env: &Env, vmi: &Path, state: &Path, cache: &Path) -> Launch {
     .expect("launcher");
     Launch {
         child,
-        _reg: reg,
         state: state.to_path_buf(),
     }
 }
@@ -196,8 +194,8 @@ fn the_seed_vm_runs_in_its_pod_and_a_stop_leaves_nothing() {
 
     // SIGTERM: ACPI power-down, the BIOS ignores it, QEMU ends after the grace period.
     // SAFETY: kill on the launcher's pid, our child, not yet reaped.
-    unsafe { libc::kill(l.child.id() as libc::pid_t, libc::SIGTERM) };
-    let exit = wait_exit(&mut l.child, Duration::from_secs(30));
+    unsafe { libc::kill(l.child.child.id() as libc::pid_t, libc::SIGTERM) };
+    let exit = wait_exit(&mut l.child.child, Duration::from_secs(30));
     assert!(exit.success(), "launcher: {exit}");
     let end = status(&l.state).expect("final status");
     assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
@@ -245,7 +243,7 @@ fn a_vmi_the_launcher_cannot_run_is_refused_before_anything_is_made() {
     .expect("vmi");
     let state = tmp.path().join("state");
     let mut l = launch(&env, &vmi, &state, &tmp.path().join("cache"));
-    let exit = wait_exit(&mut l.child, Duration::from_secs(30));
+    let exit = wait_exit(&mut l.child.child, Duration::from_secs(30));
     assert!(!exit.success());
     let s = status(&state).expect("status");
     assert_eq!(s.phase, Phase::Failed);

@@ -711,3 +711,33 @@ mod tests {
         }
     }
 }
+
+/// A child in a process group of its own (see [`spawn`]) that takes its whole group with
+/// it when dropped, also when the test fails half-way: what it started (QEMU under a
+/// launcher) must not outlive the test.
+#[derive(Debug)]
+pub struct OwnedChild {
+    pub child: Child,
+    _reg: Registration,
+}
+
+impl OwnedChild {
+    pub fn spawn(cmd: &mut Command) -> io::Result<Self> {
+        let (child, reg) = spawn(cmd)?;
+        Ok(Self { child, _reg: reg })
+    }
+}
+
+impl Drop for OwnedChild {
+    fn drop(&mut self) {
+        // Once reaped, the group id may belong to someone else: only a live (or unreaped)
+        // leader's group is killed.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            if let Ok(pgid) = i32::try_from(self.child.id()) {
+                // SAFETY: kill on our own child's process group, whose leader is not reaped.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
