@@ -8,15 +8,7 @@
 
 use std::path::PathBuf;
 
-/// Which accelerator QEMU gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AccelChoice {
-    /// KVM when it can really run a guest here, else TCG.
-    #[default]
-    Auto,
-    Kvm,
-    Tcg,
-}
+pub use oxivirt_qemu::accel::AccelChoice;
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,12 +69,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 registry_mirrors.push((host.to_string(), url.trim_end_matches('/').to_string()));
             }
             "--accel" => {
-                accel = match value()?.as_str() {
-                    "auto" => AccelChoice::Auto,
-                    "kvm" => AccelChoice::Kvm,
-                    "tcg" => AccelChoice::Tcg,
-                    other => return Err(format!("--accel {other:?}: expected auto, kvm or tcg")),
-                }
+                let v = value()?;
+                accel = v
+                    .parse()
+                    .map_err(|_| format!("--accel {v:?}: expected auto, kvm or tcg"))?;
             }
             other => return Err(format!("unknown argument {other:?}")),
         }

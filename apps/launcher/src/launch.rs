@@ -4,7 +4,7 @@
 //! control socket, and on SIGTERM, a stop request or the guest's own power-off stop it
 //! gracefully and put everything back. `status.json` follows every step.
 
-use crate::args::{AccelChoice, Args};
+use crate::args::Args;
 use crate::control::{ControlServer, Vm};
 use crate::network::{GuestIdentity, PodNetwork};
 use crate::plan::{DiskSource, Plan};
@@ -172,11 +172,7 @@ fn start_and_run(
     status: &Arc<Mutex<Status>>,
     made: &mut Made,
 ) -> anyhow::Result<Phase> {
-    let choice = match args.accel {
-        AccelChoice::Auto => oxivirt_qemu::accel::AccelChoice::Auto,
-        AccelChoice::Kvm => oxivirt_qemu::accel::AccelChoice::Kvm,
-        AccelChoice::Tcg => oxivirt_qemu::accel::AccelChoice::Tcg,
-    };
+    let choice = args.accel;
     // The probe runs while the disks are fetched.
     let accel = std::thread::spawn(move || {
         oxivirt_qemu::accel::decide(choice, &oxivirt_qemu::accel::DevKvm::default())

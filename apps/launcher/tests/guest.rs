@@ -10,9 +10,9 @@
 
 use oxivirt_app_launcher::state::{Phase, StateDir, Status};
 use oxivirt_testkit::cleanup::{self, TempDir};
-use oxivirt_testkit::cni_env::{links, Env};
+use oxivirt_testkit::cni_env::{links, outside_world, Env};
 use oxivirt_testkit::registry::{Registry, PORT};
-use oxivirt_testkit::{eventually, root_test, TestNs};
+use oxivirt_testkit::{eventually, root_test};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -91,40 +91,6 @@ impl Console {
         let out = &self.seen[at..end];
         out.to_string()
     }
-}
-
-/// The seed's node: `multus-bridge` with an uplink to an "outside" namespace holding the
-/// article's gateway 192.168.100.1/24.
-fn outside_world(env: &Env) -> TestNs {
-    let outside = TestNs::new("oxo");
-    env.node
-        .sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"]);
-    env.node.sh(&["ip", "link", "set", "multus-bridge", "up"]);
-    env.node.sh(&[
-        "ip",
-        "link",
-        "add",
-        "enp8s0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &outside.name,
-    ]);
-    env.node.sh(&[
-        "ip",
-        "link",
-        "set",
-        "enp8s0",
-        "master",
-        "multus-bridge",
-        "up",
-    ]);
-    outside.sh(&["ip", "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
-    outside.sh(&["ip", "link", "set", "eth0", "up"]);
-    outside
 }
 
 fn status(state: &Path) -> Option<Status> {

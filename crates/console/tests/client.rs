@@ -110,7 +110,8 @@ fn through_a_console_server_typing_output_and_a_takeover() {
     let mut other = oxivirt_console::connect(&path).expect("connect");
     let (end, out) = done.recv_timeout(T).expect("the session ended");
     assert_eq!(end, SessionEnd::TakenOver);
-    assert!(out.starts_with(b"boot done\r\n"), "{out:?}");
+    // Whether the boot output reached this session depends on when the server's guest
+    // reader took it in (before or after the takeover); the backlog has it either way.
     assert!(out.ends_with(TAKEOVER_MESSAGE.as_bytes()), "{out:?}");
     read_until(&mut other, b"boot done\r\n", T);
 }

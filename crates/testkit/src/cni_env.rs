@@ -399,3 +399,37 @@ pub fn plug_vm(
     }
     vm.sh(&["ip", "link", "set", dev, "address", mac, "up"]);
 }
+
+/// The seed's node: `multus-bridge` in the node namespace with an uplink `enp8s0` to an
+/// "outside" namespace (returned) holding the article's gateway 192.168.100.1/24.
+pub fn outside_world(env: &Env) -> TestNs {
+    let outside = TestNs::new("oxo");
+    env.node
+        .sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"]);
+    env.node.sh(&["ip", "link", "set", "multus-bridge", "up"]);
+    env.node.sh(&[
+        "ip",
+        "link",
+        "add",
+        "enp8s0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &outside.name,
+    ]);
+    env.node.sh(&[
+        "ip",
+        "link",
+        "set",
+        "enp8s0",
+        "master",
+        "multus-bridge",
+        "up",
+    ]);
+    outside.sh(&["ip", "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
+    outside.sh(&["ip", "link", "set", "eth0", "up"]);
+    outside
+}

@@ -97,36 +97,8 @@ fn bridge_nf_call_iptables(ns: &TestNs) -> Option<String> {
 #[root_test("busybox", "nft")]
 fn bridge_and_masquerade_bindings_with_a_real_dhcp_client() {
     let env = Env::new();
-    let outside = TestNs::new("oxo");
+    let outside = common::outside_world(&env);
     let vm = TestNs::new("oxv");
-    // The node: multus-bridge with an uplink to an outside host (the article's gateway).
-    env.node
-        .sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"]);
-    env.node.sh(&["ip", "link", "set", "multus-bridge", "up"]);
-    env.node.sh(&[
-        "ip",
-        "link",
-        "add",
-        "enp8s0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &outside.name,
-    ]);
-    env.node.sh(&[
-        "ip",
-        "link",
-        "set",
-        "enp8s0",
-        "master",
-        "multus-bridge",
-        "up",
-    ]);
-    outside.sh(&["ip", "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
-    outside.sh(&["ip", "link", "set", "eth0", "up"]);
     // CNI: the pod network on eth0, the seed's multus-br as KubeVirt names it for ext-net.
     let names = Names::secondary("ext-net");
     let pod_net = env.attach("eth0", env.pod_network_conf(false));
