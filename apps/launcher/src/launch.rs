@@ -351,8 +351,10 @@ fn start_and_run(
                 Ok(m) => m,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // The grace period is over: QEMU is ended without the guest.
-                    // SAFETY: kill on QEMU's pid, our child, not yet reaped (the wait thread
-                    // has not reported it).
+                    // SAFETY: kill has no memory effects. The pid is our child QEMU's; the
+                    // wait thread reaps it only once it has exited, which this loop hears
+                    // about right after, so the pid cannot have been handed on unless QEMU
+                    // exited in the last instant (then the kill hits nothing of ours).
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                     deadline = None;
                     continue;
