@@ -353,8 +353,8 @@ fn start_and_run(
                     // The grace period is over: QEMU is ended without the guest.
                     // SAFETY: kill has no memory effects. The pid is our child QEMU's; the
                     // wait thread reaps it only once it has exited, which this loop hears
-                    // about right after, so the pid cannot have been handed on unless QEMU
-                    // exited in the last instant (then the kill hits nothing of ours).
+                    // about right after; only a QEMU that exits in that instant leaves a
+                    // narrow window for a recycled pid (a pidfd would close it).
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                     deadline = None;
                     continue;
