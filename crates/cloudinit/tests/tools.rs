@@ -20,19 +20,6 @@ fn have(test: &str, tool: &str) -> bool {
     false
 }
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn seed() -> NoCloud {
     let source = NoCloudSource {
         user_data: Some(USER_DATA.into()),
@@ -82,7 +69,7 @@ fn isoinfo_sees_the_label_joliet_and_rock_ridge() {
         return;
     }
     let (_dir, iso) = written("ci-d");
-    let d = run(&["isoinfo", "-d", "-i", &iso]);
+    let d = oxivirt_testkit::sh(&["isoinfo", "-d", "-i", &iso]);
     eprintln!("{d}");
     assert!(d.contains("Volume id: cidata"), "{d}");
     assert!(d.contains("Joliet with UCS level 3 found"), "{d}");
@@ -103,7 +90,7 @@ fn isoinfo_lists_every_tree() {
         return;
     }
     let (_dir, iso) = written("ci-l");
-    let rr = run(&["isoinfo", "-R", "-l", "-i", &iso]);
+    let rr = oxivirt_testkit::sh(&["isoinfo", "-R", "-l", "-i", &iso]);
     eprintln!("{rr}");
     assert_eq!(
         listed(&rr),
@@ -120,13 +107,13 @@ fn isoinfo_lists_every_tree() {
             .any(|l| l.starts_with("dr-xr-xr-x") || l.starts_with("drwxr-xr-x")),
         "{rr}"
     );
-    let joliet = run(&["isoinfo", "-J", "-l", "-i", &iso]);
+    let joliet = oxivirt_testkit::sh(&["isoinfo", "-J", "-l", "-i", &iso]);
     eprintln!("{joliet}");
     assert_eq!(
         listed(&joliet),
         [".", "..", "meta-data", "network-config", "user-data"]
     );
-    let plain = run(&["isoinfo", "-l", "-i", &iso]);
+    let plain = oxivirt_testkit::sh(&["isoinfo", "-l", "-i", &iso]);
     eprintln!("{plain}");
     assert_eq!(
         listed(&plain),
@@ -148,23 +135,23 @@ fn isoinfo_extracts_the_exact_contents() {
     for (name, data) in seed.files() {
         let path = format!("/{name}");
         assert_eq!(
-            run(&["isoinfo", "-R", "-x", &path, "-i", &iso]).as_bytes(),
+            oxivirt_testkit::sh(&["isoinfo", "-R", "-x", &path, "-i", &iso]).as_bytes(),
             data,
             "-R {name}"
         );
         assert_eq!(
-            run(&["isoinfo", "-J", "-x", &path, "-i", &iso]).as_bytes(),
+            oxivirt_testkit::sh(&["isoinfo", "-J", "-x", &path, "-i", &iso]).as_bytes(),
             data,
             "-J {name}"
         );
     }
-    let meta = run(&["isoinfo", "-R", "-x", "/meta-data", "-i", &iso]);
+    let meta = oxivirt_testkit::sh(&["isoinfo", "-R", "-x", "/meta-data", "-i", &iso]);
     assert_eq!(
         meta,
         r#"{"instance-id":"testvmi.default","local-hostname":"myvm"}"#
     );
     assert_eq!(
-        run(&["isoinfo", "-x", "/USER_DAT.;1", "-i", &iso]),
+        oxivirt_testkit::sh(&["isoinfo", "-x", "/USER_DAT.;1", "-i", &iso]),
         USER_DATA
     );
 }
@@ -204,7 +191,7 @@ fn xorriso_reads_the_rock_ridge_tree() {
     }
     assert!(stderr.contains("Volume id    : 'cidata'"), "{stderr}");
     let to = dir.path().join("out");
-    run(&[
+    oxivirt_testkit::sh(&[
         "xorriso",
         "-osirrox",
         "on",
@@ -233,13 +220,13 @@ fn bsdtar_extracts_the_files() {
         return;
     }
     let (dir, iso) = written("ci-tar");
-    let list = run(&["bsdtar", "-tf", &iso]);
+    let list = oxivirt_testkit::sh(&["bsdtar", "-tf", &iso]);
     let mut names: Vec<&str> = list.lines().filter(|l| *l != ".").collect();
     names.sort_unstable();
     assert_eq!(names, ["meta-data", "network-config", "user-data"]);
     let to = dir.path().join("x");
     std::fs::create_dir(&to).expect("mkdir");
-    run(&["bsdtar", "-xf", &iso, "-C", &to.to_string_lossy()]);
+    oxivirt_testkit::sh(&["bsdtar", "-xf", &iso, "-C", &to.to_string_lossy()]);
     for (name, data) in seed().files() {
         assert_eq!(
             std::fs::read(to.join(name)).expect("extracted"),
@@ -269,7 +256,7 @@ fn a_directory_over_several_sectors_lists_completely() {
     let path = oxivirt_cloudinit::write_atomic(dir.path(), "many.iso", &img).expect("written");
     let iso = path.to_string_lossy();
     for flag in ["-R", "-J"] {
-        let mut got = listed(&run(&["isoinfo", flag, "-l", "-i", &iso]));
+        let mut got = listed(&oxivirt_testkit::sh(&["isoinfo", flag, "-l", "-i", &iso]));
         got.retain(|n| n != "." && n != "..");
         // The primary tree (which Rock Ridge annotates) is in ISO 9660 identifier order
         // (`FILE_N10.;1` < `FILE_NU1.;1` < `FILE_NUM.;1`), not by the long names.
@@ -277,7 +264,7 @@ fn a_directory_over_several_sectors_lists_completely() {
         assert_eq!(got, names, "{flag}");
     }
     assert_eq!(
-        run(&["isoinfo", "-R", "-x", "/file-number-39", "-i", &iso]),
+        oxivirt_testkit::sh(&["isoinfo", "-R", "-x", "/file-number-39", "-i", &iso]),
         "file-number-39"
     );
 }

@@ -33,16 +33,6 @@ fn mirror() -> Vec<Mirror> {
         .expect("mirror")]
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn qemu_img_info(p: &Path) -> serde_json::Value {
     let out = oxivirt_testkit::sh(&[
         "qemu-img",
@@ -106,7 +96,7 @@ fn pull_through_a_mirror_then_from_the_cache() {
         matches!(e, Error::Unreachable { .. }) && e.is_transient(),
         "{e:?}"
     );
-    assert!(names(&cache.join("tmp")).is_empty());
+    assert!(oxivirt_testkit::dir_names(&cache.join("tmp")).is_empty());
 }
 
 /// An index with linux/arm64 and linux/amd64: the amd64 manifest's disk is the one.
@@ -185,9 +175,9 @@ fn a_tampered_blob_is_refused_and_leaves_nothing() {
         .join("blobs/sha256")
         .join(layer.trim_start_matches("sha256:"))
         .exists());
-    assert!(names(&cache.join("tmp")).is_empty());
-    assert!(names(&cache.join("disks")).is_empty());
-    assert!(names(&cache.join("refs")).is_empty());
+    assert!(oxivirt_testkit::dir_names(&cache.join("tmp")).is_empty());
+    assert!(oxivirt_testkit::dir_names(&cache.join("disks")).is_empty());
+    assert!(oxivirt_testkit::dir_names(&cache.join("refs")).is_empty());
 }
 
 /// A missing repository and a missing tag are `NotFound` with the registry's code.
@@ -368,7 +358,7 @@ fn no_disk_and_two_disks_give_kubevirts_messages() {
         .container_disk(&img, Some("/disk/b.img"))
         .expect("path");
     assert_eq!(std::fs::read(&b.path).expect("disk"), b"b");
-    assert!(names(&cache.join("tmp")).is_empty());
+    assert!(oxivirt_testkit::dir_names(&cache.join("tmp")).is_empty());
 }
 
 /// The VM's overlay names the cached disk as its backing file; what the VM writes lands
@@ -428,7 +418,10 @@ fn the_overlay_backs_onto_the_cached_disk() {
     // A new overlay (the VM's next start) starts from the base again.
     overlay(&base, &target).expect("fresh overlay");
     oxivirt_testkit::sh(&["qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 0 4k", &t]);
-    assert_eq!(names(&state), vec!["containerdisk.qcow2".to_string()]);
+    assert_eq!(
+        oxivirt_testkit::dir_names(&state),
+        vec!["containerdisk.qcow2".to_string()]
+    );
 }
 
 /// Four pulls of one image into one cache at once: all succeed with the same files, and
@@ -454,5 +447,5 @@ fn parallel_pulls_share_the_cache() {
     });
     assert!(disks.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(std::fs::read(&disks[0].path).expect("disk"), big);
-    assert!(names(&cache.join("tmp")).is_empty());
+    assert!(oxivirt_testkit::dir_names(&cache.join("tmp")).is_empty());
 }

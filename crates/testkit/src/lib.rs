@@ -71,6 +71,17 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
     })
 }
 
+/// The names in `dir` (none if it cannot be read), in the order the directory gives them.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Runs a command and returns stdout, panicking with its stderr on failure.
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])

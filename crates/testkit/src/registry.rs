@@ -170,19 +170,9 @@ impl Layout {
 
     /// A manifest over one layer holding `files`; returns its descriptor.
     pub fn image(&self, files: &[(&str, &[u8])]) -> serde_json::Value {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            b.append_data(&mut h, name, *data).expect("tar");
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&b.into_inner().expect("tar")).expect("gzip");
         let layer = self.blob(
             "application/vnd.oci.image.layer.v1.tar+gzip",
-            &gz.finish().expect("gzip"),
+            &gz_layer(files),
         );
         let config = self.blob(
             "application/vnd.oci.image.config.v1+json",
@@ -254,4 +244,20 @@ pub fn small_qcow2(dir: &Path) -> Vec<u8> {
         &p.to_string_lossy(),
     ]);
     std::fs::read(&p).expect("qcow2")
+}
+
+/// A gzip'd tar layer holding `files` as regular files (mode 0644).
+pub fn gz_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, *data).expect("tar entry");
+    }
+    let tar = b.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    gz.finish().expect("gzip")
 }

@@ -40,18 +40,7 @@ impl Transport for Fake {
 
 /// A gzip'd tar layer with the given regular files (and `.wh.` names as whiteouts).
 fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, name, *data).expect("tar entry");
-    }
-    let tar = b.into_inner().expect("tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).expect("gzip");
-    gz.finish().expect("gzip")
+    oxivirt_testkit::registry::gz_layer(files)
 }
 
 fn desc(media: &str, bytes: &[u8]) -> serde_json::Value {
@@ -154,17 +143,7 @@ fn demo() -> Reference {
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
-    fs_names(&dir.join("tmp"))
-}
-
-fn fs_names(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    oxivirt_testkit::dir_names(&dir.join("tmp"))
 }
 
 #[test]
