@@ -8,7 +8,7 @@
 use oxivirt_app_launcher::control::{request, Request};
 use oxivirt_app_launcher::state::{Phase, StateDir, Status};
 use oxivirt_testkit::cleanup::{self, TempDir};
-use oxivirt_testkit::cni_env::{links, Env};
+use oxivirt_testkit::cni_env::{links, Attachment, Env};
 use oxivirt_testkit::registry::{small_qcow2, Layout, Registry, PORT};
 use oxivirt_testkit::{eventually, root_test};
 use serde_json::json;
@@ -35,7 +35,7 @@ struct Launch {
     state: PathBuf,
 }
 
-fn launch(env: &Env, vmi: &Path, state: &Path, cache: &Path) -> Launch {
+fn launch(env: &Env, vmi: &Path, state: &Path, cache: &Path, mirror: &str) -> Launch {
     let child = cleanup::OwnedChild::spawn(
         Command::new("nsenter")
             .arg(format!("--net={}", env.node.path().display()))
@@ -48,12 +48,7 @@ fn launch(env: &Env, vmi: &Path, state: &Path, cache: &Path) -> Launch {
             .arg(state)
             .arg("--image-cache")
             .arg(cache)
-            .args([
-                "--registry-mirror",
-                &format!("quay.io=http://127.0.0.1:{PORT}"),
-                "--accel",
-                "tcg",
-            ]),
+            .args(["--registry-mirror", mirror, "--accel", "tcg"]),
     )
     .expect("launcher");
     Launch {
@@ -78,6 +73,128 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     out.expect("status")
 }
 
+/// The seed's virt-launcher pod, attached by the CNI suite, and a registry in the node's
+/// namespace serving a non-bootable containerDisk as the seed's image.
+struct Pod {
+    env: Env,
+    tmp: TempDir,
+    reg: Registry,
+    /// The containerDisk's layer blob, as the registry stores it.
+    layer: String,
+    pod_net: Attachment,
+    ext: Attachment,
+    before: Vec<String>,
+}
+
+impl Pod {
+    fn new() -> Self {
+        let env = Env::new();
+        let tmp = TempDir::new("launch").expect("tmp");
+        let reg = Registry::start_in(&env.node.path());
+        let layout = Layout::new(tmp.path().join("oci"));
+        let disk = small_qcow2(tmp.path());
+        let image = layout.image(&[("disk/disk.img", &disk)]);
+        layout.tag(&image);
+        reg.push(
+            &layout.dir,
+            "kubevirt/cirros-container-disk-demo",
+            "latest",
+            None,
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                layout.dir.join("blobs/sha256").join(
+                    image["digest"]
+                        .as_str()
+                        .expect("digest")
+                        .trim_start_matches("sha256:"),
+                ),
+            )
+            .expect("manifest"),
+        )
+        .expect("manifest json");
+        let layer = manifest["layers"][0]["digest"]
+            .as_str()
+            .expect("layer")
+            .to_string();
+        let pod_net = env.attach("eth0", env.pod_network_conf(false));
+        let ext = env.attach("pod2df796c6902", env.seed_conf("0.3.1", json!({})));
+        let before = links(&env.pod);
+        Pod {
+            env,
+            tmp,
+            reg,
+            layer,
+            pod_net,
+            ext,
+            before,
+        }
+    }
+
+    fn launch(&self, vmi: &Path, state: &Path, mirror: &str) -> Launch {
+        launch(
+            &self.env,
+            vmi,
+            state,
+            &self.tmp.path().join("cache"),
+            mirror,
+        )
+    }
+
+    /// The pod is as CNI left it: no taps, k6t bridges or nat tables.
+    fn assert_restored(&self) {
+        assert!(
+            eventually(Duration::from_secs(5), || links(&self.env.pod)
+                == self.before),
+            "the pod is as CNI left it: {:?} != {:?}",
+            links(&self.env.pod),
+            self.before
+        );
+        let no_nat = || !self.env.pod.sh(&["nft", "list", "tables"]).contains("nat");
+        assert!(
+            eventually(Duration::from_secs(5), no_nat),
+            "the nat tables are gone"
+        );
+    }
+
+    /// What is left in a state dir once the launcher is gone: the lock file stays (it is
+    /// the directory's claim) and status.json; sockets, the overlay, the ISO and the
+    /// bindings' records go.
+    fn assert_state_dir_empty(state: &Path) {
+        let mut left: Vec<String> = std::fs::read_dir(state)
+            .expect("state dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".json") || n.starts_with('.'))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["launcher.lock"], "left in the state dir");
+    }
+
+    fn finish(mut self) {
+        self.reg.stop();
+        self.env.detach(&self.ext);
+        self.env.detach(&self.pod_net);
+    }
+}
+
+/// Waits for Running (or a failure on the way), and returns that status.
+fn wait_running(l: &Launch) -> Status {
+    let mut last = None;
+    let running = eventually(Duration::from_secs(60), || {
+        last = status(&l.state);
+        matches!(&last, Some(s) if s.phase == Phase::Running || s.phase == Phase::Failed)
+    });
+    assert!(running, "no Running status: {last:?}");
+    let s = last.expect("status");
+    assert_eq!(s.phase, Phase::Running, "{s:?}");
+    s
+}
+
+fn mirror() -> String {
+    format!("quay.io=http://127.0.0.1:{PORT}")
+}
+
 #[root_test(
     "docker-registry",
     "skopeo",
@@ -87,36 +204,12 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     "nsenter"
 )]
 fn the_seed_vm_runs_in_its_pod_and_a_stop_leaves_nothing() {
-    let env = Env::new();
-    let tmp = TempDir::new("launch").expect("tmp");
-    let mut reg = Registry::start_in(&env.node.path());
-    let layout = Layout::new(tmp.path().join("oci"));
-    let disk = small_qcow2(tmp.path());
-    let image = layout.image(&[("disk/disk.img", &disk)]);
-    layout.tag(&image);
-    reg.push(
-        &layout.dir,
-        "kubevirt/cirros-container-disk-demo",
-        "latest",
-        None,
-    );
-
-    let pod_net = env.attach("eth0", env.pod_network_conf(false));
-    let ext = env.attach("pod2df796c6902", env.seed_conf("0.3.1", json!({})));
-    let before = links(&env.pod);
+    let pod = Pod::new();
+    let (env, tmp, ext) = (&pod.env, &pod.tmp, &pod.ext);
     let state = tmp.path().join("state");
     let vmi = seed_vmi(tmp.path(), 1);
-    let mut l = launch(&env, &vmi, &state, &tmp.path().join("cache"));
-
-    let mut last = None;
-    let running = eventually(Duration::from_secs(60), || {
-        last = status(&l.state);
-        matches!(&last, Some(s) if s.phase == Phase::Running)
-            || matches!(&last, Some(s) if s.phase == Phase::Failed)
-    });
-    assert!(running, "no Running status: {last:?}");
-    let s = last.expect("status");
-    assert_eq!(s.phase, Phase::Running, "{s:?}");
+    let mut l = pod.launch(&vmi, &state, &mirror());
+    let s = wait_running(&l);
     assert_eq!(s.accelerator.as_deref(), Some("tcg"));
     let qemu_pid = s.qemu_pid.expect("QEMU's pid");
     assert_eq!(s.interfaces.len(), 2);
@@ -203,29 +296,9 @@ fn the_seed_vm_runs_in_its_pod_and_a_stop_leaves_nothing() {
         !Path::new(&format!("/proc/{qemu_pid}")).exists(),
         "QEMU is gone"
     );
-    assert!(
-        eventually(Duration::from_secs(5), || links(&env.pod) == before),
-        "the pod is as CNI left it: {:?} != {before:?}",
-        links(&env.pod)
-    );
-    let no_nat = || !env.pod.sh(&["nft", "list", "tables"]).contains("nat");
-    assert!(
-        eventually(Duration::from_secs(5), no_nat),
-        "the nat tables are gone"
-    );
-    let mut left: Vec<String> = std::fs::read_dir(&l.state)
-        .expect("state dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".json") || n.starts_with('.'))
-        .collect();
-    left.sort();
-    // The lock file stays (it is the directory's claim); sockets, the overlay, the ISO
-    // and the bindings' records go.
-    assert_eq!(left, ["launcher.lock"], "left in the state dir");
-    reg.stop();
-    env.detach(&ext);
-    env.detach(&pod_net);
+    pod.assert_restored();
+    Pod::assert_state_dir_empty(&l.state);
+    pod.finish();
 }
 
 #[root_test("nsenter")]
@@ -242,7 +315,7 @@ fn a_vmi_the_launcher_cannot_run_is_refused_before_anything_is_made() {
     )
     .expect("vmi");
     let state = tmp.path().join("state");
-    let mut l = launch(&env, &vmi, &state, &tmp.path().join("cache"));
+    let mut l = launch(&env, &vmi, &state, &tmp.path().join("cache"), &mirror());
     let exit = wait_exit(&mut l.child.child, Duration::from_secs(30));
     assert!(!exit.success());
     let s = status(&state).expect("status");
@@ -254,4 +327,113 @@ fn a_vmi_the_launcher_cannot_run_is_refused_before_anything_is_made() {
     );
     assert_eq!(links(&env.pod), before, "nothing made in the pod");
     assert!(!tmp.path().join("cache").exists(), "no image cache touched");
+}
+
+#[root_test(
+    "docker-registry",
+    "skopeo",
+    "qemu-system-x86_64",
+    "qemu-img",
+    "nft",
+    "nsenter"
+)]
+fn qemu_killed_is_failed_with_the_reason_and_everything_goes() {
+    let pod = Pod::new();
+    let state = pod.tmp.path().join("state");
+    let vmi = seed_vmi(pod.tmp.path(), 30);
+    let mut l = pod.launch(&vmi, &state, &mirror());
+    let qemu_pid = wait_running(&l).qemu_pid.expect("QEMU's pid");
+    // SAFETY: kill on a pid the launcher reported and that runs (checked above); the
+    // launcher, QEMU's parent, has not reaped it, so it is QEMU.
+    assert_eq!(
+        unsafe { libc::kill(qemu_pid as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    let exit = wait_exit(&mut l.child.child, Duration::from_secs(30));
+    assert!(
+        !exit.success(),
+        "a VM whose QEMU was killed did not succeed"
+    );
+    let end = status(&l.state).expect("final status");
+    assert_eq!(end.phase, Phase::Failed, "{end:?}");
+    let reason = end.reason.unwrap_or_default();
+    assert!(
+        reason.contains("QEMU ended unexpectedly") && reason.contains("SIGKILL"),
+        "{reason}"
+    );
+    assert_eq!(end.qemu_pid, None);
+    pod.assert_restored();
+    Pod::assert_state_dir_empty(&l.state);
+    pod.finish();
+}
+
+#[root_test("docker-registry", "skopeo", "qemu-img", "nft", "nsenter")]
+fn a_containerdisk_that_cannot_be_had_fails_the_launch_and_leaves_nothing() {
+    let pod = Pod::new();
+    let cache = pod.tmp.path().join("cache");
+    let seed = seed_vmi(pod.tmp.path(), 1);
+    let missing = {
+        let mut v = oxivirt_api::read_instance(&seed).expect("vmi");
+        for vol in v.spec.volumes.iter_mut() {
+            if let Some(cd) = vol.container_disk.as_mut() {
+                cd.image = "quay.io/kubevirt/no-such-image:latest".into();
+            }
+        }
+        let p = pod.tmp.path().join("missing.json");
+        std::fs::write(&p, serde_json::to_vec(&v).expect("json")).expect("vmi");
+        p
+    };
+    // Nothing listens on this port in the node's namespace: the registry refuses.
+    let refused = format!("quay.io=http://127.0.0.1:{}", PORT + 1);
+
+    let cases: [(&str, &Path, &str, &[&str]); 3] = [
+        (
+            "refused",
+            &seed,
+            &refused,
+            &["127.0.0.1:5001", "onnection refused"],
+        ),
+        (
+            "missing",
+            &missing,
+            &mirror(),
+            &["no-such-image", "not found"],
+        ),
+        ("tampered", &seed, &mirror(), &["digest"]),
+    ];
+    for (case, vmi, mirror, words) in cases {
+        if case == "tampered" {
+            // The registry serves other bytes than the manifest names.
+            let blob = pod.reg.blob_file(&pod.layer);
+            let mut bytes = std::fs::read(&blob).expect("blob");
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+            std::fs::write(&blob, bytes).expect("tamper");
+        }
+        let state = pod.tmp.path().join(case);
+        let mut l = pod.launch(vmi, &state, mirror);
+        let exit = wait_exit(&mut l.child.child, Duration::from_secs(60));
+        assert!(!exit.success(), "{case}: the launch failed");
+        let end = status(&state).expect("status");
+        assert_eq!(end.phase, Phase::Failed, "{case}: {end:?}");
+        let reason = end.reason.unwrap_or_default();
+        for w in words {
+            assert!(reason.contains(w), "{case}: {w:?} not in {reason}");
+        }
+        pod.assert_restored();
+        Pod::assert_state_dir_empty(&state);
+        // No partial download, unverified layer, tag or unpacked disk in the cache.
+        for sub in ["tmp", "disks", "refs"] {
+            let left = oxivirt_testkit::dir_names(&cache.join(sub));
+            assert!(
+                left.is_empty(),
+                "{case}: left in the cache's {sub}: {left:?}"
+            );
+        }
+        let layer = cache
+            .join("blobs/sha256")
+            .join(pod.layer.trim_start_matches("sha256:"));
+        assert!(!layer.exists(), "{case}: the layer is in the cache");
+    }
+    pod.finish();
 }
