@@ -343,12 +343,10 @@ fn qemu_killed_is_failed_with_the_reason_and_everything_goes() {
     let vmi = seed_vmi(pod.tmp.path(), 30);
     let mut l = pod.launch(&vmi, &state, &mirror());
     let qemu_pid = wait_running(&l).qemu_pid.expect("QEMU's pid");
-    // SAFETY: kill on a pid the launcher reported and that runs (checked above); the
-    // launcher, QEMU's parent, has not reaped it, so it is QEMU.
-    assert_eq!(
-        unsafe { libc::kill(qemu_pid as libc::pid_t, libc::SIGKILL) },
-        0
-    );
+    // SAFETY: kill has no memory effects; the pid is the one the launcher reported for a
+    // QEMU that runs (checked above) and that its parent, the launcher, has not reaped.
+    let killed = unsafe { libc::kill(qemu_pid as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(killed, 0, "kill QEMU");
     let exit = wait_exit(&mut l.child.child, Duration::from_secs(30));
     assert!(
         !exit.success(),
