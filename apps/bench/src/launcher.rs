@@ -39,11 +39,13 @@ struct Sample {
     stop: Duration,
 }
 
-/// VmRSS and VmHWM of a process, KiB.
+/// VmRSS and VmHWM of a process, and VmRSS split into anonymous and file pages, KiB.
 #[derive(Clone, Copy, Default)]
 struct ProcMem {
     rss: u64,
     hwm: u64,
+    anon: u64,
+    file: u64,
 }
 
 /// QEMU's resident memory by what it is, KiB: the guest's RAM block, TCG's translation
@@ -193,6 +195,8 @@ fn proc_mem(pid: u32) -> Result<ProcMem> {
     Ok(ProcMem {
         rss: field("VmRSS:").context("VmRSS")?,
         hwm: field("VmHWM:").context("VmHWM")?,
+        anon: field("RssAnon:").unwrap_or(0),
+        file: field("RssFile:").unwrap_or(0),
     })
 }
 
@@ -736,6 +740,11 @@ impl Report {
             "| launcher VmRSS / VmHWM while the VM runs | {} / {} | | ≤ 8 MiB |",
             mib(l_rss),
             mib(l_hwm)
+        );
+        println!(
+            "| launcher VmRSS: anonymous (heap, stacks) / file (its binary's pages) | {} / {} | | — |",
+            mib(pick(&|m| m.anon, &self.launcher)),
+            mib(pick(&|m| m.file, &self.launcher))
         );
         println!(
             "| QEMU VmRSS / VmHWM (guest RAM {}) | {} / {} | | — |",
