@@ -243,11 +243,9 @@ fn watch_started_during_writes_has_no_gap_or_duplicate() {
         for round in 0..40 {
             let since = store.current_revision().saturating_sub(round % 7);
             let mut watch = store.watch(VMS, None, since).expect("watch");
-            let mut expect = since + 1;
-            for _ in 0..20 {
+            for expect in since + 1..=since + 20 {
                 let event = watch.blocking_next().expect("open").expect("event");
                 assert_eq!(event.resource_version(), expect, "watch from {since}");
-                expect += 1;
             }
         }
         stop.store(true, Ordering::Relaxed);
