@@ -314,3 +314,17 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64> {
     txn.abort().ctx("abort schema check")?;
     Ok(revision)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<super::Store>();
+        send_sync::<super::Object>();
+        send_sync::<super::Error>();
+        send::<super::Watch>();
+        send::<super::PendingWrite>();
+    }
+}

@@ -34,7 +34,9 @@ pub enum Op {
         value: Value,
         precondition: Option<u64>,
     },
-    /// Removes an object, under the same rules as an update.
+    /// Removes an object, under the same rules as an update. A record whose JSON no longer
+    /// parses cannot be deleted this way ([`Error::Corrupt`]): the delete must hand back
+    /// the last state.
     Delete { key: Key, precondition: Option<u64> },
 }
 
