@@ -35,6 +35,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use tokio::sync::oneshot;
@@ -44,7 +45,7 @@ pub use error::{Error, Result};
 pub use key::Key;
 pub use object::Object;
 pub use watch::{Event, EventKind, Watch};
-pub use writer::{Op, PendingWrite};
+pub use writer::{Op, PendingWrite, WriteStats};
 
 /// The layout this build reads and writes. A database with another (or none, but other
 /// tables) is refused rather than guessed at.
@@ -65,6 +66,10 @@ pub struct Options {
     pub watch_buffer: usize,
     /// The most writes one commit takes (bounds a batch's latency and memory).
     pub max_batch: usize,
+    /// How long the writer waits for callers it expects back (those it just answered,
+    /// and those queued meanwhile) before committing without them. Small against an
+    /// fsync, it keeps concurrent callers in one commit instead of two half-full ones.
+    pub batch_linger: Duration,
 }
 
 impl Default for Options {
@@ -73,6 +78,7 @@ impl Default for Options {
             history: 10_000,
             watch_buffer: 1_024,
             max_batch: 1_024,
+            batch_linger: Duration::from_micros(300),
         }
     }
 }
@@ -97,6 +103,7 @@ struct Inner {
     path: PathBuf,
     db: Arc<Database>,
     hub: Arc<watch::Hub>,
+    counters: Arc<writer::Counters>,
     queue: Option<mpsc::Sender<writer::Request>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -130,13 +137,18 @@ impl Store {
             options.history,
             options.watch_buffer,
         ));
+        let counters = Arc::new(writer::Counters::default());
         let (queue, requests) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn({
-                let (db, hub) = (Arc::clone(&db), Arc::clone(&hub));
-                let max_batch = options.max_batch.max(1);
-                move || writer::run(db, hub, requests, revision, max_batch)
+                let (db, hub, counters) =
+                    (Arc::clone(&db), Arc::clone(&hub), Arc::clone(&counters));
+                let batching = writer::Batching {
+                    max: options.max_batch.max(1),
+                    linger: options.batch_linger,
+                };
+                move || writer::run(db, hub, counters, requests, revision, batching)
             })
             .map_err(|e| Error::Database {
                 context: "start writer thread",
@@ -147,6 +159,7 @@ impl Store {
                 path: path.to_path_buf(),
                 db,
                 hub,
+                counters,
                 queue: Some(queue),
                 writer: Some(writer),
             }),
@@ -186,11 +199,13 @@ impl Store {
     pub fn write(&self, op: Op) -> PendingWrite {
         let (reply, answer) = oneshot::channel();
         let request = writer::Request { op, reply };
+        self.inner.counters.enqueue();
         let sent = match &self.inner.queue {
             Some(queue) => queue.send(request).map_err(|e| e.0),
             None => Err(request),
         };
         if let Err(request) = sent {
+            self.inner.counters.unqueue();
             let _ = request.reply.send(Err(Error::Closed));
         }
         PendingWrite::new(answer)
@@ -230,6 +245,11 @@ impl Store {
     /// The newest committed resourceVersion whose event has been published.
     pub fn current_revision(&self) -> u64 {
         self.inner.hub.current()
+    }
+
+    /// Commits and writes since open (writes per commit shows the group commit at work).
+    pub fn stats(&self) -> WriteStats {
+        self.inner.counters.get()
     }
 
     /// Where the store lives.
@@ -293,4 +313,18 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64> {
     }
     txn.abort().ctx("abort schema check")?;
     Ok(revision)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<super::Store>();
+        send_sync::<super::Object>();
+        send_sync::<super::Error>();
+        send::<super::Watch>();
+        send::<super::PendingWrite>();
+    }
 }

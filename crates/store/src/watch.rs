@@ -50,6 +50,9 @@ impl Event {
     }
 }
 
+/// A watch's subscription to the live fan-out.
+type Live = broadcast::Receiver<Arc<Event>>;
+
 /// The history ring and the live fan-out, shared by the writer and every watch.
 pub(crate) struct Hub {
     state: Mutex<HubState>,
@@ -116,13 +119,7 @@ impl Hub {
     }
 
     /// The events after `since` and a subscription to every later one.
-    fn subscribe(
-        &self,
-        since: u64,
-    ) -> Result<(
-        VecDeque<Arc<Event>>,
-        Option<broadcast::Receiver<Arc<Event>>>,
-    )> {
+    fn subscribe(&self, since: u64) -> Result<(VecDeque<Arc<Event>>, Option<Live>)> {
         let state = self.lock();
         if since < state.floor {
             return Err(Error::Gone {
@@ -149,7 +146,7 @@ pub struct Watch {
     resource: String,
     namespace: Option<String>,
     replay: VecDeque<Arc<Event>>,
-    live: Option<broadcast::Receiver<Arc<Event>>>,
+    live: Option<Live>,
     /// The version of the last event taken from the stream, matching or not.
     last: u64,
     done: bool,
@@ -227,7 +224,7 @@ impl Watch {
     }
 
     /// The next replayed event that matches, if the replay holds one.
-    fn from_replay(&mut self) -> Option<Arc<Event>> {
+    fn next_replayed(&mut self) -> Option<Arc<Event>> {
         while let Some(event) = self.replay.pop_front() {
             if let Some(Some(Ok(event))) = self.handle(Got::Event(event)) {
                 return Some(event);
@@ -242,7 +239,7 @@ impl Watch {
             if self.done {
                 return None;
             }
-            if let Some(event) = self.from_replay() {
+            if let Some(event) = self.next_replayed() {
                 return Some(Ok(event));
             }
             let got = match &mut self.live {
@@ -265,7 +262,7 @@ impl Watch {
             if self.done {
                 return None;
             }
-            if let Some(event) = self.from_replay() {
+            if let Some(event) = self.next_replayed() {
                 return Some(Ok(event));
             }
             let got = match &mut self.live {
@@ -289,7 +286,7 @@ impl Watch {
             if self.done {
                 return None;
             }
-            if let Some(event) = self.from_replay() {
+            if let Some(event) = self.next_replayed() {
                 return Some(Ok(event));
             }
             let got = match &mut self.live {

@@ -7,9 +7,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, Table};
 use serde_json::Value;
@@ -32,7 +34,9 @@ pub enum Op {
         value: Value,
         precondition: Option<u64>,
     },
-    /// Removes an object, under the same rules as an update.
+    /// Removes an object, under the same rules as an update. A record whose JSON no longer
+    /// parses cannot be deleted this way ([`Error::Corrupt`]): the delete must hand back
+    /// the last state.
     Delete { key: Key, precondition: Option<u64> },
 }
 
@@ -80,25 +84,96 @@ impl Future for PendingWrite {
     }
 }
 
+/// What the writer has done since open, for metrics and the throughput check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Committed transactions (each one fsync).
+    pub commits: u64,
+    /// Writes answered, failed ones included.
+    pub writes: u64,
+    /// Writes that took a resourceVersion.
+    pub applied: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    applied: AtomicU64,
+    /// Requests sent and not yet taken by the writer.
+    queued: AtomicUsize,
+}
+
+impl Counters {
+    pub(crate) fn get(&self) -> WriteStats {
+        WriteStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            applied: self.applied.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Before a request is sent.
+    pub(crate) fn enqueue(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request that could not be sent after all.
+    pub(crate) fn unqueue(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How the writer forms batches.
+pub(crate) struct Batching {
+    pub(crate) max: usize,
+    pub(crate) linger: Duration,
+}
+
 /// The writer thread's loop: runs until every sender is gone.
+///
+/// Batches are formed so that concurrent callers share commits instead of alternating
+/// between a small batch (the first caller back after an answer) and a large one (the
+/// rest, queued during that small batch's fsync): after a commit, the callers just
+/// answered plus those already queued are the ones expected in the next batch, and the
+/// writer waits for them up to `linger` (callers that do not come back cost one linger).
 pub(crate) fn run(
     db: Arc<Database>,
     hub: Arc<Hub>,
+    counters: Arc<Counters>,
     queue: mpsc::Receiver<Request>,
     mut revision: u64,
-    max_batch: usize,
+    batching: Batching,
 ) {
-    let mut batch = Vec::new();
+    let mut batch: Vec<Request> = Vec::new();
+    let mut expected = 1;
+    let take = |batch: &mut Vec<Request>, request| {
+        counters.queued.fetch_sub(1, Ordering::Relaxed);
+        batch.push(request);
+    };
     while let Ok(first) = queue.recv() {
-        batch.push(first);
-        // Everything that queued up during the last commit goes into this one.
-        while batch.len() < max_batch {
-            match queue.try_recv() {
-                Ok(request) => batch.push(request),
+        take(&mut batch, first);
+        let deadline = Instant::now() + batching.linger;
+        while batch.len() < batching.max {
+            // Everything that queued up during the last commit goes into this one.
+            if let Ok(request) = queue.try_recv() {
+                take(&mut batch, request);
+                continue;
+            }
+            let now = Instant::now();
+            if batch.len() >= expected || now >= deadline {
+                break;
+            }
+            match queue.recv_timeout(deadline - now) {
+                Ok(request) => take(&mut batch, request),
                 Err(_) => break,
             }
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.drain(..).map(|r| (r.op, r.reply)).unzip();
+        counters
+            .writes
+            .fetch_add(replies.len() as u64, Ordering::Relaxed);
+        let answered = replies.len();
         match apply(&db, revision, ops) {
             Ok((outcomes, new_revision)) => {
                 let events: Vec<Event> = outcomes
@@ -110,6 +185,10 @@ pub(crate) fn run(
                     })
                     .collect();
                 if !events.is_empty() {
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .applied
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
                     hub.publish(events, new_revision);
                 }
                 revision = new_revision;
@@ -124,6 +203,7 @@ pub(crate) fn run(
                 }
             }
         }
+        expected = (answered + counters.queued.load(Ordering::Relaxed)).clamp(1, batching.max);
     }
 }
 

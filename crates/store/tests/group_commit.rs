@@ -109,3 +109,42 @@ fn racing_creates_of_one_key_have_one_winner() {
     }
     assert_eq!(store.current_revision(), 20);
 }
+
+#[test]
+fn concurrent_writers_share_commits() {
+    // A generous linger, so the check does not depend on how fast this machine schedules
+    // the callers back.
+    let (_dir, store) = common::open_with(
+        "gc-share",
+        oxivirt_store::Options {
+            batch_linger: std::time::Duration::from_millis(20),
+            ..oxivirt_store::Options::default()
+        },
+    );
+    oxivirt_testkit::parallel(8, |t| {
+        for i in 0..25 {
+            let name = format!("t{t}-{i}");
+            store
+                .create(vm_key("a", &name), vm("a", &name))
+                .wait()
+                .expect("create");
+        }
+    });
+    let stats = store.stats();
+    assert_eq!((stats.writes, stats.applied), (200, 200));
+    assert!(
+        stats.commits * 3 <= stats.writes,
+        "200 writes from 8 threads took {} commits",
+        stats.commits
+    );
+    // A failed write is answered without a commit.
+    assert!(store
+        .create(vm_key("a", "t0-0"), vm("a", "x"))
+        .wait()
+        .is_err());
+    let after = store.stats();
+    assert_eq!(
+        (after.writes, after.applied, after.commits),
+        (201, 200, stats.commits)
+    );
+}

@@ -294,7 +294,7 @@ fn corrupt_records_are_errors_naming_the_key() {
     let mut garbage = 7u64.to_be_bytes().to_vec();
     garbage.extend_from_slice(b"{not json");
     write_raw(&path, format!("{VMS}\0b\0garbage").as_bytes(), &garbage);
-    write_raw(&path, format!("/pods\0nonsep").as_bytes(), b"12345678{}");
+    write_raw(&path, b"/pods\0nonsep", b"12345678{}");
 
     let store = Store::open(&path).expect("reopen");
     match store.get(&vm_key("a", "short")) {

@@ -225,32 +225,43 @@ fn concurrent_writers_are_seen_in_version_order() {
     );
 }
 
+/// Sets the flag when dropped, so writer threads stop also when an assertion failed.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn watch_started_during_writes_has_no_gap_or_duplicate() {
     let (_dir, store) = open("wt-race");
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        for t in 0..3 {
+        for t in 0..4 {
             let (store, stop) = (&store, &stop);
             s.spawn(move || {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) && i < 3000 {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     create(store, "a", &format!("t{t}-{i}"));
-                    i += 1;
                 }
             });
         }
-        for round in 0..40 {
+        let _stop = StopOnDrop(&stop);
+        // Many short watches, each started while writes are being published.
+        for round in 0..200u64 {
+            // At varying points of the writer's commit cycle.
+            std::thread::sleep(std::time::Duration::from_micros(round * 211 % 1700));
             let since = store.current_revision().saturating_sub(round % 7);
             let mut watch = store.watch(VMS, None, since).expect("watch");
-            let mut expect = since + 1;
-            for _ in 0..20 {
+            for expect in since + 1..=since + 8 {
                 let event = watch.blocking_next().expect("open").expect("event");
                 assert_eq!(event.resource_version(), expect, "watch from {since}");
-                expect += 1;
             }
         }
-        stop.store(true, Ordering::Relaxed);
     });
 }
 
