@@ -117,7 +117,8 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
         "latest",
         None,
     );
-    let pod_net = env.attach("eth0", env.pod_network_conf(false));
+    // A dual-stack pod network: the masquerade binding serves the guest IPv6 too.
+    let pod_net = env.attach("eth0", env.pod_network_conf(true));
     let ext = env.attach("pod2df796c6902", env.seed_conf("0.3.1", json!({})));
     let before = links(&env.pod);
 
@@ -187,6 +188,20 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
             })
         }),
         "both leases acknowledged in status.json: {last:?}"
+    );
+    // DHCPv6 (and the router advertisement) on the masquerade interface.
+    let mut addrs6 = String::new();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            addrs6 = con.run("ip -6 -o addr show dev eth0 scope global");
+            addrs6.contains("fd10:0:2::2/")
+        }),
+        "the guest's IPv6 address on eth0: {addrs6}"
+    );
+    let ping6 = con.run("ping -6 -c 1 -W 3 fd10:0:2::1 && echo PING6-OK");
+    assert!(
+        ping6.contains("PING6-OK"),
+        "guest → its IPv6 gateway: {ping6}"
     );
     let links_in_guest = con.run("ip -o link show eth1");
     assert!(

@@ -73,7 +73,12 @@ impl Daemon {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method])
             .args(["--cacert", &self.pki("ca.crt")])
-            .args(["--cert", &self.pki("admin.crt"), "--key", &self.pki("admin.key")])
+            .args([
+                "--cert",
+                &self.pki("admin.crt"),
+                "--key",
+                &self.pki("admin.key"),
+            ])
             .args(["-H", &format!("Content-Type: {ctype}")]);
         if let Some(b) = body {
             cmd.args(["--data-binary", b]);
@@ -84,7 +89,10 @@ impl Daemon {
 
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let (code, body) = self.curl("GET", path, None, "application/json");
-        (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
