@@ -93,6 +93,123 @@ impl Console {
     }
 }
 
+impl Console {
+    /// Logs in as the seed's image offers (from `from`, a byte offset of what was seen).
+    fn login(&mut self, from: usize) {
+        let at = self.expect(from, "login:", Duration::from_secs(180));
+        self.send("cirros");
+        let at = self.expect(at, "Password:", Duration::from_secs(30));
+        self.send("gocubsgo");
+        self.expect(at, "$ ", Duration::from_secs(30));
+    }
+}
+
+/// The seed's VM booted by the launcher in its pod, from the test guest pushed to a
+/// registry in the node's namespace, with an outside world on the seed's bridge.
+struct Guest {
+    env: Env,
+    _tmp: TempDir,
+    outside: oxivirt_testkit::TestNs,
+    reg: Registry,
+    pod_net: oxivirt_testkit::cni_env::Attachment,
+    ext: oxivirt_testkit::cni_env::Attachment,
+    before: Vec<String>,
+    state: PathBuf,
+    launcher: cleanup::OwnedChild,
+}
+
+impl Guest {
+    fn boot() -> Self {
+        let image = guest_image();
+        let env = Env::new();
+        let tmp = TempDir::new("guest").expect("tmp");
+        let outside = outside_world(&env);
+        let reg = Registry::start_in(&env.node.path());
+        reg.push(
+            &image,
+            "kubevirt/cirros-container-disk-demo",
+            "latest",
+            None,
+        );
+        // A dual-stack pod network: the masquerade binding serves the guest IPv6 too.
+        let pod_net = env.attach("eth0", env.pod_network_conf(true));
+        let ext = env.attach("pod2df796c6902", env.seed_conf("0.3.1", json!({})));
+        let before = links(&env.pod);
+
+        let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seed/vm-2.yaml");
+        let state = tmp.path().join("state");
+        let launcher = cleanup::OwnedChild::spawn(
+            Command::new("nsenter")
+                .arg(format!("--net={}", env.node.path().display()))
+                .arg(env!("CARGO_BIN_EXE_oxivirt-launcher"))
+                .arg("--netns")
+                .arg(env.pod.path())
+                .args(["--vmi", seed])
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--image-cache")
+                .arg(tmp.path().join("cache"))
+                .args([
+                    "--registry-mirror",
+                    &format!("quay.io=http://127.0.0.1:{PORT}"),
+                    "--accel",
+                    "auto",
+                ]),
+        )
+        .expect("launcher");
+        let mut last = None;
+        assert!(
+            eventually(Duration::from_secs(120), || {
+                last = status(&state);
+                matches!(&last, Some(s) if matches!(s.phase, Phase::Running | Phase::Failed))
+            }),
+            "no Running status: {last:?}"
+        );
+        assert_eq!(
+            last.as_ref().map(|s| s.phase),
+            Some(Phase::Running),
+            "{last:?}"
+        );
+        Guest {
+            env,
+            _tmp: tmp,
+            outside,
+            reg,
+            pod_net,
+            ext,
+            before,
+            state,
+            launcher,
+        }
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut exit = None;
+        assert!(
+            eventually(Duration::from_secs(120), || {
+                exit = self.launcher.child.try_wait().expect("wait");
+                exit.is_some()
+            }),
+            "the launcher did not end"
+        );
+        exit.expect("exit status")
+    }
+
+    /// The pod is as CNI left it; then the attachments and the registry go.
+    fn finish(mut self) {
+        assert!(
+            eventually(Duration::from_secs(5), || links(&self.env.pod)
+                == self.before),
+            "the pod is as CNI left it: {:?} != {:?}",
+            links(&self.env.pod),
+            self.before
+        );
+        self.reg.stop();
+        self.env.detach(&self.ext);
+        self.env.detach(&self.pod_net);
+    }
+}
+
 fn status(state: &Path) -> Option<Status> {
     StateDir::read_status(state).ok()
 }
@@ -106,64 +223,12 @@ fn status(state: &Path) -> Option<Status> {
     "busybox"
 )]
 fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
-    let image = guest_image();
-    let env = Env::new();
-    let tmp = TempDir::new("guest").expect("tmp");
-    let outside = outside_world(&env);
-    let mut reg = Registry::start_in(&env.node.path());
-    reg.push(
-        &image,
-        "kubevirt/cirros-container-disk-demo",
-        "latest",
-        None,
-    );
-    // A dual-stack pod network: the masquerade binding serves the guest IPv6 too.
-    let pod_net = env.attach("eth0", env.pod_network_conf(true));
-    let ext = env.attach("pod2df796c6902", env.seed_conf("0.3.1", json!({})));
-    let before = links(&env.pod);
-
-    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seed/vm-2.yaml");
-    let state = tmp.path().join("state");
-    let mut launcher = cleanup::OwnedChild::spawn(
-        Command::new("nsenter")
-            .arg(format!("--net={}", env.node.path().display()))
-            .arg(env!("CARGO_BIN_EXE_oxivirt-launcher"))
-            .arg("--netns")
-            .arg(env.pod.path())
-            .args(["--vmi", seed])
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--image-cache")
-            .arg(tmp.path().join("cache"))
-            .args([
-                "--registry-mirror",
-                &format!("quay.io=http://127.0.0.1:{PORT}"),
-                "--accel",
-                "auto",
-            ]),
-    )
-    .expect("launcher");
-    let mut last = None;
-    assert!(
-        eventually(Duration::from_secs(120), || {
-            last = status(&state);
-            matches!(&last, Some(s) if matches!(s.phase, Phase::Running | Phase::Failed))
-        }),
-        "no Running status: {last:?}"
-    );
-    assert_eq!(
-        last.as_ref().map(|s| s.phase),
-        Some(Phase::Running),
-        "{last:?}"
-    );
-
+    let g = Guest::boot();
+    let (state, ext, outside) = (&g.state, &g.ext, &g.outside);
+    let mut last: Option<Status> = None;
     // The console: boot output from before anyone attached, then a login as the seed's.
     let mut con = Console::open(&state.join("console.sock"));
-    let at = con.expect(0, "login:", Duration::from_secs(180));
-    con.send("cirros");
-    let at = con.expect(at, "Password:", Duration::from_secs(30));
-    con.send("gocubsgo");
-    con.expect(at, "$ ", Duration::from_secs(30));
+    con.login(0);
     // Both leases, as the guest applied them.
     let mut addrs = String::new();
     assert!(
@@ -176,7 +241,7 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
     // The launcher saw both ACKs and says when, on each interface.
     assert!(
         eventually(Duration::from_secs(5), || {
-            last = status(&state);
+            last = status(state);
             last.as_ref().is_some_and(|s| {
                 s.interfaces.len() == 2
                     && s.interfaces.iter().all(|i| {
@@ -237,17 +302,11 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
 
     // SIGTERM: ACPI power-down; the guest powers itself off well within the grace period.
     // SAFETY: kill on the launcher's pid, our child, not yet reaped.
-    unsafe { libc::kill(launcher.child.id() as libc::pid_t, libc::SIGTERM) };
-    let mut exit = None;
-    assert!(
-        eventually(Duration::from_secs(120), || {
-            exit = launcher.child.try_wait().expect("wait");
-            exit.is_some()
-        }),
-        "the launcher did not end"
-    );
-    assert!(exit.is_some_and(|e| e.success()), "launcher: {exit:?}");
-    let end = status(&state).expect("final status");
+    unsafe { libc::kill(g.launcher.child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut g = g;
+    let exit = g.wait_exit();
+    assert!(exit.success(), "launcher: {exit:?}");
+    let end = status(&g.state).expect("final status");
     assert_eq!(end.phase, Phase::Succeeded, "{end:?}");
     assert!(
         end.reason
@@ -255,12 +314,41 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
             .is_some_and(|r| r.contains("guest-shutdown")),
         "the guest powered itself off: {end:?}"
     );
+    g.finish();
+}
+
+#[root_test(
+    "docker-registry",
+    "skopeo",
+    "qemu-system-x86_64",
+    "nft",
+    "nsenter",
+    "busybox"
+)]
+fn a_guest_reboot_keeps_it_running_and_a_guest_panic_fails_it() {
+    let mut g = Guest::boot();
+    let mut con = Console::open(&g.state.join("console.sock"));
+    con.login(0);
+    // A reboot from inside: QEMU resets the machine, the VM stays Running, the guest
+    // comes back to its login prompt.
+    let at = con.seen.len();
+    con.send("sudo reboot");
+    con.login(at);
+    let s = status(&g.state).expect("status");
+    assert_eq!(s.phase, Phase::Running, "{s:?}");
+    // A kernel panic: pvpanic tells QEMU, the launcher reports Failed with the reason.
+    // (The guest's sudo stand-in joins its arguments, so the command goes in a file.)
+    con.run("echo 'echo c > /proc/sysrq-trigger' > /tmp/crash");
+    let at = con.seen.len();
+    con.send("sudo sh /tmp/crash");
+    con.expect(at, "Kernel panic", Duration::from_secs(30));
+    let exit = g.wait_exit();
+    assert!(!exit.success(), "a panicked VM did not succeed");
+    let end = status(&g.state).expect("final status");
+    assert_eq!(end.phase, Phase::Failed, "{end:?}");
     assert!(
-        eventually(Duration::from_secs(5), || links(&env.pod) == before),
-        "the pod is as CNI left it: {:?} != {before:?}",
-        links(&env.pod)
+        end.reason.as_deref().is_some_and(|r| r.contains("panic")),
+        "the reason names the panic: {end:?}"
     );
-    reg.stop();
-    env.detach(&ext);
-    env.detach(&pod_net);
+    g.finish();
 }
