@@ -9,7 +9,13 @@
 //! this one was killed outright.
 //!
 //! Usage: `oxivirt-bench [--samples N] [--big-samples N] [--plugins DIR] [--reference DIR]
-//! [--only seed,multus,store,bindings]`
+//! [--only seed,multus,store,bindings,launcher] [--launcher-samples N]
+//! [--launcher-accel tcg|kvm|auto] [--guest OCI-LAYOUT]`
+//!
+//! `launcher` (the seed VM under `oxivirt-launcher`, see [`launcher`]) runs only when named
+//! in `--only`: it boots real guests and takes minutes.
+
+mod launcher;
 
 use anyhow::{bail, Context, Result};
 use oxivirt_testkit::cleanup::{self, TempDir};
@@ -155,8 +161,14 @@ struct Args {
     big_samples: usize,
     plugins: PathBuf,
     reference: PathBuf,
-    /// Runs only the named groups (seed, multus, store, bindings); all when empty.
+    /// Runs only the named groups (seed, multus, store, bindings, launcher); all but
+    /// launcher when empty.
     only: Vec<String>,
+    /// Launcher samples (each boots the guest) and the accelerator they ask for.
+    launcher_samples: usize,
+    launcher_accel: String,
+    /// The test guest's OCI layout; `scripts/guest.sh` finds or builds it otherwise.
+    guest: Option<PathBuf>,
     /// Hidden `--skip-idle-wait`, for tests that interrupt the bench: no waiting for an
     /// idle machine first.
     skip_idle_wait: bool,
@@ -168,7 +180,7 @@ struct Args {
 
 impl Args {
     fn wants(&self, group: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|g| g == group)
+        (self.only.is_empty() && group != "launcher") || self.only.iter().any(|g| g == group)
     }
 
     fn cni_env(
@@ -201,6 +213,9 @@ fn parse_args() -> Result<Args> {
         plugins: PathBuf::new(),
         reference: PathBuf::from("/usr/lib/cni"),
         only: Vec::new(),
+        launcher_samples: 5,
+        launcher_accel: "tcg".into(),
+        guest: None,
         skip_idle_wait: false,
         _own_plugins: None,
         index: TempDir::new_in(&index_base(), "bench-index")?,
@@ -217,6 +232,9 @@ fn parse_args() -> Result<Args> {
             "--plugins" => a.plugins = PathBuf::from(val()?),
             "--reference" => a.reference = PathBuf::from(val()?),
             "--only" => a.only = val()?.split(',').map(str::to_string).collect(),
+            "--launcher-samples" => a.launcher_samples = val()?.parse()?,
+            "--launcher-accel" => a.launcher_accel = val()?,
+            "--guest" => a.guest = Some(PathBuf::from(val()?)),
             "--skip-idle-wait" => a.skip_idle_wait = true,
             other => bail!("unknown argument {other}"),
         }
@@ -692,8 +710,11 @@ fn sweep_untagged() {
     }
 }
 
+/// What a run measured.
+type Results = (Vec<Row>, Option<BindingTimes>, Option<launcher::Report>);
+
 /// Runs the chosen groups inside a fresh "node" namespace.
-fn run(args: &Args) -> Result<(Vec<Row>, Option<BindingTimes>)> {
+fn run(args: &Args) -> Result<Results> {
     let node = TestNs::try_new("oxbn")?;
     enter_node(&node)?;
     let mut rows = Vec::new();
@@ -711,7 +732,12 @@ fn run(args: &Args) -> Result<(Vec<Row>, Option<BindingTimes>)> {
     } else {
         None
     };
-    Ok((rows, bindings))
+    let launcher = if args.wants("launcher") {
+        Some(launcher::bench(args, &node)?)
+    } else {
+        None
+    };
+    Ok((rows, bindings, launcher))
 }
 
 fn main() -> Result<()> {
@@ -719,7 +745,8 @@ fn main() -> Result<()> {
     cleanup::init();
     sweep_untagged();
     let args = parse_args()?;
-    if !args.reference.join("bridge").is_file() {
+    let needs_reference = ["seed", "multus", "store"].iter().any(|g| args.wants(g));
+    if needs_reference && !args.reference.join("bridge").is_file() {
         bail!(
             "reference plugins not found in {} (install containernetworking-plugins)",
             args.reference.display()
@@ -734,7 +761,13 @@ fn main() -> Result<()> {
         // The failure is the signal's doing; its thread removes the rest and exits.
         cleanup::await_exit();
     }
-    let (rows, bindings) = result?;
+    let (rows, bindings, launcher) = result?;
+    if let Some(report) = launcher {
+        report.print();
+        if rows.is_empty() && bindings.is_none() {
+            return Ok(());
+        }
+    }
     println!("| benchmark | oxivirt (median) | reference (median) | ratio | peak RSS oxivirt / reference |");
     println!("|---|---|---|---|---|");
     for (name, ours, theirs) in rows {

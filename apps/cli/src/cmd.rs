@@ -235,6 +235,7 @@ pub async fn get(ctx: &Ctx<'_>, args: &GetArgs) -> Result<(), Error> {
     let all_ns = args.all_namespaces && kind.namespaced;
     let mut printer = Printer::new(args.output == Some(Output::Wide), all_ns);
     let mut rv = None;
+    let mut header_done = false;
     if tabular {
         let mut table = Table::default();
         for a in &answers {
@@ -248,8 +249,9 @@ pub async fn get(ctx: &Ctx<'_>, args: &GetArgs) -> Result<(), Error> {
         }
         if table.rows.is_empty() && names.is_empty() && !args.watch {
             no_resources(ns);
-        } else if !table.rows.is_empty() || !names.is_empty() {
+        } else if !table.rows.is_empty() {
             out.write_all(printer.render(&table, true).as_bytes())?;
+            header_done = true;
         }
     } else {
         let mut items: Vec<Value> = Vec::new();
@@ -298,7 +300,11 @@ pub async fn get(ctx: &Ctx<'_>, args: &GetArgs) -> Result<(), Error> {
         return Err(e);
     }
     if args.watch {
-        watch(ctx, args, kind, ns, &names, printer, rv, accept).await?;
+        let printed = Printed {
+            printer,
+            header_done,
+        };
+        watch(ctx, args, kind, ns, &names, printed, rv, accept).await?;
     }
     Ok(())
 }
@@ -312,6 +318,12 @@ fn objects(v: &Value) -> Vec<Value> {
     }
 }
 
+/// What `get` printed before watching: the widths to keep, whether the header is out.
+struct Printed {
+    printer: Printer,
+    header_done: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn watch(
     ctx: &Ctx<'_>,
@@ -319,7 +331,7 @@ async fn watch(
     kind: &Kind,
     ns: Option<&str>,
     names: &[String],
-    mut printer: Printer,
+    printed: Printed,
     mut rv: Option<String>,
     accept: &str,
 ) -> Result<(), Error> {
@@ -331,7 +343,11 @@ async fn watch(
     if let [name] = names {
         params.field_selector = Some(format!("metadata.name={name}"));
     }
-    let mut header = rv.is_none();
+    let Printed {
+        mut printer,
+        header_done,
+    } = printed;
+    let mut header = !header_done;
     loop {
         params.resource_version = rv.clone();
         let stream = ctx.api.watch(kind, ns, &params, accept).await?;

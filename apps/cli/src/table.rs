@@ -91,11 +91,11 @@ impl Table {
 }
 
 /// How kubectl shows a cell: strings as they are, numbers and booleans as JSON writes them,
-/// a missing value as `<none>`.
+/// a missing value as nothing.
 fn cell_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Null => "<none>".into(),
+        Value::Null => String::new(),
         other => other.to_string(),
     }
 }
@@ -296,7 +296,7 @@ mod tests {
         let t = Table::from_response(&vm_table()).expect("table");
         insta::assert_snapshot!(Printer::new(true, true).render(&t, true), @r"
         NAMESPACE   NAME                    AGE    STATUS    READY   NODE
-        default     testvm-2                5m     Stopped   False   <none>
+        default     testvm-2                5m     Stopped   False   
         tenant-a    a-much-longer-vm-name   2d3h   Running   True    node-1
         ");
     }

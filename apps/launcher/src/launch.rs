@@ -292,9 +292,13 @@ fn start_and_run(
                     .collect(),
                 interface_name: Some(g.interface_name.clone()),
                 info_source: "domain".into(),
+                lease_acknowledged_at: None,
             })
             .collect();
         state.write_status(&s).context("write status.json")?;
+    }
+    if let Some(net) = made.network.as_mut() {
+        net.on_lease(crate::state::lease_reporter(status.clone(), state.writer()));
     }
 
     let (tx, rx) = mpsc::channel::<Msg>();

@@ -13,9 +13,10 @@ use oxivirt_vm_net::naming::{self, Names};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How one VMI interface reaches its network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +94,41 @@ pub struct PodNetwork {
     bridges: Vec<Names>,
     stop: Arc<AtomicBool>,
     servers: Vec<JoinHandle<Result<(), oxivirt_dhcp::Error>>>,
+    leases: Leases,
+}
+
+/// When the guest first took its DHCPv4 lease on each interface. The DHCP threads only
+/// note the time and wake the reporter (a status write must not hold up the ACK); the
+/// reporter hands the times on, including those noted before it was wired.
+#[derive(Debug, Default)]
+struct Leases {
+    /// Per entry of `nics`.
+    at: Arc<Mutex<Vec<Option<SystemTime>>>>,
+    /// Cloned into each DHCP thread; dropped at teardown so the reporter ends.
+    wake: Option<Sender<()>>,
+    woken: Option<Receiver<()>>,
+    reporter: Option<JoinHandle<()>>,
+}
+
+impl Leases {
+    fn new(nics: usize) -> Self {
+        let (wake, woken) = mpsc::channel();
+        Self {
+            at: Arc::new(Mutex::new(vec![None; nics])),
+            wake: Some(wake),
+            woken: Some(woken),
+            reporter: None,
+        }
+    }
+
+    /// Stops the reporter once the DHCP threads (the other senders) are gone.
+    fn finish(&mut self) {
+        self.wake = None;
+        self.woken = None;
+        if let Some(r) = self.reporter.take() {
+            let _ = r.join();
+        }
+    }
 }
 
 /// A MAC as libvirt generates one for a guest (`52:54:00:xx:xx:xx`).
@@ -152,6 +188,7 @@ impl PodNetwork {
                         .collect(),
                     stop: Arc::new(AtomicBool::new(false)),
                     servers: Vec::new(),
+                    leases: Leases::default(),
                 };
                 return Err(match undo.teardown() {
                     Ok(()) => error,
@@ -165,6 +202,7 @@ impl PodNetwork {
         let mut net = Self {
             netns: netns.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
+            leases: Leases::new(wired.nics.len()),
             nics: wired.nics,
             masquerade: wired.masquerade,
             bridges: wired.bridges,
@@ -189,8 +227,45 @@ impl PodNetwork {
         &self.nics
     }
 
+    /// Calls `report(interface name, time)` once per interface, on a thread of its own,
+    /// when the guest's DHCPv4 lease on it is first acknowledged (also for what was
+    /// acknowledged before this was called). Only the first call wires anything; the
+    /// thread ends at [`PodNetwork::teardown`]. The launcher passes
+    /// [`crate::state::lease_reporter`].
+    pub fn on_lease(&mut self, mut report: impl FnMut(&str, SystemTime) + Send + 'static) {
+        let Some(woken) = self.leases.woken.take() else {
+            return;
+        };
+        let at = self.leases.at.clone();
+        let names: Vec<String> = self.nics.iter().map(|n| n.name.clone()).collect();
+        let handle = std::thread::Builder::new()
+            .name("dhcp-leases".into())
+            .spawn(move || {
+                let mut told = vec![false; names.len()];
+                loop {
+                    let now: Vec<Option<SystemTime>> =
+                        at.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    for ((name, t), told) in names.iter().zip(now).zip(&mut told) {
+                        if let (Some(t), false) = (t, *told) {
+                            *told = true;
+                            report(name, t);
+                        }
+                    }
+                    if woken.recv().is_err() {
+                        return;
+                    }
+                }
+            });
+        match handle {
+            Ok(h) => self.leases.reporter = Some(h),
+            // The VM runs on without the lease times; nothing else depends on them.
+            Err(e) => eprintln!("oxivirt-launcher: no DHCP lease reporter: {e}"),
+        }
+    }
+
     fn spawn(&mut self, serve: Serve) -> Result<(), Error> {
         let (netns, stop) = (self.netns.clone(), self.stop.clone());
+        let (at, wake) = (self.leases.at.clone(), self.leases.wake.clone());
         let handle = std::thread::Builder::new()
             .name("dhcp".into())
             .spawn(move || -> Result<(), oxivirt_dhcp::Error> {
@@ -203,8 +278,26 @@ impl PodNetwork {
                     return Ok(());
                 }
                 match serve {
-                    Serve::V4(bridge, lease) => {
-                        oxivirt_dhcp::serve(&bridge, &mut Server::new(lease), &stop)
+                    Serve::V4(bridge, lease, nic) => {
+                        let mut acks = 0;
+                        let observe = |c: &oxivirt_dhcp::Counters| {
+                            if c.acks > acks {
+                                acks = c.acks;
+                                let mut at = at.lock().unwrap_or_else(PoisonError::into_inner);
+                                if let Some(slot @ None) = at.get_mut(nic) {
+                                    *slot = Some(SystemTime::now());
+                                    if let Some(w) = &wake {
+                                        let _ = w.send(());
+                                    }
+                                }
+                            }
+                        };
+                        oxivirt_dhcp::serve_observed(
+                            &bridge,
+                            &mut Server::new(lease),
+                            &stop,
+                            observe,
+                        )
                     }
                     Serve::V6(bridge, lease) => {
                         oxivirt_dhcp::v6::serve6(&bridge, &mut Server6::new(lease), &stop)
@@ -231,6 +324,7 @@ impl PodNetwork {
             // that it has stopped.
             let _ = s.join();
         }
+        self.leases.finish();
         let ns = NetNs::open(&self.netns).map_err(Error::Netns)?;
         let (masquerade, bridges, state_dir) = (self.masquerade, &self.bridges, &self.state_dir);
         ns.run(|| -> Result<(), Error> {
@@ -245,7 +339,8 @@ impl PodNetwork {
 
 /// A DHCP service to run for the guest's lifetime.
 enum Serve {
-    V4(String, Lease),
+    /// On a bridge, for the interface at this index of `nics`.
+    V4(String, Lease, usize),
     V6(String, Lease6),
     Ra(String, [u8; 6], u32),
 }
@@ -329,6 +424,7 @@ fn wire(plan: &[NicPlan], state_dir: &Path, who: &GuestIdentity) -> Result<Wired
                         lease_secs: 86_400 * 365,
                         extra: Vec::new(),
                     },
+                    out.nics.len(),
                 ));
                 if let Some(v6) = spec.v6 {
                     let vm6 = Ipv6Addr::from(u128::from(v6.network()) + 2);
@@ -374,7 +470,8 @@ fn wire(plan: &[NicPlan], state_dir: &Path, who: &GuestIdentity) -> Result<Wired
                     who.search.clone(),
                     Some(who.hostname.clone()),
                 ) {
-                    out.servers.push(Serve::V4(names.bridge.clone(), lease));
+                    out.servers
+                        .push(Serve::V4(names.bridge.clone(), lease, out.nics.len()));
                 }
                 out.nics.push(GuestNic {
                     name: nic.name.clone(),

@@ -9,6 +9,8 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The VMI phase, as KubeVirt names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -39,6 +41,10 @@ pub struct InterfaceStatus {
     pub interface_name: Option<String>,
     /// Where the information came from (`domain`, `guest-agent`, …).
     pub info_source: String,
+    /// When our DHCP server first acknowledged this interface's lease to the guest (RFC
+    /// 3339, UTC, milliseconds). Ours, not KubeVirt's: `infoSource` stays KubeVirt-true.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lease_acknowledged_at: Option<String>,
 }
 
 /// What `status.json` holds: the VMI status fields the launcher knows, plus its own.
@@ -148,9 +154,36 @@ impl StateDir {
         self.path.join("status.json")
     }
 
-    /// Replaces `status.json` atomically (a temp file renamed over it).
+    /// Replaces `status.json` atomically (a temp file renamed over it). Callers hold the
+    /// lock of the status they write, which keeps writers (the launcher's threads) in turn.
     pub fn write_status(&self, status: &Status) -> std::io::Result<()> {
-        let tmp = self.path.join(".status.json.tmp");
+        self.writer().write(status)
+    }
+
+    /// The same writer, for a thread that outlives a borrow of this directory.
+    pub fn writer(&self) -> StatusWriter {
+        StatusWriter {
+            dir: self.path.clone(),
+        }
+    }
+
+    /// Reads `status.json` (for tests and tools).
+    pub fn read_status(dir: &Path) -> std::io::Result<Status> {
+        let bytes = std::fs::read(dir.join("status.json"))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
+/// Writes `status.json` of one state directory; see [`StateDir::write_status`].
+#[derive(Debug, Clone)]
+pub struct StatusWriter {
+    dir: PathBuf,
+}
+
+impl StatusWriter {
+    /// Replaces `status.json` atomically (a temp file renamed over it).
+    pub fn write(&self, status: &Status) -> std::io::Result<()> {
+        let tmp = self.dir.join(".status.json.tmp");
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -159,14 +192,96 @@ impl StateDir {
             .open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(status)?)?;
         f.sync_data()?;
-        std::fs::rename(&tmp, self.status_path())
+        std::fs::rename(&tmp, self.dir.join("status.json"))
     }
+}
 
-    /// Reads `status.json` (for tests and tools).
-    pub fn read_status(dir: &Path) -> std::io::Result<Status> {
-        let bytes = std::fs::read(dir.join("status.json"))?;
-        Ok(serde_json::from_slice(&bytes)?)
+/// What the launcher wires to [`crate::network::PodNetwork::on_lease`]: each interface's
+/// first DHCP acknowledgement goes into the shared status and `status.json`, under the
+/// status lock like every other write.
+pub fn lease_reporter(
+    status: Arc<Mutex<Status>>,
+    writer: StatusWriter,
+) -> impl FnMut(&str, SystemTime) + Send + 'static {
+    move |name, at| {
+        let mut s = status.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(i) = s.interfaces.iter_mut().find(|i| i.name == name) else {
+            return;
+        };
+        if i.lease_acknowledged_at.is_some() {
+            return;
+        }
+        i.lease_acknowledged_at = Some(rfc3339_ms(at));
+        // Nobody to tell but the log: the next write carries the field again.
+        if let Err(e) = writer.write(&s) {
+            eprintln!("oxivirt-launcher: write status.json: {e}");
+        }
     }
+}
+
+/// `at` as RFC 3339 in UTC with milliseconds (`2024-05-01T12:34:56.789Z`).
+pub fn rfc3339_ms(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Reads what [`rfc3339_ms`] writes (UTC, `Z`, any number of fraction digits); `None`
+/// for anything else.
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let t = text.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut h = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        format!("{frac:0<9}").parse::<u32>().ok()?
+    };
+    let days = u64::try_from(days_from_civil(y, m, day)).ok()?;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Howard Hinnant's `civil_from_days`: (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -190,6 +305,64 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_709_251_199_007);
+        assert_eq!(rfc3339_ms(at), "2024-02-29T23:59:59.007Z");
+        assert_eq!(rfc3339_ms(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(parse_rfc3339("2024-02-29T23:59:59.007Z"), Some(at));
+        assert_eq!(
+            parse_rfc3339("2024-03-01T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_709_251_200))
+        );
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T23:59:59+01:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        // Every day of four years round-trips.
+        for day in 19_000..20_461u64 {
+            let t = UNIX_EPOCH + Duration::from_millis(day * 86_400_000 + 45_296_789);
+            assert_eq!(parse_rfc3339(&rfc3339_ms(t)), Some(t));
+        }
+    }
+
+    #[test]
+    fn a_lease_is_recorded_once_on_its_interface_and_written() {
+        let tmp = TempDir::new("launcher").expect("tmp");
+        let dir = StateDir::claim(tmp.path()).expect("claim");
+        let iface = |name: &str| InterfaceStatus {
+            name: name.into(),
+            info_source: "domain".into(),
+            ..Default::default()
+        };
+        let status = Arc::new(Mutex::new(Status {
+            phase: Phase::Running,
+            interfaces: vec![iface("default"), iface("ext-net")],
+            ..Default::default()
+        }));
+        let mut report = lease_reporter(status.clone(), dir.writer());
+        let first = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        report("ext-net", first);
+        report("ext-net", first + Duration::from_secs(5));
+        report("no-such-interface", first);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.status_path()).expect("read")).expect("json");
+        assert_eq!(
+            json["interfaces"][1]["leaseAcknowledgedAt"],
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(json["interfaces"][1]["infoSource"], "domain");
+        assert!(json["interfaces"][0].get("leaseAcknowledgedAt").is_none());
+        assert_eq!(
+            StateDir::read_status(dir.path()).expect("read back"),
+            *status.lock().expect("lock")
+        );
+    }
+
+    #[test]
     fn status_is_replaced_whole_in_kubevirts_shape() {
         let tmp = TempDir::new("launcher").expect("tmp");
         let dir = StateDir::claim(tmp.path()).expect("claim");
@@ -202,6 +375,7 @@ mod tests {
                 ip_addresses: vec!["10.244.0.7".into()],
                 interface_name: Some("eth0".into()),
                 info_source: "domain".into(),
+                ..Default::default()
             }],
             accelerator: Some("tcg".into()),
             qemu_pid: Some(42),

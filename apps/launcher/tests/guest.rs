@@ -172,6 +172,22 @@ fn the_seed_vm_boots_is_reachable_from_outside_and_powers_off() {
         }),
         "the guest's addresses: {addrs}"
     );
+    // The launcher saw both ACKs and says when, on each interface.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            last = status(&state);
+            last.as_ref().is_some_and(|s| {
+                s.interfaces.len() == 2
+                    && s.interfaces.iter().all(|i| {
+                        i.lease_acknowledged_at
+                            .as_deref()
+                            .and_then(oxivirt_app_launcher::state::parse_rfc3339)
+                            .is_some()
+                    })
+            })
+        }),
+        "both leases acknowledged in status.json: {last:?}"
+    );
     let links_in_guest = con.run("ip -o link show eth1");
     assert!(
         links_in_guest.contains(&ext.mac()),

@@ -11,4 +11,4 @@ pub mod v6;
 
 pub use error::{Error, Result};
 pub use server::{Counters, DhcpOptionsSpec, Lease, Server};
-pub use socket::serve;
+pub use socket::{serve, serve_observed};

@@ -1,7 +1,7 @@
 //! The server's socket: UDP port 67 bound to one bridge, replies broadcast to port 68.
 
 use crate::error::{socket, Result};
-use crate::server::Server;
+use crate::server::{Counters, Server};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,12 +10,26 @@ use std::time::Duration;
 /// Serves `server` on `bridge` until `stop` is set (checked every 200 ms). Run it on a
 /// thread that is in the pod's network namespace.
 pub fn serve(bridge: &str, server: &mut Server, stop: &AtomicBool) -> Result<()> {
+    serve_observed(bridge, server, stop, |_| {})
+}
+
+/// [`serve`], calling `observe` with the counters after each datagram is handled and
+/// before its reply is sent (so a caller can tell when a lease was acknowledged; it must
+/// be quick, the guest waits for the reply).
+pub fn serve_observed(
+    bridge: &str,
+    server: &mut Server,
+    stop: &AtomicBool,
+    mut observe: impl FnMut(&Counters),
+) -> Result<()> {
     let sock = bridge_socket(bridge, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67).into())?;
     sock.set_broadcast(true)
         .map_err(socket(bridge, "allow broadcasts"))?;
     let to = SockAddr::from(SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
     serve_datagrams(&sock, stop, |data, _| {
-        server.handle(data).map(|r| (r, to.clone()))
+        let reply = server.handle(data);
+        observe(&server.counters);
+        reply.map(|r| (r, to.clone()))
     })
     .map_err(socket(bridge, "receive"))
 }

@@ -1,0 +1,137 @@
+//! The real `kubectl` against a real `oxivirtd`: the seed article's NAD and VM applied,
+//! listed with KubeVirt's and Multus's columns, applied again (unchanged), edited
+//! (configured, seen by a watch) and deleted.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use oxivirt_testkit::cleanup::OwnedChild;
+
+fn skip_without_kubectl(test: &str) -> bool {
+    if kubectl().is_none() {
+        eprintln!("SKIP {test}: no kubectl under /usr/lib/google-cloud-sdk/bin");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn the_seed_files_through_kubectl() {
+    if skip_without_kubectl("the_seed_files_through_kubectl") {
+        return;
+    }
+    let dir = tmp("oxivirtd-kubectl");
+    let d = Daemon::start(&dir.path().join("data"));
+    let nad = fixed_nad(dir.path());
+    let nad_s = nad.to_str().expect("path");
+    let vm = seed("vm-2.yaml");
+    let vm_s = vm.to_str().expect("path");
+
+    let out = d.kubectl(&["apply", "-f", nad_s]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "networkattachmentdefinition.k8s.cni.cncf.io/multus-br created\n"
+    );
+    let out = d.kubectl(&["apply", "-f", vm_s]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "virtualmachine.kubevirt.io/testvm-2 created\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Warning: spec.running is deprecated"),
+        "{}",
+        text(&out)
+    );
+
+    let out = d.kubectl(&["get", "net-attach-def"]);
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "AGE"], "{t}");
+    assert!(lines[1].starts_with("multus-br "), "{t}");
+
+    let out = d.kubectl(&["get", "VirtualMachine"]);
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "AGE", "STATUS", "READY"],
+        "{t}"
+    );
+    assert!(lines[1].starts_with("testvm-2 "), "{t}");
+
+    let out = d.kubectl(&["get", "vm", "testvm-2", "-o", "yaml"]);
+    let y = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "kind: VirtualMachine",
+        "uid: ",
+        "resourceVersion: ",
+        "creationTimestamp: ",
+        "generation: 1",
+        "networkName: multus-br",
+    ] {
+        assert!(y.contains(want), "{want} not in {y}");
+    }
+
+    for (f, what) in [
+        (nad_s, "networkattachmentdefinition.k8s.cni.cncf.io/multus-br"),
+        (vm_s, "virtualmachine.kubevirt.io/testvm-2"),
+    ] {
+        let out = d.kubectl(&["apply", "-f", f]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{what} unchanged\n"),
+            "{}",
+            text(&out)
+        );
+    }
+
+    // A watch sees the edit.
+    let mut w = OwnedChild::spawn(
+        Command::new(kubectl().expect("kubectl"))
+            .env("KUBECONFIG", d.kubeconfig())
+            .args(["get", "vm", "-w", "-o", "jsonpath={.spec.template.spec.domain.resources.requests.memory}{\"\\n\"}"])
+            .stdout(Stdio::piped()),
+    )
+    .expect("kubectl -w");
+    let mut lines = BufReader::new(w.child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("first").expect("line");
+    assert_eq!(first, "64M");
+    let edited = dir.path().join("vm-2.yaml");
+    let text_vm = std::fs::read_to_string(&vm).expect("vm").replace("64M", "128M");
+    std::fs::write(&edited, text_vm).expect("edit");
+    let out = d.kubectl(&["apply", "-f", edited.to_str().expect("path")]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "virtualmachine.kubevirt.io/testvm-2 configured\n",
+        "{}",
+        text(&out)
+    );
+    let next = lines.next().expect("watch event").expect("line");
+    assert_eq!(next, "128M");
+    drop(w);
+    let out = d.kubectl(&["get", "vm", "testvm-2", "-o", "jsonpath={.metadata.generation}"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2");
+
+    let out = d.kubectl(&["delete", "-f", edited.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "virtualmachine.kubevirt.io \"testvm-2\" deleted\n"
+    );
+    let out = d.kubectl(&["get", "vm", "testvm-2"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "Error from server (NotFound): virtualmachines.kubevirt.io \"testvm-2\" not found"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = d.kubectl(&["explain", "vm.spec.runStrategy"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

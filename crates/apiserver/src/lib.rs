@@ -1,0 +1,19 @@
+//! oxivirt's Kubernetes API: the part of it KubeVirt and Multus users touch, served from
+//! the embedded store, so that `kubectl`, `virtctl`, the controller and the `oxivirt` CLI
+//! speak to one machine as to a cluster.
+
+pub mod admission;
+pub mod discovery;
+pub mod error;
+pub mod handler;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod table;
+pub mod time;
+
+pub use error::ApiError;
+pub use handler::{Api, Reply, Request};

@@ -1,0 +1,185 @@
+//! The transport: TLS on a TCP listener, HTTP/1.1 and HTTP/2, client-certificate
+//! authentication (no anonymous access but to the health checks), and the mapping of
+//! HTTP requests and replies onto [`crate::handler`]'s.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt as _, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::error::ApiError;
+use crate::handler::{Api, Reply, Request};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Decodes `%XX` and `+` of a query component (a bad escape stays as written).
+fn decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            (c, _, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn full(status: u16, body: Vec<u8>, warnings: &[String]) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    for w in warnings {
+        // The API server's `Warning: 299 - "<text>"`, which kubectl prints.
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&text) {
+            h.append("warning", v);
+        }
+    }
+    r
+}
+
+const HEALTH: &[&str] = &["/healthz", "/livez", "/readyz"];
+
+async fn serve_request(
+    api: Api,
+    authenticated: bool,
+    req: hyper::Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    if !authenticated && !HEALTH.contains(&path.as_str()) {
+        return Ok(to_response(Reply::error(&ApiError::Unauthorized)));
+    }
+    let header = |n: hyper::header::HeaderName| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (accept, content_type) = (
+        header(hyper::header::ACCEPT),
+        header(hyper::header::CONTENT_TYPE),
+    );
+    let method = req.method().as_str().to_string();
+    let q = query(req.uri().query());
+    let limit = crate::admission::MAX_OBJECT_BYTES + 1;
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(to_response(Reply::error(&ApiError::TooLarge {
+                limit: crate::admission::MAX_OBJECT_BYTES,
+            })))
+        }
+    };
+    let reply = api
+        .handle(Request {
+            method,
+            path,
+            query: q,
+            accept,
+            content_type,
+            body,
+        })
+        .await;
+    Ok(to_response(reply))
+}
+
+fn to_response(reply: Reply) -> Response<Body> {
+    match reply {
+        Reply::Json {
+            status,
+            body,
+            warnings,
+        } => full(status, body, &warnings),
+        Reply::Stream(rx) => {
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+            });
+            let mut r = Response::new(StreamBody::new(stream).boxed());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+    }
+}
+
+/// Serves `api` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Api) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let authenticated = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|c| !c.is_empty());
+            let service = hyper::service::service_fn(move |req| {
+                serve_request(api.clone(), authenticated, req)
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = query(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&x"));
+        assert_eq!(q["labelSelector"], "app=web,tier in (a)");
+        assert_eq!(q["watch"], "1");
+        assert_eq!(q["x"], "");
+        assert_eq!(decode("%zz%4"), "%zz%4");
+    }
+}
