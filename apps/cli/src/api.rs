@@ -9,7 +9,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 
-use crate::kinds::Kind;
+use crate::kinds::{self, Kind};
 
 /// What went wrong talking to the server; `Display` is kubectl's line.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +172,55 @@ impl Api {
             client,
             default_namespace,
         })
+    }
+
+    async fn get_path(&self, path: &str) -> Result<Value, Error> {
+        let req = http::Request::get(path)
+            .header(ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(Error::Request)?;
+        self.json(req).await
+    }
+
+    /// The kinds of one API version (`v1`, `apps/v1`); none when the server has not got it.
+    pub async fn discover_version(&self, api_version: &str) -> Result<Vec<Kind>, Error> {
+        let path = if api_version.contains('/') {
+            format!("/apis/{api_version}")
+        } else {
+            format!("/api/{api_version}")
+        };
+        match self.get_path(&path).await {
+            Ok(list) => Ok(kinds::from_discovery(api_version, &list)),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every kind the server serves (core and each group's preferred version), for names
+    /// the static table does not know.
+    pub async fn discover(&self) -> Result<Vec<Kind>, Error> {
+        let mut all = self.discover_version("v1").await?;
+        let groups = match self.get_path("/apis").await {
+            Ok(g) => g,
+            Err(e) if e.is_not_found() => Value::Null,
+            Err(e) => return Err(e),
+        };
+        let versions = groups["groups"]
+            .as_array()
+            .map(|gs| {
+                gs.iter()
+                    .filter_map(|g| g["preferredVersion"]["groupVersion"].as_str())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for gv in versions {
+            // One group whose server is down (an aggregated API) does not hide the others.
+            if let Ok(mut ks) = self.discover_version(&gv).await {
+                all.append(&mut ks);
+            }
+        }
+        Ok(all)
     }
 
     async fn json(&self, req: http::Request<Vec<u8>>) -> Result<Value, Error> {

@@ -46,8 +46,9 @@ pub struct Ctx<'a> {
     pub namespace: String,
 }
 
-/// `TYPE NAME…` or `TYPE/NAME …` into the kind and names.
-fn target(kind: &str, names: &[String]) -> Result<(&'static Kind, Vec<String>), Error> {
+/// `TYPE NAME…` or `TYPE/NAME …` into the kind and names: the static table first (no round
+/// trip), discovery for anything else.
+async fn target(ctx: &Ctx<'_>, kind: &str, names: &[String]) -> Result<(Kind, Vec<String>), Error> {
     let mut names = names.to_vec();
     let kind = match kind.split_once('/') {
         Some((k, n)) => {
@@ -56,16 +57,37 @@ fn target(kind: &str, names: &[String]) -> Result<(&'static Kind, Vec<String>), 
         }
         None => kind,
     };
-    let k = kinds::resolve(kind).ok_or_else(|| Error::UnknownType(kind.to_string()))?;
-    Ok((k, names))
+    if let Some(k) = kinds::resolve(kind) {
+        return Ok((*k, names));
+    }
+    let found = ctx.api.discover().await?;
+    let k = kinds::resolve_in(&found, kind).ok_or_else(|| Error::UnknownType(kind.to_string()))?;
+    Ok((*k, names))
 }
 
 fn namespace_of<'a>(ctx: &'a Ctx<'_>, doc: &'a Doc) -> &'a str {
     doc.namespace().unwrap_or(&ctx.namespace)
 }
 
-fn kind_of(ctx: &Ctx<'_>, doc: &Doc) -> Result<&'static Kind, Error> {
-    kinds::for_object(doc.api_version(), doc.kind()).ok_or_else(|| Error::UnknownKind {
+/// The kind of a manifest's object: the static table, else the discovery of its API version
+/// (asked once per version).
+async fn kind_of(
+    ctx: &Ctx<'_>,
+    discovered: &mut std::collections::HashMap<String, Vec<Kind>>,
+    doc: &Doc,
+) -> Result<Kind, Error> {
+    if let Some(k) = kinds::for_object(doc.api_version(), doc.kind()) {
+        return Ok(*k);
+    }
+    let av = doc.api_version().to_string();
+    if !discovered.contains_key(&av) {
+        let ks = ctx.api.discover_version(&av).await?;
+        discovered.insert(av.clone(), ks);
+    }
+    let found = discovered
+        .get(&av)
+        .and_then(|ks| kinds::for_object_in(ks, doc.api_version(), doc.kind()));
+    found.copied().ok_or_else(|| Error::UnknownKind {
         name: doc.name().to_string(),
         namespace: namespace_of(ctx, doc).to_string(),
         origin: doc.origin.clone(),
@@ -98,14 +120,15 @@ pub async fn apply(ctx: &Ctx<'_>, docs: Vec<Doc>) -> Result<(), Error> {
     if docs.is_empty() {
         return Err(manifest::Error::Empty("apply").into());
     }
-    let kinds = docs
-        .iter()
-        .map(|d| kind_of(ctx, d))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut discovered = std::collections::HashMap::new();
+    let mut kinds = Vec::new();
+    for d in &docs {
+        kinds.push(kind_of(ctx, &mut discovered, d).await?);
+    }
     let mut out = std::io::stdout().lock();
     let mut first = None;
     for (doc, kind) in docs.iter().zip(kinds) {
-        match apply_one(ctx, doc, kind).await {
+        match apply_one(ctx, doc, &kind).await {
             Ok(what) => writeln!(out, "{}/{} {what}", kind.singular_resource(), doc.name())?,
             Err(e) => note(&mut first, e),
         }
@@ -192,7 +215,8 @@ fn no_resources(ns: Option<&str>) {
 }
 
 pub async fn get(ctx: &Ctx<'_>, args: &GetArgs) -> Result<(), Error> {
-    let (kind, names) = target(&args.kind, &args.names)?;
+    let (kind, names) = target(ctx, &args.kind, &args.names).await?;
+    let kind = &kind;
     if args.all_namespaces && !names.is_empty() {
         return Err(Error::Usage(
             "a resource cannot be retrieved by name across all namespaces".into(),
@@ -418,7 +442,8 @@ fn row_rv(table: &Value) -> Option<String> {
 }
 
 pub async fn describe(ctx: &Ctx<'_>, args: &DescribeArgs) -> Result<(), Error> {
-    let (kind, mut names) = target(&args.kind, &args.names)?;
+    let (kind, mut names) = target(ctx, &args.kind, &args.names).await?;
+    let kind = &kind;
     let ns = ctx.namespace.as_str();
     if names.is_empty() {
         let list = ctx
@@ -483,10 +508,11 @@ pub fn load_for_delete(args: &DeleteArgs) -> Result<Vec<Doc>, Error> {
 }
 
 pub async fn delete(ctx: &Ctx<'_>, args: &DeleteArgs, docs: Vec<Doc>) -> Result<(), Error> {
-    let mut targets: Vec<(&'static Kind, String, String, Option<String>)> = Vec::new();
+    let mut targets: Vec<(Kind, String, String, Option<String>)> = Vec::new();
+    let mut discovered = std::collections::HashMap::new();
     if !args.files.is_empty() {
         for d in &docs {
-            let k = kind_of(ctx, d)?;
+            let k = kind_of(ctx, &mut discovered, d).await?;
             targets.push((
                 k,
                 namespace_of(ctx, d).to_string(),
@@ -495,7 +521,7 @@ pub async fn delete(ctx: &Ctx<'_>, args: &DeleteArgs, docs: Vec<Doc>) -> Result<
             ));
         }
     } else if let Some(kind) = &args.kind {
-        let (k, names) = target(kind, &args.names)?;
+        let (k, names) = target(ctx, kind, &args.names).await?;
         if names.is_empty() {
             return Err(Error::Usage(
                 "resource(s) were provided, but no name was specified".into(),
@@ -518,7 +544,7 @@ pub async fn delete(ctx: &Ctx<'_>, args: &DeleteArgs, docs: Vec<Doc>) -> Result<
         match ctx.api.delete(kind, ns, name, grace).await {
             Ok(_) => {
                 println!("{} \"{name}\" deleted", kind.singular_resource());
-                deleted.push((*kind, ns.as_str(), name.as_str()));
+                deleted.push((kind, ns.as_str(), name.as_str()));
             }
             Err(e) if e.is_not_found() && args.ignore_not_found => {}
             Err(e) => {

@@ -138,12 +138,17 @@ impl Kind {
 /// or kind (any case), optionally qualified by group (`virtualmachines.kubevirt.io`) or by
 /// version and group (`virtualmachines.v1.kubevirt.io`), as kubectl does.
 pub fn resolve(name: &str) -> Option<&'static Kind> {
+    resolve_in(KINDS, name)
+}
+
+/// [`resolve`] over another table (what discovery found).
+pub fn resolve_in<'a>(kinds: &'a [Kind], name: &str) -> Option<&'a Kind> {
     let lower = name.to_ascii_lowercase();
     let (base, qualifier) = match lower.split_once('.') {
         Some((b, q)) => (b.to_string(), Some(q.to_string())),
         None => (lower, None),
     };
-    KINDS.iter().find(|k| {
+    kinds.iter().find(|k| {
         let name_ok = k.kind.eq_ignore_ascii_case(&base) || k.names().any(|n| n == base);
         let group_ok = match &qualifier {
             None => true,
@@ -155,9 +160,53 @@ pub fn resolve(name: &str) -> Option<&'static Kind> {
 
 /// The kind of an object from its `apiVersion` and `kind`.
 pub fn for_object(api_version: &str, kind: &str) -> Option<&'static Kind> {
-    KINDS
+    for_object_in(KINDS, api_version, kind)
+}
+
+pub fn for_object_in<'a>(kinds: &'a [Kind], api_version: &str, kind: &str) -> Option<&'a Kind> {
+    kinds
         .iter()
         .find(|k| k.kind == kind && k.api_version() == api_version)
+}
+
+/// The kinds of one discovery document (`APIResourceList` of `/api/v1` or `/apis/G/V`);
+/// subresources are left out. The strings are leaked: a CLI run discovers at most once and
+/// then exits, and it keeps [`Kind`] the plain `'static` table entry.
+pub fn from_discovery(api_version: &str, list: &serde_json::Value) -> Vec<Kind> {
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let (group, version) = (leak(group), leak(version));
+    let Some(resources) = list["resources"].as_array() else {
+        return Vec::new();
+    };
+    resources
+        .iter()
+        .filter_map(|r| {
+            let plural = r["name"].as_str().filter(|n| !n.contains('/'))?;
+            let kind = r["kind"].as_str()?;
+            let singular = r["singularName"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| kind.to_ascii_lowercase());
+            let short: Vec<&'static str> = r["shortNames"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str()).map(leak).collect())
+                .unwrap_or_default();
+            Some(Kind {
+                group,
+                version,
+                kind: leak(kind),
+                plural: leak(plural),
+                singular: leak(&singular),
+                short: Box::leak(short.into_boxed_slice()),
+                namespaced: r["namespaced"].as_bool().unwrap_or(true),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -216,6 +265,23 @@ mod tests {
         assert!(resolve("vm.apps").is_none());
         assert!(resolve("pods.kubevirt.io").is_none());
         assert!(resolve("").is_none());
+    }
+
+    #[test]
+    fn discovery_documents() {
+        let list = serde_json::json!({"kind": "APIResourceList", "groupVersion": "apps/v1", "resources": [
+            {"name": "deployments", "singularName": "deployment", "namespaced": true, "kind": "Deployment", "shortNames": ["deploy"]},
+            {"name": "deployments/status", "singularName": "", "namespaced": true, "kind": "Deployment"},
+        ]});
+        let kinds = from_discovery("apps/v1", &list);
+        assert_eq!(kinds.len(), 1);
+        let d = resolve_in(&kinds, "deploy").expect("short name");
+        assert_eq!(
+            d.collection_path(Some("x")),
+            "/apis/apps/v1/namespaces/x/deployments"
+        );
+        assert_eq!(d.singular_resource(), "deployment.apps");
+        assert!(for_object_in(&kinds, "apps/v1", "Deployment").is_some());
     }
 
     #[test]

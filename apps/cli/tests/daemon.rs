@@ -159,6 +159,13 @@ fn the_seed_story_against_oxivirtd() {
         "Error from server (NotFound): virtualmachines.kubevirt.io \"nope\" not found\n"
     );
 
+    // Names outside the static table go through discovery.
+    let o = d.oxivirt(&["get", "deployments"]);
+    assert_eq!(
+        err(&o),
+        "error: the server doesn't have a resource type \"deployments\"\n"
+    );
+
     let o = d.oxivirt(&["describe", "vm", "testvm-2"]);
     assert!(o.status.success(), "{}", err(&o));
     let s = out(&o);
