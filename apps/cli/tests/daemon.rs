@@ -189,6 +189,81 @@ fn the_seed_story_against_oxivirtd() {
     assert_eq!(err(&o), "No resources found in default namespace.\n");
 }
 
+#[test]
+fn get_watch_prints_the_table_then_each_change() {
+    let tmp = TempDir::new("cli-daemon-watch").expect("tmp");
+    let d = Daemon::start(tmp.path());
+    let vm = tmp.path().join("vm-2.yaml");
+    std::fs::copy(seed("vm-2.yaml"), &vm).expect("vm");
+    let vm = vm.display().to_string();
+    assert!(d.oxivirt(&["apply", "-f", &vm]).status.success());
+    let mut watch = OwnedChild::spawn(
+        Command::new(env!("CARGO_BIN_EXE_oxivirt"))
+            .args(["get", "vm", "-w"])
+            .env_remove("KUBECONFIG")
+            .env("OXIVIRT_DATA_DIR", tmp.path())
+            .stdout(Stdio::piped()),
+    )
+    .expect("oxivirt get -w");
+    let mut lines = BufReader::new(watch.child.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().expect("a line").expect("read");
+    assert!(next().starts_with("NAME "));
+    assert!(next().starts_with("testvm-2 "));
+    let edited = std::fs::read_to_string(&vm)
+        .expect("vm")
+        .replace("running: false", "running: true");
+    std::fs::write(&vm, edited).expect("edit");
+    let o = d.oxivirt(&["apply", "-f", &vm]);
+    assert_eq!(out(&o), "virtualmachine.kubevirt.io/testvm-2 configured\n");
+    // The change, as a row in the same columns (no second header).
+    assert!(next().starts_with("testvm-2 "));
+    let _ = watch.child.kill();
+}
+
+#[test]
+fn delete_waits_for_finalizers() {
+    let tmp = TempDir::new("cli-daemon-finalizers").expect("tmp");
+    let d = Daemon::start(tmp.path());
+    let vm_text = std::fs::read_to_string(seed("vm-2.yaml")).expect("vm");
+    let held = tmp.path().join("held.yaml");
+    std::fs::write(
+        &held,
+        vm_text.replace(
+            "  name: testvm-2\n",
+            "  name: testvm-2\n  finalizers:\n  - example.com/hold\n",
+        ),
+    )
+    .expect("held");
+    let held = held.display().to_string();
+    assert!(d.oxivirt(&["apply", "-f", &held]).status.success());
+
+    let o = d.oxivirt(&["delete", "vm", "testvm-2", "--timeout=300ms"]);
+    assert_eq!(out(&o), "virtualmachine.kubevirt.io \"testvm-2\" deleted\n");
+    assert_eq!(
+        err(&o),
+        "error: timed out waiting for the condition on virtualmachine.kubevirt.io/testvm-2\n"
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let o = d.oxivirt(&["get", "vm", "testvm-2", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("still there");
+    assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
+
+    // Applying the manifest without the finalizer removes it (the three-way patch's
+    // deletion), and the object goes.
+    std::fs::write(&held, &vm_text).expect("release");
+    let o = d.oxivirt(&["apply", "-f", &held]);
+    assert!(o.status.success(), "{}", err(&o));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = d.oxivirt(&["get", "vm", "testvm-2", "-o", "name"]);
+        if o.status.code() == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still there: {}", out(&o));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The budget: `oxivirt get vm`, process start to output, at most 20 ms (a debug
 /// build counts against it too; the median of a few runs, so one slow scheduling does not
 /// decide).
