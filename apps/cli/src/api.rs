@@ -58,14 +58,6 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Error {
-    /// The server's reason (`NotFound`, `AlreadyExists`…) when the server answered.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Error::Server { status, .. } => Some(&status.reason),
-            _ => None,
-        }
-    }
-
     pub fn is_not_found(&self) -> bool {
         match self {
             Error::Server { status, .. } => status.code == 404 || status.reason == "NotFound",

@@ -156,28 +156,20 @@ pub fn parse(origin: &str, text: &str) -> Result<Vec<Doc>, Error> {
         if value.is_null() {
             continue;
         }
-        let mut missing = Vec::new();
-        if value["apiVersion"].as_str().is_none_or(str::is_empty) {
-            missing.push("apiVersion not set");
-        }
-        if value["kind"].as_str().is_none_or(str::is_empty) {
-            missing.push("kind not set");
-        }
-        if !missing.is_empty() {
-            return Err(Error::Invalid {
-                origin: origin.to_string(),
-                index,
-                missing,
-            });
-        }
+        check(origin, index, &value)?;
         if value["kind"] == "List" {
+            // A List's items are objects of their own; the document index stays the List's.
             let items = match value.get("items") {
                 Some(Value::Array(items)) => items.clone(),
                 _ => Vec::new(),
             };
             for item in items {
-                let mut sub = parse_list_item(origin, index, item)?;
-                docs.append(&mut sub);
+                check(origin, index, &item)?;
+                docs.push(Doc {
+                    origin: origin.to_string(),
+                    index,
+                    value: item,
+                });
             }
             continue;
         }
@@ -190,26 +182,24 @@ pub fn parse(origin: &str, text: &str) -> Result<Vec<Doc>, Error> {
     Ok(docs)
 }
 
-fn parse_list_item(origin: &str, index: usize, item: Value) -> Result<Vec<Doc>, Error> {
+/// An object without `apiVersion` or `kind` cannot be sent anywhere: refused here.
+fn check(origin: &str, index: usize, value: &Value) -> Result<(), Error> {
     let mut missing = Vec::new();
-    if item["apiVersion"].as_str().is_none_or(str::is_empty) {
+    if value["apiVersion"].as_str().is_none_or(str::is_empty) {
         missing.push("apiVersion not set");
     }
-    if item["kind"].as_str().is_none_or(str::is_empty) {
+    if value["kind"].as_str().is_none_or(str::is_empty) {
         missing.push("kind not set");
     }
-    if !missing.is_empty() {
-        return Err(Error::Invalid {
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
             origin: origin.to_string(),
             index,
             missing,
-        });
+        })
     }
-    Ok(vec![Doc {
-        origin: origin.to_string(),
-        index,
-        value: item,
-    }])
 }
 
 /// serde_json's message without its own ` at line L column C` suffix (we say it first).
