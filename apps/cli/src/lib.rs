@@ -1,0 +1,13 @@
+//! The `oxivirt` CLI: kubectl's `apply`, `get`, `describe` and `delete` for VMs, VMIs,
+//! NetworkAttachmentDefinitions, pods, events and namespaces, over kube-rs against oxivirtd
+//! or any Kubernetes API server.
+
+pub mod api;
+pub mod cli;
+pub mod cmd;
+pub mod describe;
+pub mod kinds;
+pub mod kubeconfig;
+pub mod manifest;
+pub mod merge;
+pub mod table;
