@@ -528,12 +528,12 @@ impl Api {
         if q(req, "dryRun") == Some("All") {
             return Ok(with_warnings(Reply::ok(&new), warnings));
         }
+        // The last finalizer of an object being deleted gone: it goes (a pod in its
+        // grace period without finalizers stays until its node deletes it).
         let deleting = !new["metadata"]["deletionTimestamp"].is_null();
-        let no_finalizers = new["metadata"]["finalizers"]
-            .as_array()
-            .is_none_or(Vec::is_empty);
+        let finalizers = |v: &Value| v["metadata"]["finalizers"].as_array().map_or(0, Vec::len);
         let key = self.key(t, name);
-        if deleting && no_finalizers {
+        if deleting && finalizers(&current) > 0 && finalizers(&new) == 0 {
             let gone = self
                 .store
                 .delete(key, Some(cur.resource_version))
@@ -636,6 +636,11 @@ impl Api {
         if q(req, "dryRun") == Some("All") {
             return Ok(Reply::raw(200, cur.json().to_vec()));
         }
+        if t.resource.kind == "Pod" {
+            if let Some(reply) = self.graceful_pod_delete(req, &opts, t, name, &cur, &mut current).await? {
+                return Ok(reply);
+            }
+        }
         let has_finalizers = current["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());
@@ -663,6 +668,50 @@ impl Api {
             .await
             .map_err(|e| store_error(e, t.resource, name))?;
         Ok(Reply::raw(200, gone.json().to_vec()))
+    }
+
+    /// A Pod bound to a node and still running goes as in Kubernetes: the DELETE marks it
+    /// (`deletionTimestamp`, `deletionGracePeriodSeconds`) and its node stops it within the
+    /// grace period, then deletes it with `gracePeriodSeconds=0`. `None`: delete now.
+    async fn graceful_pod_delete(
+        &self,
+        req: &Request,
+        opts: &Value,
+        t: &Target,
+        name: &str,
+        cur: &Object,
+        current: &mut Value,
+    ) -> Result<Option<Reply>, ApiError> {
+        let bound = current["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            current["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
+        let grace = q(req, "gracePeriodSeconds")
+            .and_then(|g| g.parse::<i64>().ok())
+            .or_else(|| opts["gracePeriodSeconds"].as_i64())
+            .or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30)
+            .max(0);
+        if !bound || finished || grace == 0 {
+            return Ok(None);
+        }
+        let marked = current["metadata"]["deletionGracePeriodSeconds"].as_i64();
+        if marked.is_some_and(|m| m <= grace) {
+            return Ok(Some(Reply::raw(200, cur.json().to_vec())));
+        }
+        // A shorter grace period than the one marked shortens it, as in Kubernetes.
+        let m = metadata_mut(current)?;
+        m.insert("deletionTimestamp".into(), json!(rfc3339(now_secs() + grace)));
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        let stored = self
+            .store
+            .update(self.key(t, name), current.clone(), Some(cur.resource_version))
+            .await
+            .map_err(|e| store_error(e, t.resource, name))?;
+        Ok(Some(Reply::raw(200, stored.json().to_vec())))
     }
 
     /// A namespace takes its objects with it.
