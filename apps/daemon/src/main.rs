@@ -119,6 +119,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kubeconfig.display()
     );
 
+    let node_name = node_name();
+    let controllers = {
+        let kubeconfig = kubeconfig.clone();
+        tokio::spawn(async move {
+            match client(&kubeconfig).await {
+                Ok(c) => oxivirt_controller::run(c, oxivirt_controller::Config { node_name }).await,
+                Err(e) => eprintln!("oxivirtd: the controllers cannot reach the API: {e:#}"),
+            }
+        })
+    };
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
     tokio::select! {
@@ -126,5 +137,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    controllers.abort();
     Ok(())
+}
+
+/// This machine's name, as the node launcher pods are bound to.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A kube-rs client on this daemon's own API, through the admin kubeconfig: the
+/// controllers speak to it exactly as they would to a cluster.
+async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("read {}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("kubeconfig")?;
+    kube::Client::try_from(config).context("API client")
 }

@@ -637,7 +637,10 @@ impl Api {
             return Ok(Reply::raw(200, cur.json().to_vec()));
         }
         if t.resource.kind == "Pod" {
-            if let Some(reply) = self.graceful_pod_delete(req, &opts, t, name, &cur, &mut current).await? {
+            if let Some(reply) = self
+                .graceful_pod_delete(req, &opts, t, name, &cur, &mut current)
+                .await?
+            {
                 return Ok(reply);
             }
         }
@@ -704,11 +707,18 @@ impl Api {
         }
         // A shorter grace period than the one marked shortens it, as in Kubernetes.
         let m = metadata_mut(current)?;
-        m.insert("deletionTimestamp".into(), json!(rfc3339(now_secs() + grace)));
+        m.insert(
+            "deletionTimestamp".into(),
+            json!(rfc3339(now_secs() + grace)),
+        );
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         let stored = self
             .store
-            .update(self.key(t, name), current.clone(), Some(cur.resource_version))
+            .update(
+                self.key(t, name),
+                current.clone(),
+                Some(cur.resource_version),
+            )
             .await
             .map_err(|e| store_error(e, t.resource, name))?;
         Ok(Some(Reply::raw(200, stored.json().to_vec())))
