@@ -605,7 +605,7 @@ impl Api {
 
     async fn delete(&self, req: &Request, t: &Target, name: &str) -> Result<Reply, ApiError> {
         if t.resource.kind == "Namespace" && name == DEFAULT_NAMESPACE {
-            return Err(ApiError::BadRequest(
+            return Err(ApiError::Forbidden(
                 "namespaces \"default\" is forbidden: this namespace may not be deleted".into(),
             ));
         }
