@@ -51,7 +51,11 @@ fn the_seed_files_through_kubectl() {
     let out = d.kubectl(&["get", "net-attach-def"]);
     let t = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = t.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "AGE"], "{t}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "AGE"],
+        "{t}"
+    );
     assert!(lines[1].starts_with("multus-br "), "{t}");
 
     let out = d.kubectl(&["get", "VirtualMachine"]);
@@ -78,7 +82,10 @@ fn the_seed_files_through_kubectl() {
     }
 
     for (f, what) in [
-        (nad_s, "networkattachmentdefinition.k8s.cni.cncf.io/multus-br"),
+        (
+            nad_s,
+            "networkattachmentdefinition.k8s.cni.cncf.io/multus-br",
+        ),
         (vm_s, "virtualmachine.kubevirt.io/testvm-2"),
     ] {
         let out = d.kubectl(&["apply", "-f", f]);
@@ -94,7 +101,13 @@ fn the_seed_files_through_kubectl() {
     let mut w = OwnedChild::spawn(
         Command::new(kubectl().expect("kubectl"))
             .env("KUBECONFIG", d.kubeconfig())
-            .args(["get", "vm", "-w", "-o", "jsonpath={.spec.template.spec.domain.resources.requests.memory}{\"\\n\"}"])
+            .args([
+                "get",
+                "vm",
+                "-w",
+                "-o",
+                "jsonpath={.spec.template.spec.domain.resources.requests.memory}{\"\\n\"}",
+            ])
             .stdout(Stdio::piped()),
     )
     .expect("kubectl -w");
@@ -102,7 +115,9 @@ fn the_seed_files_through_kubectl() {
     let first = lines.next().expect("first").expect("line");
     assert_eq!(first, "64M");
     let edited = dir.path().join("vm-2.yaml");
-    let text_vm = std::fs::read_to_string(&vm).expect("vm").replace("64M", "128M");
+    let text_vm = std::fs::read_to_string(&vm)
+        .expect("vm")
+        .replace("64M", "128M");
     std::fs::write(&edited, text_vm).expect("edit");
     let out = d.kubectl(&["apply", "-f", edited.to_str().expect("path")]);
     assert_eq!(
@@ -114,7 +129,13 @@ fn the_seed_files_through_kubectl() {
     let next = lines.next().expect("watch event").expect("line");
     assert_eq!(next, "128M");
     drop(w);
-    let out = d.kubectl(&["get", "vm", "testvm-2", "-o", "jsonpath={.metadata.generation}"]);
+    let out = d.kubectl(&[
+        "get",
+        "vm",
+        "testvm-2",
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2");
 
     let out = d.kubectl(&["delete", "-f", edited.to_str().expect("path")]);
