@@ -128,6 +128,31 @@ fn denied(
     }
 }
 
+/// Refuses members of the object that its kind does not have (a typo like `spex`, which
+/// would otherwise be dropped without a word), as the API server's strict decoding of a
+/// custom resource does.
+fn known_top_level(r: &'static Resource, object: &Value) -> Result<(), ApiError> {
+    const KNOWN: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+    let unknown: Vec<String> = object
+        .as_object()
+        .map(|m| {
+            m.keys()
+                .filter(|k| !KNOWN.contains(&k.as_str()))
+                .map(|k| format!("unknown field {k:?}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest(format!(
+        "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+        unknown.join(", "),
+        kind = r.kind,
+        version = r.version,
+    )))
+}
+
 /// Admits an object of kind `r` for create or update: validates it as its owner would
 /// and applies the defaults stored with it. `object` is the whole object, metadata
 /// already settled by the caller.
@@ -135,6 +160,7 @@ pub fn admit(r: &'static Resource, name: &str, object: &mut Value) -> Result<Adm
     let mut out = Admitted::default();
     match r.kind {
         "VirtualMachine" => {
+            known_top_level(r, object)?;
             // Stored as written (nulls too): pruning the seed's `default:` would make every
             // later `kubectl apply` of the same file a change (lists merge whole).
             let mut vm: oxivirt_api::VirtualMachine = typed(r, name, object)?;
@@ -149,6 +175,7 @@ pub fn admit(r: &'static Resource, name: &str, object: &mut Value) -> Result<Adm
                 .map_err(|e| denied(r, name, "virtualmachine-validator.kubevirt.io", e))?;
         }
         "VirtualMachineInstance" => {
+            known_top_level(r, object)?;
             prune_nulls(object);
             let mut vmi: oxivirt_api::VirtualMachineInstance = typed(r, name, object)?;
             oxivirt_api::defaults::set_defaults(&mut vmi.spec);
@@ -287,6 +314,19 @@ mod tests {
             "metadata": {"name": "x"}, "spec": {"config": "{\n  \"cniVersion\": \"0.3.1\",\n  \"name\": }"}});
         let e = admit(&NAD, "x", &mut o).expect_err("broken");
         assert!(e.to_string().contains("line 3, column 11"), "{e}");
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_refused_by_name() {
+        let mut o = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "x"}, "spex": {}, "spec": {"runStrategy": "Always",
+            "template": {"spec": {"domain": {"devices": {}, "resources": {"requests": {"memory": "64M"}}}}}}});
+        let e = admit(&VM, "x", &mut o).expect_err("spex");
+        assert_eq!(e.status()["code"], 400);
+        assert_eq!(
+            e.to_string(),
+            "VirtualMachine in version \"v1\" cannot be handled as a VirtualMachine: strict decoding error: unknown field \"spex\""
+        );
     }
 
     #[test]
