@@ -128,6 +128,44 @@ fn denied(
     }
 }
 
+/// Multus's side of a VM's networks: a `multus.networkName` names a
+/// NetworkAttachmentDefinition as `[namespace/]name`, which Multus would otherwise only
+/// fail to find when the VM starts.
+fn multus_network_names(
+    r: &'static Resource,
+    name: &str,
+    base: &str,
+    spec: &oxivirt_api::VmiSpec,
+) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    for (i, n) in spec.networks.iter().enumerate() {
+        let Some(m) = &n.multus else { continue };
+        let reference = m.network_name.as_str();
+        if reference.is_empty() {
+            continue; // KubeVirt's own refusal.
+        }
+        let why = match reference.split_once('/') {
+            Some((ns, nad)) => dns1123_label(ns)
+                .map(|w| format!("the namespace {ns:?} {w}"))
+                .or_else(|| dns1123_subdomain(nad).map(|w| format!("the name {nad:?} {w}"))),
+            None => dns1123_subdomain(reference),
+        };
+        if let Some(why) = why {
+            causes.push(cause(
+                format!("{base}.networks[{i}].multus.networkName"),
+                format!(
+                    "Invalid value: {reference:?}: must be [namespace/]name of a NetworkAttachmentDefinition: {why}"
+                ),
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(r, name, causes))
+    }
+}
+
 /// Refuses members of the object that its kind does not have (a typo like `spex`, which
 /// would otherwise be dropped without a word), as the API server's strict decoding of a
 /// custom resource does.
@@ -173,6 +211,7 @@ pub fn admit(r: &'static Resource, name: &str, object: &mut Value) -> Result<Adm
             oxivirt_api::defaults::set_vm_defaults(&mut vm);
             oxivirt_api::validate::validate_vm(&vm)
                 .map_err(|e| denied(r, name, "virtualmachine-validator.kubevirt.io", e))?;
+            multus_network_names(r, name, "spec.template.spec", &vm.spec.template.spec)?;
         }
         "VirtualMachineInstance" => {
             known_top_level(r, object)?;
@@ -187,6 +226,7 @@ pub fn admit(r: &'static Resource, name: &str, object: &mut Value) -> Result<Adm
                     e,
                 )
             })?;
+            multus_network_names(r, name, "spec", &vmi.spec)?;
             // A VMI is stored with KubeVirt's defaults, as its mutating webhook leaves it.
             let status = object.get("status").cloned();
             *object = serde_json::to_value(&vmi)
@@ -314,6 +354,30 @@ mod tests {
             "metadata": {"name": "x"}, "spec": {"config": "{\n  \"cniVersion\": \"0.3.1\",\n  \"name\": }"}});
         let e = admit(&NAD, "x", &mut o).expect_err("broken");
         assert!(e.to_string().contains("line 3, column 11"), "{e}");
+    }
+
+    #[test]
+    fn multus_network_names_are_namespace_slash_name() {
+        let vm = |net: &str| {
+            json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "x"}, "spec": {"runStrategy": "Always",
+            "template": {"spec": {"domain": {"devices": {"interfaces": [{"name": "n", "bridge": {}}]},
+                "resources": {"requests": {"memory": "64M"}}},
+                "networks": [{"name": "n", "multus": {"networkName": net}}]}}}})
+        };
+        for good in ["multus-br", "default/multus-br", "a.b", "team/a.b"] {
+            assert!(admit(&VM, "x", &mut vm(good)).is_ok(), "{good}");
+        }
+        for bad in ["a/b/c", "Bad_Name", "/x", "x/", "a.b/c", "ns/-x"] {
+            let e = admit(&VM, "x", &mut vm(bad)).expect_err(bad);
+            assert_eq!(e.status()["code"], 422, "{bad}");
+            let m = e.to_string();
+            assert!(
+                m.contains("spec.template.spec.networks[0].multus.networkName: Invalid value")
+                    && m.contains("must be [namespace/]name"),
+                "{m}"
+            );
+        }
     }
 
     #[test]
