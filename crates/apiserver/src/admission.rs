@@ -311,14 +311,7 @@ fn nad(r: &'static Resource, name: &str, object: &Value) -> Result<(), ApiError>
             Err(e) => Err(invalid(
                 r,
                 name,
-                vec![cause(
-                    "spec.config",
-                    format!(
-                        "invalid JSON at line {}, column {} of the config: {e}",
-                        e.line(),
-                        e.column()
-                    ),
-                )],
+                vec![cause("spec.config", config_error(text, &e))],
             )),
         },
         other => Err(invalid(
@@ -329,6 +322,39 @@ fn nad(r: &'static Resource, name: &str, object: &Value) -> Result<(), ApiError>
                 format!("Invalid value: {other}: spec.config must be a string"),
             )],
         )),
+    }
+}
+
+/// Where a NAD's config stops being JSON: the line and column inside the config, what
+/// was before it (YAML folds a multi-line config into one long line, so the position
+/// alone is hard to find), and what the parser expected.
+fn config_error(text: &str, e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    // serde_json ends its message with the position, which comes first here.
+    let what = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(w, _)| w);
+    let line: Vec<char> = text
+        .lines()
+        .nth(e.line().saturating_sub(1))
+        .unwrap_or("")
+        .chars()
+        .collect();
+    let end = e.column().min(line.len());
+    let before: String = line[end.saturating_sub(40)..end].iter().collect();
+    let before = before.split_whitespace().collect::<Vec<_>>().join(" ");
+    if before.is_empty() {
+        format!(
+            "invalid JSON at line {}, column {} of the config: {what}",
+            e.line(),
+            e.column()
+        )
+    } else {
+        format!(
+            "invalid JSON at line {}, column {} of the config, after '{before}': {what}",
+            e.line(),
+            e.column()
+        )
     }
 }
 
@@ -354,6 +380,12 @@ mod tests {
             "metadata": {"name": "x"}, "spec": {"config": "{\n  \"cniVersion\": \"0.3.1\",\n  \"name\": }"}});
         let e = admit(&NAD, "x", &mut o).expect_err("broken");
         assert!(e.to_string().contains("line 3, column 11"), "{e}");
+        assert!(
+            e.to_string().ends_with(
+                "spec.config: invalid JSON at line 3, column 11 of the config, after '\"name\": }': expected value"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
