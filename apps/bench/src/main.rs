@@ -9,12 +9,14 @@
 //! this one was killed outright.
 //!
 //! Usage: `oxivirt-bench [--samples N] [--big-samples N] [--plugins DIR] [--reference DIR]
-//! [--only seed,multus,store,bindings,launcher] [--launcher-samples N]
+//! [--only seed,multus,store,bindings,launcher,api] [--launcher-samples N]
 //! [--launcher-accel tcg|kvm|auto] [--guest OCI-LAYOUT]`
 //!
 //! `launcher` (the seed VM under `oxivirt-launcher`, see [`launcher`]) runs only when named
-//! in `--only`: it boots real guests and takes minutes.
+//! in `--only`: it boots real guests and takes minutes. So does `api` (`oxivirtd` under
+//! load, see [`api`]), which needs the release `oxivirtd` beside this binary.
 
+mod api;
 mod launcher;
 
 use anyhow::{bail, Context, Result};
@@ -180,7 +182,8 @@ struct Args {
 
 impl Args {
     fn wants(&self, group: &str) -> bool {
-        (self.only.is_empty() && group != "launcher") || self.only.iter().any(|g| g == group)
+        (self.only.is_empty() && group != "launcher" && group != "api")
+            || self.only.iter().any(|g| g == group)
     }
 
     fn cni_env(
@@ -756,12 +759,30 @@ fn main() -> Result<()> {
         let waited = wait_until_idle();
         eprintln!("machine idle after {:.1} s", waited.as_secs_f64());
     }
-    let result = run(&args);
+    // oxivirtd on loopback, outside the bench's "node" namespace.
+    let api = if args.wants("api") {
+        Some(api::bench())
+    } else {
+        None
+    };
+    let others = args.only.is_empty() || args.only.iter().any(|g| g != "api");
+    let result = match &api {
+        Some(Err(_)) => Ok((Vec::new(), None, None)),
+        _ if others => run(&args),
+        _ => Ok((Vec::new(), None, None)),
+    };
     if cleanup::interrupted() {
         // The failure is the signal's doing; its thread removes the rest and exits.
         cleanup::await_exit();
     }
     let (rows, bindings, launcher) = result?;
+    if let Some(report) = api {
+        report?.print();
+        if rows.is_empty() && bindings.is_none() && launcher.is_none() {
+            return Ok(());
+        }
+        println!();
+    }
     if let Some(report) = launcher {
         report.print();
         if rows.is_empty() && bindings.is_none() {

@@ -128,6 +128,69 @@ fn denied(
     }
 }
 
+/// Multus's side of a VM's networks: a `multus.networkName` names a
+/// NetworkAttachmentDefinition as `[namespace/]name`, which Multus would otherwise only
+/// fail to find when the VM starts.
+fn multus_network_names(
+    r: &'static Resource,
+    name: &str,
+    base: &str,
+    spec: &oxivirt_api::VmiSpec,
+) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    for (i, n) in spec.networks.iter().enumerate() {
+        let Some(m) = &n.multus else { continue };
+        let reference = m.network_name.as_str();
+        if reference.is_empty() {
+            continue; // KubeVirt's own refusal.
+        }
+        let why = match reference.split_once('/') {
+            Some((ns, nad)) => dns1123_label(ns)
+                .map(|w| format!("the namespace {ns:?} {w}"))
+                .or_else(|| dns1123_subdomain(nad).map(|w| format!("the name {nad:?} {w}"))),
+            None => dns1123_subdomain(reference),
+        };
+        if let Some(why) = why {
+            causes.push(cause(
+                format!("{base}.networks[{i}].multus.networkName"),
+                format!(
+                    "Invalid value: {reference:?}: must be [namespace/]name of a NetworkAttachmentDefinition: {why}"
+                ),
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(r, name, causes))
+    }
+}
+
+/// Refuses members of the object that its kind does not have (a typo like `spex`, which
+/// would otherwise be dropped without a word), as the API server's strict decoding of a
+/// custom resource does.
+fn known_top_level(r: &'static Resource, object: &Value) -> Result<(), ApiError> {
+    const KNOWN: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+    let unknown: Vec<String> = object
+        .as_object()
+        .map(|m| {
+            m.keys()
+                .filter(|k| !KNOWN.contains(&k.as_str()))
+                .map(|k| format!("unknown field {k:?}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest(format!(
+        "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+        unknown.join(", "),
+        kind = r.kind,
+        version = r.version,
+    )))
+}
+
 /// Admits an object of kind `r` for create or update: validates it as its owner would
 /// and applies the defaults stored with it. `object` is the whole object, metadata
 /// already settled by the caller.
@@ -135,6 +198,7 @@ pub fn admit(r: &'static Resource, name: &str, object: &mut Value) -> Result<Adm
     let mut out = Admitted::default();
     match r.kind {
         "VirtualMachine" => {
+            known_top_level(r, object)?;
             // Stored as written (nulls too): pruning the seed's `default:` would make every
             // later `kubectl apply` of the same file a change (lists merge whole).
             let mut vm: oxivirt_api::VirtualMachine = typed(r, name, object)?;
@@ -147,8 +211,10 @@ pub fn admit(r: &'static Resource, name: &str, object: &mut Value) -> Result<Adm
             oxivirt_api::defaults::set_vm_defaults(&mut vm);
             oxivirt_api::validate::validate_vm(&vm)
                 .map_err(|e| denied(r, name, "virtualmachine-validator.kubevirt.io", e))?;
+            multus_network_names(r, name, "spec.template.spec", &vm.spec.template.spec)?;
         }
         "VirtualMachineInstance" => {
+            known_top_level(r, object)?;
             prune_nulls(object);
             let mut vmi: oxivirt_api::VirtualMachineInstance = typed(r, name, object)?;
             oxivirt_api::defaults::set_defaults(&mut vmi.spec);
@@ -160,6 +226,7 @@ pub fn admit(r: &'static Resource, name: &str, object: &mut Value) -> Result<Adm
                     e,
                 )
             })?;
+            multus_network_names(r, name, "spec", &vmi.spec)?;
             // A VMI is stored with KubeVirt's defaults, as its mutating webhook leaves it.
             let status = object.get("status").cloned();
             *object = serde_json::to_value(&vmi)
@@ -244,14 +311,7 @@ fn nad(r: &'static Resource, name: &str, object: &Value) -> Result<(), ApiError>
             Err(e) => Err(invalid(
                 r,
                 name,
-                vec![cause(
-                    "spec.config",
-                    format!(
-                        "invalid JSON at line {}, column {} of the config: {e}",
-                        e.line(),
-                        e.column()
-                    ),
-                )],
+                vec![cause("spec.config", config_error(text, &e))],
             )),
         },
         other => Err(invalid(
@@ -262,6 +322,39 @@ fn nad(r: &'static Resource, name: &str, object: &Value) -> Result<(), ApiError>
                 format!("Invalid value: {other}: spec.config must be a string"),
             )],
         )),
+    }
+}
+
+/// Where a NAD's config stops being JSON: the line and column inside the config, what
+/// was before it (YAML folds a multi-line config into one long line, so the position
+/// alone is hard to find), and what the parser expected.
+fn config_error(text: &str, e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    // serde_json ends its message with the position, which comes first here.
+    let what = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(w, _)| w);
+    let line: Vec<char> = text
+        .lines()
+        .nth(e.line().saturating_sub(1))
+        .unwrap_or("")
+        .chars()
+        .collect();
+    let end = e.column().min(line.len());
+    let before: String = line[end.saturating_sub(40)..end].iter().collect();
+    let before = before.split_whitespace().collect::<Vec<_>>().join(" ");
+    if before.is_empty() {
+        format!(
+            "invalid JSON at line {}, column {} of the config: {what}",
+            e.line(),
+            e.column()
+        )
+    } else {
+        format!(
+            "invalid JSON at line {}, column {} of the config, after '{before}': {what}",
+            e.line(),
+            e.column()
+        )
     }
 }
 
@@ -287,6 +380,49 @@ mod tests {
             "metadata": {"name": "x"}, "spec": {"config": "{\n  \"cniVersion\": \"0.3.1\",\n  \"name\": }"}});
         let e = admit(&NAD, "x", &mut o).expect_err("broken");
         assert!(e.to_string().contains("line 3, column 11"), "{e}");
+        assert!(
+            e.to_string().ends_with(
+                "spec.config: invalid JSON at line 3, column 11 of the config, after '\"name\": }': expected value"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn multus_network_names_are_namespace_slash_name() {
+        let vm = |net: &str| {
+            json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "x"}, "spec": {"runStrategy": "Always",
+            "template": {"spec": {"domain": {"devices": {"interfaces": [{"name": "n", "bridge": {}}]},
+                "resources": {"requests": {"memory": "64M"}}},
+                "networks": [{"name": "n", "multus": {"networkName": net}}]}}}})
+        };
+        for good in ["multus-br", "default/multus-br", "a.b", "team/a.b"] {
+            assert!(admit(&VM, "x", &mut vm(good)).is_ok(), "{good}");
+        }
+        for bad in ["a/b/c", "Bad_Name", "/x", "x/", "a.b/c", "ns/-x"] {
+            let e = admit(&VM, "x", &mut vm(bad)).expect_err(bad);
+            assert_eq!(e.status()["code"], 422, "{bad}");
+            let m = e.to_string();
+            assert!(
+                m.contains("spec.template.spec.networks[0].multus.networkName: Invalid value")
+                    && m.contains("must be [namespace/]name"),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_refused_by_name() {
+        let mut o = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "x"}, "spex": {}, "spec": {"runStrategy": "Always",
+            "template": {"spec": {"domain": {"devices": {}, "resources": {"requests": {"memory": "64M"}}}}}}});
+        let e = admit(&VM, "x", &mut o).expect_err("spex");
+        assert_eq!(e.status()["code"], 400);
+        assert_eq!(
+            e.to_string(),
+            "VirtualMachine in version \"v1\" cannot be handled as a VirtualMachine: strict decoding error: unknown field \"spex\""
+        );
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("Unauthorized")]
     Unauthorized,
+    /// Refused whoever asks (403, `Forbidden`): the message says what and why.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("namespaces {0:?} not found")]
     NamespaceNotFound(String),
     #[error("object is being deleted: {} {name:?} already exists", resource.qualified())]
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (405, "MethodNotAllowed"),
             ApiError::UnsupportedMediaType(_) => (415, "UnsupportedMediaType"),
             ApiError::Unauthorized => (401, "Unauthorized"),
+            ApiError::Forbidden(_) => (403, "Forbidden"),
             ApiError::TooLarge { .. } => (413, "RequestEntityTooLarge"),
             ApiError::Store(e) => match e {
                 oxivirt_store::Error::Gone { .. } => (410, "Expired"),

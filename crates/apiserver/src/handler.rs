@@ -41,6 +41,12 @@ pub enum Reply {
     },
     /// Newline-separated watch events, sent as they come.
     Stream(mpsc::Receiver<Bytes>),
+    /// A body that is not JSON, with its media type.
+    Other {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
 }
 
 impl Reply {
@@ -203,6 +209,22 @@ impl Api {
                     .ok_or(ApiError::NoRoute)
             }
             ["openapi", "v3"] if get => return Ok(Reply::ok(&crate::openapi::root())),
+            // OpenAPI v2 is what kubectl falls back to for a kind the v3 index does not
+            // list (`kubevirt.io/v2`, `kind: VirtualMachin`). An empty document (an empty
+            // protobuf message) says "no schema for it", so kubectl goes on to its own
+            // "no matches for kind ... ensure CRDs are installed first" instead of
+            // failing validation with a 404.
+            ["openapi", "v2"] if get => {
+                return Ok(if req.accept.contains("protobuf") {
+                    Reply::Other {
+                        status: 200,
+                        content_type: "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                        body: Vec::new(),
+                    }
+                } else {
+                    Reply::ok(&crate::openapi::v2_empty())
+                })
+            }
             ["openapi", "v3", rest @ ..] if get => {
                 return crate::openapi::document(&rest.join("/"))
                     .map(Reply::ok)
@@ -605,7 +627,7 @@ impl Api {
 
     async fn delete(&self, req: &Request, t: &Target, name: &str) -> Result<Reply, ApiError> {
         if t.resource.kind == "Namespace" && name == DEFAULT_NAMESPACE {
-            return Err(ApiError::BadRequest(
+            return Err(ApiError::Forbidden(
                 "namespaces \"default\" is forbidden: this namespace may not be deleted".into(),
             ));
         }

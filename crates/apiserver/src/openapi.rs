@@ -21,6 +21,12 @@ pub fn root() -> Value {
     json!({ "paths": paths })
 }
 
+/// `/openapi/v2` as JSON: a document without definitions (the schemas are in v3; v2 only
+/// answers kubectl's fallback for kinds v3 does not know).
+pub fn v2_empty() -> Value {
+    json!({"swagger": "2.0", "info": {"title": "oxivirt", "version": "v1"}, "paths": {}, "definitions": {}})
+}
+
 /// `api/v1`, `apis/kubevirt.io/v1`, ...
 fn group_versions() -> Vec<String> {
     let mut out = vec!["api/v1".to_string()];

@@ -125,6 +125,18 @@ fn to_response(reply: Reply) -> Response<Body> {
             body,
             warnings,
         } => full(status, body, &warnings),
+        Reply::Other {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut r = full(status, body, &[]);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(content_type),
+            );
+            r
+        }
         Reply::Stream(rx) => {
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv()
