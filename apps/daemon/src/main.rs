@@ -10,17 +10,20 @@ use anyhow::{bail, Context as _};
 use oxivirt_apiserver::pki::{write_private, Pki};
 use oxivirt_apiserver::Api;
 
-const USAGE: &str = "usage: oxivirtd [--data-dir DIR] [--listen ADDR:PORT]\n\n  --data-dir DIR      where the store, certificates and kubeconfig live (default /var/lib/oxivirt)\n  --listen ADDR:PORT  the API's address (default 127.0.0.1:6444; port 0 picks a free one)";
+const USAGE: &str = "usage: oxivirtd [--data-dir DIR] [--listen ADDR:PORT]\n\n  --data-dir DIR      where the store, certificates and kubeconfig live (default /var/lib/oxivirt)\n  --listen ADDR:PORT  the API's address (default 127.0.0.1:6444; port 0 picks a free one)\n  --api-only          serve the API alone: no controllers, no pod runtime";
 
 struct Args {
     data_dir: PathBuf,
     listen: SocketAddr,
+    /// Serve the API alone (no controllers, no pod runtime), as a bare kube-apiserver.
+    api_only: bool,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     let mut args = Args {
         data_dir: PathBuf::from("/var/lib/oxivirt"),
         listen: SocketAddr::from(([127, 0, 0, 1], 6444)),
+        api_only: false,
     };
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -35,6 +38,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         };
         match flag.as_str() {
             "--data-dir" => args.data_dir = PathBuf::from(value()?),
+            "--api-only" => args.api_only = true,
             "--listen" => {
                 let v = value()?;
                 args.listen = v.parse().with_context(|| {
@@ -122,7 +126,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let node_name = node_name();
     let controllers = {
         let kubeconfig = kubeconfig.clone();
+        let api_only = args.api_only;
         tokio::spawn(async move {
+            if api_only {
+                return;
+            }
             match client(&kubeconfig).await {
                 Ok(c) => oxivirt_controller::run(c, oxivirt_controller::Config { node_name }).await,
                 Err(e) => eprintln!("oxivirtd: the controllers cannot reach the API: {e:#}"),

@@ -636,6 +636,27 @@ impl Api {
         } else {
             parse_body(req)?
         };
+        // As the API server's GuaranteedUpdate: marking races other writers (a controller
+        // adding its finalizer), so a conflict is retried on the newer object unless the
+        // client named the version it deletes.
+        let pinned = !opts["preconditions"]["resourceVersion"].is_null();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.delete_attempt(req, t, name, &opts).await {
+                Err(ApiError::Conflict { .. }) if !pinned && attempt < 5 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_attempt(
+        &self,
+        req: &Request,
+        t: &Target,
+        name: &str,
+        opts: &Value,
+    ) -> Result<Reply, ApiError> {
         let (cur, mut current) = self.current(t, name)?;
         let pre = &opts["preconditions"];
         if let Some(uid) = pre["uid"].as_str() {
@@ -660,7 +681,7 @@ impl Api {
         }
         if t.resource.kind == "Pod" {
             if let Some(reply) = self
-                .graceful_pod_delete(req, &opts, t, name, &cur, &mut current)
+                .graceful_pod_delete(req, opts, t, name, &cur, &mut current)
                 .await?
             {
                 return Ok(reply);

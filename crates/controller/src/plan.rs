@@ -334,10 +334,9 @@ fn vm_status(v: &VmView<'_>, failure: &Value, in_backoff: bool) -> Value {
                 "Running" if condition_true(i, "Paused") => "Paused",
                 "Running" => "Running",
                 "Unknown" => "Unknown",
-                _ => match waiting {
-                    Some(r @ ("ErrImagePull" | "ImagePullBackOff")) => r,
-                    _ => "Starting",
-                },
+                _ => waiting
+                    .filter(|r| matches!(*r, "ErrImagePull" | "ImagePullBackOff"))
+                    .unwrap_or("Starting"),
             },
         }
     };

@@ -40,6 +40,8 @@ impl Daemon {
                 .args(["--data-dir"])
                 .arg(data)
                 .args(["--listen", listen])
+                // The API's contract alone: no controller writes to the objects.
+                .arg("--api-only")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit()),
         )
