@@ -42,6 +42,9 @@ pub struct Report {
     watch_median: f64,
     watch_p99: f64,
     survived_kill: usize,
+    /// `oxivirt get vm` and `kubectl get vm`, process start to output (medians).
+    cli_get: Duration,
+    kubectl_get: Option<Duration>,
 }
 
 /// The seed's VM (`examples/seed/vm-2.yaml`) named `name`.
@@ -85,6 +88,9 @@ fn start(bin: &Path, data: &Path) -> Result<Daemon> {
             .arg("--data-dir")
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            // The API alone, as the kube-apiserver it is compared with (no controller
+            // adds finalizers and statuses to the 1,000 VMs).
+            .arg("--api-only")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit()),
     )
@@ -336,6 +342,7 @@ pub fn bench() -> Result<Report> {
     }
     let survived_kill = acks.keys().filter(|k| names.contains(*k)).count();
     drop(daemon);
+    let (cli_get, kubectl_get) = cli_get_times(&bin)?;
 
     Ok(Report {
         idle_rss_kib,
@@ -349,7 +356,61 @@ pub fn bench() -> Result<Report> {
         watch_median: pick(0.5),
         watch_p99: pick(0.99),
         survived_kill,
+        cli_get,
+        kubectl_get,
     })
+}
+
+/// `oxivirt get vm` from process start to its output, against a daemon holding the
+/// seed's VM, interleaved with `kubectl get vm` (when the machine has kubectl) on the same
+/// daemon and kubeconfig: medians of 21.
+fn cli_get_times(daemon_bin: &Path) -> Result<(Duration, Option<Duration>)> {
+    let cli = daemon_bin.with_file_name("oxivirt");
+    if !cli.is_file() {
+        bail!(
+            "{} not found: build it (cargo build --release -p oxivirt-app-cli)",
+            cli.display()
+        );
+    }
+    let kubectl = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl");
+    let dir = TempDir::new("bench-cli")?;
+    let data = dir.path().join("data");
+    let _daemon = start(daemon_bin, &data)?;
+    let a = agent(&data)?;
+    let url = format!("{}{VMS}", _daemon.url);
+    a.post(&url)
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_vec(&seed_vm("testvm-2"))?)?;
+    let kubeconfig = data.join("kubeconfig");
+    let time = |cmd: &Path| -> Result<Duration> {
+        let t = Instant::now();
+        let out = Command::new(cmd)
+            .args(["get", "vm"])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()?;
+        let e = t.elapsed();
+        if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("testvm-2") {
+            bail!(
+                "{} get vm: {}",
+                cmd.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(e)
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..21 {
+        ours.push(time(&cli)?);
+        if kubectl.is_file() {
+            theirs.push(time(kubectl)?);
+        }
+    }
+    ours.sort();
+    theirs.sort();
+    Ok((
+        percentile(&ours, 0.5),
+        (!theirs.is_empty()).then(|| percentile(&theirs, 0.5)),
+    ))
 }
 
 impl Report {
@@ -388,6 +449,11 @@ impl Report {
         println!(
             "| acknowledged creates present after kill -9 and a restart | {} of {} | all | — |",
             self.survived_kill, self.creates
+        );
+        println!(
+            "| `oxivirt get vm`, process start to output (median of 21; `kubectl get vm` on the same daemon: {}) | {} | ≤ 20 ms | — |",
+            self.kubectl_get.map_or("no kubectl here".to_string(), ms),
+            ms(self.cli_get)
         );
     }
 }
