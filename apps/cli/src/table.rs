@@ -198,62 +198,7 @@ pub fn age(ts: Option<&str>, now: Timestamp) -> String {
     }
 }
 
-/// kubectl's `HumanDuration`: two units while the larger is small, one after.
-pub fn human_duration(seconds: i64) -> String {
-    if seconds < -1 {
-        return "<invalid>".into();
-    }
-    if seconds < 0 {
-        return "0s".into();
-    }
-    if seconds < 120 {
-        return format!("{seconds}s");
-    }
-    let minutes = seconds / 60;
-    if minutes < 10 {
-        let s = seconds % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = minutes / 60;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        let (d, h) = (hours / 24, hours % 24);
-        return if h == 0 {
-            format!("{d}d")
-        } else {
-            format!("{d}d{h}h")
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        let (y, d) = (hours / 24 / 365, (hours / 24) % 365);
-        return if d == 0 {
-            format!("{y}y")
-        } else {
-            format!("{y}y{d}d")
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
+pub use oxivirt_api::time::human_duration;
 
 #[cfg(test)]
 mod tests {

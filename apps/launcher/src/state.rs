@@ -221,67 +221,14 @@ pub fn lease_reporter(
 
 /// `at` as RFC 3339 in UTC with milliseconds (`2024-05-01T12:34:56.789Z`).
 pub fn rfc3339_ms(at: SystemTime) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    oxivirt_api::time::rfc3339_millis(at)
 }
 
-/// Reads what [`rfc3339_ms`] writes (UTC, `Z`, any number of fraction digits); `None`
-/// for anything else.
+/// Reads an RFC 3339 time (what [`rfc3339_ms`] writes); `None` for anything else or a
+/// time before the epoch.
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let t = text.strip_suffix('Z')?;
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut h = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
-    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let nanos = if frac.is_empty() {
-        0
-    } else {
-        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        format!("{frac:0<9}").parse::<u32>().ok()?
-    };
-    let days = u64::try_from(days_from_civil(y, m, day)).ok()?;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-/// Howard Hinnant's `civil_from_days`: (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// The inverse of [`civil_from_days`].
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let (secs, nanos) = oxivirt_api::time::parse_rfc3339_precise(text)?;
+    Some(UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
 }
 
 #[cfg(test)]
@@ -314,11 +261,16 @@ mod tests {
             parse_rfc3339("2024-03-01T00:00:00Z"),
             Some(UNIX_EPOCH + Duration::from_secs(1_709_251_200))
         );
+        assert_eq!(
+            parse_rfc3339("2024-03-01T00:59:59.007+01:00"),
+            Some(at),
+            "an offset is taken into account"
+        );
         for bad in [
             "",
             "2024-02-29",
             "2024-13-01T00:00:00Z",
-            "2024-02-29T23:59:59+01:00",
+            "1969-12-31T23:59:59Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }

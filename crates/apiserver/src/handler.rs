@@ -18,7 +18,7 @@ use crate::patch::{self, PatchType};
 use crate::resources::{self, Resource};
 use crate::selector::Selector;
 use crate::table::{self, Include};
-use crate::time::{now_secs, rfc3339};
+use oxivirt_api::time::{now_secs, rfc3339};
 
 /// A request as the transport parsed it.
 #[derive(Debug)]

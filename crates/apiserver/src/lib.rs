@@ -13,7 +13,6 @@ pub mod resources;
 pub mod selector;
 pub mod server;
 pub mod table;
-pub mod time;
 
 pub use error::ApiError;
 pub use handler::{Api, Reply, Request};

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::resources::Resource;
-use crate::time::{human_duration, parse_rfc3339};
+use oxivirt_api::time::{human_duration, parse_rfc3339};
 
 /// One column: its header, type, and where the value comes from.
 struct Column {

@@ -15,6 +15,8 @@ use kube::runtime::watcher;
 use kube::ResourceExt as _;
 use serde_json::{json, Value};
 
+use oxivirt_api::time::{now_secs as now, rfc3339};
+
 use crate::error::{kube as kerr, Error};
 use crate::plan::{self, Event, VmAction, VmView, VmiAction};
 
@@ -69,32 +71,6 @@ fn from_value(kind: &'static str, name: &str, v: Value) -> Result<DynamicObject,
 
 fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn rfc3339(secs: i64) -> String {
-    // Days since the epoch to a civil date (proleptic Gregorian).
-    let (days, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
 }
 
 /// Five characters of KubeVirt's (and Kubernetes') name suffix alphabet.

@@ -10,8 +10,9 @@ pub fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil(days: i64) -> (i64, u32, u32) {
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's
+/// `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -25,7 +26,7 @@ fn civil(days: i64) -> (i64, u32, u32) {
 }
 
 /// (year, month, day) → days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -37,7 +38,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// `2026-12-01T10:17:56Z`.
 pub fn rfc3339(secs: i64) -> String {
-    let (y, mo, d) = civil(secs.div_euclid(86_400));
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
     format!(
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
@@ -57,6 +58,11 @@ pub fn rfc3339_micros(t: SystemTime) -> String {
 /// Seconds since the epoch of an RFC 3339 time (`Z` or a `±hh:mm` offset; fractions
 /// dropped), or None.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    parse_rfc3339_precise(s).map(|(secs, _)| secs)
+}
+
+/// An RFC 3339 time as seconds since the epoch and the nanoseconds of its fraction.
+pub fn parse_rfc3339_precise(s: &str) -> Option<(i64, u32)> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
         return None;
@@ -67,9 +73,14 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
+    let mut nanos = 0;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = format!("{:0<9}", &frac[..digits]).parse::<u32>().ok()?;
         rest = &frac[digits..];
     }
     let offset = match rest {
@@ -86,7 +97,14 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         _ => return None,
     };
     let days = days_from_civil(y, mo as u32, d as u32);
-    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset, nanos))
+}
+
+/// `2026-12-01T10:17:56.123Z`: UTC with milliseconds.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let base = rfc3339(d.as_secs() as i64);
+    format!("{}.{:03}Z", base.trim_end_matches('Z'), d.subsec_millis())
 }
 
 /// An age as kubectl prints it (`5s`, `3m12s`, `2d4h`, `3y`).
