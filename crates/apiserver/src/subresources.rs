@@ -19,7 +19,7 @@
 //! docs/lifecycle.md).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -794,13 +794,6 @@ pub async fn console(
             "Unable to connect to VirtualMachineInstance because phase is {p} instead of Running"
         )));
     }
-    let sock = launcher_dir(api, ns, name)?.join("console.sock");
-    let launcher = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
-        internal(format!(
-            "dialing the launcher's console {}: {e}",
-            sock.display()
-        ))
-    })?;
     let upgrade = header(&req, "upgrade").eq_ignore_ascii_case("websocket")
         && header(&req, "connection")
             .split(',')
@@ -814,6 +807,15 @@ pub async fn console(
             "unsupported websocket version: only 13 is spoken".into(),
         ));
     }
+    // Dialled only now: a connection takes the console over from whoever has it, so a
+    // request that cannot become a websocket must not get this far.
+    let sock = launcher_dir(api, ns, name)?.join("console.sock");
+    let launcher = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+        internal(format!(
+            "dialing the launcher's console {}: {e}",
+            sock.display()
+        ))
+    })?;
     let plain = header(&req, "sec-websocket-protocol")
         .split(',')
         .any(|p| p.trim() == PLAIN_PROTOCOL);
@@ -901,11 +903,6 @@ where
         })
         .await;
     }
-}
-
-/// Where a test or tool finds the launcher sockets of VMI `ns/name` under `root`.
-pub fn launcher_socket(root: &Path, ns: &str, name: &str, sock: &str) -> PathBuf {
-    root.join(ns).join(name).join(sock)
 }
 
 #[cfg(test)]
