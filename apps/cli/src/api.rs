@@ -166,6 +166,11 @@ impl Api {
         })
     }
 
+    /// The client, for requests the verbs here do not build (virtctl's subresources).
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     async fn get_path(&self, path: &str) -> Result<Value, Error> {
         let req = http::Request::get(path)
             .header(ACCEPT, "application/json")

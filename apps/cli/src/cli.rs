@@ -53,6 +53,32 @@ pub enum Command {
         after_help = "Examples:\n  # Delete a VM and wait until it is gone\n  oxivirt delete vm testvm-2\n\n  # Delete what a file created, right away, without waiting\n  oxivirt delete -f examples/seed/vm-2.yaml --now --wait=false"
     )]
     Delete(DeleteArgs),
+    /// Start a virtual machine (virtctl start).
+    #[command(
+        after_help = "Examples:\n  oxivirt start testvm-2\n\n  # Start it with the guest paused\n  oxivirt start testvm-2 --paused"
+    )]
+    Start(StartArgs),
+    /// Stop a virtual machine (virtctl stop).
+    #[command(
+        after_help = "Examples:\n  oxivirt stop testvm-2\n\n  # Stop it now, without waiting for the guest to shut down\n  oxivirt stop testvm-2 --force --grace-period 0"
+    )]
+    Stop(StopArgs),
+    /// Restart a virtual machine (virtctl restart).
+    #[command(
+        after_help = "Examples:\n  oxivirt restart testvm-2\n\n  # Restart it without waiting for the guest\n  oxivirt restart testvm-2 --force --grace-period 0"
+    )]
+    Restart(RestartArgs),
+    /// Pause a virtual machine's guest (virtctl pause vm|vmi).
+    #[command(after_help = "Examples:\n  oxivirt pause vm testvm-2\n  oxivirt pause vmi testvm-2")]
+    Pause(PauseArgs),
+    /// Resume a paused guest (virtctl unpause vm|vmi).
+    #[command(
+        after_help = "Examples:\n  oxivirt unpause vm testvm-2\n  oxivirt unpause vmi testvm-2"
+    )]
+    Unpause(PauseArgs),
+    /// Connect to a virtual machine's serial console (virtctl console); ^] leaves.
+    #[command(after_help = "Examples:\n  oxivirt console testvm-2")]
+    Console(ConsoleArgs),
     /// Print the shell completion script.
     #[command(
         after_help = "Examples:\n  # bash, for this shell and for every new one\n  source <(oxivirt completion bash)\n  oxivirt completion bash > /etc/bash_completion.d/oxivirt\n\n  # zsh\n  oxivirt completion zsh > \"${fpath[1]}/_oxivirt\"\n\n  # fish\n  oxivirt completion fish > ~/.config/fish/completions/oxivirt.fish"
@@ -141,6 +167,68 @@ pub struct DeleteArgs {
     /// A missing object is not an error.
     #[arg(long)]
     pub ignore_not_found: bool,
+}
+
+/// The grace period flags take -1 for "not given", as virtctl's do.
+pub const NO_GRACE_PERIOD: i64 = -1;
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The VirtualMachine.
+    pub name: String,
+    /// Start the guest paused.
+    #[arg(long)]
+    pub paused: bool,
+    /// Only check the request: nothing changes.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The VirtualMachine.
+    pub name: String,
+    /// Seconds the guest gets to shut down (with --force).
+    #[arg(long, default_value_t = NO_GRACE_PERIOD, allow_negative_numbers = true)]
+    pub grace_period: i64,
+    /// Stop with --grace-period rather than the VMI's own.
+    #[arg(long)]
+    pub force: bool,
+    /// Only check the request: nothing changes.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// The VirtualMachine.
+    pub name: String,
+    /// With --force: 0, the only grace period a force restart takes.
+    #[arg(long, default_value_t = NO_GRACE_PERIOD, allow_negative_numbers = true)]
+    pub grace_period: i64,
+    /// Restart without waiting for the guest (with --grace-period 0).
+    #[arg(long)]
+    pub force: bool,
+    /// Only check the request: nothing changes.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// `vm` (`virtualmachine`) or `vmi` (`virtualmachineinstance`).
+    #[arg(value_name = "TYPE", value_parser = ["vm", "virtualmachine", "vmi", "virtualmachineinstance"], ignore_case = true)]
+    pub kind: String,
+    pub name: String,
+    /// Only check the request: nothing changes.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// The VirtualMachineInstance (a VM's has the VM's name).
+    pub name: String,
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or plain seconds.

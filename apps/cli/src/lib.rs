@@ -1,6 +1,7 @@
 //! The `oxivirt` CLI: kubectl's `apply`, `get`, `describe` and `delete` for VMs, VMIs,
-//! NetworkAttachmentDefinitions, pods, events and namespaces, over kube-rs against oxivirtd
-//! or any Kubernetes API server.
+//! NetworkAttachmentDefinitions, pods, events and namespaces, and virtctl's `start`, `stop`,
+//! `restart`, `pause`, `unpause` and `console`, over kube-rs against oxivirtd or any
+//! Kubernetes API server.
 
 pub mod api;
 pub mod cli;
@@ -11,3 +12,4 @@ pub mod kubeconfig;
 pub mod manifest;
 pub mod merge;
 pub mod table;
+pub mod virt;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use oxivirt_app_cli::cli::{Cli, Command, Shell};
-use oxivirt_app_cli::{api, cmd, kubeconfig};
+use oxivirt_app_cli::{api, cmd, kubeconfig, virt};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,6 +52,8 @@ enum Error {
     Connect(#[from] api::Error),
     #[error(transparent)]
     Cmd(#[from] cmd::Error),
+    #[error(transparent)]
+    Virt(#[from] virt::Error),
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -89,6 +91,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Get(a) => cmd::get(&ctx, a).await?,
         Command::Describe(a) => cmd::describe(&ctx, a).await?,
         Command::Delete(a) => cmd::delete(&ctx, a, docs).await?,
+        Command::Start(a) => virt::start(&ctx, a).await?,
+        Command::Stop(a) => virt::stop(&ctx, a).await?,
+        Command::Restart(a) => virt::restart(&ctx, a).await?,
+        Command::Pause(a) => virt::pause(&ctx, a, true).await?,
+        Command::Unpause(a) => virt::pause(&ctx, a, false).await?,
+        Command::Console(a) => virt::console(&ctx, a).await?,
         Command::Completion { .. } => {}
     }
     Ok(())

@@ -114,7 +114,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let api = Api::new(store, server.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("initialise the API")?;
+        .context("initialise the API")?
+        // The launchers' state dirs (docs/lifecycle.md), for pause, unpause and console.
+        .with_launchers_root(dir.join("launchers"));
     let kubeconfig = dir.join("kubeconfig");
     write_private(&kubeconfig, pki.kubeconfig(&server).as_bytes())
         .with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;

@@ -37,7 +37,9 @@ fn group_doc(group: &str) -> Value {
 pub fn groups() -> Value {
     json!({
         "kind": "APIGroupList", "apiVersion": "v1",
-        "groups": resources::GROUPS.iter().map(|g| group_doc(g)).collect::<Vec<_>>(),
+        "groups": resources::GROUPS.iter().map(|g| group_doc(g))
+            .chain(std::iter::once(crate::subresources::group_entry()))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -80,6 +80,8 @@ impl Reply {
 pub struct Api {
     store: Store,
     server_address: String,
+    /// `<data-dir>/launchers`: where the subresources find a VMI's launcher sockets.
+    launchers_root: Option<std::path::PathBuf>,
 }
 
 /// Which resource a path names, and where.
@@ -153,6 +155,7 @@ impl Api {
         let api = Api {
             store,
             server_address,
+            launchers_root: None,
         };
         let key = Key::cluster(&resources::NAMESPACE.store_key(), DEFAULT_NAMESPACE);
         if api.store.get(&key)?.is_none() {
@@ -172,6 +175,17 @@ impl Api {
         &self.store
     }
 
+    /// Where the launchers' state directories are (`<data-dir>/launchers`), for the
+    /// subresources that reach a launcher (pause, unpause, console).
+    pub fn with_launchers_root(mut self, root: std::path::PathBuf) -> Self {
+        self.launchers_root = Some(root);
+        self
+    }
+
+    pub fn launchers_root(&self) -> Option<&std::path::Path> {
+        self.launchers_root.as_deref()
+    }
+
     /// Answers one request.
     pub async fn handle(&self, req: Request) -> Reply {
         match self.route(&req).await {
@@ -184,6 +198,10 @@ impl Api {
         let path = req.path.trim_end_matches('/');
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let get = req.method == "GET";
+        // virt-api's group (`subresources.kubevirt.io`) lives in its own module.
+        if let Some(reply) = crate::subresources::route(self, req, &segs).await {
+            return Ok(reply);
+        }
         match segs.as_slice() {
             ["version"] if get => return Ok(Reply::ok(&crate::discovery::version())),
             ["healthz" | "livez" | "readyz"] if get => return Ok(Reply::raw(200, b"ok".to_vec())),

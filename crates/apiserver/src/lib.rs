@@ -12,6 +12,7 @@ pub mod pki;
 pub mod resources;
 pub mod selector;
 pub mod server;
+pub mod subresources;
 pub mod table;
 
 pub use error::ApiError;

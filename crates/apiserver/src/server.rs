@@ -83,6 +83,15 @@ async fn serve_request(
     if !authenticated && !HEALTH.contains(&path.as_str()) {
         return Ok(to_response(Reply::error(&ApiError::Unauthorized)));
     }
+    // The console is a websocket: its request is upgraded, not read as a body.
+    if let Some((ns, name)) = crate::subresources::console_target(&path) {
+        return Ok(
+            match crate::subresources::console(&api, &ns, &name, req).await {
+                Ok(switching) => switching.map(|()| Full::new(Bytes::new()).boxed()),
+                Err(reply) => to_response(reply),
+            },
+        );
+    }
     let header = |n: hyper::header::HeaderName| {
         req.headers()
             .get(n)
@@ -176,7 +185,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: A
                 serve_request(api.clone(), authenticated, req)
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
