@@ -10,17 +10,36 @@ use anyhow::{bail, Context as _};
 use oxivirt_apiserver::pki::{write_private, Pki};
 use oxivirt_apiserver::Api;
 
-const USAGE: &str = "usage: oxivirtd [--data-dir DIR] [--listen ADDR:PORT]\n\n  --data-dir DIR      where the store, certificates and kubeconfig live (default /var/lib/oxivirt)\n  --listen ADDR:PORT  the API's address (default 127.0.0.1:6444; port 0 picks a free one)";
+const USAGE: &str = "usage: oxivirtd [--data-dir DIR] [--listen ADDR:PORT] [pod runtime flags]\n\n  --data-dir DIR      where the store, certificates and kubeconfig live (default /var/lib/oxivirt)\n  --listen ADDR:PORT  the API's address (default 127.0.0.1:6444; port 0 picks a free one)\n\nthe pod runtime (launcher Pods of this node):\n  --node-name NAME          this node (default: the host name)\n  --cni-conf-dir DIR        CNI network configs (default /etc/cni/net.d; a default network is written if empty)\n  --cni-bin-dir DIR         CNI plugins (default /opt/cni/bin)\n  --registry-mirror HOST=URL  fetch HOST's images from URL (repeatable)\n  --launcher PATH           oxivirt-launcher (default: beside oxivirtd)\n  --accel auto|kvm|tcg      the launchers' accelerator";
 
 struct Args {
     data_dir: PathBuf,
     listen: SocketAddr,
+    node: NodeArgs,
+}
+
+/// The pod runtime's flags (`oxivirt_node::Config` once the data dir is known).
+struct NodeArgs {
+    node_name: String,
+    cni_conf_dir: PathBuf,
+    cni_bin_dir: PathBuf,
+    registry_mirrors: Vec<String>,
+    launcher: PathBuf,
+    accel: Option<String>,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     let mut args = Args {
         data_dir: PathBuf::from("/var/lib/oxivirt"),
         listen: SocketAddr::from(([127, 0, 0, 1], 6444)),
+        node: NodeArgs {
+            node_name: oxivirt_node::hostname(),
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dir: PathBuf::from("/opt/cni/bin"),
+            registry_mirrors: Vec::new(),
+            launcher: oxivirt_node::default_launcher(),
+            accel: None,
+        },
     };
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -40,6 +59,23 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                 args.listen = v.parse().with_context(|| {
                     format!("--listen {v:?}: expected ADDR:PORT, e.g. 127.0.0.1:6444")
                 })?;
+            }
+            "--node-name" => args.node.node_name = value()?,
+            "--cni-conf-dir" => args.node.cni_conf_dir = PathBuf::from(value()?),
+            "--cni-bin-dir" => args.node.cni_bin_dir = PathBuf::from(value()?),
+            "--registry-mirror" => {
+                let v = value()?;
+                v.parse::<oxivirt_image::Mirror>()
+                    .with_context(|| format!("--registry-mirror {v:?}"))?;
+                args.node.registry_mirrors.push(v);
+            }
+            "--launcher" => args.node.launcher = PathBuf::from(value()?),
+            "--accel" => {
+                let v = value()?;
+                if !matches!(v.as_str(), "auto" | "kvm" | "tcg") {
+                    bail!("--accel {v:?}: expected auto, kvm or tcg");
+                }
+                args.node.accel = Some(v);
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -119,10 +155,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kubeconfig.display()
     );
 
+    // The pod runtime (crates/node), on the API through the kubeconfig just written.
+    let client = oxivirt_node::client_from_kubeconfig(&kubeconfig)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the pod runtime's API client")?;
+    let node = oxivirt_node::Config {
+        node_name: args.node.node_name,
+        data_dir: dir.clone(),
+        cni_conf_dir: args.node.cni_conf_dir,
+        cni_bin_dir: args.node.cni_bin_dir,
+        registry_mirrors: args.node.registry_mirrors,
+        launcher: args.node.launcher,
+        accel: args.node.accel,
+    };
+    let node = async move {
+        if let Err(e) = oxivirt_node::run(node, client).await {
+            eprintln!(
+                "oxivirtd: the pod runtime stopped: {}",
+                oxivirt_node::error::chain(&e)
+            );
+        }
+        // The API keeps serving without it.
+        std::future::pending::<()>().await
+    };
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
     tokio::select! {
         _ = oxivirt_apiserver::server::serve(listener, tls, api) => {}
+        _ = node => {}
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
