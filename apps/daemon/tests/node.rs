@@ -39,13 +39,17 @@ impl Setup {
     }
 
     fn start(&self) -> Node {
+        self.start_as(NODE)
+    }
+
+    fn start_as(&self, node_name: &str) -> Node {
         let mut child = OwnedChild::spawn(
             Command::new("nsenter")
                 .arg(format!("--net={}", self.env.node.path().display()))
                 .arg(daemon_bin())
                 .arg("--data-dir")
                 .arg(self.data())
-                .args(["--listen", "127.0.0.1:0", "--node-name", NODE])
+                .args(["--listen", "127.0.0.1:0", "--node-name", node_name])
                 .arg("--cni-conf-dir")
                 .arg(self.tmp.path().join("net.d"))
                 .arg("--cni-bin-dir")
@@ -271,6 +275,126 @@ fn alive(pid: i64) -> bool {
             .next()
             .is_some_and(|r| !r.trim_start().starts_with('Z'))
     })
+}
+
+/// The seed's NAD, with its IPAM store in the test's data dir.
+fn apply_nad(s: &Setup, node: &Node) {
+    let nad = json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "multus-br", "namespace": "default"},
+        "spec": {"config": s.env.seed_conf("0.3.1", json!({})).to_string()},
+    });
+    node.create(
+        "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions",
+        &nad,
+    );
+}
+
+/// A VMI of the seed and its launcher pod; waits for the pod to be Running and ready and
+/// returns (pod uid, the pod's network namespace name).
+fn run_vm(node: &Node, vm: &str, pod_name: &str) -> (String, String) {
+    let v = node.create(
+        "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances",
+        &vmi(vm, "quay.io/kubevirt/cirros-container-disk-demo"),
+    );
+    let vmi_uid = v["metadata"]["uid"].as_str().expect("uid").to_string();
+    let p = node.create(
+        "/api/v1/namespaces/default/pods",
+        &launcher_pod(pod_name, vm, &vmi_uid),
+    );
+    let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
+    let mut pod = Value::Null;
+    let running = eventually(Duration::from_secs(90), || {
+        pod = node.pod(pod_name).1;
+        pod["status"]["phase"] == "Running"
+            && pod["status"]["containerStatuses"][0]["ready"] == true
+    });
+    assert!(running, "the pod is not Running and ready: {pod:#}");
+    let netns = format!(
+        "oxv-{}",
+        uid.chars()
+            .filter(|c| *c != '-')
+            .take(12)
+            .collect::<String>()
+    );
+    (uid, netns)
+}
+
+#[root_test(
+    "docker-registry",
+    "skopeo",
+    "qemu-system-x86_64",
+    "qemu-img",
+    "nft",
+    "nsenter",
+    "curl"
+)]
+fn a_vm_that_ends_finishes_its_pod_and_a_crash_leftover_is_cleaned_up() {
+    let s = setup();
+    let _launchers = Launchers(s.data());
+    let mut node = s.start();
+    apply_nad(&s, &node);
+
+    // QEMU killed: the launcher ends Failed, so do the pod and the VMI; the sandbox goes.
+    let (_, netns) = run_vm(&node, "testvm-2", "virt-launcher-testvm-2-aaaaa");
+    let state = s.data().join("launchers/default/testvm-2");
+    let qemu = read_json(&state.join("status.json"))["qemuPid"]
+        .as_i64()
+        .expect("QEMU's pid");
+    // SAFETY: kill has no memory effects; the pid is the running VM's QEMU.
+    unsafe { libc::kill(qemu as libc::pid_t, libc::SIGKILL) };
+    let mut pod = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            pod = node.pod("virt-launcher-testvm-2-aaaaa").1;
+            pod["status"]["phase"] == "Failed"
+        }),
+        "{pod:#}"
+    );
+    let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_ne!(term["exitCode"], 0, "{pod:#}");
+    let vmi = node
+        .get("/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances/testvm-2")
+        .1;
+    assert_eq!(vmi["status"]["phase"], "Failed", "{vmi:#}");
+    let why = vmi["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or("");
+    assert!(why.contains("QEMU"), "{vmi:#}");
+    assert!(!Path::new("/run/netns").join(&netns).exists(), "netns left");
+    assert!(ip_files(&s.env.data.path().join("multus-br")).is_empty());
+    // A finished pod is deleted at once; its state dir goes with it.
+    node.api(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/virt-launcher-testvm-2-aaaaa",
+        None,
+        "application/json",
+    );
+    assert!(eventually(Duration::from_secs(10), || !state.exists()));
+
+    // A launcher whose pod this node no longer has (here: the daemon comes back as
+    // another node) is stopped and everything of it cleaned up on start.
+    let (uid, netns) = run_vm(&node, "testvm-3", "virt-launcher-testvm-3-bbbbb");
+    let record = read_json(&s.data().join("pods").join(format!("{uid}.json")));
+    let launcher_pid = record["launcherPid"].as_i64().expect("launcher pid");
+    node.kill9();
+    let _other = s.start_as("another-node");
+    assert!(
+        eventually(Duration::from_secs(30), || !alive(launcher_pid)),
+        "the orphan launcher was not stopped"
+    );
+    assert!(eventually(Duration::from_secs(10), || !Path::new(
+        "/run/netns"
+    )
+    .join(&netns)
+    .exists()));
+    assert!(eventually(Duration::from_secs(10), || !s
+        .data()
+        .join("launchers/default/testvm-3")
+        .exists()));
+    assert!(ip_files(&s.env.data.path().join("multus-br")).is_empty());
+    let record = s.data().join("pods").join(format!("{uid}.json"));
+    assert!(eventually(Duration::from_secs(10), || !record.exists()));
 }
 
 #[root_test(

@@ -245,6 +245,9 @@ pub struct Record {
     /// RFC 3339, when the launcher started.
     #[serde(default)]
     pub started_at: String,
+    /// The pod's termination grace period, for a stop after the pod is gone.
+    #[serde(default)]
+    pub grace: Option<u64>,
     /// The launcher ended and its network was torn down.
     #[serde(default)]
     pub finished: bool,

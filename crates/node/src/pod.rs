@@ -109,6 +109,11 @@ pub(crate) async fn worker(ctx: Arc<Ctx>, rx: Rx) {
         vmi,
         vmi_uid: owner_uid(&pod),
         netns: netns::path_for(&uid),
+        grace: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .and_then(|g| u64::try_from(g).ok()),
         ..Default::default()
     };
     let mut w = Worker {
@@ -572,9 +577,11 @@ impl Worker {
         }
     }
 
-    /// The launcher ended: final Pod and VMI status, then the sandbox goes (CNI DEL, the
-    /// namespace), as the kubelet tears down a finished pod's sandbox.
+    /// The launcher ended: the sandbox goes (CNI DEL, the namespace), as the kubelet tears
+    /// down a finished pod's sandbox, then the final Pod and VMI status; in that order so
+    /// whoever sees the end (the controller making the next pod) finds the addresses free.
     async fn finish(&mut self, exit: Exit) {
+        self.teardown_network().await;
         let s = launcher::read_status(&self.rec.state_dir).unwrap_or(Value::Null);
         let phase = s.get("phase").and_then(Value::as_str).unwrap_or("");
         let reason = s
@@ -621,7 +628,6 @@ impl Worker {
                 format!(": {why}")
             }
         );
-        self.teardown_network().await;
         self.rec.finished = true;
         self.save();
     }
@@ -775,9 +781,9 @@ async fn teardown(cfg: &Config, rec: &Record) -> Result<(), String> {
 
 /// Stops a launcher that has no pod any more and waits for it (killed after the grace
 /// period when it is known by pid).
-async fn stop_orphan(state_dir: &Path, p: Option<&Process>) {
+async fn stop_orphan(state_dir: &Path, p: Option<&Process>, grace: Option<u64>) {
     let dir = state_dir.to_path_buf();
-    let grace = 30;
+    let grace = grace.unwrap_or(30);
     let _ = tokio::task::spawn_blocking(move || launcher::request_stop(&dir, grace)).await;
     let deadline = Instant::now() + Duration::from_secs(grace) + KILL_MARGIN;
     let gone = || match p {
@@ -813,7 +819,7 @@ pub(crate) async fn clean_orphans(ctx: Arc<Ctx>, listed: HashMap<String, PathBuf
         let ours = !keep_dirs.contains(&rec.state_dir);
         let p = Process::adopt(rec.launcher_pid, rec.launcher_start);
         if p.is_some() || (ours && launcher::answers(&rec.state_dir)) {
-            stop_orphan(&rec.state_dir, p.as_ref()).await;
+            stop_orphan(&rec.state_dir, p.as_ref(), rec.grace).await;
         }
         if let Err(e) = teardown(cfg, &rec).await {
             eprintln!(
@@ -847,7 +853,7 @@ pub(crate) async fn clean_orphans(ctx: Arc<Ctx>, listed: HashMap<String, PathBuf
                     "oxivirtd: stopping the launcher of no pod in {}",
                     dir.display()
                 );
-                stop_orphan(&dir, None).await;
+                stop_orphan(&dir, None, None).await;
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
