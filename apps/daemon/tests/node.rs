@@ -420,13 +420,8 @@ fn a_launcher_pod_runs_survives_the_daemon_and_is_deleted_gracefully() {
         "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions",
         &nad,
     );
-    // A fresh node got a default network and the Multus config around it.
-    let confs = oxivirt_testkit::dir_names(&s.tmp.path().join("net.d"));
-    assert!(confs.iter().any(|c| c == "00-multus.conf"), "{confs:?}");
-    assert!(
-        confs.iter().any(|c| c == "10-oxivirt.conflist"),
-        "{confs:?}"
-    );
+    // No pod yet: the machine's CNI config is not touched.
+    assert!(oxivirt_testkit::dir_names(&s.tmp.path().join("net.d")).is_empty());
 
     let v = node.create(
         "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances",
@@ -456,6 +451,13 @@ fn a_launcher_pod_runs_survives_the_daemon_and_is_deleted_gracefully() {
     });
     assert!(running, "the pod is not Running and ready: {pod:#}");
     let pod_ip = pod["status"]["podIP"].as_str().expect("podIP").to_string();
+    // The fresh node got a default network and the Multus config around it.
+    let confs = oxivirt_testkit::dir_names(&s.tmp.path().join("net.d"));
+    assert!(confs.iter().any(|c| c == "00-multus.conf"), "{confs:?}");
+    assert!(
+        confs.iter().any(|c| c == "10-oxivirt.conflist"),
+        "{confs:?}"
+    );
     assert_eq!(pod["status"]["podIPs"][0]["ip"], pod_ip.as_str());
     assert!(
         pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].is_string(),

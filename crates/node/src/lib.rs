@@ -80,11 +80,6 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, String>
 
 /// Runs the pod runtime until the future is dropped (the launchers keep running).
 pub async fn run(config: Config, client: kube::Client) -> Result<()> {
-    for p in
-        cni::ensure_default_network(&config.cni_conf_dir, &config.cni_bin_dir, &config.data_dir)?
-    {
-        println!("oxivirtd: wrote the CNI config {}", p.display());
-    }
     let mirrors = config
         .registry_mirrors
         .iter()
@@ -110,6 +105,7 @@ pub async fn run(config: Config, client: kube::Client) -> Result<()> {
         },
         client: client.clone(),
         puller: Arc::new(puller),
+        default_network: tokio::sync::Mutex::new(()),
         config,
     });
     let selector = format!("spec.nodeName={}", ctx.config.node_name);

@@ -23,6 +23,21 @@ pub(crate) struct Ctx {
     pub pods: Api<Pod>,
     pub recorder: Recorder,
     pub puller: Arc<oxivirt_image::Puller>,
+    /// Held while the default network is checked and written (pods start in parallel).
+    pub default_network: tokio::sync::Mutex<()>,
+}
+
+impl Ctx {
+    /// Writes the default network if the config dir has none: when the first pod needs
+    /// it, so a daemon that runs no VM never touches the machine's CNI config.
+    async fn ensure_default_network(&self) -> crate::Result<()> {
+        let _held = self.default_network.lock().await;
+        let c = &self.config;
+        for p in cni::ensure_default_network(&c.cni_conf_dir, &c.cni_bin_dir, &c.data_dir)? {
+            println!("oxivirtd: wrote the CNI config {}", p.display());
+        }
+        Ok(())
+    }
 }
 
 /// The daemon is stopping: the worker leaves everything as it is (launchers keep running).
@@ -362,6 +377,10 @@ impl Worker {
         }
 
         // The pod's networks, through the first config as a runtime picks it.
+        self.ctx
+            .ensure_default_network()
+            .await
+            .map_err(|e| sandbox(&e))?;
         let cfg = &self.ctx.config;
         let (conf_path, conf) = cni::first_config(&cfg.cni_conf_dir).map_err(|e| sandbox(&e))?;
         self.rec.cni_added = true;
