@@ -10,13 +10,24 @@ use anyhow::{bail, Context as _};
 use oxivirt_apiserver::pki::{write_private, Pki};
 use oxivirt_apiserver::Api;
 
-const USAGE: &str = "usage: oxivirtd [--data-dir DIR] [--listen ADDR:PORT]\n\n  --data-dir DIR      where the store, certificates and kubeconfig live (default /var/lib/oxivirt)\n  --listen ADDR:PORT  the API's address (default 127.0.0.1:6444; port 0 picks a free one)\n  --api-only          serve the API alone: no controllers, no pod runtime";
+const USAGE: &str = "usage: oxivirtd [--data-dir DIR] [--listen ADDR:PORT] [--api-only] [pod runtime flags]\n\n  --data-dir DIR      where the store, certificates and kubeconfig live (default /var/lib/oxivirt)\n  --listen ADDR:PORT  the API's address (default 127.0.0.1:6444; port 0 picks a free one)\n  --api-only          serve the API alone: no controllers, no pod runtime\n\nthe pod runtime (launcher Pods of this node):\n  --node-name NAME          this node (default: the host name)\n  --cni-conf-dir DIR        CNI network configs (default /etc/cni/net.d; a default network is written if empty)\n  --cni-bin-dir DIR         CNI plugins (default /opt/cni/bin)\n  --registry-mirror HOST=URL  fetch HOST's images from URL (repeatable)\n  --launcher PATH           oxivirt-launcher (default: beside oxivirtd)\n  --accel auto|kvm|tcg      the launchers' accelerator";
 
 struct Args {
     data_dir: PathBuf,
     listen: SocketAddr,
     /// Serve the API alone (no controllers, no pod runtime), as a bare kube-apiserver.
     api_only: bool,
+    node: NodeArgs,
+}
+
+/// The pod runtime's flags (`oxivirt_node::Config` once the data dir is known).
+struct NodeArgs {
+    node_name: String,
+    cni_conf_dir: PathBuf,
+    cni_bin_dir: PathBuf,
+    registry_mirrors: Vec<String>,
+    launcher: PathBuf,
+    accel: Option<String>,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
@@ -24,6 +35,14 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         data_dir: PathBuf::from("/var/lib/oxivirt"),
         listen: SocketAddr::from(([127, 0, 0, 1], 6444)),
         api_only: false,
+        node: NodeArgs {
+            node_name: oxivirt_node::hostname(),
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dir: PathBuf::from("/opt/cni/bin"),
+            registry_mirrors: Vec::new(),
+            launcher: oxivirt_node::default_launcher(),
+            accel: None,
+        },
     };
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -44,6 +63,23 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                 args.listen = v.parse().with_context(|| {
                     format!("--listen {v:?}: expected ADDR:PORT, e.g. 127.0.0.1:6444")
                 })?;
+            }
+            "--node-name" => args.node.node_name = value()?,
+            "--cni-conf-dir" => args.node.cni_conf_dir = PathBuf::from(value()?),
+            "--cni-bin-dir" => args.node.cni_bin_dir = PathBuf::from(value()?),
+            "--registry-mirror" => {
+                let v = value()?;
+                v.parse::<oxivirt_image::Mirror>()
+                    .with_context(|| format!("--registry-mirror {v:?}"))?;
+                args.node.registry_mirrors.push(v);
+            }
+            "--launcher" => args.node.launcher = PathBuf::from(value()?),
+            "--accel" => {
+                let v = value()?;
+                if !matches!(v.as_str(), "auto" | "kvm" | "tcg") {
+                    bail!("--accel {v:?}: expected auto, kvm or tcg");
+                }
+                args.node.accel = Some(v);
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -125,49 +161,59 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kubeconfig.display()
     );
 
-    let node_name = node_name();
+    // The controllers and the pod runtime speak to this API through the kubeconfig just
+    // written, exactly as they would to a cluster's.
+    let api_only = args.api_only;
     let controllers = {
         let kubeconfig = kubeconfig.clone();
-        let api_only = args.api_only;
+        let node_name = args.node.node_name.clone();
         tokio::spawn(async move {
             if api_only {
                 return;
             }
-            match client(&kubeconfig).await {
+            match oxivirt_node::client_from_kubeconfig(&kubeconfig).await {
                 Ok(c) => oxivirt_controller::run(c, oxivirt_controller::Config { node_name }).await,
-                Err(e) => eprintln!("oxivirtd: the controllers cannot reach the API: {e:#}"),
+                Err(e) => eprintln!("oxivirtd: the controllers cannot reach the API: {e}"),
             }
         })
+    };
+
+    // The pod runtime (crates/node), on the API through the kubeconfig just written.
+    let client = oxivirt_node::client_from_kubeconfig(&kubeconfig)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the pod runtime's API client")?;
+    let node = oxivirt_node::Config {
+        node_name: args.node.node_name,
+        data_dir: dir.clone(),
+        cni_conf_dir: args.node.cni_conf_dir,
+        cni_bin_dir: args.node.cni_bin_dir,
+        registry_mirrors: args.node.registry_mirrors,
+        launcher: args.node.launcher,
+        accel: args.node.accel,
+    };
+    let node = async move {
+        if api_only {
+            return std::future::pending::<()>().await;
+        }
+        if let Err(e) = oxivirt_node::run(node, client).await {
+            eprintln!(
+                "oxivirtd: the pod runtime stopped: {}",
+                oxivirt_node::error::chain(&e)
+            );
+        }
+        // The API keeps serving without it.
+        std::future::pending::<()>().await
     };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
     tokio::select! {
         _ = oxivirt_apiserver::server::serve(listener, tls, api) => {}
+        _ = node => {}
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     controllers.abort();
     Ok(())
-}
-
-/// This machine's name, as the node launcher pods are bound to.
-fn node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// A kube-rs client on this daemon's own API, through the admin kubeconfig: the
-/// controllers speak to it exactly as they would to a cluster.
-async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("read {}", kubeconfig.display()))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .context("kubeconfig")?;
-    kube::Client::try_from(config).context("API client")
 }
