@@ -10,13 +10,16 @@ use anyhow::{bail, Context as _};
 use oxivirt_apiserver::pki::{write_private, Pki};
 use oxivirt_apiserver::Api;
 
-const USAGE: &str = "usage: oxivirtd [--data-dir DIR] [--listen ADDR:PORT] [--api-only] [pod runtime flags]\n\n  --data-dir DIR      where the store, certificates and kubeconfig live (default /var/lib/oxivirt)\n  --listen ADDR:PORT  the API's address (default 127.0.0.1:6444; port 0 picks a free one)\n  --api-only          serve the API alone: no controllers, no pod runtime\n\nthe pod runtime (launcher Pods of this node):\n  --node-name NAME          this node (default: the host name)\n  --cni-conf-dir DIR        CNI network configs (default /etc/cni/net.d; a default network is written if empty)\n  --cni-bin-dir DIR         CNI plugins (default /opt/cni/bin)\n  --registry-mirror HOST=URL  fetch HOST's images from URL (repeatable)\n  --launcher PATH           oxivirt-launcher (default: beside oxivirtd)\n  --accel auto|kvm|tcg      the launchers' accelerator";
+const USAGE: &str = "usage: oxivirtd [--data-dir DIR] [--listen ADDR:PORT] [--api-only] [pod runtime flags]\n\n  --data-dir DIR      where the store, certificates and kubeconfig live (default /var/lib/oxivirt)\n  --listen ADDR:PORT  the API's address (default 127.0.0.1:6444; port 0 picks a free one)\n  --api-only          serve the API alone: no controllers, no pod runtime\n  --no-controllers    the API and the pod runtime, without the controllers\n\nthe pod runtime (launcher Pods of this node):\n  --node-name NAME          this node (default: the host name)\n  --cni-conf-dir DIR        CNI network configs (default /etc/cni/net.d; a default network is written if empty)\n  --cni-bin-dir DIR         CNI plugins (default /opt/cni/bin)\n  --registry-mirror HOST=URL  fetch HOST's images from URL (repeatable)\n  --launcher PATH           oxivirt-launcher (default: beside oxivirtd)\n  --accel auto|kvm|tcg      the launchers' accelerator";
 
 struct Args {
     data_dir: PathBuf,
     listen: SocketAddr,
     /// Serve the API alone (no controllers, no pod runtime), as a bare kube-apiserver.
     api_only: bool,
+    /// Run the pod runtime without the controllers (its own tests make the objects the
+    /// controllers would).
+    no_controllers: bool,
     node: NodeArgs,
 }
 
@@ -35,6 +38,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         data_dir: PathBuf::from("/var/lib/oxivirt"),
         listen: SocketAddr::from(([127, 0, 0, 1], 6444)),
         api_only: false,
+        no_controllers: false,
         node: NodeArgs {
             node_name: oxivirt_node::hostname(),
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
@@ -58,6 +62,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         match flag.as_str() {
             "--data-dir" => args.data_dir = PathBuf::from(value()?),
             "--api-only" => args.api_only = true,
+            "--no-controllers" => args.no_controllers = true,
             "--listen" => {
                 let v = value()?;
                 args.listen = v.parse().with_context(|| {
@@ -167,8 +172,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let controllers = {
         let kubeconfig = kubeconfig.clone();
         let node_name = args.node.node_name.clone();
+        let off = api_only || args.no_controllers;
         tokio::spawn(async move {
-            if api_only {
+            if off {
                 return;
             }
             match oxivirt_node::client_from_kubeconfig(&kubeconfig).await {

@@ -50,6 +50,8 @@ impl Setup {
                 .arg("--data-dir")
                 .arg(self.data())
                 .args(["--listen", "127.0.0.1:0", "--node-name", node_name])
+                // This test makes the VMI and its launcher Pod as the controllers would.
+                .arg("--no-controllers")
                 .arg("--cni-conf-dir")
                 .arg(self.tmp.path().join("net.d"))
                 .arg("--cni-bin-dir")
