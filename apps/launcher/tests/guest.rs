@@ -11,7 +11,7 @@
 use oxivirt_app_launcher::state::{Phase, StateDir, Status};
 use oxivirt_testkit::cleanup::{self, TempDir};
 use oxivirt_testkit::cni_env::{links, outside_world, Env};
-use oxivirt_testkit::registry::{Registry, PORT};
+use oxivirt_testkit::registry::{guest_image, Registry, PORT};
 use oxivirt_testkit::{eventually, root_test};
 use serde_json::json;
 use std::io::{Read, Write};
@@ -19,19 +19,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The test guest's OCI layout, built (or found in the cache) by `scripts/guest.sh`.
-fn guest_image() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/guest.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("scripts/guest.sh");
-    assert!(out.status.success(), "scripts/guest.sh failed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().expect("the OCI layout's path").trim())
-}
 
 /// The serial console, read with a deadline.
 struct Console {

@@ -261,3 +261,17 @@ pub fn gz_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     gz.write_all(&tar).expect("gzip");
     gz.finish().expect("gzip")
 }
+
+/// The test guest's OCI image layout (`scripts/guest.sh` builds it, or finds it in its
+/// cache outside the repo, and prints its path last).
+pub fn guest_image() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/guest.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("scripts/guest.sh");
+    assert!(out.status.success(), "scripts/guest.sh failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(stdout.lines().last().expect("the OCI layout's path").trim())
+}
