@@ -52,7 +52,7 @@ cleanup() {
   [ -n "$console_pid" ] && kill "$console_pid" 2>/dev/null
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
     # Whatever VM is still there goes with its pod (the daemon stops it).
-    ip netns exec "$node" env KUBECONFIG="$data/kubeconfig" "$rel/oxivirt" delete vm --all --wait=true --timeout=60s >/dev/null 2>&1
+    ip netns exec "$node" env KUBECONFIG="$data/kubeconfig" "$rel/oxivirt" delete vm testvm-2 --ignore-not-found --timeout=60s >/dev/null 2>&1
     kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null
   fi
   # Launchers outlive a daemon by design; the demo's own go here.
@@ -108,7 +108,9 @@ step "oxivirtd on the node: the Kubernetes API for VMs, KubeVirt's controllers, 
 mkdir -p "$work/bin" "$work/net.d"
 for p in bridge host-local static macvlan; do ln -s "$rel/oxivirt-cni" "$work/bin/$p"; done
 ln -s "$rel/oxivirt-multus" "$work/bin/multus"
-OXIVIRT_IPAM_INDEX_DIR=$work/ipam-index ip netns exec "$node" "$rel/oxivirtd" --data-dir "$data" --listen 127.0.0.1:6444 \
+# nsenter, not `ip netns exec`: the latter gives the daemon a mount namespace of its own,
+# where the pods' namespaces it mounts under /run/netns would stay invisible to the host.
+OXIVIRT_IPAM_INDEX_DIR=$work/ipam-index nsenter --net="/run/netns/$node" "$rel/oxivirtd" --data-dir "$data" --listen 127.0.0.1:6444 \
   --cni-conf-dir "$work/net.d" --cni-bin-dir "$work/bin" --launcher "$rel/oxivirt-launcher" \
   --registry-mirror quay.io=http://127.0.0.1:5000 >"$work/oxivirtd.log" 2>&1 &
 daemon_pid=$!
@@ -156,7 +158,8 @@ console_until() {
   while (( SECONDS < deadline )); do
     chunk=""
     IFS= read -r -t 0.3 -N 4096 chunk <&"${CON[0]}" || true
-    if [ -n "$chunk" ]; then printf '%s' "$chunk"; con_buf+=$chunk; fi
+    # (the guest's shell asks the terminal for the cursor position: not for the reader)
+    if [ -n "$chunk" ]; then printf '%s' "${chunk//$'\e[6n'/}"; con_buf+=$chunk; fi
     if [[ $con_buf == *"$pat"* ]]; then con_buf=${con_buf#*"$pat"}; return 0; fi
   done
   printf '\ndemo: the console did not show "%s"\n' "$pat" >&2
