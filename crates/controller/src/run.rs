@@ -289,7 +289,12 @@ async fn reconcile_vmi(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action,
             VmiAction::DeletePod => {
                 if let Some(p) = &pod {
                     let pname = p["metadata"]["name"].as_str().unwrap_or("");
-                    match pods.delete(pname, &DeleteParams::default()).await {
+                    let dp = DeleteParams {
+                        grace_period_seconds: plan::pod_deletion_grace(&vmi)
+                            .and_then(|g| u32::try_from(g).ok()),
+                        ..DeleteParams::default()
+                    };
+                    match pods.delete(pname, &dp).await {
                         Ok(_) => {}
                         Err(e) if not_found(&e) => {}
                         Err(e) => return Err(kerr(format!("delete pod {ns}/{pname}"))(e)),
