@@ -475,7 +475,13 @@ fn run_strategies_on_power_off_and_on_a_killed_qemu() {
     }
 
     // Always: a failed run, so CrashLoopBackOff for the back-off (10 s), then a new VMI.
-    wait_row(&node, "always", "CrashLoopBackOff", "False", Duration::from_secs(10));
+    wait_row(
+        &node,
+        "always",
+        "CrashLoopBackOff",
+        "False",
+        Duration::from_secs(10),
+    );
     let failure = vm(&node, "always")["status"]["startFailure"].clone();
     assert_eq!(failure["consecutiveFailCount"], 1, "{failure}");
     assert_eq!(failure["lastFailedVMIUID"], json!(always1), "{failure}");
@@ -487,7 +493,13 @@ fn run_strategies_on_power_off_and_on_a_killed_qemu() {
         "the first back-off is 10 s: killed at {killed_at}, retry at {retry}"
     );
     // RerunOnFailure restarts after a failure too, after the same back-off.
-    wait_row(&node, "rerun", "CrashLoopBackOff", "False", Duration::from_secs(10));
+    wait_row(
+        &node,
+        "rerun",
+        "CrashLoopBackOff",
+        "False",
+        Duration::from_secs(10),
+    );
     // Manual: stopped, no back-off (KubeVirt keeps no start failures for it).
     wait_row(&node, "manual", "Stopped", "False", Duration::from_secs(10));
     assert_eq!(phase(&vmi(&node, "manual")), "Failed");
@@ -698,8 +710,18 @@ fn daemon_killed_vms_adopted_and_console_clients() {
                     .cloned()
                     .unwrap_or_default()
             })
-            .chain(node.get(PODS).1["items"].as_array().cloned().unwrap_or_default())
-            .chain(node.get(NADS).1["items"].as_array().cloned().unwrap_or_default())
+            .chain(
+                node.get(PODS).1["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+            .chain(
+                node.get(NADS).1["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            )
             .map(|o| format!("{}/{}/{}", o["kind"], o["metadata"]["name"], uid(&o)))
             .collect();
         names.sort();
@@ -711,9 +733,11 @@ fn daemon_killed_vms_adopted_and_console_clients() {
     let pod_uids: Vec<String> = pods.iter().map(uid).collect();
     let launcher_pids: Vec<i64> = pod_uids
         .iter()
-        .map(|u| read_json(&node.data.join("pods").join(format!("{u}.json")))["launcherPid"]
-            .as_i64()
-            .unwrap_or(0))
+        .map(|u| {
+            read_json(&node.data.join("pods").join(format!("{u}.json")))["launcherPid"]
+                .as_i64()
+                .unwrap_or(0)
+        })
         .collect();
     let qemus = [qemu_pid(&node, "x") as i64, qemu_pid(&node, "y") as i64];
     assert!(launcher_pids.iter().all(|p| *p > 0), "{launcher_pids:?}");
