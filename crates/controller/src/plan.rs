@@ -193,8 +193,13 @@ pub fn plan_vm(v: VmView<'_>) -> VmPlan {
     }
 
     // A failed run counts once (by the VMI's uid); a run that became ready, or ended
-    // well, ends the streak.
-    if let Some(i) = vmi {
+    // well, ends the streak. Only the strategies that restart by themselves back off
+    // (KubeVirt's shouldBackoffStart): the others keep no streak.
+    let backs_off = matches!(strategy, "Always" | "RerunOnFailure");
+    if !backs_off {
+        failure = Value::Null;
+    }
+    if let Some(i) = vmi.filter(|_| backs_off) {
         let uid = &i["metadata"]["uid"];
         if phase(i) == "Failed" && failure["lastFailedVMIUID"] != *uid {
             let n = failure["consecutiveFailCount"].as_u64().unwrap_or(0) as u32 + 1;
@@ -453,6 +458,15 @@ pub fn plan_vmi(vmi: &Value, pod: Option<&Value>, node: &str, suffix: &str) -> V
         status,
         events,
     }
+}
+
+/// The grace period the VMI's launcher pod is deleted with: the VMI's
+/// `terminationGracePeriodSeconds` as it is now (a forced stop lowers it after the pod was
+/// made), at least 1 s (0 would remove the pod at once, before its launcher is stopped).
+pub fn pod_deletion_grace(vmi: &Value) -> Option<i64> {
+    vmi["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .map(|g| g.max(1))
 }
 
 /// The `k8s.v1.cni.cncf.io/networks` annotation KubeVirt writes for a VMI's Multus

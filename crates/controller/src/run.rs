@@ -289,7 +289,12 @@ async fn reconcile_vmi(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action,
             VmiAction::DeletePod => {
                 if let Some(p) = &pod {
                     let pname = p["metadata"]["name"].as_str().unwrap_or("");
-                    match pods.delete(pname, &DeleteParams::default()).await {
+                    let dp = DeleteParams {
+                        grace_period_seconds: plan::pod_deletion_grace(&vmi)
+                            .and_then(|g| u32::try_from(g).ok()),
+                        ..DeleteParams::default()
+                    };
+                    match pods.delete(pname, &dp).await {
                         Ok(_) => {}
                         Err(e) if not_found(&e) => {}
                         Err(e) => return Err(kerr(format!("delete pod {ns}/{pname}"))(e)),
@@ -302,16 +307,22 @@ async fn reconcile_vmi(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action,
         record(&ctx, &vmi, "virtualmachineinstance-controller", e).await;
     }
     if let Some(s) = &plan.status {
+        // Conditional on the VMI this plan was made from: the pod runtime takes the phase
+        // on from Scheduled (Running, Succeeded, Failed), and a plan made from an older
+        // VMI must not put it back (a conflict plans again on the newer one).
+        let patch = json!({
+            "metadata": {"resourceVersion": vmi["metadata"]["resourceVersion"]},
+            "status": s,
+        });
         match vmis
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": s})),
-            )
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
             Ok(_) => {}
             Err(e) if not_found(&e) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Ok(Action::requeue(Duration::from_millis(200)))
+            }
             Err(e) => return Err(kerr(format!("status of VMI {ns}/{name}"))(e)),
         }
     }

@@ -135,6 +135,11 @@ fn run_strategies_when_the_guest_ends() {
         .actions
         .iter()
         .any(|a| matches!(a, VmAction::DeleteVmi | VmAction::CreateVmi(_))));
+    // A failure of a VM that does not restart by itself is no start failure: Stopped,
+    // no back-off streak (KubeVirt backs off Always and RerunOnFailure only).
+    let p = plan_vm(view(&manual, Some(&failed)));
+    assert_eq!(p.status["printableStatus"], "Stopped");
+    assert!(p.status["startFailure"].is_null(), "{}", p.status);
     let once = seed_vm(json!({"runStrategy": "Once"}));
     assert!(creates(&plan_vm(view(&once, None)).actions));
     assert!(plan_vm(view(&once, Some(&ok)))
@@ -274,4 +279,9 @@ fn vmi_phases_up_to_scheduled_and_its_pod() {
         plan_vmi(&v, None, "n", "s").actions,
         vec![VmiAction::RemoveFinalizer]
     );
+    // The pod goes with the VMI's grace period as it is now (a forced stop's), never 0.
+    v["spec"]["terminationGracePeriodSeconds"] = json!(180);
+    assert_eq!(plan::pod_deletion_grace(&v), Some(180));
+    v["spec"]["terminationGracePeriodSeconds"] = json!(0);
+    assert_eq!(plan::pod_deletion_grace(&v), Some(1));
 }
