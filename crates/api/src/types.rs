@@ -617,3 +617,30 @@ pub struct VmiCondition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
 }
+
+/// `k8s.cni.cncf.io/v1`, Multus's group.
+pub const NAD_API_VERSION: &str = "k8s.cni.cncf.io/v1";
+pub const KIND_NAD: &str = "NetworkAttachmentDefinition";
+
+/// NetworkAttachmentDefinition is a CRD schema specified by the Network Plumbing Working
+/// Group to express the intent for attaching pods to one or more logical or physical
+/// networks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkAttachmentDefinition {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<NetworkAttachmentDefinitionSpec>,
+}
+
+/// NetworkAttachmentDefinition spec defines the desired state of a network attachment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAttachmentDefinitionSpec {
+    /// NetworkAttachmentDefinition config is a JSON-formatted CNI configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+}

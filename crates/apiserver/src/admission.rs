@@ -295,6 +295,21 @@ fn nad(r: &'static Resource, name: &str, object: &Value) -> Result<(), ApiError>
             ));
         }
     }
+    if !spec["config"].is_string() && !spec["config"].is_null() {
+        return Err(invalid(
+            r,
+            name,
+            vec![cause(
+                "spec.config",
+                format!(
+                    "Invalid value: {}: spec.config must be a string",
+                    spec["config"]
+                ),
+            )],
+        ));
+    }
+    // The one definition of the kind (also its OpenAPI schema).
+    let _: oxivirt_api::NetworkAttachmentDefinition = typed(r, name, object)?;
     match &spec["config"] {
         Value::Null => Ok(()),
         Value::String(text) if text.trim().is_empty() => Ok(()),

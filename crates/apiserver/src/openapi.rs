@@ -144,19 +144,7 @@ fn schema_of(r: &Resource, defs: &mut Map<String, Value>) -> Value {
             generator.subschema_for::<oxivirt_api::VirtualMachineInstance>()
         }
         "NetworkAttachmentDefinition" => {
-            return json!({
-                "description": "NetworkAttachmentDefinition is a CRD schema specified by the Network Plumbing Working Group to express the intent for attaching pods to one or more logical or physical networks.",
-                "type": "object",
-                "properties": {
-                    "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                    "metadata": {"type": "object"},
-                    "spec": {
-                        "description": "NetworkAttachmentDefinition spec defines the desired state of a network attachment",
-                        "type": "object",
-                        "properties": {"config": {"description": "NetworkAttachmentDefinition config is a JSON-formatted CNI configuration", "type": "string"}},
-                    },
-                },
-            });
+            generator.subschema_for::<oxivirt_api::NetworkAttachmentDefinition>()
         }
         kind => {
             return json!({
