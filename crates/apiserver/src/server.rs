@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt as _, Full, Limited, StreamBody};
+use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -105,14 +105,9 @@ async fn serve_request(
     );
     let method = req.method().as_str().to_string();
     let q = query(req.uri().query());
-    let limit = crate::admission::MAX_OBJECT_BYTES + 1;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return Ok(to_response(Reply::error(&ApiError::TooLarge {
-                limit: crate::admission::MAX_OBJECT_BYTES,
-            })))
-        }
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(e) => return Ok(to_response(Reply::error(&e))),
     };
     let reply = api
         .handle(Request {
@@ -125,6 +120,38 @@ async fn serve_request(
         })
         .await;
     Ok(to_response(reply))
+}
+
+/// How much of a too-large body is read and dropped so the client, still sending, gets
+/// the 413 instead of a broken pipe; beyond it the connection is cut.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// The request body, at most [`crate::admission::MAX_OBJECT_BYTES`].
+async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
+    let limit = crate::admission::MAX_OBJECT_BYTES;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ApiError::BadRequest(
+                "the request body was cut short".into(),
+            ));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if seen <= limit {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::TooLarge { limit });
+    }
+    Ok(buf.freeze())
 }
 
 fn to_response(reply: Reply) -> Response<Body> {
