@@ -10,46 +10,16 @@ mod common;
 use common::node::*;
 use common::{seed_vm, NADS, PODS, VMS};
 use oxivirt_api::time::{now_secs, parse_rfc3339};
-use oxivirt_testkit::cleanup::{OwnedChild, TempDir};
+use oxivirt_testkit::cleanup::TempDir;
 use oxivirt_testkit::registry::guest_image;
 use oxivirt_testkit::{eventually, root_test};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const VMIS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances";
-/// A boot of the test guest under TCG on a busy machine, to its login prompt.
-const BOOT: Duration = Duration::from_secs(150);
-
-fn cli() -> PathBuf {
-    common::daemon_bin().with_file_name("oxivirt")
-}
-
-fn run_in(node: &Node, program: &Path, args: &[&str]) -> Output {
-    Command::new("nsenter")
-        .arg(format!("--net={}", node.ns.display()))
-        .arg(program)
-        .args(args)
-        .env("KUBECONFIG", node.data.join("kubeconfig"))
-        .output()
-        .expect("run in the node")
-}
-
-fn kubectl(node: &Node, args: &[&str]) -> Output {
-    run_in(node, &common::kubectl().expect("kubectl"), args)
-}
-
-fn oxivirt(node: &Node, args: &[&str]) -> Output {
-    run_in(node, &cli(), args)
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The seed's VM named `name` with `runStrategy` and the VMI's grace period.
 fn vm_spec(name: &str, strategy: &str, grace: Option<i64>) -> Value {
@@ -92,17 +62,6 @@ fn uid(o: &Value) -> String {
 
 fn phase(o: &Value) -> String {
     o["status"]["phase"].as_str().unwrap_or("").to_string()
-}
-
-/// `kubectl get vm NAME`'s STATUS and READY.
-fn vm_row(node: &Node, name: &str) -> (String, String) {
-    let o = kubectl(node, &["get", "vm", name, "--no-headers"]);
-    let row = out(&o);
-    let cols: Vec<&str> = row.split_whitespace().collect();
-    (
-        cols.get(2).unwrap_or(&"").to_string(),
-        cols.get(3).unwrap_or(&"").to_string(),
-    )
 }
 
 fn dump(node: &Node, name: &str) -> String {
@@ -238,110 +197,6 @@ fn ip_files(dir: &Path) -> Vec<String> {
         }
     }
     v
-}
-
-/// `oxivirt console NAME` driven through pipes.
-struct Console {
-    child: OwnedChild,
-    seen: Arc<Mutex<String>>,
-}
-
-impl Console {
-    fn open(node: &Node, vm: &str) -> Console {
-        let mut child = OwnedChild::spawn(
-            Command::new("nsenter")
-                .arg(format!("--net={}", node.ns.display()))
-                .arg(cli())
-                .args(["console", vm])
-                .env("KUBECONFIG", node.data.join("kubeconfig"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        )
-        .expect("oxivirt console");
-        let seen = Arc::new(Mutex::new(String::new()));
-        for mut stream in [
-            Box::new(child.child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.child.stderr.take().expect("stderr")),
-        ] {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    if let Ok(mut s) = seen.lock() {
-                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            });
-        }
-        let c = Console { child, seen };
-        c.expect(
-            0,
-            &format!("Successfully connected to {vm} console"),
-            Duration::from_secs(15),
-        );
-        c
-    }
-
-    fn text(&self) -> String {
-        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn len(&self) -> usize {
-        self.seen.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
-    fn expect(&self, from: usize, what: &str, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.text();
-            if let Some(i) = s.get(from..).and_then(|t| t.find(what)) {
-                return from + i + what.len();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "console: {what:?} did not appear; it said:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.child.child.stdin.as_mut().expect("stdin");
-        stdin
-            .write_all(format!("{line}\r").as_bytes())
-            .expect("console write");
-        stdin.flush().expect("flush");
-    }
-
-    /// Logs in at the guest's prompt (from the start of what this client saw).
-    fn login(&mut self) {
-        let at = self.expect(0, "login:", BOOT);
-        self.send("cirros");
-        let at = self.expect(at, "Password:", Duration::from_secs(30));
-        self.send("gocubsgo");
-        self.expect(at, "$ ", Duration::from_secs(30));
-    }
-
-    /// Runs `echo` of a value computed by the guest's shell, so the answer cannot be the
-    /// echo of the input: proves a live session.
-    fn answers(&mut self, a: u32, b: u32) {
-        let at = self.len();
-        self.send(&format!("echo ANS-$(({a}*{b}))"));
-        self.expect(at, &format!("ANS-{}", a * b), Duration::from_secs(30));
-    }
-
-    fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let mut st = None;
-        eventually(within, || {
-            st = self.child.child.try_wait().ok().flatten();
-            st.is_some()
-        });
-        st
-    }
 }
 
 /// Logs in on `name`'s console and powers the guest off from inside.

@@ -10,132 +10,15 @@
 mod common;
 
 use common::node::*;
-use oxivirt_testkit::cleanup::{OwnedChild, TempDir};
+use oxivirt_testkit::cleanup::TempDir;
 use oxivirt_testkit::cni_env::outside_world;
 use oxivirt_testkit::registry::guest_image;
 use oxivirt_testkit::{eventually, root_test};
 use serde_json::{json, Value};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-fn cli() -> PathBuf {
-    common::daemon_bin().with_file_name("oxivirt")
-}
-
-impl Node {
-    /// A command in the node's namespace with this daemon's kubeconfig.
-    fn run(&self, program: &std::path::Path, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.ns.display()))
-            .arg(program)
-            .args(args)
-            .env("KUBECONFIG", self.data.join("kubeconfig"))
-            .output()
-            .expect("run in the node")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        self.run(&common::kubectl().expect("kubectl"), args)
-    }
-
-    fn oxivirt(&self, args: &[&str]) -> Output {
-        self.run(&cli(), args)
-    }
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// `kubectl get vm testvm-2`'s STATUS and READY.
-fn vm_row(node: &Node) -> (String, String) {
-    let o = node.kubectl(&["get", "vm", "testvm-2", "--no-headers"]);
-    let row = out(&o);
-    let cols: Vec<&str> = row.split_whitespace().collect();
-    (
-        cols.get(2).unwrap_or(&"").to_string(),
-        cols.get(3).unwrap_or(&"").to_string(),
-    )
-}
-
-/// `oxivirt console testvm-2` driven through pipes.
-struct Console {
-    child: OwnedChild,
-    seen: Arc<Mutex<String>>,
-}
-
-impl Console {
-    fn open(node: &Node) -> Console {
-        let mut child = OwnedChild::spawn(
-            Command::new("nsenter")
-                .arg(format!("--net={}", node.ns.display()))
-                .arg(cli())
-                .args(["console", "testvm-2"])
-                .env("KUBECONFIG", node.data.join("kubeconfig"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        )
-        .expect("oxivirt console");
-        let seen = Arc::new(Mutex::new(String::new()));
-        for mut stream in [
-            Box::new(child.child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.child.stderr.take().expect("stderr")),
-        ] {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    if let Ok(mut s) = seen.lock() {
-                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            });
-        }
-        Console { child, seen }
-    }
-
-    fn len(&self) -> usize {
-        self.seen.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
-    fn expect(&self, from: usize, what: &str, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
-            if let Some(i) = s.get(from..).and_then(|t| t.find(what)) {
-                return from + i + what.len();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "console: {what:?} did not appear; it said:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.child.child.stdin.as_mut().expect("stdin");
-        stdin
-            .write_all(format!("{line}\r").as_bytes())
-            .expect("console write");
-        stdin.flush().expect("flush");
-    }
-
-    fn run(&mut self, cmd: &str) -> String {
-        let at = self.len();
-        self.send(&format!("{cmd}; echo END-OF-$((6*7))"));
-        let end = self.expect(at, "END-OF-42", Duration::from_secs(30));
-        let s = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
-        s[at..end].to_string()
-    }
-}
+use std::process::Command;
+use std::time::Duration;
 
 #[root_test(
     "docker-registry",
@@ -169,32 +52,32 @@ fn the_seed_article_on_one_machine() {
         format!("apiVersion: \"k8s.cni.cncf.io/v1\"\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: multus-br\nspec:\n  config: '{config}'\n"),
     )
     .expect("nad");
-    let o = node.kubectl(&["apply", "-f", nad.to_str().expect("path")]);
+    let o = kubectl(&node, &["apply", "-f", nad.to_str().expect("path")]);
     assert_eq!(
         out(&o),
         "networkattachmentdefinition.k8s.cni.cncf.io/multus-br created\n"
     );
     let vm_yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seed/vm-2.yaml");
-    let o = node.kubectl(&["apply", "-f", vm_yaml]);
+    let o = kubectl(&node, &["apply", "-f", vm_yaml]);
     assert_eq!(out(&o), "virtualmachine.kubevirt.io/testvm-2 created\n");
     assert!(
-        eventually(Duration::from_secs(10), || vm_row(&node)
+        eventually(Duration::from_secs(10), || vm_row(&node, "testvm-2")
             == ("Stopped".into(), "False".into())),
         "kubectl get vm: {:?}",
-        vm_row(&node)
+        vm_row(&node, "testvm-2")
     );
 
     // virtctl start, as the article.
-    let o = node.oxivirt(&["start", "testvm-2"]);
+    let o = oxivirt(&node, &["start", "testvm-2"]);
     assert_eq!(out(&o), "VM testvm-2 was scheduled to start\n", "{o:?}");
     let mut row = (String::new(), String::new());
     assert!(
         eventually(Duration::from_secs(120), || {
-            row = vm_row(&node);
+            row = vm_row(&node, "testvm-2");
             row == ("Running".into(), "True".into())
         }),
         "kubectl get vm: {row:?}; pods: {}",
-        out(&node.kubectl(&["get", "pods", "-o", "yaml"]))
+        out(&kubectl(&node, &["get", "pods", "-o", "yaml"]))
     );
     let (_, vmi) =
         node.get("/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances/testvm-2");
@@ -203,7 +86,7 @@ fn the_seed_article_on_one_machine() {
         .unwrap_or_else(|| panic!("the guest's bridged address: {vmi}"))
         .to_string();
     assert!(guest_ip.starts_with("192.168.100."), "{guest_ip}");
-    let o = node.kubectl(&["get", "pods", "--no-headers"]);
+    let o = kubectl(&node, &["get", "pods", "--no-headers"]);
     let pods = out(&o);
     assert!(pods.starts_with("virt-launcher-testvm-2-"), "{pods}");
     let pod_name = pods.split_whitespace().next().unwrap_or("").to_string();
@@ -248,17 +131,13 @@ fn the_seed_article_on_one_machine() {
     }
 
     // The console session.
-    let mut con = Console::open(&node);
+    let mut con = Console::open(&node, "testvm-2");
     con.expect(
         0,
         "Successfully connected to testvm-2 console. The escape sequence is ^]",
         Duration::from_secs(10),
     );
-    let at = con.expect(0, "login:", Duration::from_secs(180));
-    con.send("cirros");
-    let at = con.expect(at, "Password:", Duration::from_secs(30));
-    con.send("gocubsgo");
-    con.expect(at, "$ ", Duration::from_secs(30));
+    con.login();
     let mut addrs = String::new();
     assert!(
         eventually(Duration::from_secs(60), || {
@@ -302,14 +181,14 @@ fn the_seed_article_on_one_machine() {
     );
 
     // Stop, then delete: nothing is left.
-    let o = node.oxivirt(&["stop", "testvm-2"]);
+    let o = oxivirt(&node, &["stop", "testvm-2"]);
     assert_eq!(out(&o), "VM testvm-2 was scheduled to stop\n", "{o:?}");
     assert!(
-        eventually(Duration::from_secs(120), || vm_row(&node)
+        eventually(Duration::from_secs(120), || vm_row(&node, "testvm-2")
             == ("Stopped".into(), "False".into())
             && node.pod(&pod_name).0 == 404),
         "after stop: {:?}, pod {}",
-        vm_row(&node),
+        vm_row(&node, "testvm-2"),
         node.pod(&pod_name).1
     );
     assert!(
@@ -321,9 +200,9 @@ fn the_seed_article_on_one_machine() {
             .contains(&netns),
         "the pod's namespace is gone"
     );
-    let o = node.kubectl(&["delete", "-f", vm_yaml]);
+    let o = kubectl(&node, &["delete", "-f", vm_yaml]);
     assert_eq!(out(&o), "virtualmachine.kubevirt.io \"testvm-2\" deleted\n");
-    let o = node.kubectl(&["get", "vm,vmi,pods", "--no-headers"]);
+    let o = kubectl(&node, &["get", "vm,vmi,pods", "--no-headers"]);
     assert_eq!(out(&o), "", "left: {}", String::from_utf8_lossy(&o.stderr));
     let multus_br = PathBuf::from(s.env.data_dir()).join("multus-br");
     let ips: Vec<String> = oxivirt_testkit::dir_names(&multus_br)

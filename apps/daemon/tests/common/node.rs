@@ -5,14 +5,17 @@
 #![allow(dead_code)]
 
 use super::{daemon_bin, split_status};
-use oxivirt_testkit::built_binary;
 use oxivirt_testkit::cleanup::{OwnedChild, TempDir};
 use oxivirt_testkit::cni_env::{our_dir, Env};
 use oxivirt_testkit::registry::{small_qcow2, Layout, Registry, PORT};
+use oxivirt_testkit::{built_binary, eventually};
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub const NODE: &str = "node-1";
 
@@ -200,5 +203,158 @@ pub fn setup_with(tmp: TempDir, image: &Path) -> Setup {
         tmp,
         _reg: reg,
         controllers: false,
+    }
+}
+
+/// A boot of the test guest under TCG on a busy machine, to its login prompt.
+pub const BOOT: Duration = Duration::from_secs(150);
+
+pub fn cli() -> PathBuf {
+    super::daemon_bin().with_file_name("oxivirt")
+}
+
+pub fn run_in(node: &Node, program: &Path, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net={}", node.ns.display()))
+        .arg(program)
+        .args(args)
+        .env("KUBECONFIG", node.data.join("kubeconfig"))
+        .output()
+        .expect("run in the node")
+}
+
+pub fn kubectl(node: &Node, args: &[&str]) -> Output {
+    run_in(node, &super::kubectl().expect("kubectl"), args)
+}
+
+pub fn oxivirt(node: &Node, args: &[&str]) -> Output {
+    run_in(node, &cli(), args)
+}
+
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `kubectl get vm NAME`'s STATUS and READY.
+pub fn vm_row(node: &Node, name: &str) -> (String, String) {
+    let o = kubectl(node, &["get", "vm", name, "--no-headers"]);
+    let row = out(&o);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    (
+        cols.get(2).unwrap_or(&"").to_string(),
+        cols.get(3).unwrap_or(&"").to_string(),
+    )
+}
+
+/// `oxivirt console NAME` driven through pipes.
+pub struct Console {
+    pub child: OwnedChild,
+    pub seen: Arc<Mutex<String>>,
+}
+
+impl Console {
+    pub fn open(node: &Node, vm: &str) -> Console {
+        let mut child = OwnedChild::spawn(
+            Command::new("nsenter")
+                .arg(format!("--net={}", node.ns.display()))
+                .arg(cli())
+                .args(["console", vm])
+                .env("KUBECONFIG", node.data.join("kubeconfig"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .expect("oxivirt console");
+        let seen = Arc::new(Mutex::new(String::new()));
+        for mut stream in [
+            Box::new(child.child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.child.stderr.take().expect("stderr")),
+        ] {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if let Ok(mut s) = seen.lock() {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+        let c = Console { child, seen };
+        c.expect(
+            0,
+            &format!("Successfully connected to {vm} console"),
+            Duration::from_secs(15),
+        );
+        c
+    }
+
+    pub fn text(&self) -> String {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn expect(&self, from: usize, what: &str, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.text();
+            if let Some(i) = s.get(from..).and_then(|t| t.find(what)) {
+                return from + i + what.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "console: {what:?} did not appear; it said:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.child.child.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(format!("{line}\r").as_bytes())
+            .expect("console write");
+        stdin.flush().expect("flush");
+    }
+
+    /// Runs `cmd` in the logged-in shell and returns what the console showed until it
+    /// finished.
+    pub fn run(&mut self, cmd: &str) -> String {
+        let at = self.len();
+        self.send(&format!("{cmd}; echo END-OF-$((6*7))"));
+        let end = self.expect(at, "END-OF-42", Duration::from_secs(30));
+        self.text()[at..end].to_string()
+    }
+
+    /// Logs in at the guest's prompt (from the start of what this client saw).
+    pub fn login(&mut self) {
+        let at = self.expect(0, "login:", BOOT);
+        self.send("cirros");
+        let at = self.expect(at, "Password:", Duration::from_secs(30));
+        self.send("gocubsgo");
+        self.expect(at, "$ ", Duration::from_secs(30));
+    }
+
+    /// Runs `echo` of a value computed by the guest's shell, so the answer cannot be the
+    /// echo of the input: proves a live session.
+    pub fn answers(&mut self, a: u32, b: u32) {
+        let at = self.len();
+        self.send(&format!("echo ANS-$(({a}*{b}))"));
+        self.expect(at, &format!("ANS-{}", a * b), Duration::from_secs(30));
+    }
+
+    pub fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut st = None;
+        eventually(within, || {
+            st = self.child.child.try_wait().ok().flatten();
+            st.is_some()
+        });
+        st
     }
 }
