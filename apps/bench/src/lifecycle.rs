@@ -310,8 +310,10 @@ fn follow_status(
         let mut running = None;
         let mut last_mtime = None;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // A new inode per write (renamed into place): two writes within one tick of
+            // the file system's clock have the same mtime.
             let mtime = std::fs::metadata(state.join("status.json"))
-                .and_then(|m| m.modified())
+                .and_then(|m| Ok((m.modified()?, std::os::unix::fs::MetadataExt::ino(&m))))
                 .ok();
             if mtime.is_some() && mtime != last_mtime {
                 last_mtime = mtime;
@@ -520,7 +522,13 @@ impl Bench<'_> {
         if let Some(t) = qmp {
             s.insert("qmp", since(t0, t));
         }
-        let leases = leases.context("both leases not acknowledged within 120 s")?;
+        let leases = leases.with_context(|| {
+            format!(
+                "both leases not acknowledged within 120 s; status.json: {}; the launcher's log:\n{}",
+                std::fs::read_to_string(state.join("status.json")).unwrap_or_default(),
+                std::fs::read_to_string(state.join("launcher.log")).unwrap_or_default()
+            )
+        })?;
         s.insert("leases", since(t0, leases));
         if let Ok(log) = self.daemon.log.lock() {
             if let Some((at, _)) = log[log_from.min(log.len())..]
