@@ -48,7 +48,7 @@ pub struct Report {
 }
 
 /// The seed's VM (`examples/seed/vm-2.yaml`) named `name`.
-fn seed_vm(name: &str) -> Value {
+pub(crate) fn seed_vm(name: &str) -> Value {
     json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
         "spec": {"running": false, "template": {
@@ -123,7 +123,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
 
 /// One keep-alive HTTPS client with the admin's certificate (one connection per agent
 /// when used from one thread).
-fn agent(data: &Path) -> Result<ureq::Agent> {
+pub(crate) fn agent(data: &Path) -> Result<ureq::Agent> {
     use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
     let read = |f: &str| std::fs::read(data.join("pki").join(f)).with_context(|| f.to_string());
     let certs = |pem: &[u8]| -> Vec<Certificate<'static>> {
@@ -150,7 +150,7 @@ fn agent(data: &Path) -> Result<ureq::Agent> {
         .into())
 }
 
-fn get(a: &ureq::Agent, url: &str) -> Result<(u16, Vec<u8>)> {
+pub(crate) fn get(a: &ureq::Agent, url: &str) -> Result<(u16, Vec<u8>)> {
     let resp = a.get(url).header("Accept", "application/json").call()?;
     let code = resp.status().as_u16();
     let mut body = Vec::new();

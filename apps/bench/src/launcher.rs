@@ -87,7 +87,7 @@ pub struct Report {
 
 /// The test guest's OCI layout: `--guest DIR`, or what `scripts/guest.sh` prints (it
 /// builds once and then answers from its cache).
-fn guest_layout(args: &Args) -> Result<PathBuf> {
+pub(crate) fn guest_layout(args: &Args) -> Result<PathBuf> {
     if let Some(dir) = &args.guest {
         return Ok(dir.clone());
     }

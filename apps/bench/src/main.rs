@@ -9,15 +9,18 @@
 //! this one was killed outright.
 //!
 //! Usage: `oxivirt-bench [--samples N] [--big-samples N] [--plugins DIR] [--reference DIR]
-//! [--only seed,multus,store,bindings,launcher,api] [--launcher-samples N]
+//! [--only seed,multus,store,bindings,launcher,api,lifecycle] [--launcher-samples N]
 //! [--launcher-accel tcg|kvm|auto] [--guest OCI-LAYOUT]`
 //!
 //! `launcher` (the seed VM under `oxivirt-launcher`, see [`launcher`]) runs only when named
 //! in `--only`: it boots real guests and takes minutes. So does `api` (`oxivirtd` under
-//! load, see [`api`]), which needs the release `oxivirtd` beside this binary.
+//! load, see [`api`]), which needs the release `oxivirtd` beside this binary, and
+//! `lifecycle` (`oxivirt start` → VMI Running through the whole daemon, see [`lifecycle`]),
+//! which needs `oxivirtd`, `oxivirt`, `oxivirt-launcher` and the plugins beside it.
 
 mod api;
 mod launcher;
+mod lifecycle;
 
 use anyhow::{bail, Context, Result};
 use oxivirt_testkit::cleanup::{self, TempDir};
@@ -182,7 +185,7 @@ struct Args {
 
 impl Args {
     fn wants(&self, group: &str) -> bool {
-        (self.only.is_empty() && group != "launcher" && group != "api")
+        (self.only.is_empty() && !["launcher", "api", "lifecycle"].contains(&group))
             || self.only.iter().any(|g| g == group)
     }
 
@@ -714,7 +717,12 @@ fn sweep_untagged() {
 }
 
 /// What a run measured.
-type Results = (Vec<Row>, Option<BindingTimes>, Option<launcher::Report>);
+type Results = (
+    Vec<Row>,
+    Option<BindingTimes>,
+    Option<launcher::Report>,
+    Option<lifecycle::Report>,
+);
 
 /// Runs the chosen groups inside a fresh "node" namespace.
 fn run(args: &Args) -> Result<Results> {
@@ -740,7 +748,12 @@ fn run(args: &Args) -> Result<Results> {
     } else {
         None
     };
-    Ok((rows, bindings, launcher))
+    let lifecycle = if args.wants("lifecycle") {
+        Some(lifecycle::bench(args, &node)?)
+    } else {
+        None
+    };
+    Ok((rows, bindings, launcher, lifecycle))
 }
 
 fn main() -> Result<()> {
@@ -767,23 +780,29 @@ fn main() -> Result<()> {
     };
     let others = args.only.is_empty() || args.only.iter().any(|g| g != "api");
     let result = match &api {
-        Some(Err(_)) => Ok((Vec::new(), None, None)),
+        Some(Err(_)) => Ok((Vec::new(), None, None, None)),
         _ if others => run(&args),
-        _ => Ok((Vec::new(), None, None)),
+        _ => Ok((Vec::new(), None, None, None)),
     };
     if cleanup::interrupted() {
         // The failure is the signal's doing; its thread removes the rest and exits.
         cleanup::await_exit();
     }
-    let (rows, bindings, launcher) = result?;
+    let (rows, bindings, launcher, lifecycle) = result?;
     if let Some(report) = api {
         report?.print();
-        if rows.is_empty() && bindings.is_none() && launcher.is_none() {
+        if rows.is_empty() && bindings.is_none() && launcher.is_none() && lifecycle.is_none() {
             return Ok(());
         }
         println!();
     }
     if let Some(report) = launcher {
+        report.print();
+        if rows.is_empty() && bindings.is_none() && lifecycle.is_none() {
+            return Ok(());
+        }
+    }
+    if let Some(report) = lifecycle {
         report.print();
         if rows.is_empty() && bindings.is_none() {
             return Ok(());

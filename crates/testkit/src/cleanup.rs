@@ -237,6 +237,20 @@ pub fn spawn(cmd: &mut Command) -> io::Result<(Child, Registration)> {
     Ok((child, register(Entry::Group { pidfd, pgid: pid })))
 }
 
+/// Registers the process group led by `pgid`, a live process this one did not spawn (a
+/// launcher that `oxivirtd` started in a session of its own): killed on a signal like the
+/// groups of [`spawn`]. The pidfd is taken here, so a leader that already ended (and whose
+/// pid may be reused) is never signalled.
+pub fn adopt_group(pgid: i32) -> io::Result<Registration> {
+    init();
+    let _gate = gate();
+    let pidfd = sys::pidfd_open(pgid)?;
+    Ok(register(Entry::Group {
+        pidfd: Some(pidfd),
+        pgid,
+    }))
+}
+
 /// A directory `<base>/oxivirt-<what>_<pid>_<n>`, registered, removed on drop.
 #[derive(Debug)]
 pub struct TempDir {
