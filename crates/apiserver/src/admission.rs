@@ -199,8 +199,11 @@ pub fn admit(r: &'static Resource, name: &str, object: &mut Value) -> Result<Adm
     match r.kind {
         "VirtualMachine" => {
             known_top_level(r, object)?;
-            // Stored as written (nulls too): pruning the seed's `default:` would make every
-            // later `kubectl apply` of the same file a change (lists merge whole).
+            // Stored as written, nulls too (an API server would prune the seed's
+            // `default:`): kubectl 1.30 and earlier compare their configuration, nulls
+            // included, with what is stored, so applying the seed again is `unchanged`.
+            // kubectl 1.31 and later drop the nulls of what they read back and see a change
+            // whatever the server keeps.
             let mut vm: oxivirt_api::VirtualMachine = typed(r, name, object)?;
             if vm.spec.running.is_some() {
                 out.warnings.push(
