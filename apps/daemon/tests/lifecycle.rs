@@ -522,9 +522,23 @@ fn pause_unpause_restart_and_force_stop() {
     let o = oxivirt(&node, &["stop", "p", "--force", "--grace-period", "0"]);
     assert!(o.status.success(), "{o:?}");
     wait_row(&node, "p", "Stopped", "False", Duration::from_secs(20));
+    // virtctl start --paused of the now Halted VM: it runs from then on, its CPUs stopped
+    // until unpaused.
+    let o = oxivirt(&node, &["start", "p", "--paused"]);
+    assert_eq!(out(&o), "VM p was scheduled to start\n", "{o:?}");
+    wait_status(&node, "p", "Paused", Duration::from_secs(20));
+    let v = vmi(&node, "p");
+    assert_eq!(v["spec"]["startStrategy"], "Paused", "{v:#}");
+    assert_eq!(vm(&node, "p")["spec"]["runStrategy"], "Always");
+    let o = oxivirt(&node, &["unpause", "vm", "p"]);
+    assert!(o.status.success(), "{o:?}");
+    wait_row(&node, "p", "Running", "True", Duration::from_secs(20));
+    let pod_paused = uid(&launcher_pod(&node, &uid(&vmi(&node, "p"))));
+    stop(&node, "p", &["--force", "--grace-period", "0"]);
+    wait_row(&node, "p", "Stopped", "False", Duration::from_secs(20));
     let o = kubectl(&node, &["delete", "vm", "--all"]);
     assert!(o.status.success(), "{o:?}");
-    nothing_left(&s, &node, &[pod_f, pod_p]);
+    nothing_left(&s, &node, &[pod_f, pod_p, pod_paused]);
 }
 
 /// `oxivirtd` killed while two VMs run: the launchers and QEMUs go on; the next daemon

@@ -265,13 +265,18 @@ fn start_and_run(
                 return Err(e).context("console");
             }
         };
-    if let Err(e) = qmp.cont() {
-        stop_qemu(&mut child);
-        console.stop();
-        return Err(e).context("start the guest (QMP cont)");
+    // `startStrategy: Paused` leaves the CPUs stopped (QEMU starts with -S) until an
+    // unpause; the VM runs, paused, as in KubeVirt.
+    if !plan.start_paused {
+        if let Err(e) = qmp.cont() {
+            stop_qemu(&mut child);
+            console.stop();
+            return Err(e).context("start the guest (QMP cont)");
+        }
     }
     {
         let mut s = status.lock().unwrap_or_else(PoisonError::into_inner);
+        s.paused = plan.start_paused;
         s.phase = Phase::Running;
         s.accelerator = Some(accel.accel.as_str().to_string());
         s.qemu_pid = Some(pid);

@@ -62,6 +62,8 @@ pub struct Plan {
     pub disks: Vec<DiskPlan>,
     pub cloud_init: Option<oxivirt_cloudinit::NoCloud>,
     pub termination_grace_seconds: u64,
+    /// `startStrategy: Paused`: QEMU stays stopped after start until unpaused.
+    pub start_paused: bool,
 }
 
 /// Why the launcher refuses a VMI (before creating anything).
@@ -320,6 +322,7 @@ pub fn plan(mut vmi: VirtualMachineInstance) -> Result<Plan, PlanError> {
             .termination_grace_period_seconds
             .and_then(|s| u64::try_from(s).ok())
             .unwrap_or(30),
+        start_paused: spec.start_strategy.as_deref() == Some("Paused"),
         name,
         namespace,
     })

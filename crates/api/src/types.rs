@@ -145,6 +145,10 @@ pub struct VmiSpec {
     pub subdomain: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// `Paused`: the guest's CPUs stay stopped until it is unpaused (`virtctl start
+    /// --paused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_strategy: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -98,6 +98,13 @@ pub fn validate_spec(base: &str, spec: &VmiSpec) -> Vec<ValidationError> {
     boot_order(&mut errs, base, spec);
     disks(&mut errs, base, spec);
     volumes(&mut errs, base, spec);
+    if let Some(s) = spec.start_strategy.as_deref().filter(|s| *s != "Paused") {
+        // KubeVirt's admitter: the only start strategy is Paused.
+        errs.push(err(
+            format!("{base}.startStrategy"),
+            format!("{base}.startStrategy is set with invalid value: {s}"),
+        ));
+    }
     errs
 }
 

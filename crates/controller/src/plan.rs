@@ -90,6 +90,9 @@ pub enum VmAction {
     DropStateChangeRequests(usize),
     /// `Once` has run: the VM is `Halted` from now on, as KubeVirt leaves it.
     Halt,
+    /// A Start request taken on a `Halted` VM (virtctl's paused start): it runs from now
+    /// on (`runStrategy: Always`, or `running: true` where the VM uses `running`).
+    Unhalt,
     /// Look again after this long (a back-off ends, a VMI goes).
     Requeue(Duration),
 }
@@ -224,6 +227,7 @@ pub fn plan_vm(v: VmView<'_>) -> VmPlan {
         .unwrap_or_default();
     let mut desire = None;
     let mut done = 0;
+    let mut start_paused = false;
     for r in &requests {
         match r["action"].as_str() {
             Some("Stop") => {
@@ -238,6 +242,10 @@ pub fn plan_vm(v: VmView<'_>) -> VmPlan {
             Some("Start") => {
                 if vmi.is_none() {
                     desire = Some(Desire::Run);
+                    start_paused |= r["data"]["paused"] == "true";
+                    if strategy == "Halted" {
+                        actions.push(VmAction::Unhalt);
+                    }
                     done += 1;
                 } else if vmi.is_some_and(finished) {
                     // The finished run goes first; the Start is taken on a later pass.
@@ -290,7 +298,10 @@ pub fn plan_vm(v: VmView<'_>) -> VmPlan {
             )));
         }
         (Desire::Run, None) => {
-            let new = vmi_for(vm);
+            let mut new = vmi_for(vm);
+            if start_paused && !new.is_null() {
+                new["spec"]["startStrategy"] = json!("Paused");
+            }
             if !new.is_null() {
                 events.push(normal(
                     "SuccessfulCreate",

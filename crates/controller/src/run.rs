@@ -228,6 +228,20 @@ async fn reconcile_vm(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
                 .await
                 .map_err(kerr(format!("halt {ns}/{name}")))?;
             }
+            VmAction::Unhalt => {
+                let spec = if vm["spec"]["runStrategy"].is_string() {
+                    json!({"runStrategy": "Always"})
+                } else {
+                    json!({"running": true})
+                };
+                vms.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": spec})),
+                )
+                .await
+                .map_err(kerr(format!("run {ns}/{name}")))?;
+            }
             VmAction::Requeue(d) => next = Action::requeue(*d),
         }
     }

@@ -285,3 +285,21 @@ fn vmi_phases_up_to_scheduled_and_its_pod() {
     v["spec"]["terminationGracePeriodSeconds"] = json!(0);
     assert_eq!(plan::pod_deletion_grace(&v), Some(1));
 }
+
+#[test]
+fn a_paused_start_of_a_halted_vm() {
+    let mut vm = seed_vm(json!({"runStrategy": "Halted"}));
+    vm["status"]["stateChangeRequests"] = json!([{"action": "Start", "data": {"paused": "true"}}]);
+    let p = plan_vm(view(&vm, None));
+    assert!(p.actions.contains(&VmAction::Unhalt), "{:?}", p.actions);
+    assert!(p.actions.contains(&VmAction::DropStateChangeRequests(1)));
+    let new = p
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            VmAction::CreateVmi(v) => Some(v.clone()),
+            _ => None,
+        })
+        .expect("a VMI");
+    assert_eq!(new["spec"]["startStrategy"], "Paused");
+}
