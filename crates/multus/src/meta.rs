@@ -231,7 +231,16 @@ impl Meta<'_> {
     /// Every network of the pod, cluster network first.
     fn plan(&self, pod: Option<(&PodRef, &Pod)>) -> Result<Vec<Delegate>> {
         let mut out = vec![self.cluster_delegate(pod)?];
-        let Some((r, p)) = pod else { return Ok(out) };
+        if let Some((r, p)) = pod {
+            out.extend(self.secondary_delegates(r, p)?);
+        }
+        Ok(out)
+    }
+
+    /// The pod's networks after the cluster network: `defaultNetworks`, then the
+    /// networks annotation, in that order.
+    fn secondary_delegates(&self, r: &PodRef, p: &Pod) -> Result<Vec<Delegate>> {
+        let mut out = Vec::new();
         let mut sels: Vec<NetworkSelection> = Vec::new();
         // defaultNetworks apply to every pod, except in the system namespaces.
         if !self.cfg.multus.system_namespaces.contains(&r.namespace) {
@@ -304,14 +313,140 @@ impl Meta<'_> {
         if let Some(file) = self.not_ready() {
             return Err(Error::NotReady { file });
         }
+        std::thread::scope(|scope| self.add_scoped(scope))
+    }
+
+    /// ADD of one delegate (through its chain) and what follows it: `(the raw result, the
+    /// parsed one)`. The raw result is kept even when what follows fails, for the DEL.
+    fn add_one(
+        &self,
+        runner: &Runner,
+        d: &Delegate,
+        claimed: &[bool],
+    ) -> (Option<Value>, Result<CniResult>) {
+        Self::finish_raw(self, d, runner.add(d), claimed)
+    }
+
+    fn finish_raw(
+        &self,
+        d: &Delegate,
+        raw: Result<Value>,
+        claimed: &[bool],
+    ) -> (Option<Value>, Result<CniResult>) {
+        match raw {
+            Ok(raw) => {
+                let parsed = self.finish_add(d, &raw, claimed);
+                (Some(raw), parsed)
+            }
+            Err(e) => (None, Err(e)),
+        }
+    }
+
+    /// ADD, overlapping what does not wait on an answer with the answers it does wait on:
+    ///
+    /// - The cluster network depends on the pod only through its default-network
+    ///   annotation (and its UID, in the delegate's `CNI_ARGS`). When the runtime passed
+    ///   `K8S_POD_UID`, the cluster network is resolved and its ADD started while the pod
+    ///   is read; when the pod then turns out to name another default network (or another
+    ///   UID), that early ADD is torn down and the call goes on as it would have.
+    /// - Once the networks are resolved, every delegate's ADD runs at once (each in its
+    ///   own thread): they attach different interfaces and IPAM serializes on its own
+    ///   locks. Results, the cache and network-status keep the networks' order.
+    ///
+    /// Failures are reported as before: the first error in the order the steps had when
+    /// they ran one after the other (the pod read, then the networks' resolution, then
+    /// the delegates in order); every delegate that was started is torn down (in reverse
+    /// order), and teardown failures are attached as cleanup steps.
+    fn add_scoped<'s>(&'s self, scope: &'s std::thread::Scope<'s, '_>) -> Result<String> {
         let pod_ref = PodRef::from_env(self.env);
+        type Early = (Delegate, Result<Value>);
+        type Handle<'s> = std::thread::ScopedJoinHandle<'s, Result<Early>>;
+        // The early cluster network: its thread sends the delegate as soon as it is
+        // resolved (`None`: not resolved without the pod), then adds it.
+        let early: Option<(Handle<'s>, std::sync::mpsc::Receiver<Option<Delegate>>)> =
+            pod_ref.as_ref().filter(|r| !r.uid.is_empty()).map(|r| {
+                let runner = self.runner(r.cni_args(&r.uid));
+                let (tx, rx) = std::sync::mpsc::channel();
+                let h = scope.spawn(move || {
+                    let d = self.cluster_delegate(None);
+                    let _ = tx.send(d.as_ref().ok().cloned());
+                    let d = d?;
+                    let raw = runner.add(&d);
+                    mark("multus: cluster network added (early)");
+                    Ok((d, raw))
+                });
+                (h, rx)
+            });
+        // The early ADD, joined: `Some` when it started a delegate (to use or tear down).
+        let join = |h: Handle<'s>| -> Option<Early> {
+            match h.join() {
+                Ok(Ok(early)) => Some(early),
+                // Not resolved without the pod: resolved again below, where its error
+                // (if it is one still) names the pod as before.
+                Ok(Err(_)) => None,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        };
+        let abandon = |runner: &Runner, early: Option<Early>| -> Vec<Error> {
+            match early {
+                Some((d, raw)) => Self::teardown(
+                    runner,
+                    &[CachedDelegate {
+                        delegate: d,
+                        result: raw.ok(),
+                    }],
+                ),
+                None => Vec::new(),
+            }
+        };
+        let early_runner = pod_ref.as_ref().map(|r| self.runner(r.cni_args(&r.uid)));
         let pod = match &pod_ref {
-            Some(r) => Some(self.source.pod(&r.namespace, &r.name)?),
+            Some(r) => match self.source.pod(&r.namespace, &r.name) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let also = match (early, &early_runner) {
+                        (Some((h, _)), Some(runner)) => abandon(runner, join(h)),
+                        _ => Vec::new(),
+                    };
+                    return Err(error::with_cleanup(e, also));
+                }
+            },
             None => None,
         };
         mark("multus: pod read");
         let pair = pod_ref.as_ref().zip(pod.as_ref());
-        let delegates = self.plan(pair)?;
+        // Whether the early ADD is the pod's cluster network.
+        let early = match (early, pair, &early_runner) {
+            (Some((h, rx)), Some((r, p)), Some(runner)) => {
+                let fits = !p.annotations.contains_key(annotation::DEFAULT_NETWORK)
+                    && (p.uid.is_empty() || p.uid == r.uid);
+                if fits {
+                    Some((h, rx, runner, r, p))
+                } else {
+                    error::collect(abandon(runner, join(h)))?;
+                    None
+                }
+            }
+            _ => None,
+        };
+        let (early, delegates) = match early {
+            Some((h, rx, runner, r, p)) => {
+                // The secondary networks resolve while the cluster network is added.
+                match self.secondary_delegates(r, p) {
+                    Err(e) => return Err(error::with_cleanup(e, abandon(runner, join(h)))),
+                    Ok(rest) => match rx.recv().ok().flatten() {
+                        Some(d) => (Some(h), std::iter::once(d).chain(rest).collect()),
+                        // Not resolved early: the whole plan, as before.
+                        None => {
+                            let _ = join(h);
+                            (None, self.plan(pair)?)
+                        }
+                    },
+                }
+            }
+            None => (None, self.plan(pair)?),
+        };
+        let delegates: Vec<Delegate> = delegates;
         mark("multus: networks resolved");
         let cni_args = match (&pod_ref, &pod) {
             (Some(r), Some(p)) => r.cni_args(if p.uid.is_empty() { &r.uid } else { &p.uid }),
@@ -325,8 +460,6 @@ impl Meta<'_> {
                 .join(";"),
         };
         let runner = self.runner(cni_args.clone());
-        let mut done: Vec<CachedDelegate> = Vec::new();
-        let mut results: Vec<(Delegate, CniResult)> = Vec::new();
         // Families some network claims the default route for.
         let claimed: Vec<bool> = [true, false]
             .into_iter()
@@ -336,33 +469,49 @@ impl Meta<'_> {
                     .any(|d| d.default_route.iter().any(|g| g.is_ipv4() == *v4))
             })
             .collect();
-        for d in &delegates {
-            let (raw, outcome) = match runner.add(d) {
-                Ok(raw) => {
-                    let parsed = self.finish_add(d, &raw, &claimed);
-                    (Some(raw), parsed)
-                }
-                Err(e) => (None, Err(e)),
-            };
+        let skip = usize::from(early.is_some());
+        let outcomes: Vec<(Option<Value>, Result<CniResult>)> = std::thread::scope(|inner| {
+            let (runner, claimed) = (&runner, &claimed);
+            let started: Vec<_> = delegates[skip..]
+                .iter()
+                .map(|d| inner.spawn(move || self.add_one(runner, d, claimed)))
+                .collect();
+            let mut outcomes = Vec::new();
+            if let Some(h) = early {
+                // It sent its delegate, so it was resolved and its ADD was tried.
+                let (d, raw) =
+                    join(h).unwrap_or_else(|| (delegates[0].clone(), Err(Error::NoClusterResult)));
+                outcomes.push(self.finish_raw(&d, raw, claimed));
+            }
+            for h in started {
+                outcomes.push(match h.join() {
+                    Ok(o) => o,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                });
+            }
+            outcomes
+        });
+        let mut done: Vec<CachedDelegate> = Vec::new();
+        let mut results: Vec<(Delegate, CniResult)> = Vec::new();
+        let mut first_error = None;
+        for (d, (raw, outcome)) in delegates.iter().zip(outcomes) {
+            // A failed delegate is torn down too, as Multus does: a chain that failed half
+            // way, or an ADD whose default routes failed, is attached in part.
+            done.push(CachedDelegate {
+                delegate: d.clone(),
+                result: raw,
+            });
             match outcome {
-                Ok(parsed) => {
-                    done.push(CachedDelegate {
-                        delegate: d.clone(),
-                        result: raw,
-                    });
-                    results.push((d.clone(), parsed));
-                }
+                Ok(parsed) => results.push((d.clone(), parsed)),
                 Err(e) => {
-                    // The failed delegate is torn down too, as Multus does: a chain that
-                    // failed half way, or an ADD whose default routes failed, is
-                    // attached in part.
-                    done.push(CachedDelegate {
-                        delegate: d.clone(),
-                        result: raw,
-                    });
-                    return Err(error::with_cleanup(e, Self::teardown(&runner, &done)));
+                    // Later failures ran beside the first; their delegates are torn
+                    // down with the rest, the first error is the one reported.
+                    first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = first_error {
+            return Err(error::with_cleanup(e, Self::teardown(&runner, &done)));
         }
         mark("multus: delegates done");
         let entry = Entry {

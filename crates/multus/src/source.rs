@@ -46,7 +46,9 @@ pub struct NetworkAttachmentDefinition {
     pub config: String,
 }
 
-pub trait ClusterSource {
+/// `Sync`: ADD asks it from more than one thread (the cluster network is resolved while
+/// the pod is read).
+pub trait ClusterSource: Sync {
     fn pod(&self, namespace: &str, name: &str) -> Result<Pod>;
     /// The NetworkAttachmentDefinition, `None` when there is none.
     fn network_attachment(
