@@ -1001,6 +1001,214 @@ mod tests {
         }
     }
 
+    /// A plugin that logs each call (`<command> <ifname> <name>`) to `<dir>/log`; ADD
+    /// sleeps `sleep` seconds, then succeeds with an empty result or fails; DEL succeeds.
+    fn logging_plugin(dir: &std::path::Path, name: &str, add_fails: bool, sleep: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let add = if add_fails {
+            r#"echo '{"code":7,"msg":"bad add"}'; exit 1"#
+        } else {
+            r#"echo '{"cniVersion":"1.0.0","interfaces":[],"ips":[]}'"#
+        };
+        let log = dir.join("log");
+        let script = format!(
+            "#!/bin/sh\ncat >/dev/null\necho \"$CNI_COMMAND $CNI_IFNAME {name}\" >> {log}\ncase \"$CNI_COMMAND\" in\nADD) sleep {sleep}; {add} ;;\nesac\n",
+            log = log.display()
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, script).expect("plugin");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// Pod default/p1 (UID u1, given in CNI_ARGS as runtimes do) with `annotations`; the
+    /// cluster network is a `slow` plugin; NADs `slow`, `fast`, `failing` and
+    /// `kube-system/alt`, each a logging plugin.
+    struct Logged {
+        f: Fixture,
+        cfg: Config,
+        log: std::path::PathBuf,
+    }
+
+    impl Logged {
+        fn new(annotations: Option<Value>) -> Self {
+            let f = Fixture::new();
+            let bin = f.dir.path().join("bin");
+            std::fs::create_dir_all(&bin).expect("bin");
+            logging_plugin(&bin, "slow", false, "0.5");
+            logging_plugin(&bin, "fast", false, "0");
+            logging_plugin(&bin, "failing", true, "0.2");
+            logging_plugin(&bin, "alt", false, "0");
+            let s = f.store();
+            for (ns, name) in [
+                ("default", "slow"),
+                ("default", "fast"),
+                ("default", "failing"),
+                ("kube-system", "alt"),
+            ] {
+                s.put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"config": json!({"cniVersion": "1.0.0", "type": name}).to_string()}}))
+                    .expect("nad");
+            }
+            if let Some(a) = annotations {
+                s.put(&json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "p1", "namespace": "default", "uid": "u1", "annotations": a}}))
+                    .expect("pod");
+            }
+            let text = json!({"cniVersion": "1.0.0", "name": "multus", "type": "multus",
+                "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "slow"}],
+                "confDir": f.dir.path().join("net.d"), "cniDir": f.dir.path().join("cache"),
+                "binDir": bin})
+            .to_string();
+            let cfg = Config::load(text.as_bytes()).expect("config");
+            Self {
+                log: bin.join("log"),
+                f,
+                cfg,
+            }
+        }
+
+        fn add(&self) -> Result<String> {
+            let vars: HashMap<&str, String> = [
+                ("CNI_COMMAND", "ADD".to_string()),
+                ("CNI_CONTAINERID", "c1".into()),
+                ("CNI_IFNAME", "eth0".into()),
+                ("CNI_NETNS", "/run/netns/x".into()),
+                (
+                    "CNI_ARGS",
+                    "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1;K8S_POD_UID=u1".into(),
+                ),
+            ]
+            .into_iter()
+            .collect();
+            let env = Environment::from_lookup(|k| vars.get(k).cloned()).expect("env");
+            let src = self.f.store();
+            Meta {
+                cfg: &self.cfg,
+                env: &env,
+                stdin: b"",
+                source: &src,
+                in_process: None,
+            }
+            .add()
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+
+        fn network_status(&self) -> Vec<String> {
+            let pod = self.f.store().pod("default", "p1").expect("pod");
+            let status: Value = pod
+                .annotations
+                .get(annotation::NETWORK_STATUS)
+                .map(|s| serde_json::from_str(s).expect("status json"))
+                .unwrap_or_default();
+            status
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn delegates_run_at_once_and_keep_their_order() {
+        let l = Logged::new(Some(json!({annotation::NETWORKS: "slow,fast"})));
+        let t = std::time::Instant::now();
+        l.add().expect("ADD");
+        // Two delegates of 0.5 s each: one after the other would take 1 s or more.
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+        // The fast one finished first; results keep the networks' order.
+        assert_eq!(l.network_status(), ["cluster", "default/slow", "default/fast"]);
+        let entry = cache::load(&l.cfg.multus.cni_dir, "c1")
+            .expect("cache")
+            .expect("entry");
+        let cached: Vec<&str> = entry
+            .delegates
+            .iter()
+            .map(|c| c.delegate.network.as_str())
+            .collect();
+        assert_eq!(cached, ["cluster", "default/slow", "default/fast"]);
+        assert!(
+            entry.cni_args.contains("K8S_POD_UID=u1"),
+            "{}",
+            entry.cni_args
+        );
+    }
+
+    #[test]
+    fn a_failing_delegate_rolls_back_the_ones_that_ran_beside_it() {
+        let l = Logged::new(Some(json!({annotation::NETWORKS: "failing,fast"})));
+        let e = l.add().expect_err("failing fails");
+        // The same error as when they ran one after the other; every DEL succeeded.
+        assert!(
+            matches!(&e, Error::Delegate { network, .. } if network == "default/failing"),
+            "{e:?}"
+        );
+        assert!(chain(&e).contains("bad add"), "{}", chain(&e));
+        let calls = l.calls();
+        // `fast` ran beside `failing` (it was not held back), and is torn down with it.
+        assert!(calls.contains(&"ADD net2 fast".to_string()), "{calls:?}");
+        let dels: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.starts_with("DEL"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(dels, ["DEL net2 fast", "DEL net1 failing", "DEL eth0 slow"]);
+        assert!(cache::load(&l.cfg.multus.cni_dir, "c1")
+            .expect("cache")
+            .is_none());
+        assert!(l.network_status().is_empty());
+    }
+
+    #[test]
+    fn the_early_cluster_network_gives_way_to_the_pods_default_network() {
+        let l = Logged::new(Some(
+            json!({annotation::DEFAULT_NETWORK: "kube-system/alt"}),
+        ));
+        l.add().expect("ADD");
+        let calls = l.calls();
+        let eth0: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.contains(" eth0 "))
+            .map(String::as_str)
+            .collect();
+        // The configured cluster network may have been added before the pod was read;
+        // if so it is gone again before the pod's own default network is added.
+        assert!(
+            eth0 == ["ADD eth0 slow", "DEL eth0 slow", "ADD eth0 alt"] || eth0 == ["ADD eth0 alt"],
+            "{calls:?}"
+        );
+        assert_eq!(l.network_status(), ["kube-system/alt"]);
+    }
+
+    #[test]
+    fn a_pod_that_cannot_be_read_leaves_no_early_cluster_network() {
+        let l = Logged::new(None);
+        let e = l.add().expect_err("no pod");
+        assert!(
+            matches!(
+                &e,
+                Error::StoreUnreachable { .. } | Error::PodNotFound { .. }
+            ),
+            "{e:?}"
+        );
+        let calls = l.calls();
+        let adds = calls.iter().filter(|c| c.starts_with("ADD")).count();
+        let dels = calls.iter().filter(|c| c.starts_with("DEL")).count();
+        assert_eq!(adds, dels, "{calls:?}");
+    }
+
     #[test]
     fn failed_add_rolls_back_and_reports_every_failed_step() {
         let p = Plugins::new();
