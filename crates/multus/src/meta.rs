@@ -50,6 +50,9 @@ impl PodRef {
     }
 }
 
+/// NADs listed per namespace (see [`Meta::list_nads`]): namespace → name → NAD.
+type Listed = BTreeMap<String, BTreeMap<String, NetworkAttachmentDefinition>>;
+
 pub struct Meta<'a> {
     pub cfg: &'a Config,
     pub env: &'a Environment,
@@ -198,13 +201,11 @@ impl Meta<'_> {
         r: &PodRef,
         sel: &NetworkSelection,
         ifname: String,
+        listed: &Listed,
     ) -> Result<Delegate> {
         let ns = sel.namespace.clone().unwrap_or_else(|| r.namespace.clone());
         let network = format!("{ns}/{}", sel.name);
-        if self.cfg.multus.namespace_isolation
-            && ns != r.namespace
-            && !self.cfg.global_namespaces().contains(&ns)
-        {
+        if !self.isolation_allows(r, &ns) {
             return Err(Error::NamespaceIsolation {
                 pod: r.pod(),
                 pod_namespace: r.namespace.clone(),
@@ -212,9 +213,11 @@ impl Meta<'_> {
                 global: self.cfg.multus.global_namespaces.clone(),
             });
         }
-        let nad = self
-            .source
-            .network_attachment(&ns, &sel.name)
+        let lookup = match listed.get(&ns) {
+            Some(nads) => Ok(nads.get(&sel.name).cloned()),
+            None => self.source.network_attachment(&ns, &sel.name),
+        };
+        let nad = lookup
             .map_err(|e| Error::Network {
                 pod: r.pod(),
                 network: network.clone(),
@@ -260,10 +263,42 @@ impl Meta<'_> {
             sels.extend(annotation::parse_networks(v).map_err(invalid)?);
         }
         let names = annotation::interface_names(&sels, &self.env.ifname).map_err(invalid)?;
+        let listed = self.list_nads(r, &sels);
         for (sel, ifname) in sels.iter().zip(names) {
-            out.push(self.selection_delegate(r, sel, ifname)?);
+            out.push(self.selection_delegate(r, sel, ifname, &listed)?);
         }
         Ok(out)
+    }
+
+    /// The NADs of each namespace the pod asks several of (and may use), in one request
+    /// each where the source can. A shortcut: a namespace whose list failed is left out
+    /// and asked by name, so errors are those of the lookups by name.
+    fn list_nads(&self, r: &PodRef, sels: &[NetworkSelection]) -> Listed {
+        let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in sels {
+            let ns = s.namespace.as_deref().unwrap_or(&r.namespace);
+            if self.isolation_allows(r, ns) {
+                *count.entry(ns).or_default() += 1;
+            }
+        }
+        count
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .filter_map(|(ns, _)| {
+                let list = self.source.network_attachments(ns).ok()??;
+                mark("multus: NADs listed");
+                Some((
+                    ns.to_string(),
+                    list.into_iter().map(|n| (n.name.clone(), n)).collect(),
+                ))
+            })
+            .collect()
+    }
+
+    fn isolation_allows(&self, r: &PodRef, ns: &str) -> bool {
+        !self.cfg.multus.namespace_isolation
+            || ns == r.namespace
+            || self.cfg.global_namespaces().iter().any(|g| g == ns)
     }
 
     /// The readiness indicator file, when configured and missing.
@@ -1129,7 +1164,10 @@ mod tests {
             t.elapsed()
         );
         // The fast one finished first; results keep the networks' order.
-        assert_eq!(l.network_status(), ["cluster", "default/slow", "default/fast"]);
+        assert_eq!(
+            l.network_status(),
+            ["cluster", "default/slow", "default/fast"]
+        );
         let entry = cache::load(&l.cfg.multus.cni_dir, "c1")
             .expect("cache")
             .expect("entry");
@@ -1207,6 +1245,118 @@ mod tests {
         let adds = calls.iter().filter(|c| c.starts_with("ADD")).count();
         let dels = calls.iter().filter(|c| c.starts_with("DEL")).count();
         assert_eq!(adds, dels, "{calls:?}");
+    }
+
+    /// The directory store, counting lookups by name, with lists of a namespace's NADs
+    /// (that fail when `list_fails`).
+    struct Listing {
+        inner: DirSource,
+        list_fails: bool,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ClusterSource for Listing {
+        fn pod(&self, ns: &str, name: &str) -> Result<Pod> {
+            self.inner.pod(ns, name)
+        }
+        fn network_attachment(
+            &self,
+            ns: &str,
+            name: &str,
+        ) -> Result<Option<NetworkAttachmentDefinition>> {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push(format!("get {ns}/{name}"));
+            self.inner.network_attachment(ns, name)
+        }
+        fn set_network_status(&self, ns: &str, name: &str, status: &str) -> Result<()> {
+            self.inner.set_network_status(ns, name, status)
+        }
+        fn network_attachments(
+            &self,
+            ns: &str,
+        ) -> Result<Option<Vec<NetworkAttachmentDefinition>>> {
+            self.calls.lock().expect("lock").push(format!("list {ns}"));
+            if self.list_fails {
+                return Err(Error::NoClusterSource);
+            }
+            Ok(Some(
+                ["multus-br", "empty-nad", "not-json"]
+                    .iter()
+                    .filter_map(|n| self.inner.network_attachment(ns, n).ok().flatten())
+                    .collect(),
+            ))
+        }
+    }
+
+    #[test]
+    fn several_nads_of_one_namespace_come_in_one_list() {
+        let f = Fixture::new();
+        let cfg = f.config("");
+        let env = pod_env("ADD");
+        let r = PodRef::from_env(&env).expect("pod ref");
+        let pod = |networks: &str| Pod {
+            namespace: "default".into(),
+            name: "p1".into(),
+            uid: "u".into(),
+            annotations: [(annotation::NETWORKS.to_string(), networks.to_string())].into(),
+        };
+        for list_fails in [false, true] {
+            let src = Listing {
+                inner: f.store(),
+                list_fails,
+                calls: Default::default(),
+            };
+            let meta = Meta {
+                cfg: &cfg,
+                env: &env,
+                stdin: b"",
+                source: &src,
+                in_process: None,
+            };
+            let plan = meta
+                .secondary_delegates(&r, &pod("multus-br,other/shared,empty-nad"))
+                .expect("plan");
+            let got: Vec<(&str, &str)> = plan
+                .iter()
+                .map(|d| (d.network.as_str(), d.ifname.as_str()))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("default/multus-br", "net1"),
+                    ("other/shared", "net2"),
+                    ("default/empty-nad", "net3")
+                ]
+            );
+            let calls = src.calls.lock().expect("lock").clone();
+            let want: &[&str] = if list_fails {
+                // The list failed: asked by name, as without the list.
+                &[
+                    "list default",
+                    "get default/multus-br",
+                    "get other/shared",
+                    "get default/empty-nad",
+                ]
+            } else {
+                // One NAD of `other`: asked by name.
+                &["list default", "get other/shared"]
+            };
+            assert_eq!(calls, want, "list fails: {list_fails}");
+            // A name the list does not have: the error the lookup by name gives.
+            let e = meta
+                .secondary_delegates(&r, &pod("multus-br,missing"))
+                .expect_err("missing");
+            assert!(
+                matches!(&e, Error::NadNotFound { network, .. } if network == "default/missing"),
+                "{e:?}"
+            );
+            let e = meta
+                .secondary_delegates(&r, &pod("multus-br,not-json"))
+                .expect_err("not json");
+            assert!(matches!(&e, Error::NadConfigJson { .. }), "{e:?}");
+        }
     }
 
     #[test]
