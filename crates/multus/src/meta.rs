@@ -123,8 +123,19 @@ impl Meta<'_> {
         name: &str,
         pod: Option<&PodRef>,
     ) -> Result<(String, Value)> {
+        self.resolve_named_with(namespace, name, pod, None)
+    }
+
+    /// [`Self::resolve_named`], with the NAD lookup's answer when it was already asked.
+    fn resolve_named_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        pod: Option<&PodRef>,
+        asked: Option<Result<Option<NetworkAttachmentDefinition>>>,
+    ) -> Result<(String, Value)> {
         if annotation::is_dns1123_subdomain(name) {
-            match self.source.network_attachment(namespace, name) {
+            match asked.unwrap_or_else(|| self.source.network_attachment(namespace, name)) {
                 Ok(Some(nad)) => {
                     return Ok((format!("{namespace}/{name}"), self.nad_config(&nad, pod)?))
                 }
@@ -194,6 +205,30 @@ impl Meta<'_> {
         let mut d = Delegate::new(network, ifname, conf, true, None);
         d.runtime = self.cfg.multus.runtime_config.clone();
         Ok(d)
+    }
+
+    /// The cluster network as the config alone names it, to add before the pod is read;
+    /// `None` when that cannot be known: the API server, asked for the cluster network's
+    /// NAD, is unreachable (the ADD fails then, with nothing to undo) or resolution
+    /// failed (resolved again with the pod, so its error is reported as before).
+    fn early_cluster_delegate(&self) -> Option<Delegate> {
+        if !self.cfg.multus.delegates.is_empty() {
+            return self.cluster_delegate(None).ok();
+        }
+        let name = self.cfg.multus.cluster_network.clone().unwrap_or_default();
+        let ns = &self.cfg.multus.multus_namespace;
+        let asked = if annotation::is_dns1123_subdomain(&name) {
+            match self.source.network_attachment(ns, &name) {
+                Err(e) if src::is_unreachable(&e) => return None,
+                answer => Some(answer),
+            }
+        } else {
+            None
+        };
+        let (network, conf) = self.resolve_named_with(ns, &name, None, asked).ok()?;
+        let mut d = Delegate::new(network, self.env.ifname.clone(), conf, true, None);
+        d.runtime = self.cfg.multus.runtime_config.clone();
+        Some(d)
     }
 
     fn selection_delegate(
@@ -348,7 +383,10 @@ impl Meta<'_> {
         if let Some(file) = self.not_ready() {
             return Err(Error::NotReady { file });
         }
-        std::thread::scope(|scope| self.add_scoped(scope))
+        // Set when the pod cannot be read: an early ADD not yet started is not started
+        // (with the API down, the ADD fails without touching the pod's namespace).
+        let pod_failed = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| self.add_scoped(scope, &pod_failed))
     }
 
     /// ADD of one delegate (through its chain) and what follows it: `(the raw result, the
@@ -392,7 +430,11 @@ impl Meta<'_> {
     /// they ran one after the other (the pod read, then the networks' resolution, then
     /// the delegates in order); every delegate that was started is torn down (in reverse
     /// order), and teardown failures are attached as cleanup steps.
-    fn add_scoped<'s>(&'s self, scope: &'s std::thread::Scope<'s, '_>) -> Result<String> {
+    fn add_scoped<'s>(
+        &'s self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        pod_failed: &'s std::sync::atomic::AtomicBool,
+    ) -> Result<String> {
         let pod_ref = PodRef::from_env(self.env);
         type Early = (Delegate, Result<Value>);
         type Handle<'s> = std::thread::ScopedJoinHandle<'s, Result<Early>>;
@@ -403,9 +445,12 @@ impl Meta<'_> {
                 let runner = self.runner(r.cni_args(&r.uid));
                 let (tx, rx) = std::sync::mpsc::channel();
                 let h = scope.spawn(move || {
-                    let d = self.cluster_delegate(None);
-                    let _ = tx.send(d.as_ref().ok().cloned());
-                    let d = d?;
+                    let d = self.early_cluster_delegate();
+                    let _ = tx.send(d.clone());
+                    let d = d.ok_or(Error::NoClusterResult)?;
+                    if pod_failed.load(std::sync::atomic::Ordering::Acquire) {
+                        return Err(Error::NoClusterResult);
+                    }
                     let raw = runner.add(&d);
                     mark("multus: cluster network added (early)");
                     Ok((d, raw))
@@ -435,10 +480,15 @@ impl Meta<'_> {
             }
         };
         let early_runner = pod_ref.as_ref().map(|r| self.runner(r.cni_args(&r.uid)));
+        // The cluster network resolved before the pod is read: when that asked the API
+        // server, the pod read then reuses its connection (two at once would pay for two
+        // TLS handshakes); the ADD goes on while the pod is read.
+        let early = early.map(|(h, rx)| (h, rx.recv().ok().flatten()));
         let pod = match &pod_ref {
             Some(r) => match self.source.pod(&r.namespace, &r.name) {
                 Ok(p) => Some(p),
                 Err(e) => {
+                    pod_failed.store(true, std::sync::atomic::Ordering::Release);
                     let also = match (early, &early_runner) {
                         (Some((h, _)), Some(runner)) => abandon(runner, join(h)),
                         _ => Vec::new(),
@@ -452,31 +502,29 @@ impl Meta<'_> {
         let pair = pod_ref.as_ref().zip(pod.as_ref());
         // Whether the early ADD is the pod's cluster network.
         let early = match (early, pair, &early_runner) {
-            (Some((h, rx)), Some((r, p)), Some(runner)) => {
+            (Some((h, Some(d))), Some((r, p)), Some(runner)) => {
                 let fits = !p.annotations.contains_key(annotation::DEFAULT_NETWORK)
                     && (p.uid.is_empty() || p.uid == r.uid);
                 if fits {
-                    Some((h, rx, runner, r, p))
+                    Some((h, d, runner, r, p))
                 } else {
                     error::collect(abandon(runner, join(h)))?;
                     None
                 }
             }
+            // Not resolved early (its thread is done): the whole plan, as before.
+            (Some((h, None)), _, _) => {
+                let _ = join(h);
+                None
+            }
             _ => None,
         };
         let (early, delegates) = match early {
-            Some((h, rx, runner, r, p)) => {
+            Some((h, d, runner, r, p)) => {
                 // The secondary networks resolve while the cluster network is added.
                 match self.secondary_delegates(r, p) {
                     Err(e) => return Err(error::with_cleanup(e, abandon(runner, join(h)))),
-                    Ok(rest) => match rx.recv().ok().flatten() {
-                        Some(d) => (Some(h), std::iter::once(d).chain(rest).collect()),
-                        // Not resolved early: the whole plan, as before.
-                        None => {
-                            let _ = join(h);
-                            (None, self.plan(pair)?)
-                        }
-                    },
+                    Ok(rest) => (Some(h), std::iter::once(d).chain(rest).collect()),
                 }
             }
             None => (None, self.plan(pair)?),
@@ -1104,6 +1152,10 @@ mod tests {
         }
 
         fn add(&self) -> Result<String> {
+            self.add_with(&self.cfg, &self.f.store())
+        }
+
+        fn add_with(&self, cfg: &Config, src: &dyn ClusterSource) -> Result<String> {
             let vars: HashMap<&str, String> = [
                 ("CNI_COMMAND", "ADD".to_string()),
                 ("CNI_CONTAINERID", "c1".into()),
@@ -1117,12 +1169,11 @@ mod tests {
             .into_iter()
             .collect();
             let env = Environment::from_lookup(|k| vars.get(k).cloned()).expect("env");
-            let src = self.f.store();
             Meta {
-                cfg: &self.cfg,
+                cfg,
                 env: &env,
                 stdin: b"",
-                source: &src,
+                source: src,
                 in_process: None,
             }
             .add()
@@ -1288,6 +1339,24 @@ mod tests {
                     .collect(),
             ))
         }
+    }
+
+    #[test]
+    fn with_the_api_down_nothing_is_added_early() {
+        let l = Logged::new(None);
+        std::fs::write(
+            l.f.dir.path().join("net.d/05-logged.conf"),
+            r#"{"cniVersion":"1.0.0","name":"logged","type":"slow"}"#,
+        )
+        .expect("conf");
+        let text = json!({"cniVersion": "1.0.0", "name": "multus", "type": "multus",
+            "clusterNetwork": "logged", "confDir": l.f.dir.path().join("net.d"),
+            "cniDir": l.f.dir.path().join("cache"), "binDir": l.f.dir.path().join("bin")})
+        .to_string();
+        let cfg = Config::load(text.as_bytes()).expect("config");
+        let e = l.add_with(&cfg, &src::Unconfigured).expect_err("no API");
+        assert!(matches!(&e, Error::NoClusterSource), "{e:?}");
+        assert_eq!(l.calls(), Vec::<String>::new());
     }
 
     #[test]
