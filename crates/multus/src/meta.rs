@@ -383,10 +383,7 @@ impl Meta<'_> {
         if let Some(file) = self.not_ready() {
             return Err(Error::NotReady { file });
         }
-        // Set when the pod cannot be read: an early ADD not yet started is not started
-        // (with the API down, the ADD fails without touching the pod's namespace).
-        let pod_failed = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| self.add_scoped(scope, &pod_failed))
+        std::thread::scope(|scope| self.add_scoped(scope))
     }
 
     /// ADD of one delegate (through its chain) and what follows it: `(the raw result, the
@@ -419,9 +416,11 @@ impl Meta<'_> {
     ///
     /// - The cluster network depends on the pod only through its default-network
     ///   annotation (and its UID, in the delegate's `CNI_ARGS`). When the runtime passed
-    ///   `K8S_POD_UID`, the cluster network is resolved and its ADD started while the pod
-    ///   is read; when the pod then turns out to name another default network (or another
-    ///   UID), that early ADD is torn down and the call goes on as it would have.
+    ///   `K8S_POD_UID`, the cluster network is resolved first (its NAD lookup, if any, is
+    ///   the first request, and the pod read reuses the connection) and its ADD runs while
+    ///   the pod is read; when the pod then turns out to name another default network (or
+    ///   another UID), that early ADD is torn down and the call goes on as it would have.
+    ///   With the API server unreachable for that lookup, nothing is added early.
     /// - Once the networks are resolved, every delegate's ADD runs at once (each in its
     ///   own thread): they attach different interfaces and IPAM serializes on its own
     ///   locks. Results, the cache and network-status keep the networks' order.
@@ -430,11 +429,7 @@ impl Meta<'_> {
     /// they ran one after the other (the pod read, then the networks' resolution, then
     /// the delegates in order); every delegate that was started is torn down (in reverse
     /// order), and teardown failures are attached as cleanup steps.
-    fn add_scoped<'s>(
-        &'s self,
-        scope: &'s std::thread::Scope<'s, '_>,
-        pod_failed: &'s std::sync::atomic::AtomicBool,
-    ) -> Result<String> {
+    fn add_scoped<'s>(&'s self, scope: &'s std::thread::Scope<'s, '_>) -> Result<String> {
         let pod_ref = PodRef::from_env(self.env);
         type Early = (Delegate, Result<Value>);
         type Handle<'s> = std::thread::ScopedJoinHandle<'s, Result<Early>>;
@@ -448,9 +443,6 @@ impl Meta<'_> {
                     let d = self.early_cluster_delegate();
                     let _ = tx.send(d.clone());
                     let d = d.ok_or(Error::NoClusterResult)?;
-                    if pod_failed.load(std::sync::atomic::Ordering::Acquire) {
-                        return Err(Error::NoClusterResult);
-                    }
                     let raw = runner.add(&d);
                     mark("multus: cluster network added (early)");
                     Ok((d, raw))
@@ -488,7 +480,6 @@ impl Meta<'_> {
             Some(r) => match self.source.pod(&r.namespace, &r.name) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    pod_failed.store(true, std::sync::atomic::Ordering::Release);
                     let also = match (early, &early_runner) {
                         (Some((h, _)), Some(runner)) => abandon(runner, join(h)),
                         _ => Vec::new(),
