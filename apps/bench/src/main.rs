@@ -120,9 +120,9 @@ fn trace_phases(stderr: &str) -> Vec<(String, u128)> {
 }
 
 /// Median time of each phase of the meta plugin's ADD (Kubernetes backend).
-fn print_phases(runs: &[Vec<(String, u128)>]) {
+fn print_phases(what: &str, runs: &[Vec<(String, u128)>]) {
     let Some(first) = runs.first() else { return };
-    println!("meta plugin ADD with the Kubernetes backend, median time at each phase (us since process start):");
+    println!("meta plugin ADD with the Kubernetes backend ({what}), median time at each phase (us since process start):");
     for (name, _) in first {
         let mut v: Vec<u128> = runs
             .iter()
@@ -177,6 +177,9 @@ struct Args {
     /// Hidden `--skip-idle-wait`, for tests that interrupt the bench: no waiting for an
     /// idle machine first.
     skip_idle_wait: bool,
+    /// `--compare-multus DIR`: another build's `oxivirt-multus` and `oxivirt-cni`, whose
+    /// meta plugin ADD and DEL the multus group runs interleaved with this build's.
+    compare_multus: Option<PathBuf>,
     /// Links to our binary under every plugin name, made for this run (without --plugins).
     _own_plugins: Option<TempDir>,
     /// Our host-local index for this run (see [`index_base`]).
@@ -223,6 +226,7 @@ fn parse_args() -> Result<Args> {
         launcher_accel: "tcg".into(),
         guest: None,
         skip_idle_wait: false,
+        compare_multus: None,
         _own_plugins: None,
         index: TempDir::new_in(&index_base(), "bench-index")?,
     };
@@ -242,6 +246,7 @@ fn parse_args() -> Result<Args> {
             "--launcher-accel" => a.launcher_accel = val()?,
             "--guest" => a.guest = Some(PathBuf::from(val()?)),
             "--skip-idle-wait" => a.skip_idle_wait = true,
+            "--compare-multus" => a.compare_multus = Some(PathBuf::from(val()?)),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -453,11 +458,59 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
         "clusterNetwork": "cluster", "confDir": conf_dir.display().to_string(), "cniDir": root.join("cache-k8s").display().to_string(),
         "binDir": args.plugins.display().to_string(), "kubeconfig": root.join("kubeconfig").display().to_string()})
     .to_string();
+    // The same objects behind the realistic mock: TLS with an RSA-2048 certificate, and
+    // writes that wait for an fsync, as an etcd-backed API server's do.
+    let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate_rsa();
+    let real_port = oxivirt_testkit::mock_kube::start_realistic(
+        api.clone(),
+        Path::new("/proc/thread-self/ns/net"),
+        &tls,
+        &root.join("wal"),
+    );
+    std::fs::write(root.join("ca.crt"), &tls.ca_pem)?;
+    std::fs::write(
+        root.join("kubeconfig-tls"),
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: m\nclusters:\n- name: m\n  cluster:\n    server: https://127.0.0.1:{real_port}\n    certificate-authority: ca.crt\ncontexts:\n- name: m\n  context:\n    cluster: m\n    user: u\nusers:\n- name: u\n  user:\n    tokenFile: token\n"),
+    )?;
+    let real_conf = serde_json::json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
+        "clusterNetwork": "cluster", "confDir": conf_dir.display().to_string(), "cniDir": root.join("cache-real").display().to_string(),
+        "binDir": args.plugins.display().to_string(), "kubeconfig": root.join("kubeconfig-tls").display().to_string()})
+    .to_string();
+    // The other build (`--compare-multus`): its own plugin links, so its delegates run
+    // in-process beside its own oxivirt-cni, and its own caches.
+    let other_bin = root.join("other-bin");
+    let other_confs: Vec<String> = match &args.compare_multus {
+        Some(dir) => {
+            std::fs::create_dir_all(&other_bin)?;
+            for p in ["bridge", "host-local", "static", "macvlan"] {
+                std::os::unix::fs::symlink(dir.join("oxivirt-cni"), other_bin.join(p))?;
+            }
+            std::os::unix::fs::symlink(dir.join("oxivirt-multus"), other_bin.join("multus"))?;
+            [&multus_conf, &k8s_conf, &real_conf]
+                .iter()
+                .map(|c| -> Result<String> {
+                    let mut v: serde_json::Value = serde_json::from_str(c)?;
+                    v["binDir"] = other_bin.display().to_string().into();
+                    let cache = format!("{}-other", v["cniDir"].as_str().unwrap_or_default());
+                    v["cniDir"] = cache.into();
+                    Ok(v.to_string())
+                })
+                .collect::<Result<_>>()?
+        }
+        None => Vec::new(),
+    };
     let mut phases: Vec<Vec<(String, u128)>> = Vec::new();
+    let mut real_phases: Vec<Vec<(String, u128)>> = Vec::new();
     let rounds = args.samples.min(20) + 2;
     let mut pods = Vec::new();
     for i in 0..rounds {
+        // Seven slots: ours embedded, the reference, ours plain mock, ours realistic mock,
+        // then the other build's three (unused without --compare-multus).
         pods.push([
+            TestNs::try_new("oxbm")?,
+            TestNs::try_new("oxbm")?,
+            TestNs::try_new("oxbm")?,
+            TestNs::try_new("oxbm")?,
             TestNs::try_new("oxbm")?,
             TestNs::try_new("oxbm")?,
             TestNs::try_new("oxbm")?,
@@ -471,53 +524,114 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
             .objects
             .insert(format!("/api/v1/namespaces/default/pods/pod{i}"), pod);
     }
-    let [[oa, ra, ka], [od, rd, kd]] = add_then_del(&pods, |cmd, i, k, pod| {
-        let netns = pod.path();
-        let id = format!("mb{k}x{i}");
-        if k == 1 {
-            // The same two networks, the reference plugins run one after the other.
-            let bin = args.reference.join("bridge");
-            let a = run_plugin(
-                &bin,
-                &args.cni_env(cmd, &id, &netns, "eth0", &args.reference),
-                &cluster(1).to_string(),
-            )?;
-            let b = run_plugin(
-                &bin,
-                &args.cni_env(cmd, &id, &netns, "net1", &args.reference),
-                &secondary(1).to_string(),
-            )?;
-            if !a.ok || !b.ok {
-                bail!("reference {cmd} failed: {} {}", a.stdout, b.stdout);
+    let [[oa, ra, ka, xa, oa2, ka2, xa2], [od, rd, kd, xd, od2, kd2, xd2]] = add_then_del(
+        &pods,
+        |cmd, i, k, pod| {
+            let netns = pod.path();
+            if k >= 4 && other_confs.is_empty() {
+                return Ok(Run::timed(Duration::ZERO, 0));
             }
-            return Ok(Run::timed(
-                a.time + b.time,
-                a.max_rss_kib.max(b.max_rss_kib),
-            ));
-        }
-        let mut env = args.cni_env(cmd, &id, &netns, "eth0", &args.plugins);
-        env.push(("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod{i};K8S_POD_INFRA_CONTAINER_ID={id}")));
-        if k == 2 {
-            env.push(("OXIVIRT_CNI_TRACE", "1".into()));
-        }
-        let conf = if k == 0 { &multus_conf } else { &k8s_conf };
-        let r = run_plugin(&args.plugins.join("multus"), &env, conf)?;
-        if k == 2 && cmd == "ADD" && i >= 2 {
-            phases.push(trace_phases(&r.stderr));
-        }
-        if !r.ok {
-            bail!("multus {cmd} failed: {}", r.stdout);
-        }
-        Ok(r)
-    })?;
-    print_phases(&phases);
+            let id = format!("mb{k}x{i}");
+            if k == 1 {
+                // The same two networks, the reference plugins run one after the other.
+                let bin = args.reference.join("bridge");
+                let a = run_plugin(
+                    &bin,
+                    &args.cni_env(cmd, &id, &netns, "eth0", &args.reference),
+                    &cluster(1).to_string(),
+                )?;
+                let b = run_plugin(
+                    &bin,
+                    &args.cni_env(cmd, &id, &netns, "net1", &args.reference),
+                    &secondary(1).to_string(),
+                )?;
+                if !a.ok || !b.ok {
+                    bail!("reference {cmd} failed: {} {}", a.stdout, b.stdout);
+                }
+                return Ok(Run::timed(
+                    a.time + b.time,
+                    a.max_rss_kib.max(b.max_rss_kib),
+                ));
+            }
+            let mut env = args.cni_env(cmd, &id, &netns, "eth0", &args.plugins);
+            // As containerd and CRI-O pass them (K8S_POD_UID included).
+            env.push(("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod{i};K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID=uid{i}")));
+            if k >= 2 {
+                env.push(("OXIVIRT_CNI_TRACE", "1".into()));
+            }
+            let (conf, bin) = match k {
+                0 => (&multus_conf, args.plugins.join("multus")),
+                2 => (&k8s_conf, args.plugins.join("multus")),
+                3 => (&real_conf, args.plugins.join("multus")),
+                _ => (&other_confs[k - 4], other_bin.join("multus")),
+            };
+            if k >= 4 {
+                env.retain(|(key, _)| *key != "OXIVIRT_CNI_TRACE");
+            }
+            let r = run_plugin(&bin, &env, conf)?;
+            if (2..4).contains(&k) && cmd == "ADD" && i >= 2 {
+                let p = trace_phases(&r.stderr);
+                if k == 2 {
+                    phases.push(p);
+                } else {
+                    real_phases.push(p);
+                }
+            }
+            if !r.ok {
+                bail!("multus {cmd} failed: {}", r.stdout);
+            }
+            Ok(r)
+        },
+    )?;
+    print_phases("plain mock", &phases);
+    print_phases(
+        "realistic mock: TLS, RSA-2048, fsync'd writes",
+        &real_phases,
+    );
     let (ra, rd) = (stats(ra), stats(rd));
-    Ok(vec![
+    let mut rows: Vec<Row> = vec![
         ("ADD pod: cluster network + multus-br via the meta plugin (embedded store) vs both reference plugins directly".into(), stats(oa), ra.clone()),
-        ("ADD of that pod with the Kubernetes backend (mocked API on loopback) vs both reference plugins directly".into(), stats(ka), ra),
+        ("ADD of that pod with the Kubernetes backend (mocked API on loopback) vs both reference plugins directly".into(), stats(ka), ra.clone()),
+        ("ADD of that pod with the Kubernetes backend (realistic mock: TLS with RSA-2048, fsync'd writes) vs both reference plugins directly".into(), stats(xa), ra.clone()),
         ("DEL of that pod (embedded store)".into(), stats(od), rd.clone()),
-        ("DEL of that pod (Kubernetes backend)".into(), stats(kd), rd),
-    ])
+        ("DEL of that pod (Kubernetes backend)".into(), stats(kd), rd.clone()),
+        ("DEL of that pod (Kubernetes backend, realistic mock)".into(), stats(xd), rd.clone()),
+    ];
+    if !other_confs.is_empty() {
+        rows.extend([
+            (
+                "--compare-multus build: ADD embedded store".into(),
+                stats(oa2),
+                ra.clone(),
+            ),
+            (
+                "--compare-multus build: ADD plain mock".into(),
+                stats(ka2),
+                ra.clone(),
+            ),
+            (
+                "--compare-multus build: ADD realistic mock".into(),
+                stats(xa2),
+                ra,
+            ),
+            (
+                "--compare-multus build: DEL embedded store".into(),
+                stats(od2),
+                rd.clone(),
+            ),
+            (
+                "--compare-multus build: DEL plain mock".into(),
+                stats(kd2),
+                rd.clone(),
+            ),
+            (
+                "--compare-multus build: DEL realistic mock".into(),
+                stats(xd2),
+                rd,
+            ),
+        ]);
+    }
+    Ok(rows)
 }
 
 /// The seed's two bindings (masquerade on eth0, bridge on the ext-net interface) set up

@@ -505,6 +505,35 @@ fn conflist_delegate_and_failed_del_keeps_the_cache() {
     assert!(p.allocations().is_empty(), "{:?}", p.allocations());
 }
 
+/// Against the realistic mock (RSA-2048 certificate, fsync'd writes): the pod's networks
+/// attached, network-status written to the mock's log before ADD returned.
+#[root_test(reference)]
+fn kubernetes_backend_against_the_realistic_mock() {
+    let p = Pod::new();
+    use base64::Engine;
+    let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate_rsa();
+    let state = p.mock_api("sa-token");
+    let wal = p.path("wal");
+    let port = oxivirt_testkit::mock_kube::start_realistic(
+        state.clone(),
+        &p.node.path(),
+        &tls,
+        Path::new(&wal),
+    );
+    let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
+    let conf = p.kube_conf(&format!(
+        "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
+    ));
+    p.run("ADD", &conf).must("ADD");
+    assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
+    let log = std::fs::read_to_string(&wal).expect("the mock's log");
+    assert!(
+        log.contains("network-status") && log.contains("default/multus-br"),
+        "{log}"
+    );
+    assert!(p.run("DEL", &conf).ok);
+}
+
 /// The Kubernetes backend over TLS (CA from the kubeconfig), and in-cluster (service
 /// account token and CA, KUBERNETES_SERVICE_HOST/PORT), against the mocked API service.
 #[root_test(reference)]

@@ -387,6 +387,41 @@ impl ClusterSource for KubeSource {
             }))
     }
 
+    fn network_attachments(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<Vec<NetworkAttachmentDefinition>>> {
+        let path = format!(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions"
+        );
+        let v = self
+            .get("NetworkAttachmentDefinitions", &path, namespace, "*")?
+            .ok_or_else(|| Error::ApiStatus {
+                server: self.server.clone(),
+                what: format!("NetworkAttachmentDefinitions {namespace}/*"),
+                status: 404,
+                message: String::new(),
+            })?;
+        let items = v["items"].as_array().ok_or_else(|| Error::ApiStatus {
+            server: self.server.clone(),
+            what: format!("NetworkAttachmentDefinitions {namespace}/*"),
+            status: 200,
+            message: "no items in the list".into(),
+        })?;
+        Ok(Some(
+            items
+                .iter()
+                .filter_map(|i| {
+                    Some(NetworkAttachmentDefinition {
+                        namespace: namespace.into(),
+                        name: i["metadata"]["name"].as_str()?.into(),
+                        config: i["spec"]["config"].as_str().unwrap_or_default().into(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
     fn set_network_status(&self, namespace: &str, name: &str, status: &str) -> Result<()> {
         // A merge patch of one annotation: no resourceVersion, so no conflict to retry,
         // except the API server's own transient answers.
@@ -463,6 +498,9 @@ impl ClusterSource for LazyKube {
     fn set_network_status(&self, ns: &str, name: &str, status: &str) -> Result<()> {
         self.get()?.set_network_status(ns, name, status)
     }
+    fn network_attachments(&self, ns: &str) -> Result<Option<Vec<NetworkAttachmentDefinition>>> {
+        self.get()?.network_attachments(ns)
+    }
 }
 
 #[cfg(test)]
@@ -534,6 +572,40 @@ mod tests {
             msg.starts_with(&format!("API server http://{addr}: ")),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn lists_the_nads_of_a_namespace() {
+        let s = server(
+            200,
+            r#"{"kind":"NetworkAttachmentDefinitionList","items":[
+                {"metadata":{"name":"a","namespace":"ns"},"spec":{"config":"{\"type\":\"bridge\"}"}},
+                {"metadata":{"name":"b","namespace":"ns"},"spec":{}},
+                {"metadata":{}}]}"#,
+        );
+        let got = source(&s)
+            .network_attachments("ns")
+            .expect("list")
+            .expect("supported");
+        assert_eq!(
+            got,
+            [
+                NetworkAttachmentDefinition {
+                    namespace: "ns".into(),
+                    name: "a".into(),
+                    config: r#"{"type":"bridge"}"#.into()
+                },
+                NetworkAttachmentDefinition {
+                    namespace: "ns".into(),
+                    name: "b".into(),
+                    config: String::new()
+                }
+            ]
+        );
+        let s = server(403, r#"{"message":"list is forbidden"}"#);
+        assert!(source(&s).network_attachments("ns").is_err());
+        let s = server(200, r#"{"kind":"Status"}"#);
+        assert!(source(&s).network_attachments("ns").is_err());
     }
 
     #[test]

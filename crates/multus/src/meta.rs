@@ -50,6 +50,9 @@ impl PodRef {
     }
 }
 
+/// NADs listed per namespace (see [`Meta::list_nads`]): namespace → name → NAD.
+type Listed = BTreeMap<String, BTreeMap<String, NetworkAttachmentDefinition>>;
+
 pub struct Meta<'a> {
     pub cfg: &'a Config,
     pub env: &'a Environment,
@@ -120,8 +123,19 @@ impl Meta<'_> {
         name: &str,
         pod: Option<&PodRef>,
     ) -> Result<(String, Value)> {
+        self.resolve_named_with(namespace, name, pod, None)
+    }
+
+    /// [`Self::resolve_named`], with the NAD lookup's answer when it was already asked.
+    fn resolve_named_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        pod: Option<&PodRef>,
+        asked: Option<Result<Option<NetworkAttachmentDefinition>>>,
+    ) -> Result<(String, Value)> {
         if annotation::is_dns1123_subdomain(name) {
-            match self.source.network_attachment(namespace, name) {
+            match asked.unwrap_or_else(|| self.source.network_attachment(namespace, name)) {
                 Ok(Some(nad)) => {
                     return Ok((format!("{namespace}/{name}"), self.nad_config(&nad, pod)?))
                 }
@@ -193,18 +207,40 @@ impl Meta<'_> {
         Ok(d)
     }
 
+    /// The cluster network as the config alone names it, to add before the pod is read;
+    /// `None` when that cannot be known: the API server, asked for the cluster network's
+    /// NAD, is unreachable (the ADD fails then, with nothing to undo) or resolution
+    /// failed (resolved again with the pod, so its error is reported as before).
+    fn early_cluster_delegate(&self) -> Option<Delegate> {
+        if !self.cfg.multus.delegates.is_empty() {
+            return self.cluster_delegate(None).ok();
+        }
+        let name = self.cfg.multus.cluster_network.clone().unwrap_or_default();
+        let ns = &self.cfg.multus.multus_namespace;
+        let asked = if annotation::is_dns1123_subdomain(&name) {
+            match self.source.network_attachment(ns, &name) {
+                Err(e) if src::is_unreachable(&e) => return None,
+                answer => Some(answer),
+            }
+        } else {
+            None
+        };
+        let (network, conf) = self.resolve_named_with(ns, &name, None, asked).ok()?;
+        let mut d = Delegate::new(network, self.env.ifname.clone(), conf, true, None);
+        d.runtime = self.cfg.multus.runtime_config.clone();
+        Some(d)
+    }
+
     fn selection_delegate(
         &self,
         r: &PodRef,
         sel: &NetworkSelection,
         ifname: String,
+        listed: &Listed,
     ) -> Result<Delegate> {
         let ns = sel.namespace.clone().unwrap_or_else(|| r.namespace.clone());
         let network = format!("{ns}/{}", sel.name);
-        if self.cfg.multus.namespace_isolation
-            && ns != r.namespace
-            && !self.cfg.global_namespaces().contains(&ns)
-        {
+        if !self.isolation_allows(r, &ns) {
             return Err(Error::NamespaceIsolation {
                 pod: r.pod(),
                 pod_namespace: r.namespace.clone(),
@@ -212,9 +248,11 @@ impl Meta<'_> {
                 global: self.cfg.multus.global_namespaces.clone(),
             });
         }
-        let nad = self
-            .source
-            .network_attachment(&ns, &sel.name)
+        let lookup = match listed.get(&ns) {
+            Some(nads) => Ok(nads.get(&sel.name).cloned()),
+            None => self.source.network_attachment(&ns, &sel.name),
+        };
+        let nad = lookup
             .map_err(|e| Error::Network {
                 pod: r.pod(),
                 network: network.clone(),
@@ -231,7 +269,16 @@ impl Meta<'_> {
     /// Every network of the pod, cluster network first.
     fn plan(&self, pod: Option<(&PodRef, &Pod)>) -> Result<Vec<Delegate>> {
         let mut out = vec![self.cluster_delegate(pod)?];
-        let Some((r, p)) = pod else { return Ok(out) };
+        if let Some((r, p)) = pod {
+            out.extend(self.secondary_delegates(r, p)?);
+        }
+        Ok(out)
+    }
+
+    /// The pod's networks after the cluster network: `defaultNetworks`, then the
+    /// networks annotation, in that order.
+    fn secondary_delegates(&self, r: &PodRef, p: &Pod) -> Result<Vec<Delegate>> {
+        let mut out = Vec::new();
         let mut sels: Vec<NetworkSelection> = Vec::new();
         // defaultNetworks apply to every pod, except in the system namespaces.
         if !self.cfg.multus.system_namespaces.contains(&r.namespace) {
@@ -251,10 +298,42 @@ impl Meta<'_> {
             sels.extend(annotation::parse_networks(v).map_err(invalid)?);
         }
         let names = annotation::interface_names(&sels, &self.env.ifname).map_err(invalid)?;
+        let listed = self.list_nads(r, &sels);
         for (sel, ifname) in sels.iter().zip(names) {
-            out.push(self.selection_delegate(r, sel, ifname)?);
+            out.push(self.selection_delegate(r, sel, ifname, &listed)?);
         }
         Ok(out)
+    }
+
+    /// The NADs of each namespace the pod asks several of (and may use), in one request
+    /// each where the source can. A shortcut: a namespace whose list failed is left out
+    /// and asked by name, so errors are those of the lookups by name.
+    fn list_nads(&self, r: &PodRef, sels: &[NetworkSelection]) -> Listed {
+        let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in sels {
+            let ns = s.namespace.as_deref().unwrap_or(&r.namespace);
+            if self.isolation_allows(r, ns) {
+                *count.entry(ns).or_default() += 1;
+            }
+        }
+        count
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .filter_map(|(ns, _)| {
+                let list = self.source.network_attachments(ns).ok()??;
+                mark("multus: NADs listed");
+                Some((
+                    ns.to_string(),
+                    list.into_iter().map(|n| (n.name.clone(), n)).collect(),
+                ))
+            })
+            .collect()
+    }
+
+    fn isolation_allows(&self, r: &PodRef, ns: &str) -> bool {
+        !self.cfg.multus.namespace_isolation
+            || ns == r.namespace
+            || self.cfg.global_namespaces().iter().any(|g| g == ns)
     }
 
     /// The readiness indicator file, when configured and missing.
@@ -304,14 +383,144 @@ impl Meta<'_> {
         if let Some(file) = self.not_ready() {
             return Err(Error::NotReady { file });
         }
+        std::thread::scope(|scope| self.add_scoped(scope))
+    }
+
+    /// ADD of one delegate (through its chain) and what follows it: `(the raw result, the
+    /// parsed one)`. The raw result is kept even when what follows fails, for the DEL.
+    fn add_one(
+        &self,
+        runner: &Runner,
+        d: &Delegate,
+        claimed: &[bool],
+    ) -> (Option<Value>, Result<CniResult>) {
+        Self::finish_raw(self, d, runner.add(d), claimed)
+    }
+
+    fn finish_raw(
+        &self,
+        d: &Delegate,
+        raw: Result<Value>,
+        claimed: &[bool],
+    ) -> (Option<Value>, Result<CniResult>) {
+        match raw {
+            Ok(raw) => {
+                let parsed = self.finish_add(d, &raw, claimed);
+                (Some(raw), parsed)
+            }
+            Err(e) => (None, Err(e)),
+        }
+    }
+
+    /// ADD, overlapping what does not wait on an answer with the answers it does wait on:
+    ///
+    /// - The cluster network depends on the pod only through its default-network
+    ///   annotation (and its UID, in the delegate's `CNI_ARGS`). When the runtime passed
+    ///   `K8S_POD_UID`, the cluster network is resolved first (its NAD lookup, if any, is
+    ///   the first request, and the pod read reuses the connection) and its ADD runs while
+    ///   the pod is read; when the pod then turns out to name another default network (or
+    ///   another UID), that early ADD is torn down and the call goes on as it would have.
+    ///   With the API server unreachable for that lookup, nothing is added early.
+    /// - Once the networks are resolved, every delegate's ADD runs at once (each in its
+    ///   own thread): they attach different interfaces and IPAM serializes on its own
+    ///   locks. Results, the cache and network-status keep the networks' order.
+    ///
+    /// Failures are reported as before: the first error in the order the steps had when
+    /// they ran one after the other (the pod read, then the networks' resolution, then
+    /// the delegates in order); every delegate that was started is torn down (in reverse
+    /// order), and teardown failures are attached as cleanup steps.
+    fn add_scoped<'s>(&'s self, scope: &'s std::thread::Scope<'s, '_>) -> Result<String> {
         let pod_ref = PodRef::from_env(self.env);
+        type Early = (Delegate, Result<Value>);
+        type Handle<'s> = std::thread::ScopedJoinHandle<'s, Result<Early>>;
+        // The early cluster network: its thread sends the delegate as soon as it is
+        // resolved (`None`: not resolved without the pod), then adds it.
+        let early: Option<(Handle<'s>, std::sync::mpsc::Receiver<Option<Delegate>>)> =
+            pod_ref.as_ref().filter(|r| !r.uid.is_empty()).map(|r| {
+                let runner = self.runner(r.cni_args(&r.uid));
+                let (tx, rx) = std::sync::mpsc::channel();
+                let h = scope.spawn(move || {
+                    let d = self.early_cluster_delegate();
+                    let _ = tx.send(d.clone());
+                    let d = d.ok_or(Error::NoClusterResult)?;
+                    let raw = runner.add(&d);
+                    mark("multus: cluster network added (early)");
+                    Ok((d, raw))
+                });
+                (h, rx)
+            });
+        // The early ADD, joined: `Some` when it started a delegate (to use or tear down).
+        let join = |h: Handle<'s>| -> Option<Early> {
+            match h.join() {
+                Ok(Ok(early)) => Some(early),
+                // Not resolved without the pod: resolved again below, where its error
+                // (if it is one still) names the pod as before.
+                Ok(Err(_)) => None,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        };
+        let abandon = |runner: &Runner, early: Option<Early>| -> Vec<Error> {
+            match early {
+                Some((d, raw)) => Self::teardown(
+                    runner,
+                    &[CachedDelegate {
+                        delegate: d,
+                        result: raw.ok(),
+                    }],
+                ),
+                None => Vec::new(),
+            }
+        };
+        let early_runner = pod_ref.as_ref().map(|r| self.runner(r.cni_args(&r.uid)));
+        // The cluster network resolved before the pod is read: when that asked the API
+        // server, the pod read then reuses its connection (two at once would pay for two
+        // TLS handshakes); the ADD goes on while the pod is read.
+        let early = early.map(|(h, rx)| (h, rx.recv().ok().flatten()));
         let pod = match &pod_ref {
-            Some(r) => Some(self.source.pod(&r.namespace, &r.name)?),
+            Some(r) => match self.source.pod(&r.namespace, &r.name) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let also = match (early, &early_runner) {
+                        (Some((h, _)), Some(runner)) => abandon(runner, join(h)),
+                        _ => Vec::new(),
+                    };
+                    return Err(error::with_cleanup(e, also));
+                }
+            },
             None => None,
         };
         mark("multus: pod read");
         let pair = pod_ref.as_ref().zip(pod.as_ref());
-        let delegates = self.plan(pair)?;
+        // Whether the early ADD is the pod's cluster network.
+        let early = match (early, pair, &early_runner) {
+            (Some((h, Some(d))), Some((r, p)), Some(runner)) => {
+                let fits = !p.annotations.contains_key(annotation::DEFAULT_NETWORK)
+                    && (p.uid.is_empty() || p.uid == r.uid);
+                if fits {
+                    Some((h, d, runner, r, p))
+                } else {
+                    error::collect(abandon(runner, join(h)))?;
+                    None
+                }
+            }
+            // Not resolved early (its thread is done): the whole plan, as before.
+            (Some((h, None)), _, _) => {
+                let _ = join(h);
+                None
+            }
+            _ => None,
+        };
+        let (early, delegates) = match early {
+            Some((h, d, runner, r, p)) => {
+                // The secondary networks resolve while the cluster network is added.
+                match self.secondary_delegates(r, p) {
+                    Err(e) => return Err(error::with_cleanup(e, abandon(runner, join(h)))),
+                    Ok(rest) => (Some(h), std::iter::once(d).chain(rest).collect()),
+                }
+            }
+            None => (None, self.plan(pair)?),
+        };
+        let delegates: Vec<Delegate> = delegates;
         mark("multus: networks resolved");
         let cni_args = match (&pod_ref, &pod) {
             (Some(r), Some(p)) => r.cni_args(if p.uid.is_empty() { &r.uid } else { &p.uid }),
@@ -325,8 +534,6 @@ impl Meta<'_> {
                 .join(";"),
         };
         let runner = self.runner(cni_args.clone());
-        let mut done: Vec<CachedDelegate> = Vec::new();
-        let mut results: Vec<(Delegate, CniResult)> = Vec::new();
         // Families some network claims the default route for.
         let claimed: Vec<bool> = [true, false]
             .into_iter()
@@ -336,33 +543,49 @@ impl Meta<'_> {
                     .any(|d| d.default_route.iter().any(|g| g.is_ipv4() == *v4))
             })
             .collect();
-        for d in &delegates {
-            let (raw, outcome) = match runner.add(d) {
-                Ok(raw) => {
-                    let parsed = self.finish_add(d, &raw, &claimed);
-                    (Some(raw), parsed)
-                }
-                Err(e) => (None, Err(e)),
-            };
+        let skip = usize::from(early.is_some());
+        let outcomes: Vec<(Option<Value>, Result<CniResult>)> = std::thread::scope(|inner| {
+            let (runner, claimed) = (&runner, &claimed);
+            let started: Vec<_> = delegates[skip..]
+                .iter()
+                .map(|d| inner.spawn(move || self.add_one(runner, d, claimed)))
+                .collect();
+            let mut outcomes = Vec::new();
+            if let Some(h) = early {
+                // It sent its delegate, so it was resolved and its ADD was tried.
+                let (d, raw) =
+                    join(h).unwrap_or_else(|| (delegates[0].clone(), Err(Error::NoClusterResult)));
+                outcomes.push(self.finish_raw(&d, raw, claimed));
+            }
+            for h in started {
+                outcomes.push(match h.join() {
+                    Ok(o) => o,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                });
+            }
+            outcomes
+        });
+        let mut done: Vec<CachedDelegate> = Vec::new();
+        let mut results: Vec<(Delegate, CniResult)> = Vec::new();
+        let mut first_error = None;
+        for (d, (raw, outcome)) in delegates.iter().zip(outcomes) {
+            // A failed delegate is torn down too, as Multus does: a chain that failed half
+            // way, or an ADD whose default routes failed, is attached in part.
+            done.push(CachedDelegate {
+                delegate: d.clone(),
+                result: raw,
+            });
             match outcome {
-                Ok(parsed) => {
-                    done.push(CachedDelegate {
-                        delegate: d.clone(),
-                        result: raw,
-                    });
-                    results.push((d.clone(), parsed));
-                }
+                Ok(parsed) => results.push((d.clone(), parsed)),
                 Err(e) => {
-                    // The failed delegate is torn down too, as Multus does: a chain that
-                    // failed half way, or an ADD whose default routes failed, is
-                    // attached in part.
-                    done.push(CachedDelegate {
-                        delegate: d.clone(),
-                        result: raw,
-                    });
-                    return Err(error::with_cleanup(e, Self::teardown(&runner, &done)));
+                    // Later failures ran beside the first; their delegates are torn
+                    // down with the rest, the first error is the one reported.
+                    first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = first_error {
+            return Err(error::with_cleanup(e, Self::teardown(&runner, &done)));
         }
         mark("multus: delegates done");
         let entry = Entry {
@@ -849,6 +1072,350 @@ mod tests {
                 source: &src,
                 in_process: None,
             })
+        }
+    }
+
+    /// A plugin that logs each call (`<command> <ifname> <name>`) to `<dir>/log`; ADD
+    /// sleeps `sleep` seconds, then succeeds with an empty result or fails; DEL succeeds.
+    fn logging_plugin(dir: &std::path::Path, name: &str, add_fails: bool, sleep: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let add = if add_fails {
+            r#"echo '{"code":7,"msg":"bad add"}'; exit 1"#
+        } else {
+            r#"echo '{"cniVersion":"1.0.0","interfaces":[],"ips":[]}'"#
+        };
+        let log = dir.join("log");
+        let script = format!(
+            "#!/bin/sh\ncat >/dev/null\necho \"$CNI_COMMAND $CNI_IFNAME {name}\" >> {log}\ncase \"$CNI_COMMAND\" in\nADD) sleep {sleep}; {add} ;;\nesac\n",
+            log = log.display()
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, script).expect("plugin");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// Pod default/p1 (UID u1, given in CNI_ARGS as runtimes do) with `annotations`; the
+    /// cluster network is a `slow` plugin; NADs `slow`, `fast`, `failing` and
+    /// `kube-system/alt`, each a logging plugin.
+    struct Logged {
+        f: Fixture,
+        cfg: Config,
+        log: std::path::PathBuf,
+    }
+
+    impl Logged {
+        fn new(annotations: Option<Value>) -> Self {
+            let f = Fixture::new();
+            let bin = f.dir.path().join("bin");
+            std::fs::create_dir_all(&bin).expect("bin");
+            logging_plugin(&bin, "slow", false, "0.5");
+            logging_plugin(&bin, "fast", false, "0");
+            logging_plugin(&bin, "failing", true, "0.2");
+            logging_plugin(&bin, "alt", false, "0");
+            let s = f.store();
+            for (ns, name) in [
+                ("default", "slow"),
+                ("default", "fast"),
+                ("default", "failing"),
+                ("kube-system", "alt"),
+            ] {
+                s.put(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"config": json!({"cniVersion": "1.0.0", "type": name}).to_string()}}))
+                    .expect("nad");
+            }
+            if let Some(a) = annotations {
+                s.put(&json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "p1", "namespace": "default", "uid": "u1", "annotations": a}}))
+                    .expect("pod");
+            }
+            let text = json!({"cniVersion": "1.0.0", "name": "multus", "type": "multus",
+                "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "slow"}],
+                "confDir": f.dir.path().join("net.d"), "cniDir": f.dir.path().join("cache"),
+                "binDir": bin})
+            .to_string();
+            let cfg = Config::load(text.as_bytes()).expect("config");
+            Self {
+                log: bin.join("log"),
+                f,
+                cfg,
+            }
+        }
+
+        fn add(&self) -> Result<String> {
+            self.add_with(&self.cfg, &self.f.store())
+        }
+
+        fn add_with(&self, cfg: &Config, src: &dyn ClusterSource) -> Result<String> {
+            let vars: HashMap<&str, String> = [
+                ("CNI_COMMAND", "ADD".to_string()),
+                ("CNI_CONTAINERID", "c1".into()),
+                ("CNI_IFNAME", "eth0".into()),
+                ("CNI_NETNS", "/run/netns/x".into()),
+                (
+                    "CNI_ARGS",
+                    "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1;K8S_POD_UID=u1".into(),
+                ),
+            ]
+            .into_iter()
+            .collect();
+            let env = Environment::from_lookup(|k| vars.get(k).cloned()).expect("env");
+            Meta {
+                cfg,
+                env: &env,
+                stdin: b"",
+                source: src,
+                in_process: None,
+            }
+            .add()
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+
+        fn network_status(&self) -> Vec<String> {
+            let pod = self.f.store().pod("default", "p1").expect("pod");
+            let status: Value = pod
+                .annotations
+                .get(annotation::NETWORK_STATUS)
+                .map(|s| serde_json::from_str(s).expect("status json"))
+                .unwrap_or_default();
+            status
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn delegates_run_at_once_and_keep_their_order() {
+        let l = Logged::new(Some(json!({annotation::NETWORKS: "slow,fast"})));
+        let t = std::time::Instant::now();
+        l.add().expect("ADD");
+        // Two delegates of 0.5 s each: one after the other would take 1 s or more.
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+        // The fast one finished first; results keep the networks' order.
+        assert_eq!(
+            l.network_status(),
+            ["cluster", "default/slow", "default/fast"]
+        );
+        let entry = cache::load(&l.cfg.multus.cni_dir, "c1")
+            .expect("cache")
+            .expect("entry");
+        let cached: Vec<&str> = entry
+            .delegates
+            .iter()
+            .map(|c| c.delegate.network.as_str())
+            .collect();
+        assert_eq!(cached, ["cluster", "default/slow", "default/fast"]);
+        assert!(
+            entry.cni_args.contains("K8S_POD_UID=u1"),
+            "{}",
+            entry.cni_args
+        );
+    }
+
+    #[test]
+    fn a_failing_delegate_rolls_back_the_ones_that_ran_beside_it() {
+        let l = Logged::new(Some(json!({annotation::NETWORKS: "failing,fast"})));
+        let e = l.add().expect_err("failing fails");
+        // The same error as when they ran one after the other; every DEL succeeded.
+        assert!(
+            matches!(&e, Error::Delegate { network, .. } if network == "default/failing"),
+            "{e:?}"
+        );
+        assert!(chain(&e).contains("bad add"), "{}", chain(&e));
+        let calls = l.calls();
+        // `fast` ran beside `failing` (it was not held back), and is torn down with it.
+        assert!(calls.contains(&"ADD net2 fast".to_string()), "{calls:?}");
+        let dels: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.starts_with("DEL"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(dels, ["DEL net2 fast", "DEL net1 failing", "DEL eth0 slow"]);
+        assert!(cache::load(&l.cfg.multus.cni_dir, "c1")
+            .expect("cache")
+            .is_none());
+        assert!(l.network_status().is_empty());
+    }
+
+    #[test]
+    fn the_early_cluster_network_gives_way_to_the_pods_default_network() {
+        let l = Logged::new(Some(
+            json!({annotation::DEFAULT_NETWORK: "kube-system/alt"}),
+        ));
+        l.add().expect("ADD");
+        let calls = l.calls();
+        let eth0: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.contains(" eth0 "))
+            .map(String::as_str)
+            .collect();
+        // The configured cluster network may have been added before the pod was read;
+        // if so it is gone again before the pod's own default network is added.
+        assert!(
+            eth0 == ["ADD eth0 slow", "DEL eth0 slow", "ADD eth0 alt"] || eth0 == ["ADD eth0 alt"],
+            "{calls:?}"
+        );
+        assert_eq!(l.network_status(), ["kube-system/alt"]);
+    }
+
+    #[test]
+    fn a_pod_that_cannot_be_read_leaves_no_early_cluster_network() {
+        let l = Logged::new(None);
+        let e = l.add().expect_err("no pod");
+        assert!(
+            matches!(
+                &e,
+                Error::StoreUnreachable { .. } | Error::PodNotFound { .. }
+            ),
+            "{e:?}"
+        );
+        let calls = l.calls();
+        let adds = calls.iter().filter(|c| c.starts_with("ADD")).count();
+        let dels = calls.iter().filter(|c| c.starts_with("DEL")).count();
+        assert_eq!(adds, dels, "{calls:?}");
+    }
+
+    /// The directory store, counting lookups by name, with lists of a namespace's NADs
+    /// (that fail when `list_fails`).
+    struct Listing {
+        inner: DirSource,
+        list_fails: bool,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ClusterSource for Listing {
+        fn pod(&self, ns: &str, name: &str) -> Result<Pod> {
+            self.inner.pod(ns, name)
+        }
+        fn network_attachment(
+            &self,
+            ns: &str,
+            name: &str,
+        ) -> Result<Option<NetworkAttachmentDefinition>> {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push(format!("get {ns}/{name}"));
+            self.inner.network_attachment(ns, name)
+        }
+        fn set_network_status(&self, ns: &str, name: &str, status: &str) -> Result<()> {
+            self.inner.set_network_status(ns, name, status)
+        }
+        fn network_attachments(
+            &self,
+            ns: &str,
+        ) -> Result<Option<Vec<NetworkAttachmentDefinition>>> {
+            self.calls.lock().expect("lock").push(format!("list {ns}"));
+            if self.list_fails {
+                return Err(Error::NoClusterSource);
+            }
+            Ok(Some(
+                ["multus-br", "empty-nad", "not-json"]
+                    .iter()
+                    .filter_map(|n| self.inner.network_attachment(ns, n).ok().flatten())
+                    .collect(),
+            ))
+        }
+    }
+
+    #[test]
+    fn with_the_api_down_nothing_is_added_early() {
+        let l = Logged::new(None);
+        std::fs::write(
+            l.f.dir.path().join("net.d/05-logged.conf"),
+            r#"{"cniVersion":"1.0.0","name":"logged","type":"slow"}"#,
+        )
+        .expect("conf");
+        let text = json!({"cniVersion": "1.0.0", "name": "multus", "type": "multus",
+            "clusterNetwork": "logged", "confDir": l.f.dir.path().join("net.d"),
+            "cniDir": l.f.dir.path().join("cache"), "binDir": l.f.dir.path().join("bin")})
+        .to_string();
+        let cfg = Config::load(text.as_bytes()).expect("config");
+        let e = l.add_with(&cfg, &src::Unconfigured).expect_err("no API");
+        assert!(matches!(&e, Error::NoClusterSource), "{e:?}");
+        assert_eq!(l.calls(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn several_nads_of_one_namespace_come_in_one_list() {
+        let f = Fixture::new();
+        let cfg = f.config("");
+        let env = pod_env("ADD");
+        let r = PodRef::from_env(&env).expect("pod ref");
+        let pod = |networks: &str| Pod {
+            namespace: "default".into(),
+            name: "p1".into(),
+            uid: "u".into(),
+            annotations: [(annotation::NETWORKS.to_string(), networks.to_string())].into(),
+        };
+        for list_fails in [false, true] {
+            let src = Listing {
+                inner: f.store(),
+                list_fails,
+                calls: Default::default(),
+            };
+            let meta = Meta {
+                cfg: &cfg,
+                env: &env,
+                stdin: b"",
+                source: &src,
+                in_process: None,
+            };
+            let plan = meta
+                .secondary_delegates(&r, &pod("multus-br,other/shared,empty-nad"))
+                .expect("plan");
+            let got: Vec<(&str, &str)> = plan
+                .iter()
+                .map(|d| (d.network.as_str(), d.ifname.as_str()))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("default/multus-br", "net1"),
+                    ("other/shared", "net2"),
+                    ("default/empty-nad", "net3")
+                ]
+            );
+            let calls = src.calls.lock().expect("lock").clone();
+            let want: &[&str] = if list_fails {
+                // The list failed: asked by name, as without the list.
+                &[
+                    "list default",
+                    "get default/multus-br",
+                    "get other/shared",
+                    "get default/empty-nad",
+                ]
+            } else {
+                // One NAD of `other`: asked by name.
+                &["list default", "get other/shared"]
+            };
+            assert_eq!(calls, want, "list fails: {list_fails}");
+            // A name the list does not have: the error the lookup by name gives.
+            let e = meta
+                .secondary_delegates(&r, &pod("multus-br,missing"))
+                .expect_err("missing");
+            assert!(
+                matches!(&e, Error::NadNotFound { network, .. } if network == "default/missing"),
+                "{e:?}"
+            );
+            let e = meta
+                .secondary_delegates(&r, &pod("multus-br,not-json"))
+                .expect_err("not json");
+            assert!(matches!(&e, Error::NadConfigJson { .. }), "{e:?}");
         }
     }
 

@@ -46,7 +46,9 @@ pub struct NetworkAttachmentDefinition {
     pub config: String,
 }
 
-pub trait ClusterSource {
+/// `Sync`: ADD asks it from more than one thread (the cluster network is resolved while
+/// the pod is read).
+pub trait ClusterSource: Sync {
     fn pod(&self, namespace: &str, name: &str) -> Result<Pod>;
     /// The NetworkAttachmentDefinition, `None` when there is none.
     fn network_attachment(
@@ -56,6 +58,15 @@ pub trait ClusterSource {
     ) -> Result<Option<NetworkAttachmentDefinition>>;
     /// Writes `k8s.v1.cni.cncf.io/network-status` on the pod.
     fn set_network_status(&self, namespace: &str, name: &str, status: &str) -> Result<()>;
+    /// Every NetworkAttachmentDefinition of `namespace` in one request, where that is
+    /// cheaper than one request each (`None`: ask for each by name). A shortcut only:
+    /// callers ask by name after any error, so errors read as they always did.
+    fn network_attachments(
+        &self,
+        _namespace: &str,
+    ) -> Result<Option<Vec<NetworkAttachmentDefinition>>> {
+        Ok(None)
+    }
 }
 
 /// Stands in where no backend is configured: every lookup fails with
