@@ -26,7 +26,25 @@ fn crds_snapshot() {
 }
 
 #[test]
+fn manifests_snapshot() {
+    let others: Vec<String> = files()
+        .into_iter()
+        .filter(|(name, _)| *name != "01-crds.yaml")
+        .map(|(name, text)| format!("# {name}\n{text}"))
+        .collect();
+    insta::assert_snapshot!(others.join("\n"));
+}
+
+#[test]
 fn deploy_dir_is_generated() {
+    let mut names: Vec<String> = std::fs::read_dir(DEPLOY)
+        .expect("deploy/")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let want: Vec<&str> = files().iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, want, "deploy/ holds only generated files");
     for (name, text) in files() {
         let path = format!("{DEPLOY}/{name}");
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
