@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use oxivirt_controller::leader::{Elector, LeaseConfig};
 
-const USAGE: &str = "usage: oxivirt-controller [--kubeconfig PATH] [--leader-elect] [--lease-namespace NS] [--lease-name NAME] [--identity ID] [--node-name NAME]\n\n  --kubeconfig PATH     the API (default: in-cluster, else $KUBECONFIG or ~/.kube/config)\n  --leader-elect        act only while holding the Lease (two replicas never act at once)\n  --lease-namespace NS  the Lease's namespace (default $POD_NAMESPACE, else oxivirt)\n  --lease-name NAME     the Lease (default oxivirt-controller)\n  --identity ID         this candidate (default $POD_NAME, else the host name)\n  --node-name NAME      the node launcher pods are bound to (default the host name)";
+const USAGE: &str = "usage: oxivirt-controller [--kubeconfig PATH] [--leader-elect] [--lease-namespace NS] [--lease-name NAME] [--identity ID] [--node-name NAME]\n\n  --kubeconfig PATH     the API (default: in-cluster, else $KUBECONFIG or ~/.kube/config)\n  --leader-elect        act only while holding the Lease (two replicas never act at once)\n  --lease-namespace NS  the Lease's namespace (default $POD_NAMESPACE, else oxivirt)\n  --lease-name NAME     the Lease (default oxivirt-controller)\n  --identity ID         this candidate (default $POD_NAME, else the host name)\n  --node-name NAME      bind launcher pods to NAME (default: none, the cluster's scheduler places them)";
 
 #[derive(Debug)]
 struct Args {
@@ -34,7 +34,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         lease_namespace: env("POD_NAMESPACE").unwrap_or_else(|| "oxivirt".into()),
         lease_name: "oxivirt-controller".into(),
         identity: env("POD_NAME").unwrap_or_else(hostname),
-        node_name: hostname(),
+        // On a cluster the scheduler places launcher pods (an empty nodeName is unset).
+        node_name: String::new(),
     };
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -134,5 +135,35 @@ fn main() -> std::process::ExitCode {
             eprintln!("oxivirt-controller: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> anyhow::Result<Args> {
+        parse(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn flags() {
+        let a = args(&[
+            "--kubeconfig",
+            "/k",
+            "--leader-elect",
+            "--lease-namespace=ns",
+            "--identity",
+            "me",
+        ])
+        .expect("parse");
+        assert_eq!(a.kubeconfig, Some(PathBuf::from("/k")));
+        assert!(a.leader_elect);
+        assert_eq!(a.lease_namespace, "ns");
+        assert_eq!(a.lease_name, "oxivirt-controller");
+        assert_eq!(a.identity, "me");
+        assert_eq!(a.node_name, "");
+        assert!(args(&["--lease-namespace"]).is_err());
+        assert!(args(&["--bogus"]).is_err());
     }
 }

@@ -188,3 +188,97 @@ async fn a_leader_that_sees_another_holder_steps_down() {
     );
     assert_eq!(active.load(Ordering::SeqCst), 0);
 }
+
+/// The launcher pods of the VM `name` in `default`.
+fn launcher_pods(d: &Daemon, name: &str) -> Vec<serde_json::Value> {
+    let (code, list) = d.get(&format!(
+        "/api/v1/namespaces/default/pods?labelSelector=vm.kubevirt.io/name%3D{name}"
+    ));
+    assert_eq!(code, 200, "{list}");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Two controller replicas, each `oxivirt_controller::run` under an elector (as
+/// `oxivirt-controller --leader-elect` runs it), on one API without a pod runtime: one
+/// VM with `runStrategy: Always` gets one VMI and one launcher pod, also after the leader
+/// dies and the other replica takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_elected_controllers_make_one_launcher_pod() {
+    let tmp = TempDir::new("leader-controllers").expect("tmp");
+    let d = Daemon::start(tmp.path());
+    let kubeconfig = d.kubeconfig();
+    let replica = |id: &'static str| {
+        let kubeconfig = kubeconfig.clone();
+        tokio::spawn(async move {
+            let client = oxivirt_node::client_from_kubeconfig(&kubeconfig)
+                .await
+                .expect("client");
+            let work = oxivirt_controller::run(
+                client.clone(),
+                oxivirt_controller::Config {
+                    node_name: "node-1".into(),
+                },
+            );
+            Elector::new(client, config(id)).run(work).await
+        })
+    };
+    let mut replicas = vec![("a", replica("a")), ("b", replica("b"))];
+
+    let text = std::fs::read_to_string(common::seed("vm-2.yaml")).expect("vm-2.yaml");
+    let vm = oxivirt_api::parse_vm("vm-2.yaml", &text).expect("vm-2.yaml");
+    let mut vm = serde_json::to_value(&vm).expect("json");
+    vm["spec"].as_object_mut().expect("spec").remove("running");
+    vm["spec"]["runStrategy"] = serde_json::json!("Always");
+    let (code, body) = d.curl(
+        "POST",
+        "/apis/kubevirt.io/v1/namespaces/default/virtualmachines",
+        Some(&vm.to_string()),
+        "application/json",
+    );
+    assert_eq!(code, 201, "{body}");
+    let t = Instant::now();
+    while launcher_pods(&d, "testvm-2").is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(20), "no launcher pod");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pods = launcher_pods(&d, "testvm-2");
+    assert_eq!(pods.len(), 1, "{pods:#?}");
+    let first = pods[0]["metadata"]["name"].clone();
+
+    // The leader dies without releasing; the other takes over and finds the pod made.
+    let path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/oxivirt-controller";
+    let (_, lease) = d.get(path);
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .expect("holder")
+        .to_string();
+    let i = replicas
+        .iter()
+        .position(|(id, _)| *id == holder)
+        .expect("the holder is a replica");
+    let (_, dead) = replicas.remove(i);
+    dead.abort();
+    let t = Instant::now();
+    loop {
+        let (_, lease) = d.get(path);
+        if lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| h != holder)
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(8), "no takeover: {lease}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The new leader's controllers resync; the VM's pod stays the one pod.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pods = launcher_pods(&d, "testvm-2");
+    assert_eq!(pods.len(), 1, "{pods:#?}");
+    assert_eq!(pods[0]["metadata"]["name"], first);
+    let (_, vmis) = d.get("/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances");
+    assert_eq!(vmis["items"].as_array().map_or(0, Vec::len), 1, "{vmis}");
+    for (_, r) in replicas {
+        r.abort();
+    }
+}

@@ -245,7 +245,11 @@ pub fn controller() -> Value {
                         "imagePullPolicy": "IfNotPresent",
                         "command": ["/usr/bin/oxivirt-controller"],
                         "args": ["--leader-elect", "--lease-namespace", NAMESPACE],
-                        "env": [field_env("POD_NAME", "metadata.name")],
+                        // The candidate's identity and the Lease's namespace.
+                        "env": [
+                            field_env("POD_NAME", "metadata.name"),
+                            field_env("POD_NAMESPACE", "metadata.namespace"),
+                        ],
                         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
                         "securityContext": restricted(),
                     }],
