@@ -42,7 +42,11 @@ const DROP: &[&str] = &[
 /// The schemars output of a type made structural:
 /// - a `true`/`{}` schema (a `serde_json::Value` field) keeps anything:
 ///   `x-kubernetes-preserve-unknown-fields: true`;
-/// - `anyOf`/`oneOf` of one schema and a null one becomes that schema with `nullable: true`;
+/// - `anyOf`/`oneOf` of one schema and a null one (an `Option`) becomes that schema with
+///   `nullable: true`: the server then keeps a null as written (the seed's `default:`), as
+///   `oxivirtd` stores it, so a second `kubectl apply` of the same file is `unchanged`
+///   (a pruned null would make the list holding it differ from the last applied one);
+///   fields that are not `Option`s are not nullable, and the server prunes their nulls;
 /// - `properties` with `additionalProperties` (a `#[serde(flatten)]` map of extra fields)
 ///   becomes `x-kubernetes-preserve-unknown-fields: true`; `additionalProperties: false`
 ///   (`deny_unknown_fields`) goes: the server prunes unknown fields;

@@ -143,6 +143,18 @@ fn seed_vm_validates() {
     );
     let errs = validate(schema(&crd("VirtualMachine")), &vm);
     assert!(errs.is_empty(), "{errs:#?}");
+    // An `Option` is nullable (its null kept); the null of a field that is not is pruned
+    // by the server, then the object validates without it.
+    let vm_crd = crd("VirtualMachine");
+    let multus = &schema(&vm_crd)["properties"]["spec"]["properties"]["template"]["properties"]
+        ["spec"]["properties"]["networks"]["items"]["properties"]["multus"];
+    assert_eq!(multus["properties"]["default"]["nullable"], true);
+    let devices = &schema(&vm_crd)["properties"]["spec"]["properties"]["template"]["properties"]
+        ["spec"]["properties"]["domain"]["properties"]["devices"];
+    assert!(devices.get("nullable").is_none(), "{devices}");
+    let mut pruned = vm.clone();
+    pruned["spec"]["template"]["spec"]["domain"]["devices"] = Value::Null;
+    assert!(validate(schema(&vm_crd), &pruned).is_empty());
 }
 
 #[test]
