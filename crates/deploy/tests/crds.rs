@@ -242,3 +242,68 @@ fn the_checker_catches_non_structural_schemas() {
     );
     assert!(check(&made).is_empty());
 }
+
+/// The CRDs and `oxivirtd`'s API describe the kinds alike: names, scope, categories,
+/// status subresource, and the Table columns (`oxivirtd` renders them itself; on a
+/// cluster the API server renders them from the CRD's printer columns).
+#[test]
+fn crds_agree_with_oxivirtds_api() {
+    use oxivirt_apiserver::resources::{NAD, VM, VMI};
+    use oxivirt_apiserver::table::column_definitions;
+    for r in [VM, VMI, NAD] {
+        let c = crd(r.kind);
+        assert_eq!(c["spec"]["group"], r.group);
+        assert_eq!(c["spec"]["scope"], "Namespaced");
+        assert!(r.namespaced);
+        let names = &c["spec"]["names"];
+        assert_eq!(names["plural"], r.plural);
+        assert_eq!(names["singular"], r.singular);
+        assert_eq!(
+            names["shortNames"].as_array().cloned().unwrap_or_default(),
+            r.short_names.iter().map(|s| json!(s)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            names["categories"].as_array().cloned().unwrap_or_default(),
+            r.categories.iter().map(|s| json!(s)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            c["spec"]["versions"][0]["subresources"]["status"].is_object(),
+            r.status_subresource,
+            "{}",
+            r.kind
+        );
+        let ours: Vec<(Value, Value, u64)> = column_definitions(&r)
+            .as_array()
+            .expect("columns")
+            .iter()
+            .filter(|d| d["name"] != "Name")
+            .map(|d| {
+                (
+                    d["name"].clone(),
+                    d["type"].clone(),
+                    d["priority"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let theirs: Vec<(Value, Value, u64)> = c["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                (
+                    d["name"].clone(),
+                    d["type"].clone(),
+                    d["priority"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        if r.kind == "NetworkAttachmentDefinition" {
+            // Multus declares none: kubectl's default columns are Name and Age.
+            assert!(theirs.is_empty());
+            assert_eq!(ours, vec![(json!("Age"), json!("date"), 0)]);
+        } else {
+            assert_eq!(ours, theirs, "{}", r.kind);
+        }
+    }
+}
