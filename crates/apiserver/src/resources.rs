@@ -135,11 +135,25 @@ pub const VMI: Resource = Resource {
     status_subresource: true,
 };
 
+/// `coordination.k8s.io/v1` Lease: what controllers elect their leader with (a plain
+/// namespaced kind; updates take the resourceVersion precondition like every kind here).
+pub const LEASE: Resource = Resource {
+    group: "coordination.k8s.io",
+    version: "v1",
+    kind: "Lease",
+    plural: "leases",
+    singular: "lease",
+    short_names: &[],
+    namespaced: true,
+    categories: &[],
+    status_subresource: false,
+};
+
 /// Every resource served, core group first.
-pub const ALL: &[Resource] = &[NAMESPACE, POD, EVENT, NAD, VM, VMI];
+pub const ALL: &[Resource] = &[NAMESPACE, POD, EVENT, LEASE, NAD, VM, VMI];
 
 /// The API groups besides the core one, in discovery order.
-pub const GROUPS: &[&str] = &["k8s.cni.cncf.io", "kubevirt.io"];
+pub const GROUPS: &[&str] = &["coordination.k8s.io", "k8s.cni.cncf.io", "kubevirt.io"];
 
 /// The resource at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

@@ -229,6 +229,17 @@ fn columns(r: &Resource) -> Vec<Column> {
                 value: |o, _| o["message"].clone(),
             },
         ],
+        "Lease" => vec![
+            NAME,
+            Column {
+                name: "Holder",
+                kind: "string",
+                priority: 0,
+                description: "holderIdentity contains the identity of the holder of a current lease.",
+                value: |o, _| o["spec"]["holderIdentity"].clone(),
+            },
+            AGE,
+        ],
         // NetworkAttachmentDefinition (Multus's CRD declares no columns) and anything else.
         _ => vec![NAME, AGE],
     }

@@ -6,6 +6,7 @@
 //! plans out.
 
 pub mod error;
+pub mod leader;
 pub mod plan;
 pub mod run;
 
