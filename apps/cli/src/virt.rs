@@ -6,16 +6,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
 use http::header;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use tokio_tungstenite::tungstenite::{handshake, Message};
+use tokio_tungstenite::tungstenite::handshake;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::api::Error as ApiError;
@@ -267,7 +263,7 @@ pub async fn console(ctx: &Ctx<'_>, a: &ConsoleArgs) -> Result<(), Error> {
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UnixStream::from_std(bridge_end))
         .map_err(|e| Error(format!("error: a socket pair for the console: {e}")))?;
-    let pump = tokio::spawn(bridge(ws, bridge_end));
+    let pump = tokio::spawn(oxivirt_console::ws::bridge(ws, bridge_end));
     let name = a.name.clone();
     let session = tokio::task::spawn_blocking(move || oxivirt_console::attach(&name, terminal_end))
         .await
@@ -277,60 +273,4 @@ pub async fn console(ctx: &Ctx<'_>, a: &ConsoleArgs) -> Result<(), Error> {
     session
         .map(|_| ())
         .map_err(|e| Error(format!("error: {}", chain(&e))))
-}
-
-/// Websocket binary frames to `local` and `local`'s bytes to frames, until one side
-/// ends; leaving closes with 1000 (normal), as virtctl does.
-async fn bridge<S, L>(ws: WebSocketStream<S>, local: L)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    L: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut sink, mut frames) = ws.split();
-    let (mut rd, mut wr) = tokio::io::split(local);
-    let mut buf = vec![0u8; 16 * 1024];
-    let server_closed = loop {
-        tokio::select! {
-            n = rd.read(&mut buf) => match n {
-                Ok(0) | Err(_) => break false,
-                Ok(n) => {
-                    let frame = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
-                    if sink.send(frame).await.is_err() {
-                        break true;
-                    }
-                }
-            },
-            m = frames.next() => match m {
-                Some(Ok(Message::Binary(b))) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break false;
-                    }
-                }
-                Some(Ok(Message::Text(t))) => {
-                    if wr.write_all(t.as_bytes()).await.is_err() {
-                        break false;
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break true,
-            },
-        }
-    };
-    // The terminal side sees the end of the stream: the session ends with it.
-    let _ = wr.shutdown().await;
-    if server_closed {
-        let _ = sink.close().await;
-        return;
-    }
-    let bye = Message::Close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    }));
-    if sink.send(bye).await.is_ok() {
-        while let Some(Ok(m)) = frames.next().await {
-            if m.is_close() {
-                break;
-            }
-        }
-    }
 }

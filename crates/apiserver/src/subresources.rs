@@ -20,20 +20,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use oxivirt_app_launcher::control;
 use oxivirt_store::Key;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::ApiError;
@@ -52,9 +47,6 @@ pub const PLAIN_PROTOCOL: &str = "plain.kubevirt.io";
 
 /// How often a write that lost a race with another writer is tried again.
 const RETRIES: usize = 8;
-
-/// How long the console bridge waits for the client's close reply.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Self {
@@ -826,7 +818,7 @@ pub async fn console(
         if let Ok(upgraded) = on_upgrade.await {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            bridge(ws, launcher).await;
+            oxivirt_console::ws::bridge(ws, launcher).await;
         }
     });
     let mut resp = hyper::Response::builder()
@@ -839,70 +831,6 @@ pub async fn console(
     }
     resp.body(())
         .map_err(|e| internal(format!("building the upgrade response: {e}")))
-}
-
-/// Copies websocket frames to the console stream and the stream's bytes to binary
-/// frames, until either side ends; then closes the websocket with 1000 (normal), which
-/// virtctl takes as a clean end. When the launcher hands the console to a newer client
-/// it sends its notice first, so the old client sees why.
-pub async fn bridge<S, C>(ws: WebSocketStream<S>, console: C)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut sink, mut frames) = ws.split();
-    let (mut rd, mut wr) = tokio::io::split(console);
-    let mut buf = vec![0u8; 16 * 1024];
-    let client_closed = loop {
-        tokio::select! {
-            n = rd.read(&mut buf) => match n {
-                Ok(0) | Err(_) => break false,
-                Ok(n) => {
-                    let frame = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
-                    if sink.send(frame).await.is_err() {
-                        break true;
-                    }
-                }
-            },
-            m = frames.next() => match m {
-                Some(Ok(Message::Binary(b))) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break false;
-                    }
-                }
-                Some(Ok(Message::Text(t))) => {
-                    if wr.write_all(t.as_bytes()).await.is_err() {
-                        break false;
-                    }
-                }
-                // Pings are answered by the websocket layer itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break true,
-            },
-        }
-    };
-    let _ = wr.shutdown().await;
-    if client_closed {
-        // The close reply is queued by the websocket layer; this sends it.
-        let _ = sink.close().await;
-        return;
-    }
-    let bye = Message::Close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    }));
-    if sink.send(bye).await.is_ok() {
-        // Gives the client the moment it takes to answer the close, so it sees a clean
-        // close rather than a reset.
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            while let Some(Ok(m)) = frames.next().await {
-                if m.is_close() {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
 }
 
 #[cfg(test)]

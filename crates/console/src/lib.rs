@@ -13,6 +13,8 @@ pub mod client;
 mod ring;
 pub mod server;
 pub mod term;
+#[cfg(feature = "websocket")]
+pub mod ws;
 
 pub use client::{
     attach, connect, connected_message, run_session, Input, SessionEnd, Stdin, Transport, Waker,
