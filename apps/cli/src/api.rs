@@ -46,16 +46,7 @@ fn reason(s: &kube::core::Status) -> &str {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
+use oxivirt_api::report::chain;
 
 impl Error {
     pub fn is_not_found(&self) -> bool {

@@ -56,16 +56,7 @@ enum Error {
     Virt(#[from] virt::Error),
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
+use oxivirt_api::report::chain;
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let docs = match &cli.command {

@@ -8,6 +8,7 @@
 
 pub mod defaults;
 pub mod quantity;
+pub mod report;
 pub mod time;
 pub mod types;
 pub mod validate;
