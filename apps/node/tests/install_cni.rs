@@ -311,3 +311,43 @@ fn missing_service_account_is_named() {
     );
     assert!(!node.multus_conf().exists());
 }
+
+/// The DaemonSet's `install-cni` container runs a command line this binary accepts (clap
+/// rejects an unknown argument before it reaches the trailing `--help`).
+#[test]
+fn the_daemonset_command_line_is_accepted() {
+    let ds = oxivirt_deploy::manifests::node();
+    let containers = ds["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers");
+    let c = containers
+        .iter()
+        .find(|c| c["name"] == "install-cni")
+        .expect("the install-cni container");
+    assert_eq!(c["command"], json!(["/usr/bin/oxivirt-node"]));
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("a string"))
+        .collect();
+    assert_eq!(args.first(), Some(&"install-cni"));
+    let out = Command::new(BIN)
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It mounts what it writes.
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert_eq!(mounts, ["/host/opt/cni/bin", "/host/etc/cni/net.d"]);
+}
