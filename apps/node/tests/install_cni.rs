@@ -351,3 +351,35 @@ fn the_daemonset_command_line_is_accepted() {
         .collect();
     assert_eq!(mounts, ["/host/opt/cni/bin", "/host/etc/cni/net.d"]);
 }
+
+/// An IPv6 service address is bracketed in the server URL; without the service variables
+/// (not in a pod) the error names them.
+#[test]
+fn service_address_in_the_kubeconfig() {
+    let node = Node::new();
+    let out = node
+        .command(&["--once"])
+        .env("KUBERNETES_SERVICE_HOST", "fd00:10:96::1")
+        .output()
+        .expect("run");
+    ok(&out);
+    let text = std::fs::read_to_string(node.kubeconfig()).expect("kubeconfig");
+    assert!(
+        text.contains("server: \"https://[fd00:10:96::1]:443\""),
+        "{text}"
+    );
+    oxivirt_multus_core::kube::KubeSource::from_kubeconfig(
+        &node.kubeconfig(),
+        Duration::from_secs(1),
+    )
+    .expect("loads");
+
+    let out = node
+        .command(&["--once"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KUBERNETES_SERVICE_HOST"), "{err}");
+}
