@@ -268,9 +268,10 @@ fn host_path(name: &str, path: &str) -> Value {
     json!({"name": name, "hostPath": {"path": path, "type": "DirectoryOrCreate"}})
 }
 
-/// The node agent on every node: installs the CNI plugins (an unprivileged init
-/// container writing the host's CNI bin dir), then runs privileged (network namespaces,
-/// CNI, the launchers' state).
+/// The node agent on every node: `install-cni` (unprivileged, writing only the host's CNI
+/// bin and conf dirs) installs the plugins and keeps `00-multus.conf` and its kubeconfig
+/// current until SIGTERM removes them; `node` runs privileged (network namespaces, CNI, the
+/// launchers' state).
 pub fn node() -> Value {
     let name = "oxivirt-node";
     json!({
@@ -287,18 +288,32 @@ pub fn node() -> Value {
                     "dnsPolicy": "ClusterFirstWithHostNet",
                     "priorityClassName": "system-node-critical",
                     "tolerations": [{"operator": "Exists"}],
-                    "initContainers": [{
+                    "containers": [{
+                        // Long-running, not an init container: it keeps the kubeconfig and
+                        // 00-multus.conf current (token rotation, the default network
+                        // changing) and removes both on SIGTERM, so pods never wait on a
+                        // meta plugin whose agent is gone (`kubectl delete -f deploy/`).
+                        // Not privileged: it only writes the two host dirs it mounts.
                         "name": "install-cni",
                         "image": IMAGE,
                         "imagePullPolicy": "IfNotPresent",
-                        "command": ["/usr/bin/oxivirt-node", "install-cni", "--cni-bin-dir", "/host/opt/cni/bin"],
+                        "command": ["/usr/bin/oxivirt-node"],
+                        "args": [
+                            "install-cni",
+                            "--bin-dir", "/host/opt/cni/bin",
+                            "--conf-dir", "/host/etc/cni/net.d",
+                            "--source-dir", "/usr/bin",
+                        ],
+                        "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"memory": "32Mi"}},
                         "securityContext": {
                             "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                             "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE", "CHOWN", "FOWNER"]},
                         },
-                        "volumeMounts": [{"name": "cni-bin", "mountPath": "/host/opt/cni/bin"}],
-                    }],
-                    "containers": [{
+                        "volumeMounts": [
+                            {"name": "cni-bin", "mountPath": "/host/opt/cni/bin"},
+                            {"name": "cni-conf", "mountPath": "/host/etc/cni/net.d"},
+                        ],
+                    }, {
                         "name": "node",
                         "image": IMAGE,
                         "imagePullPolicy": "IfNotPresent",

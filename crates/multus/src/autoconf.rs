@@ -64,6 +64,19 @@ fn capabilities(conf: &Value) -> Map<String, Value> {
 /// Writes `<dir>/00-multus.conf` around the first config; returns its path.
 pub fn generate(dir: &Path, backend: &Backend, cni_dir: &Path, bin_dir: &Path) -> Result<PathBuf> {
     let (_, conf) = first_config(dir)?;
+    write(dir, &wrap(&conf, backend, dir, cni_dir, bin_dir))
+}
+
+/// The meta plugin's config around `conf` (the cluster network). The paths are as the
+/// runtime sees them: a node agent in a container writes into `/host/etc/cni/net.d` a config
+/// that names `/etc/cni/net.d`.
+pub fn wrap(
+    conf: &Value,
+    backend: &Backend,
+    conf_dir: &Path,
+    cni_dir: &Path,
+    bin_dir: &Path,
+) -> Value {
     let version = conf
         .get("cniVersion")
         .cloned()
@@ -72,12 +85,12 @@ pub fn generate(dir: &Path, backend: &Backend, cni_dir: &Path, bin_dir: &Path) -
         "cniVersion": version,
         "name": "multus-cni-network",
         "type": "multus",
-        "confDir": dir.display().to_string(),
+        "confDir": conf_dir.display().to_string(),
         "cniDir": cni_dir.display().to_string(),
         "binDir": bin_dir.display().to_string(),
         "delegates": [conf.clone()],
     });
-    let caps = capabilities(&conf);
+    let caps = capabilities(conf);
     if let Some(o) = out.as_object_mut() {
         if !caps.is_empty() {
             o.insert("capabilities".into(), Value::Object(caps));
@@ -87,6 +100,12 @@ pub fn generate(dir: &Path, backend: &Backend, cni_dir: &Path, bin_dir: &Path) -
             Backend::Store(s) => o.insert("oxivirtStore".into(), json!(s.display().to_string())),
         };
     }
+    out
+}
+
+/// Writes `out` as `<dir>/00-multus.conf` (a temporary file renamed into place, so the
+/// runtime never reads half of it); returns its path.
+pub fn write(dir: &Path, out: &Value) -> Result<PathBuf> {
     let path = dir.join(FILE_NAME);
     let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
     // `{:#}` is a `Value`'s pretty JSON, which cannot fail.

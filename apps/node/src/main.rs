@@ -1,0 +1,37 @@
+//! `oxivirt-node`: the node agent of Kubernetes mode (the DaemonSet in `deploy/`).
+//!
+//! Today: `install-cni`, which puts the CNI plugins, the Multus-compatible `00-multus.conf`
+//! and its kubeconfig on the node, keeps them current and removes the config on SIGTERM.
+
+mod install;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "oxivirt-node", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install oxivirt-cni and oxivirt-multus into the host's CNI bin dir, write
+    /// 00-multus.conf around the default network with a kubeconfig from the service account,
+    /// keep both current, and remove them on SIGTERM.
+    InstallCni(install::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::InstallCni(args) => match install::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxivirt-node install-cni: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
