@@ -23,7 +23,7 @@ struct Args {
     node: NodeArgs,
 }
 
-/// The pod runtime's flags (`oxivirt_node::Config` once the data dir is known).
+/// The pod runtime's flags (`oxivirt_pod_runtime::Config` once the data dir is known).
 struct NodeArgs {
     node_name: String,
     cni_conf_dir: PathBuf,
@@ -40,11 +40,11 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         api_only: false,
         no_controllers: false,
         node: NodeArgs {
-            node_name: oxivirt_node::hostname(),
+            node_name: oxivirt_pod_runtime::hostname(),
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_bin_dir: PathBuf::from("/opt/cni/bin"),
             registry_mirrors: Vec::new(),
-            launcher: oxivirt_node::default_launcher(),
+            launcher: oxivirt_pod_runtime::default_launcher(),
             accel: None,
         },
     };
@@ -177,19 +177,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if off {
                 return;
             }
-            match oxivirt_node::client_from_kubeconfig(&kubeconfig).await {
+            match oxivirt_pod_runtime::client_from_kubeconfig(&kubeconfig).await {
                 Ok(c) => oxivirt_controller::run(c, oxivirt_controller::Config { node_name }).await,
                 Err(e) => eprintln!("oxivirtd: the controllers cannot reach the API: {e}"),
             }
         })
     };
 
-    // The pod runtime (crates/node), on the API through the kubeconfig just written.
-    let client = oxivirt_node::client_from_kubeconfig(&kubeconfig)
+    // The pod runtime (crates/pod-runtime), on the API through the kubeconfig just written.
+    let client = oxivirt_pod_runtime::client_from_kubeconfig(&kubeconfig)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("the pod runtime's API client")?;
-    let node = oxivirt_node::Config {
+    let node = oxivirt_pod_runtime::Config {
         node_name: args.node.node_name,
         data_dir: dir.clone(),
         cni_conf_dir: args.node.cni_conf_dir,
@@ -202,10 +202,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if api_only {
             return std::future::pending::<()>().await;
         }
-        if let Err(e) = oxivirt_node::run(node, client).await {
+        if let Err(e) = oxivirt_pod_runtime::run(node, client).await {
             eprintln!(
                 "oxivirtd: the pod runtime stopped: {}",
-                oxivirt_node::error::chain(&e)
+                oxivirt_pod_runtime::error::chain(&e)
             );
         }
         // The API keeps serving without it.

@@ -50,7 +50,7 @@ async fn one_leads_and_the_other_takes_over() {
     let tmp = TempDir::new("leader").expect("tmp");
     let d = Daemon::start(tmp.path());
     let kubeconfig = d.kubeconfig();
-    let client = || oxivirt_node::client_from_kubeconfig(&kubeconfig);
+    let client = || oxivirt_pod_runtime::client_from_kubeconfig(&kubeconfig);
     let (a, b) = (client().await.expect("a"), client().await.expect("b"));
 
     let active = Arc::new(AtomicUsize::new(0));
@@ -111,10 +111,10 @@ async fn one_leads_and_the_other_takes_over() {
 async fn work_ending_releases_and_a_rival_takes_over_at_once() {
     let tmp = TempDir::new("leader-release").expect("tmp");
     let d = Daemon::start(tmp.path());
-    let a = oxivirt_node::client_from_kubeconfig(&d.kubeconfig())
+    let a = oxivirt_pod_runtime::client_from_kubeconfig(&d.kubeconfig())
         .await
         .expect("a");
-    let b = oxivirt_node::client_from_kubeconfig(&d.kubeconfig())
+    let b = oxivirt_pod_runtime::client_from_kubeconfig(&d.kubeconfig())
         .await
         .expect("b");
     let mut cfg = config("a");
@@ -130,7 +130,7 @@ async fn work_ending_releases_and_a_rival_takes_over_at_once() {
 
     // A candidate never takes a Lease its holder keeps renewing, however short its own
     // lease duration (the holder's record says how long it holds).
-    let c = oxivirt_node::client_from_kubeconfig(&d.kubeconfig())
+    let c = oxivirt_pod_runtime::client_from_kubeconfig(&d.kubeconfig())
         .await
         .expect("c");
     let mut usurped = config("c");
@@ -150,7 +150,7 @@ async fn work_ending_releases_and_a_rival_takes_over_at_once() {
 async fn a_leader_that_sees_another_holder_steps_down() {
     let tmp = TempDir::new("leader-stepdown").expect("tmp");
     let d = Daemon::start(tmp.path());
-    let a = oxivirt_node::client_from_kubeconfig(&d.kubeconfig())
+    let a = oxivirt_pod_runtime::client_from_kubeconfig(&d.kubeconfig())
         .await
         .expect("a");
     let active = Arc::new(AtomicUsize::new(0));
@@ -210,7 +210,7 @@ async fn two_elected_controllers_make_one_launcher_pod() {
     let replica = |id: &'static str| {
         let kubeconfig = kubeconfig.clone();
         tokio::spawn(async move {
-            let client = oxivirt_node::client_from_kubeconfig(&kubeconfig)
+            let client = oxivirt_pod_runtime::client_from_kubeconfig(&kubeconfig)
                 .await
                 .expect("client");
             let work = oxivirt_controller::run(
