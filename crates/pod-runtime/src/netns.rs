@@ -161,18 +161,6 @@ pub fn delete(path: &Path) -> Result<()> {
     }
 }
 
-/// The namespaces this runtime made that exist now.
-pub fn ours() -> Vec<PathBuf> {
-    std::fs::read_dir(NETNS_DIR)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

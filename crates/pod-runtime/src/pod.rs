@@ -837,7 +837,6 @@ async fn stop_orphan(state_dir: &Path, p: Option<&Process>, grace: Option<u64>) 
 pub(crate) async fn clean_orphans(ctx: Arc<Ctx>, listed: HashMap<String, PathBuf>) {
     let cfg = &ctx.config;
     let keep_dirs: HashSet<&PathBuf> = listed.values().collect();
-    let keep_ns: HashSet<PathBuf> = listed.keys().map(|u| netns::path_for(u)).collect();
     for rec in Record::all(&cfg.records()) {
         if listed.contains_key(&rec.uid) {
             continue;
@@ -862,16 +861,10 @@ pub(crate) async fn clean_orphans(ctx: Arc<Ctx>, listed: HashMap<String, PathBuf
         }
         Record::remove(&cfg.records(), &rec.uid);
     }
+    // A namespace named like ours but in no record of this daemon is left alone: other
+    // daemons (other data dirs) share /run/netns, and records are written before any
+    // namespace is made, so a crash leaves none of ours unrecorded.
     let records = Record::all(&cfg.records());
-    for ns in netns::ours() {
-        if !keep_ns.contains(&ns) && !records.iter().any(|r| r.netns == ns) {
-            println!(
-                "oxivirtd: removing the network namespace {} of no pod",
-                ns.display()
-            );
-            let _ = netns::delete(&ns);
-        }
-    }
     let launchers = cfg.data_dir.join("launchers");
     for ns_dir in sub_dirs(&launchers) {
         for dir in sub_dirs(&ns_dir) {
