@@ -270,8 +270,9 @@ fn host_path(name: &str, path: &str) -> Value {
 
 /// The node agent on every node: `install-cni` (unprivileged, writing only the host's CNI
 /// bin and conf dirs) installs the plugins and keeps `00-multus.conf` and its kubeconfig
-/// current until SIGTERM removes them; `node` runs privileged (network namespaces, CNI, the
-/// launchers' state).
+/// current until SIGTERM removes them. The agent's other part (console relay, launcher
+/// status, the device plugin) joins this DaemonSet when it exists: a container for a
+/// binary that refuses its arguments would only crash-loop.
 pub fn node() -> Value {
     let name = "oxivirt-node";
     json!({
@@ -313,31 +314,10 @@ pub fn node() -> Value {
                             {"name": "cni-bin", "mountPath": "/host/opt/cni/bin"},
                             {"name": "cni-conf", "mountPath": "/host/etc/cni/net.d"},
                         ],
-                    }, {
-                        "name": "node",
-                        "image": IMAGE,
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["/usr/bin/oxivirt-node"],
-                        "args": [
-                            "--cni-bin-dir", "/host/opt/cni/bin",
-                            "--cni-conf-dir", "/host/etc/cni/net.d",
-                            "--data-dir", "/var/lib/oxivirt",
-                        ],
-                        "env": [field_env("NODE_NAME", "spec.nodeName")],
-                        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
-                        "securityContext": {"privileged": true},
-                        "volumeMounts": [
-                            {"name": "cni-bin", "mountPath": "/host/opt/cni/bin"},
-                            {"name": "cni-conf", "mountPath": "/host/etc/cni/net.d"},
-                            {"name": "data", "mountPath": "/var/lib/oxivirt"},
-                            {"name": "netns", "mountPath": "/run/netns", "mountPropagation": "Bidirectional"},
-                        ],
                     }],
                     "volumes": [
                         host_path("cni-bin", "/opt/cni/bin"),
                         host_path("cni-conf", "/etc/cni/net.d"),
-                        host_path("data", "/var/lib/oxivirt"),
-                        host_path("netns", "/run/netns"),
                     ],
                 },
             },
