@@ -474,7 +474,7 @@ fn pause_unpause_restart_and_force_stop() {
 
     let o = oxivirt(&node, &["pause", "vmi", "p"]);
     assert_eq!(out(&o), "VMI p was scheduled to pause\n", "{o:?}");
-    wait_status(&node, "p", "Paused", Duration::from_secs(10));
+    wait_row(&node, "p", "Paused", "False", Duration::from_secs(10));
     let v = vmi(&node, "p");
     let paused = v["status"]["conditions"]
         .as_array()

@@ -150,8 +150,15 @@ pub fn vmi_status(launcher: &Value, node: &str, at: &str) -> Option<Value> {
     let reason = launcher.get("reason").and_then(Value::as_str).unwrap_or("");
     let paused = launcher.get("paused").and_then(Value::as_bool) == Some(true);
     let conditions = match phase {
+        // As in KubeVirt: a paused VMI's pod fails its readiness gate, so it is not Ready.
         "Running" if paused => json!([
-            condition("Ready", true, "", "", at),
+            condition(
+                "Ready",
+                false,
+                "ReadinessGatesNotReady",
+                "the status of pod readiness gate \"kubevirt.io/virtual-machine-unpaused\" is not \"True\", but False",
+                at
+            ),
             condition("Paused", true, "PausedByUser", "VMI was paused by user", at),
         ]),
         "Running" => json!([condition("Ready", true, "", "", at)]),
@@ -256,6 +263,10 @@ mod tests {
             .get("leaseAcknowledgedAt")
             .is_none());
         assert_eq!(s["status"]["conditions"][1]["type"], "Paused");
+        assert_eq!(
+            s["status"]["conditions"][0]["status"], "False",
+            "paused: not Ready"
+        );
         assert!(vmi_status(&json!({"phase": "Scheduled"}), "n1", "t").is_none());
         let f = vmi_status(&json!({"phase": "Failed", "reason": "boom"}), "n1", "t").expect("f");
         assert_eq!(f["status"]["conditions"][0]["message"], "boom");
