@@ -69,10 +69,10 @@ pub(crate) fn seed_vm(name: &str) -> Value {
 }
 
 /// A running `oxivirtd`, killed (its process group) when dropped.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     _reg: cleanup::Registration,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Daemon {
@@ -82,7 +82,7 @@ impl Drop for Daemon {
     }
 }
 
-fn start(bin: &Path, data: &Path) -> Result<Daemon> {
+pub(crate) fn start(bin: &Path, data: &Path) -> Result<Daemon> {
     let (mut child, reg) = cleanup::spawn(
         Command::new(bin)
             .arg("--data-dir")

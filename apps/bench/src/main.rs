@@ -9,16 +9,19 @@
 //! this one was killed outright.
 //!
 //! Usage: `oxivirt-bench [--samples N] [--big-samples N] [--plugins DIR] [--reference DIR]
-//! [--only seed,multus,store,bindings,launcher,api,lifecycle] [--launcher-samples N]
+//! [--only seed,multus,store,bindings,launcher,api,lifecycle,controller] [--launcher-samples N]
 //! [--launcher-accel tcg|kvm|auto] [--guest OCI-LAYOUT]`
 //!
 //! `launcher` (the seed VM under `oxivirt-launcher`, see [`launcher`]) runs only when named
 //! in `--only`: it boots real guests and takes minutes. So does `api` (`oxivirtd` under
 //! load, see [`api`]), which needs the release `oxivirtd` beside this binary, and
 //! `lifecycle` (`oxivirt start` → VMI Running through the whole daemon, see [`lifecycle`]),
-//! which needs `oxivirtd`, `oxivirt`, `oxivirt-launcher` and the plugins beside it.
+//! which needs `oxivirtd`, `oxivirt`, `oxivirt-launcher` and the plugins beside it, and
+//! `controller` (`oxivirt-controller`'s memory idle and with 100 VMIs, see [`controller`]),
+//! which needs `oxivirtd` and `oxivirt-controller` (and optionally `oxivirt-node`).
 
 mod api;
+mod controller;
 mod launcher;
 mod lifecycle;
 
@@ -188,7 +191,7 @@ struct Args {
 
 impl Args {
     fn wants(&self, group: &str) -> bool {
-        (self.only.is_empty() && !["launcher", "api", "lifecycle"].contains(&group))
+        (self.only.is_empty() && !["launcher", "api", "lifecycle", "controller"].contains(&group))
             || self.only.iter().any(|g| g == group)
     }
 
@@ -892,10 +895,15 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    let others = args.only.is_empty() || args.only.iter().any(|g| g != "api");
-    let result = match &api {
-        Some(Err(_)) => Ok((Vec::new(), None, None, None)),
-        _ if others => run(&args),
+    let controller = if args.wants("controller") && !cleanup::interrupted() {
+        Some(controller::bench())
+    } else {
+        None
+    };
+    let others = args.only.is_empty() || args.only.iter().any(|g| g != "api" && g != "controller");
+    let result = match (&api, &controller) {
+        (Some(Err(_)), _) | (_, Some(Err(_))) => Ok((Vec::new(), None, None, None)),
+        _ if others && !cleanup::interrupted() => run(&args),
         _ => Ok((Vec::new(), None, None, None)),
     };
     if cleanup::interrupted() {
@@ -904,6 +912,13 @@ fn main() -> Result<()> {
     }
     let (rows, bindings, launcher, lifecycle) = result?;
     if let Some(report) = api {
+        report?.print();
+        if rows.is_empty() && bindings.is_none() && launcher.is_none() && lifecycle.is_none() {
+            return Ok(());
+        }
+        println!();
+    }
+    if let Some(report) = controller {
         report?.print();
         if rows.is_empty() && bindings.is_none() && launcher.is_none() && lifecycle.is_none() {
             return Ok(());
