@@ -614,55 +614,6 @@ impl Bench<'_> {
     }
 }
 
-fn outside_world(node: &TestNs) -> Result<TestNs> {
-    let outside = TestNs::try_new("oxbo")?;
-    let sh = |args: &[&str]| -> Result<()> {
-        let ok = Command::new(args[0]).args(&args[1..]).status()?.success();
-        if !ok {
-            bail!("{}", args.join(" "));
-        }
-        Ok(())
-    };
-    let _ = node;
-    // This thread is in the node namespace.
-    sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"])?;
-    sh(&["ip", "link", "set", "multus-bridge", "up"])?;
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "enp8s0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &outside.name,
-    ])?;
-    sh(&[
-        "ip",
-        "link",
-        "set",
-        "enp8s0",
-        "master",
-        "multus-bridge",
-        "up",
-    ])?;
-    sh(&[
-        "ip",
-        "-n",
-        &outside.name,
-        "addr",
-        "add",
-        "192.168.100.1/24",
-        "dev",
-        "eth0",
-    ])?;
-    sh(&["ip", "-n", &outside.name, "link", "set", "eth0", "up"])?;
-    Ok(outside)
-}
-
 /// Runs the lifecycle benchmark in the "node" namespace `node` (this thread is in it).
 pub fn bench(args: &Args, node: &TestNs) -> Result<Report> {
     let layout = crate::launcher::guest_layout(args)?;
@@ -685,7 +636,7 @@ pub fn bench(args: &Args, node: &TestNs) -> Result<Report> {
     let image = small.image(&[("disk/disk.img", &disk)]);
     small.tag(&image);
     reg.push(&small.dir, "kubevirt/small-disk", "latest", None);
-    let _outside = outside_world(node)?;
+    let _outside = oxivirt_testkit::cni_env::try_outside_world(node, "oxbo")?;
 
     let daemon = start_daemon(args, root, &daemon_bin, &launcher)?;
     let agent = crate::api::agent(&daemon.data)?;

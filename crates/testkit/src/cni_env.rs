@@ -403,33 +403,62 @@ pub fn plug_vm(
 /// The seed's node: `multus-bridge` in the node namespace with an uplink `enp8s0` to an
 /// "outside" namespace (returned) holding the article's gateway 192.168.100.1/24.
 pub fn outside_world(env: &Env) -> TestNs {
-    let outside = TestNs::new("oxo");
-    env.node
-        .sh(&["ip", "link", "add", "multus-bridge", "type", "bridge"]);
-    env.node.sh(&["ip", "link", "set", "multus-bridge", "up"]);
-    env.node.sh(&[
-        "ip",
-        "link",
-        "add",
-        "enp8s0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &outside.name,
-    ]);
-    env.node.sh(&[
-        "ip",
-        "link",
-        "set",
-        "enp8s0",
-        "master",
-        "multus-bridge",
-        "up",
-    ]);
-    outside.sh(&["ip", "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
-    outside.sh(&["ip", "link", "set", "eth0", "up"]);
-    outside
+    try_outside_world(&env.node, "oxo").expect("the outside world")
+}
+
+/// [`outside_world`] for `node`, with the outside namespace named after `prefix`; an
+/// error names the command that failed.
+pub fn try_outside_world(node: &TestNs, prefix: &str) -> std::io::Result<TestNs> {
+    let outside = TestNs::try_new(prefix)?;
+    let run = |ns: &TestNs, args: &[&str]| -> std::io::Result<()> {
+        let out = ns.exec(args);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "{}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    };
+    run(
+        node,
+        &["ip", "link", "add", "multus-bridge", "type", "bridge"],
+    )?;
+    run(node, &["ip", "link", "set", "multus-bridge", "up"])?;
+    run(
+        node,
+        &[
+            "ip",
+            "link",
+            "add",
+            "enp8s0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
+        ],
+    )?;
+    run(
+        node,
+        &[
+            "ip",
+            "link",
+            "set",
+            "enp8s0",
+            "master",
+            "multus-bridge",
+            "up",
+        ],
+    )?;
+    run(
+        &outside,
+        &["ip", "addr", "add", "192.168.100.1/24", "dev", "eth0"],
+    )?;
+    run(&outside, &["ip", "link", "set", "eth0", "up"])?;
+    Ok(outside)
 }
