@@ -6,52 +6,15 @@
 
 use std::time::Instant;
 
-use oxivirt_store::{Key, Options, Store};
-use oxivirt_testkit::cleanup::TempDir;
-use serde_json::{json, Value};
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-const VMS: &str = "kubevirt.io/virtualmachines";
+use common::{vm_key, VMS};
+use oxivirt_store::{Options, Store};
+use oxivirt_testkit::cleanup::TempDir;
+
 const THREADS: usize = 8;
 const PER_THREAD: usize = 125;
-
-fn vm(name: &str) -> Value {
-    json!({
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachine",
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "uid": format!("0b7e3c1a-{name:0>8}-4e1f-9a55-3f0c2d7e6b19"),
-            "labels": {"app": "bench", "kubevirt.io/vm": name},
-            "annotations": {"kubevirt.io/latest-observed-api-version": "v1"}
-        },
-        "spec": {
-            "runStrategy": "Always",
-            "template": {
-                "metadata": {"labels": {"kubevirt.io/vm": name}},
-                "spec": {
-                    "domain": {
-                        "cpu": {"cores": 1, "sockets": 1, "threads": 1},
-                        "memory": {"guest": "128Mi"},
-                        "devices": {
-                            "disks": [
-                                {"name": "containerdisk", "disk": {"bus": "virtio"}},
-                                {"name": "cloudinitdisk", "disk": {"bus": "virtio"}}
-                            ],
-                            "interfaces": [{"name": "default", "masquerade": {}}]
-                        },
-                        "resources": {"requests": {"memory": "128Mi"}}
-                    },
-                    "networks": [{"name": "default", "pod": {}}],
-                    "volumes": [
-                        {"name": "containerdisk", "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo:v1.4.0"}},
-                        {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": "#cloud-config\npassword: cirros\nchpasswd: { expire: False }\nssh_pwauth: True\n"}}
-                    ]
-                }
-            }
-        }
-    })
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -77,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         for i in 0..PER_THREAD {
                             let name = format!("vm-{t}-{i}");
                             store
-                                .create(Key::namespaced(VMS, "default", &name), vm(&name))
+                                .create(vm_key("default", &name), common::vm("default", &name))
                                 .wait()?;
                         }
                         Ok(())
