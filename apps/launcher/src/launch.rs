@@ -26,9 +26,15 @@ enum Msg {
     /// SIGTERM/SIGINT, or the daemon's stop: power down, give up after the grace period.
     Stop(Duration),
     Event(EventKind),
+    /// The QMP connection ended: every event QEMU sent has been seen.
+    EventsEnded,
     /// QEMU's process ended.
     Exited(std::process::ExitStatus),
 }
+
+/// How long an exited QEMU's last events may take to arrive: its exit and its final
+/// SHUTDOWN event travel on different threads, and the event decides the phase.
+const LAST_EVENTS: Duration = Duration::from_secs(2);
 
 /// The VM as the control socket drives it.
 struct Running {
@@ -325,6 +331,7 @@ fn start_and_run(
                         return;
                     }
                 }
+                let _ = tx.send(Msg::EventsEnded);
             })
             .context("QMP event thread")?;
     }
@@ -350,25 +357,83 @@ fn start_and_run(
     .context("control socket")?;
     drop(tx);
 
+    let phase = supervise(
+        &rx,
+        status,
+        &mut QemuHands {
+            qmp: &qmp,
+            pid,
+            state,
+        },
+    );
+    control.stop();
+    console.stop();
+    phase
+}
+
+/// What `supervise` does to the VM; QEMU's in the launcher, recorded in tests.
+trait Hands {
+    /// Asks the guest to power off (ACPI).
+    fn power_down(&mut self);
+    /// Ends QEMU without the guest: the grace period is over.
+    fn kill(&mut self);
+    fn write_status(&mut self, status: &Status) -> anyhow::Result<()>;
+}
+
+struct QemuHands<'a> {
+    qmp: &'a Qmp,
+    pid: u32,
+    state: &'a StateDir,
+}
+
+impl Hands for QemuHands<'_> {
+    fn power_down(&mut self) {
+        let _ = self.qmp.system_powerdown();
+    }
+    fn kill(&mut self) {
+        // SAFETY: kill has no memory effects. The pid is our child QEMU's; the wait thread
+        // reaps it only once it has exited, and `supervise` kills no more once it hears
+        // that; only a QEMU that exits in that instant leaves a narrow window for a
+        // recycled pid (a pidfd would close it).
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+    }
+    fn write_status(&mut self, status: &Status) -> anyhow::Result<()> {
+        self.state.write_status(status).context("write status.json")
+    }
+}
+
+/// Follows the running VM until QEMU is gone and says how it ended: stop requests (power
+/// down, kill when the grace period is over), QMP events into the status, and QEMU's exit
+/// judged only once its last events are in.
+fn supervise(
+    rx: &mpsc::Receiver<Msg>,
+    status: &Mutex<Status>,
+    hands: &mut impl Hands,
+) -> anyhow::Result<Phase> {
     let mut deadline: Option<Instant> = None;
     let mut stop_requested = false;
     let mut guest_shutdown = false;
     let mut panicked = false;
+    let mut events_ended = false;
+    // QEMU's exit, held until its last events are in (or LAST_EVENTS is over).
+    let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
     let exit = loop {
-        let msg = match deadline {
+        let wake = match (deadline, exited) {
+            (_, Some((_, until))) => Some(until),
+            (d, None) => d,
+        };
+        let msg = match wake {
             Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
                 Ok(m) => m,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // The grace period is over: QEMU is ended without the guest.
-                    // SAFETY: kill has no memory effects. The pid is our child QEMU's; the
-                    // wait thread reaps it only once it has exited, which this loop hears
-                    // about right after; only a QEMU that exits in that instant leaves a
-                    // narrow window for a recycled pid (a pidfd would close it).
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                    if let Some((status, _)) = exited {
+                        break Some(status);
+                    }
+                    hands.kill();
                     deadline = None;
                     continue;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break exited.map(|(s, _)| s),
             },
             None => match rx.recv() {
                 Ok(m) => m,
@@ -381,7 +446,7 @@ fn start_and_run(
                     stop_requested = true;
                     deadline = Some(Instant::now() + grace);
                     // A guest that ignores ACPI is ended when the grace period is over.
-                    let _ = qmp.system_powerdown();
+                    hands.power_down();
                 }
             }
             Msg::Event(kind) => {
@@ -402,13 +467,22 @@ fn start_and_run(
                     EventKind::Resume => s.paused = false,
                     _ => continue,
                 }
-                state.write_status(&s).context("write status.json")?;
+                hands.write_status(&s)?;
             }
-            Msg::Exited(status) => break Some(status),
+            Msg::EventsEnded => {
+                events_ended = true;
+                if let Some((status, _)) = exited {
+                    break Some(status);
+                }
+            }
+            Msg::Exited(status) => {
+                if events_ended {
+                    break Some(status);
+                }
+                exited = Some((status, Instant::now() + LAST_EVENTS));
+            }
         }
     };
-    control.stop();
-    console.stop();
     let phase = match exit {
         _ if panicked => Phase::Failed,
         Some(_) if guest_shutdown || stop_requested => Phase::Succeeded,
@@ -501,4 +575,130 @@ fn fetch_disks(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[derive(Default)]
+    struct Recorded {
+        powered_down: usize,
+        killed: usize,
+        written: Vec<Status>,
+    }
+
+    impl Hands for Recorded {
+        fn power_down(&mut self) {
+            self.powered_down += 1;
+        }
+        fn kill(&mut self) {
+            self.killed += 1;
+        }
+        fn write_status(&mut self, status: &Status) -> anyhow::Result<()> {
+            self.written.push(status.clone());
+            Ok(())
+        }
+    }
+
+    fn guest_shutdown() -> Msg {
+        Msg::Event(EventKind::Shutdown {
+            guest: true,
+            reason: "guest-shutdown".into(),
+        })
+    }
+
+    fn run(msgs: Vec<Msg>) -> (Phase, Status, Recorded) {
+        let (tx, rx) = mpsc::channel();
+        for m in msgs {
+            tx.send(m).expect("send");
+        }
+        let status = Mutex::new(Status::default());
+        let mut hands = Recorded::default();
+        let phase = supervise(&rx, &status, &mut hands).expect("supervise");
+        drop(tx);
+        let s = status.lock().expect("status").clone();
+        (phase, s, hands)
+    }
+
+    #[test]
+    fn a_guest_power_off_whose_event_comes_after_the_exit_is_succeeded() {
+        // The race CI met: QEMU's exit is heard before its SHUTDOWN event.
+        let (phase, s, _) = run(vec![
+            Msg::Exited(std::process::ExitStatus::from_raw(0)),
+            guest_shutdown(),
+            Msg::EventsEnded,
+        ]);
+        assert_eq!(phase, Phase::Succeeded);
+        assert_eq!(s.reason.as_deref(), Some("QEMU shut down: guest-shutdown"));
+    }
+
+    #[test]
+    fn an_exit_without_a_shutdown_is_failed_once_the_events_end() {
+        let (phase, s, hands) = run(vec![
+            Msg::EventsEnded,
+            Msg::Exited(std::process::ExitStatus::from_raw(9)),
+        ]);
+        assert_eq!(phase, Phase::Failed);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("QEMU ended unexpectedly (signal: 9 (SIGKILL))")
+        );
+        assert_eq!(hands.killed, 0);
+    }
+
+    #[test]
+    fn an_exit_whose_events_never_end_is_judged_after_a_while() {
+        // The QMP reader may hang; the exit is judged when LAST_EVENTS is over.
+        let (tx, rx) = mpsc::channel();
+        tx.send(Msg::Exited(std::process::ExitStatus::from_raw(0)))
+            .expect("send");
+        let status = Mutex::new(Status::default());
+        let started = Instant::now();
+        let phase = supervise(&rx, &status, &mut Recorded::default()).expect("supervise");
+        assert_eq!(phase, Phase::Failed);
+        assert!(started.elapsed() >= LAST_EVENTS);
+        drop(tx);
+    }
+
+    #[test]
+    fn a_stop_powers_down_kills_after_the_grace_period_and_is_succeeded() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Msg::Stop(Duration::from_millis(50))).expect("send");
+        tx.send(Msg::Stop(Duration::from_secs(600))).expect("send");
+        let status = Mutex::new(Status::default());
+        let mut hands = Recorded::default();
+        std::thread::scope(|sc| {
+            let tx = tx.clone();
+            sc.spawn(move || {
+                // QEMU, killed, ends: its connection first, then the process.
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = tx.send(Msg::EventsEnded);
+                let _ = tx.send(Msg::Exited(std::process::ExitStatus::from_raw(9)));
+            });
+            let phase = supervise(&rx, &status, &mut hands).expect("supervise");
+            assert_eq!(phase, Phase::Succeeded);
+        });
+        assert_eq!(hands.powered_down, 1, "a second stop is the same stop");
+        assert_eq!(hands.killed, 1);
+    }
+
+    #[test]
+    fn a_panic_fails_and_pause_and_resume_are_written() {
+        let (phase, s, hands) = run(vec![
+            Msg::Event(EventKind::Stop),
+            Msg::Event(EventKind::Resume),
+            Msg::Event(EventKind::GuestPanicked {
+                action: "pause".into(),
+                info: None,
+            }),
+            Msg::EventsEnded,
+            Msg::Exited(std::process::ExitStatus::from_raw(0)),
+        ]);
+        assert_eq!(phase, Phase::Failed);
+        assert_eq!(s.reason.as_deref(), Some("the guest panicked"));
+        let paused: Vec<bool> = hands.written.iter().map(|s| s.paused).collect();
+        assert_eq!(paused, [true, false, false]);
+    }
 }
