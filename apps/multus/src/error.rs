@@ -20,6 +20,7 @@ pub fn code(e: &Error) -> ErrorCode {
             spec_code(s)
         }
         E::Network { source, .. } => code(source),
+        E::Daemon { source, .. } => source.code,
         E::Cleanup(c) => code(&c.error),
         E::NoClusterNetwork
         | E::LogLevel(_)
@@ -52,8 +53,9 @@ pub fn code(e: &Error) -> ErrorCode {
         | E::ApiClient(_)
         | E::ApiUnreachable { .. }
         | E::ApiStatus { .. }
+        | E::DaemonUnreachable { .. }
         | E::NotReady { .. } => ErrorCode::TryAgainLater,
-        E::ApiResponse { .. } => ErrorCode::DecodingFailure,
+        E::ApiResponse { .. } | E::DaemonProtocol { .. } => ErrorCode::DecodingFailure,
         E::NotAvailable { .. } => ErrorCode::PluginNotAvailable,
         E::ConfDir { .. } | E::ConfWrite { .. } | E::Cache { .. } | E::CacheJson { .. } => {
             ErrorCode::IoFailure

@@ -1,10 +1,12 @@
 //! `oxivirt-multus`: the Multus-compatible meta plugin (called as `multus`, a link to
-//! this binary, or `oxivirt-multus multus`) and `oxivirt-multus multus-autoconf`.
+//! this binary, or `oxivirt-multus multus`), the thick plugin's two halves (`multus-shim`
+//! and `oxivirt-multus multus-daemon`) and `oxivirt-multus multus-autoconf`.
 
 #![no_main]
 
 mod error;
 mod multus;
+mod thick;
 
 use oxivirt_cni_spec::plugin;
 use oxivirt_cni_spec::process::{called_as, finish, start_up};
@@ -60,11 +62,14 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     let (name, args) = called_as("oxivirt-multus");
     let code = match name.as_str() {
         "multus" => plugin::run(multus::handle, error::to_cni),
+        "multus-shim" => plugin::run(thick::shim, error::to_cni),
+        "multus-daemon" => thick::daemon_command(args.collect()),
         "multus-autoconf" => multus::autoconf_command(args.collect()),
         other => {
             eprintln!(
-                "oxivirt-multus: unknown command {other:?}: call as multus (a link with that name, \
-                 or `oxivirt-multus multus`) or `oxivirt-multus multus-autoconf`"
+                "oxivirt-multus: unknown command {other:?}: call as multus or multus-shim (a link \
+                 with that name, or `oxivirt-multus multus`), `oxivirt-multus multus-daemon` or \
+                 `oxivirt-multus multus-autoconf`"
             );
             2
         }

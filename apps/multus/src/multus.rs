@@ -10,17 +10,34 @@ use oxivirt_multus_core::meta::Meta;
 use oxivirt_multus_core::source::{ClusterSource, DirSource, Unconfigured};
 use oxivirt_multus_core::{Error, Result};
 
-fn source(cfg: &Config) -> Box<dyn ClusterSource> {
+/// How long one API request may take.
+pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where the config says pods and NADs come from: the embedded store's directory, the
+/// API server (a kubeconfig, or in-cluster), or nowhere.
+pub enum SourceKind {
+    Store(std::path::PathBuf),
+    Kube(Option<std::path::PathBuf>),
+    Unconfigured,
+}
+
+pub fn source_kind(cfg: &Config) -> SourceKind {
     if let Some(dir) = &cfg.multus.store {
-        return Box::new(DirSource::new(dir));
+        return SourceKind::Store(dir.clone());
     }
     if cfg.multus.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        return Box::new(LazyKube::new(
-            cfg.multus.kubeconfig.clone(),
-            std::time::Duration::from_secs(10),
-        ));
+        return SourceKind::Kube(cfg.multus.kubeconfig.clone());
     }
-    Box::new(Unconfigured)
+    SourceKind::Unconfigured
+}
+
+/// A fresh source for one call (the thin plugin: one process, one call).
+fn source(cfg: &Config) -> Box<dyn ClusterSource> {
+    match source_kind(cfg) {
+        SourceKind::Store(dir) => Box::new(DirSource::new(dir)),
+        SourceKind::Kube(kubeconfig) => Box::new(LazyKube::new(kubeconfig, API_TIMEOUT)),
+        SourceKind::Unconfigured => Box::new(Unconfigured),
+    }
 }
 
 /// Multus's logging switches: `logLevel` (panic < error < verbose < debug; default
@@ -62,6 +79,14 @@ fn log(cfg: &Config, level: &str, msg: &str) {
 }
 
 pub fn handle(call: Call<'_>) -> Result<Option<String>> {
+    handle_with(call, &|cfg| source(cfg).into())
+}
+
+/// [`handle`] with the source chosen by `source` (the daemon hands out warm ones).
+pub fn handle_with(
+    call: Call<'_>,
+    source: &dyn Fn(&Config) -> std::sync::Arc<dyn ClusterSource>,
+) -> Result<Option<String>> {
     let cfg = Config::load(call.stdin)?;
     let what = format!(
         "{} container {} ifname {}",
@@ -70,20 +95,20 @@ pub fn handle(call: Call<'_>) -> Result<Option<String>> {
         call.env.ifname
     );
     log(&cfg, "verbose", &what);
-    let r = run(&call, &cfg);
+    let src = source(&cfg);
+    let r = run(&call, &cfg, src.as_ref());
     if let Err(e) = &r {
         log(&cfg, "error", &format!("{what}: {}", to_cni(e).msg));
     }
     r
 }
 
-fn run(call: &Call<'_>, cfg: &Config) -> Result<Option<String>> {
-    let src = source(cfg);
+fn run(call: &Call<'_>, cfg: &Config, src: &dyn ClusterSource) -> Result<Option<String>> {
     let meta = Meta {
         cfg,
         env: call.env,
         stdin: call.stdin,
-        source: src.as_ref(),
+        source: src,
         in_process: Some(crate::in_process),
     };
     match call.env.command {

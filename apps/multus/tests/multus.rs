@@ -584,3 +584,130 @@ fn kubernetes_backend_over_tls_and_in_cluster() {
     p.run_env("DEL", &conf, &env).must("in-cluster DEL");
     assert!(p.allocations().is_empty());
 }
+
+/// The thick plugin: `multus-shim` hands the calls to `oxivirt-multus multus-daemon` (its
+/// kubeconfig and paths from a `--config` file, as Multus's daemon config has them; the
+/// shim's config as Multus writes it), against the realistic mock. Pods attach as through
+/// the thin plugin, the daemon keeps one TLS connection for pod after pod, its errors keep
+/// their CNI codes through the shim, and a stopped daemon takes its socket away (ADD: try
+/// again later).
+#[root_test(reference)]
+fn thick_plugin_shim_and_daemon_against_the_realistic_mock() {
+    use base64::Engine;
+    let p = Pod::new();
+    let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate_rsa();
+    let state = p.mock_api("sa-token");
+    let wal = p.path("wal");
+    let port = oxivirt_testkit::mock_kube::start_realistic(
+        state.clone(),
+        &p.node.path(),
+        &tls,
+        Path::new(&wal),
+    );
+    let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
+    let meta = p.kube_conf(&format!(
+        "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
+    ));
+    std::fs::write(p.path("daemon-config.json"), meta.to_string()).expect("daemon config");
+    std::os::unix::fs::symlink(common::our_multus_bin(), p.bin().join("multus-shim"))
+        .expect("link");
+    let sockets = p.path("run/multus");
+    let mut daemon = oxivirt_testkit::cleanup::OwnedChild::spawn(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", p.node.path().display()))
+            .arg(common::our_multus_bin())
+            .args(["multus-daemon", "--socket-dir", &sockets])
+            .args(["--config", &p.path("daemon-config.json")])
+            .env("OXIVIRT_IPAM_INDEX_DIR", p.path("index")),
+    )
+    .expect("start the daemon");
+    let socket = Path::new(&sockets).join("multus.sock");
+    assert!(
+        eventually(Duration::from_secs(10), || socket.exists()),
+        "the daemon did not make {}",
+        socket.display()
+    );
+    let mode = std::fs::metadata(&socket).expect("socket").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let shim_conf = json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
+        "logLevel": "verbose", "logToStderr": true, "socketDir": sockets});
+    let shim = |cmd: &str, conf: &Value, args: &str| {
+        Cni::new(&p.bin(), "multus-shim")
+            .in_node(&p.node)
+            .netns(p.pod.path())
+            .container("c0ffee")
+            .args(args)
+            .run(cmd, conf)
+    };
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1";
+
+    for round in 0..3 {
+        let out = shim("ADD", &shim_conf, args).must(&format!("ADD {round}"));
+        let result: Value = serde_json::from_str(&out.stdout).expect("result JSON");
+        assert_eq!(result["cniVersion"], "1.0.0", "{result}");
+        let ifaces: Vec<&str> = result["interfaces"]
+            .as_array()
+            .expect("interfaces")
+            .iter()
+            .filter_map(|i| i["name"].as_str())
+            .collect();
+        assert!(ifaces.contains(&"eth0"), "{result}");
+        assert!(result["ips"][0]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.244.0.")));
+        assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
+        shim("DEL", &shim_conf, args).must(&format!("DEL {round}"));
+        p.assert_empty();
+    }
+    {
+        let s = state.lock().expect("lock");
+        let status = s.patches.last().expect("a PATCH")["metadata"]["annotations"]
+            ["k8s.v1.cni.cncf.io/network-status"]
+            .as_str()
+            .expect("status")
+            .to_string();
+        let st: Value = serde_json::from_str(&status).expect("status json");
+        assert_eq!(st[1]["name"], "default/multus-br");
+        assert_eq!(s.patches.len(), 3, "one network-status per ADD");
+        assert_eq!(
+            s.connections, 1,
+            "three pods, one connection: {} were made",
+            s.connections
+        );
+    }
+    assert!(std::fs::read_to_string(&wal)
+        .expect("the mock's log")
+        .contains("default/multus-br"));
+
+    // The daemon's error, its code and message, through the shim.
+    let out = shim(
+        "ADD",
+        &shim_conf,
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=nope;K8S_POD_INFRA_CONTAINER_ID=c0ffee",
+    );
+    assert_eq!(out.code(), 7, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("nope") && out.stdout.contains("multus.sock"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(common::links(&p.pod), ["lo"]);
+    // A shim config that is not one is refused by name.
+    let out = shim("ADD", &json!({"socketDir": 5}), args);
+    assert_eq!(out.code(), 7, "{}", out.stdout);
+    assert!(out.stdout.contains("multus-shim config"), "{}", out.stdout);
+
+    // SIGTERM: the socket goes, and the shim says to try again later.
+    // SAFETY: kill on our own live child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let status = daemon.child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists());
+    let out = shim("ADD", &shim_conf, args);
+    assert_eq!(out.code(), 11, "{}", out.stdout);
+    assert!(out.stdout.contains("multus.sock"), "{}", out.stdout);
+    assert_eq!(common::links(&p.pod), ["lo"]);
+}

@@ -248,6 +248,27 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    // The thick plugin: the shim and its daemon.
+    /// The shim could not reach the daemon's socket (or lost it mid-call): the daemon is
+    /// not running yet or is restarting. CNI: try again later (11).
+    #[error("multus daemon at {}", socket.display())]
+    DaemonUnreachable {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon's answer is not Multus's protocol. CNI: decoding failure (6).
+    #[error("multus daemon at {}: {reason}", socket.display())]
+    DaemonProtocol { socket: PathBuf, reason: String },
+    /// The daemon ran the call and it failed: its CNI error, code and all.
+    /// CNI: the daemon's code.
+    #[error("multus daemon at {}", socket.display())]
+    Daemon {
+        socket: PathBuf,
+        #[source]
+        source: oxivirt_cni_spec::CniError,
+    },
+
     // Running the delegates.
     /// The readiness indicator file does not exist yet (ADD). CNI: try again later (11).
     #[error("readiness indicator file {} does not exist yet", file.display())]

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
-const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 #[derive(Debug, Deserialize, Default)]
 struct Kubeconfig {
@@ -70,11 +70,18 @@ struct UserEntry {
     key_data: Option<String>,
 }
 
+/// How long an idle connection is kept for the next request.
+const IDLE_CONNECTION_AGE: Duration = Duration::from_secs(90);
+
 /// A connection to one API server.
 pub struct KubeSource {
     server: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// Resend once after a transport error: a long-lived process's pooled connection may
+    /// have been closed by the server while idle (every request here is idempotent: GETs
+    /// and a merge patch of one annotation).
+    retry_stale: bool,
 }
 
 impl std::fmt::Debug for KubeSource {
@@ -276,16 +283,28 @@ impl KubeSource {
             .tls_config(tls.build())
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            // Kept for a long-lived process's next pod; a process per call never reuses.
+            .max_idle_age(IDLE_CONNECTION_AGE)
             .build()
             .into();
         Ok(Self {
             server: server.trim_end_matches('/').to_string(),
             token,
             agent,
+            retry_stale: false,
         })
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+        match self.request_once(method, path, body) {
+            Err(Error::ApiUnreachable { .. }) if self.retry_stale => {
+                self.request_once(method, path, body)
+            }
+            r => r,
+        }
+    }
+
+    fn request_once(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
         let url = format!("{}{path}", self.server);
         let unreachable = |e: ureq::Error| Error::ApiUnreachable {
             server: self.server.clone(),
@@ -450,6 +469,7 @@ impl ClusterSource for KubeSource {
 pub struct LazyKube {
     kubeconfig: Option<PathBuf>,
     timeout: Duration,
+    long_lived: bool,
     cell: OnceLock<Result<KubeSource, Arc<Error>>>,
 }
 
@@ -459,8 +479,21 @@ impl LazyKube {
         Self {
             kubeconfig,
             timeout,
+            long_lived: false,
             cell: OnceLock::new(),
         }
+    }
+
+    /// For a process that serves many calls (the thick plugin's daemon): its pooled
+    /// connections are reused, and resent on once if the server closed them while idle.
+    pub fn long_lived(mut self) -> Self {
+        self.long_lived = true;
+        self
+    }
+
+    /// Whether setting the client up failed (a long-lived owner makes a new one).
+    pub fn failed(&self) -> bool {
+        matches!(self.cell.get(), Some(Err(_)))
     }
 
     fn get(&self) -> Result<&KubeSource> {
@@ -468,7 +501,11 @@ impl LazyKube {
             let r = match &self.kubeconfig {
                 Some(k) => KubeSource::from_kubeconfig(k, self.timeout),
                 None => KubeSource::in_cluster(self.timeout),
-            };
+            }
+            .map(|mut s| {
+                s.retry_stale = self.long_lived;
+                s
+            });
             oxivirt_cni_spec::trace::mark("multus: API client set up");
             r.map_err(Arc::new)
         });

@@ -14,5 +14,6 @@ pub mod kube;
 pub mod meta;
 pub mod source;
 pub mod status;
+pub mod thick;
 
 pub use error::{Error, Result};

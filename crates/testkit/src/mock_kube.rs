@@ -23,6 +23,8 @@ pub struct State {
     pub token: String,
     pub requests: Vec<(String, String, String)>,
     pub patches: Vec<Value>,
+    /// Connections accepted (each a TCP connect and, over TLS, a handshake).
+    pub connections: usize,
 }
 
 /// Serves on 127.0.0.1 of the namespace at `netns` (where the plugin runs), plain HTTP.
@@ -84,6 +86,9 @@ fn listen(
         let _ = tx.send(listener.local_addr().expect("addr").port());
         for stream in listener.incoming().flatten() {
             let _ = stream.set_nodelay(true);
+            if let Ok(mut s) = state.lock() {
+                s.connections += 1;
+            }
             let state = state.clone();
             let tls = tls.clone();
             let wal = wal.clone();
