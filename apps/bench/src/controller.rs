@@ -35,13 +35,13 @@ const SETTLE: Duration = Duration::from_secs(3);
 
 /// Resident memory of a process (KiB).
 #[derive(Clone, Copy)]
-struct Mem {
+pub(crate) struct Mem {
     rss: u64,
     hwm: u64,
 }
 
 impl Mem {
-    fn of(pid: u32) -> Result<Self> {
+    pub(crate) fn of(pid: u32) -> Result<Self> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let field = |k: &str| -> Result<u64> {
             status
@@ -57,7 +57,7 @@ impl Mem {
         })
     }
 
-    fn show(&self) -> String {
+    pub(crate) fn show(&self) -> String {
         format!(
             "{:.1} MiB (peak {:.1} MiB)",
             self.rss as f64 / 1024.0,

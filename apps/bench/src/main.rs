@@ -479,6 +479,37 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
         "clusterNetwork": "cluster", "confDir": conf_dir.display().to_string(), "cniDir": root.join("cache-real").display().to_string(),
         "binDir": args.plugins.display().to_string(), "kubeconfig": root.join("kubeconfig-tls").display().to_string()})
     .to_string();
+    // The thick plugin against the realistic mock: multus-shim hands each call to a
+    // multus-daemon that keeps its API connection warm from pod to pod. The daemon gets the
+    // meta plugin's fields (kubeconfig, paths) from its --config, as Multus's daemon does.
+    let ours_multus = std::fs::canonicalize(args.plugins.join("multus"))?;
+    let shim_bin = root.join("shim-bin");
+    std::fs::create_dir_all(&shim_bin)?;
+    std::os::unix::fs::symlink(&ours_multus, shim_bin.join("multus-shim"))?;
+    let mut thick_daemon_conf: serde_json::Value = serde_json::from_str(&real_conf)?;
+    thick_daemon_conf["cniDir"] = root.join("cache-thick").display().to_string().into();
+    std::fs::write(root.join("daemon-config.json"), thick_daemon_conf.to_string())?;
+    let sockets = root.join("run-multus");
+    let thick_daemon = oxivirt_testkit::cleanup::OwnedChild::spawn(
+        std::process::Command::new(&ours_multus)
+            .arg("multus-daemon")
+            .arg("--socket-dir")
+            .arg(&sockets)
+            .arg("--config")
+            .arg(root.join("daemon-config.json"))
+            .env("OXIVIRT_IPAM_INDEX_DIR", args.index.path())
+            .stderr(std::process::Stdio::null()),
+    )?;
+    let started = std::time::Instant::now();
+    while !sockets.join("multus.sock").exists() {
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("multus-daemon did not make its socket");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let shim_conf = serde_json::json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
+        "socketDir": sockets.display().to_string()})
+    .to_string();
     // The other build (`--compare-multus`): its own plugin links, so its delegates run
     // in-process beside its own oxivirt-cni, and its own caches.
     let other_bin = root.join("other-bin");
@@ -507,9 +538,10 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
     let rounds = args.samples.min(20) + 2;
     let mut pods = Vec::new();
     for i in 0..rounds {
-        // Seven slots: ours embedded, the reference, ours plain mock, ours realistic mock,
-        // then the other build's three (unused without --compare-multus).
+        // Eight slots: ours embedded, the reference, ours plain mock, ours realistic mock,
+        // then the other build's three (unused without --compare-multus), then ours thick.
         pods.push([
+            TestNs::try_new("oxbm")?,
             TestNs::try_new("oxbm")?,
             TestNs::try_new("oxbm")?,
             TestNs::try_new("oxbm")?,
@@ -527,11 +559,12 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
             .objects
             .insert(format!("/api/v1/namespaces/default/pods/pod{i}"), pod);
     }
-    let [[oa, ra, ka, xa, oa2, ka2, xa2], [od, rd, kd, xd, od2, kd2, xd2]] = add_then_del(
+    let other = |k: usize| (4..7).contains(&k);
+    let [[oa, ra, ka, xa, oa2, ka2, xa2, ta], [od, rd, kd, xd, od2, kd2, xd2, td]] = add_then_del(
         &pods,
         |cmd, i, k, pod| {
             let netns = pod.path();
-            if k >= 4 && other_confs.is_empty() {
+            if other(k) && other_confs.is_empty() {
                 return Ok(Run::timed(Duration::ZERO, 0));
             }
             let id = format!("mb{k}x{i}");
@@ -566,9 +599,10 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
                 0 => (&multus_conf, args.plugins.join("multus")),
                 2 => (&k8s_conf, args.plugins.join("multus")),
                 3 => (&real_conf, args.plugins.join("multus")),
+                7 => (&shim_conf, shim_bin.join("multus-shim")),
                 _ => (&other_confs[k - 4], other_bin.join("multus")),
             };
-            if k >= 4 {
+            if other(k) || k == 7 {
                 env.retain(|(key, _)| *key != "OXIVIRT_CNI_TRACE");
             }
             let r = run_plugin(&bin, &env, conf)?;
@@ -586,6 +620,12 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
             Ok(r)
         },
     )?;
+    let daemon_mem = controller::Mem::of(thick_daemon.child.id())?;
+    drop(thick_daemon);
+    println!(
+        "multus-daemon resident after the run: {}",
+        daemon_mem.show()
+    );
     print_phases("plain mock", &phases);
     print_phases(
         "realistic mock: TLS, RSA-2048, fsync'd writes",
@@ -599,6 +639,8 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
         ("DEL of that pod (embedded store)".into(), stats(od), rd.clone()),
         ("DEL of that pod (Kubernetes backend)".into(), stats(kd), rd.clone()),
         ("DEL of that pod (Kubernetes backend, realistic mock)".into(), stats(xd), rd.clone()),
+        ("ADD of that pod through the thick plugin (multus-shim → multus-daemon, warm API connection; realistic mock) vs both reference plugins directly".into(), stats(ta), ra.clone()),
+        ("DEL of that pod through the thick plugin (realistic mock)".into(), stats(td), rd.clone()),
     ];
     if !other_confs.is_empty() {
         rows.extend([
