@@ -488,7 +488,10 @@ fn bench_multus(args: &Args) -> Result<Vec<Row>> {
     std::os::unix::fs::symlink(&ours_multus, shim_bin.join("multus-shim"))?;
     let mut thick_daemon_conf: serde_json::Value = serde_json::from_str(&real_conf)?;
     thick_daemon_conf["cniDir"] = root.join("cache-thick").display().to_string().into();
-    std::fs::write(root.join("daemon-config.json"), thick_daemon_conf.to_string())?;
+    std::fs::write(
+        root.join("daemon-config.json"),
+        thick_daemon_conf.to_string(),
+    )?;
     let sockets = root.join("run-multus");
     let thick_daemon = oxivirt_testkit::cleanup::OwnedChild::spawn(
         std::process::Command::new(&ours_multus)

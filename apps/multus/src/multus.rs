@@ -136,7 +136,7 @@ fn run(call: &Call<'_>, cfg: &Config, src: &dyn ClusterSource) -> Result<Option<
 
 const AUTOCONF_USAGE: &str =
     "usage: oxivirt-multus multus-autoconf --conf-dir DIR (--kubeconfig FILE | --store DIR) \
-[--cni-dir DIR] [--bin-dir DIR] [--remove]";
+[--cni-dir DIR] [--bin-dir DIR] [--thick-socket-dir DIR] [--remove]";
 
 /// `oxivirt-multus multus-autoconf …`: writes (or with `--remove` deletes) `00-multus.conf`
 /// around the first config in the runtime's config directory. Returns the exit code.
@@ -148,6 +148,7 @@ pub fn autoconf_command(args: Vec<String>) -> i32 {
     let mut cni_dir = PathBuf::from("/var/lib/cni/multus");
     let mut bin_dir = PathBuf::from("/opt/cni/bin");
     let mut remove = false;
+    let mut thick_socket_dir = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -161,6 +162,7 @@ pub fn autoconf_command(args: Vec<String>) -> i32 {
             "--store" => value("--store").map(|v| backend = Some(Backend::Store(v))),
             "--cni-dir" => value("--cni-dir").map(|v| cni_dir = v),
             "--bin-dir" => value("--bin-dir").map(|v| bin_dir = v),
+            "--thick-socket-dir" => value("--thick-socket-dir").map(|v| thick_socket_dir = Some(v)),
             "--remove" => {
                 remove = true;
                 Ok(())
@@ -181,7 +183,14 @@ pub fn autoconf_command(args: Vec<String>) -> i32 {
             .map(|_| format!("removed {}", dir.join(autoconf::FILE_NAME).display()))
     } else {
         match backend {
-            Some(b) => autoconf::generate(&dir, &b, &cni_dir, &bin_dir)
+            Some(b) => autoconf::first_config(&dir)
+                .and_then(|(_, conf)| {
+                    let mut out = autoconf::wrap(&conf, &b, &dir, &cni_dir, &bin_dir);
+                    if let Some(s) = &thick_socket_dir {
+                        autoconf::thick(&mut out, s);
+                    }
+                    autoconf::write(&dir, &out)
+                })
                 .map(|p| format!("wrote {}", p.display())),
             None => {
                 eprintln!("multus-autoconf: --kubeconfig or --store is required\n{AUTOCONF_USAGE}");

@@ -277,10 +277,8 @@ impl Daemon {
                 )
             }
         };
-        let config = match &self.overlay {
-            Some(o) => thick::overlay(&request.config, o),
-            None => Ok(request.config.clone()),
-        };
+        let none = serde_json::Value::Object(Default::default());
+        let config = thick::overlay(&request.config, self.overlay.as_ref().unwrap_or(&none));
         let outcome = config.and_then(|config| {
             let env = Environment::from_lookup(|k| request.env.get(k).cloned())?;
             let out = if env.command == Command::Version {

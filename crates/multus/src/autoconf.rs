@@ -32,7 +32,10 @@ pub fn first_config(dir: &Path) -> Result<(PathBuf, Value)> {
         })?;
         let v: Value =
             oxivirt_cni_spec::parse_json(&bytes, &f.display().to_string()).map_err(Error::Spec)?;
-        if v.get("type").and_then(Value::as_str) == Some("multus") {
+        if matches!(
+            v.get("type").and_then(Value::as_str),
+            Some("multus" | "multus-shim")
+        ) {
             continue;
         }
         return Ok((f, v));
@@ -101,6 +104,15 @@ pub fn wrap(
         };
     }
     out
+}
+
+/// Makes a generated config the thick plugin's: the runtime runs `multus-shim`, which hands
+/// the call (this whole config) to the daemon serving `<socket_dir>/multus.sock`.
+pub fn thick(out: &mut Value, socket_dir: &Path) {
+    if let Some(o) = out.as_object_mut() {
+        o.insert("type".into(), json!("multus-shim"));
+        o.insert("socketDir".into(), json!(socket_dir.display().to_string()));
+    }
 }
 
 /// Writes `out` as `<dir>/00-multus.conf` (a temporary file renamed into place, so the
@@ -187,5 +199,33 @@ mod tests {
             matches!(&e, Error::NoNetworkConfig { dir } if dir == empty.path()),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_thick_config_names_the_shim_and_its_socket_and_is_never_wrapped() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("10-cluster.conf"),
+            r#"{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}"#,
+        )
+        .expect("w");
+        let (_, conf) = first_config(dir.path()).expect("first");
+        let mut out = wrap(
+            &conf,
+            &Backend::Kubeconfig("/etc/kube.conf".into()),
+            dir.path(),
+            Path::new("/var/lib/cni/multus"),
+            Path::new("/opt/cni/bin"),
+        );
+        thick(&mut out, Path::new("/run/multus"));
+        assert_eq!(out["type"], "multus-shim");
+        assert_eq!(out["socketDir"], "/run/multus");
+        assert_eq!(out["delegates"][0]["name"], "cluster");
+        let path = write(dir.path(), &out).expect("write");
+        // The shim's config sorts first, and is not taken for the default network.
+        let (again, _) = first_config(dir.path()).expect("first");
+        assert_ne!(again, path);
+        // It is also a meta plugin config the daemon can load.
+        crate::config::Config::load(&std::fs::read(&path).expect("read")).expect("loads");
     }
 }
