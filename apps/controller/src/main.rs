@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use oxivirt_controller::leader::{Elector, LeaseConfig};
 
-const USAGE: &str = "usage: oxivirt-controller [--kubeconfig PATH] [--leader-elect] [--lease-namespace NS] [--lease-name NAME] [--identity ID] [--node-name NAME]\n\n  --kubeconfig PATH     the API (default: in-cluster, else $KUBECONFIG or ~/.kube/config)\n  --leader-elect        act only while holding the Lease (two replicas never act at once)\n  --lease-namespace NS  the Lease's namespace (default $POD_NAMESPACE, else oxivirt)\n  --lease-name NAME     the Lease (default oxivirt-controller)\n  --identity ID         this candidate (default $POD_NAME, else the host name)\n  --node-name NAME      bind launcher pods to NAME (default: none, the cluster's scheduler places them)";
+const USAGE: &str = "usage: oxivirt-controller [--kubeconfig PATH] [--leader-elect] [--lease-namespace NS] [--lease-name NAME] [--identity ID] [--node-name NAME] [--launcher-image IMAGE]\n\n  --kubeconfig PATH     the API (default: in-cluster, else $KUBECONFIG or ~/.kube/config)\n  --leader-elect        act only while holding the Lease (two replicas never act at once)\n  --lease-namespace NS  the Lease's namespace (default $POD_NAMESPACE, else oxivirt)\n  --lease-name NAME     the Lease (default oxivirt-controller)\n  --identity ID         this candidate (default $POD_NAME, else the host name)\n  --node-name NAME      bind launcher pods to NAME, as on one machine (default: none, the cluster's\n                        scheduler places them, shaped for a cluster)\n  --launcher-image IMG  the image of cluster launcher pods (default $OXIVIRT_LAUNCHER_IMAGE, else oxivirt:<version>)";
 
 #[derive(Debug)]
 struct Args {
@@ -18,6 +18,7 @@ struct Args {
     lease_name: String,
     identity: String,
     node_name: String,
+    launcher_image: String,
 }
 
 fn hostname() -> String {
@@ -36,6 +37,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         identity: env("POD_NAME").unwrap_or_else(hostname),
         // On a cluster the scheduler places launcher pods (an empty nodeName is unset).
         node_name: String::new(),
+        launcher_image: env("OXIVIRT_LAUNCHER_IMAGE")
+            .unwrap_or_else(|| concat!("oxivirt:", env!("CARGO_PKG_VERSION")).to_string()),
     };
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -55,6 +58,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--lease-name" => args.lease_name = value()?,
             "--identity" => args.identity = value()?,
             "--node-name" => args.node_name = value()?,
+            "--launcher-image" => args.launcher_image = value()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -83,9 +87,15 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let client = client(args.kubeconfig.as_ref()).await?;
-    let config = oxivirt_controller::Config {
-        node_name: args.node_name,
+    use oxivirt_controller::plan::{ClusterLaunch, Placement};
+    let placement = if args.node_name.is_empty() {
+        Placement::Cluster(ClusterLaunch {
+            image: args.launcher_image,
+        })
+    } else {
+        Placement::Node(args.node_name)
     };
+    let config = oxivirt_controller::Config { placement };
     let work = oxivirt_controller::run(client.clone(), config);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;

@@ -178,7 +178,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 return;
             }
             match oxivirt_pod_runtime::client_from_kubeconfig(&kubeconfig).await {
-                Ok(c) => oxivirt_controller::run(c, oxivirt_controller::Config { node_name }).await,
+                Ok(c) => {
+                    oxivirt_controller::run(
+                        c,
+                        oxivirt_controller::Config {
+                            placement: oxivirt_controller::plan::Placement::Node(node_name),
+                        },
+                    )
+                    .await
+                }
                 Err(e) => eprintln!("oxivirtd: the controllers cannot reach the API: {e}"),
             }
         })

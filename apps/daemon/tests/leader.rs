@@ -216,7 +216,7 @@ async fn two_elected_controllers_make_one_launcher_pod() {
             let work = oxivirt_controller::run(
                 client.clone(),
                 oxivirt_controller::Config {
-                    node_name: "node-1".into(),
+                    placement: oxivirt_controller::plan::Placement::Node("node-1".into()),
                 },
             );
             Elector::new(client, config(id)).run(work).await

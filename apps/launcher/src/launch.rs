@@ -233,12 +233,16 @@ fn start_and_run(
     let netns = std::fs::File::open(&args.netns)
         .with_context(|| format!("open {}", args.netns.display()))?;
     let netns_fd = netns.as_raw_fd();
+    // A launcher inside its pod (on a cluster) is in that namespace already.
+    let enter = !oxivirt_netlink::netns::NetNs::open(&args.netns)
+        .map(|ns| ns.is_current_thread())
+        .unwrap_or(false);
     let mut cmd = std::process::Command::new("qemu-system-x86_64");
     // SAFETY: between fork and exec only setns, an async-signal-safe system call on a
     // descriptor opened before the fork, runs in the child.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+            if enter && libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

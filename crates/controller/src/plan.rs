@@ -11,6 +11,15 @@ pub const VM_FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
 pub const VMI_FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
 pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
+/// The VMI as the launcher pod's launcher reads it on a cluster (a downward API file).
+pub const VMI_ANNOTATION: &str = "oxivirt.io/vmi";
+/// Memory a launcher pod needs beyond the guest's: the launcher's resident set (6.9 MiB)
+/// plus QEMU's above guest RAM (67 MiB under TCG, 42 of it the translation buffer; less
+/// under KVM), as BENCHMARKS.md "The launcher" measures them, rounded up. KubeVirt budgets
+/// 220 MiB and more for its five processes.
+pub const LAUNCHER_MEMORY_OVERHEAD: i64 = 80 << 20;
+/// CPU requested per vCPU: KubeVirt's default `cpuAllocationRatio` of 10.
+pub const CPU_REQUEST_MILLI_PER_VCPU: i64 = 100;
 /// The longest wait between restarts of a VM that keeps failing (KubeVirt: 5 minutes).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -400,6 +409,34 @@ pub struct VmiPlan {
 /// Decides for one VMI: its launcher pod and the phases up to `Scheduled` (the node takes
 /// it from there).
 pub fn plan_vmi(vmi: &Value, pod: Option<&Value>, node: &str, suffix: &str) -> VmiPlan {
+    plan_vmi_placed(vmi, pod, &Placement::Node(node.to_string()), suffix)
+}
+
+/// Where launcher pods go: bound to this machine (oxivirtd), or to the cluster's
+/// scheduler in the cluster's shape (oxivirt-controller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Node(String),
+    Cluster(ClusterLaunch),
+}
+
+impl Placement {
+    /// The launcher pod of `vmi` for this placement.
+    pub fn launcher_pod(&self, vmi: &Value, suffix: &str) -> Value {
+        match self {
+            Placement::Node(node) => launcher_pod(vmi, node, suffix),
+            Placement::Cluster(launch) => launcher_pod_in_cluster(vmi, suffix, launch),
+        }
+    }
+}
+
+/// [`plan_vmi`] with the launcher pod made for `placement`.
+pub fn plan_vmi_placed(
+    vmi: &Value,
+    pod: Option<&Value>,
+    placement: &Placement,
+    suffix: &str,
+) -> VmiPlan {
     let mut actions = Vec::new();
     let mut events = Vec::new();
     let mut status = None;
@@ -432,7 +469,7 @@ pub fn plan_vmi(vmi: &Value, pod: Option<&Value>, node: &str, suffix: &str) -> V
     match (pod, ph) {
         (_, "Succeeded" | "Failed") => {}
         (None, "" | "Pending") => {
-            let p = launcher_pod(vmi, node, suffix);
+            let p = placement.launcher_pod(vmi, suffix);
             events.push(normal(
                 "SuccessfulCreate",
                 format!("Created virtual machine pod {}", name(&p)),
@@ -561,4 +598,94 @@ pub fn launcher_pod(vmi: &Value, node: &str, suffix: &str) -> Value {
             }],
         },
     })
+}
+
+/// How launcher pods run on a Kubernetes cluster (`oxivirt-controller`); `None` on one
+/// machine, where oxivirtd's pod runtime starts the launcher itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterLaunch {
+    /// The image holding `oxivirt-launcher`.
+    pub image: String,
+}
+
+/// Where the launcher pod mounts the VMI file and keeps its state.
+const PODINFO_DIR: &str = "/var/run/oxivirt/podinfo";
+const STATE_DIR: &str = "/var/run/oxivirt/state";
+
+/// A VMI's vCPUs: cores × sockets × threads, each 1 when unset.
+fn vcpus(vmi: &Value) -> i64 {
+    let cpu = &vmi["spec"]["domain"]["cpu"];
+    ["cores", "sockets", "threads"]
+        .iter()
+        .map(|k| cpu[k].as_i64().filter(|n| *n > 0).unwrap_or(1))
+        .product()
+}
+
+/// The launcher pod of a VMI on a cluster, as KubeVirt's virt-controller shapes
+/// virt-launcher: the scheduler places it (no `nodeName`); it asks for the guest's memory
+/// plus the launcher's measured overhead, 100m CPU per vCPU, and `/dev/kvm` and
+/// `/dev/net/tun` through the node agent's device plugin (`devices.kubevirt.io/kvm`,
+/// `devices.kubevirt.io/tun`), so it runs unprivileged; it gets the capabilities the
+/// launcher's own work in its network namespace needs (taps, the bindings' bridge and nft
+/// rules: NET_ADMIN; the DHCP server: NET_BIND_SERVICE, NET_RAW) and no more. The launcher
+/// reads the VMI from a downward API file of the pod's own annotation, so it needs no API
+/// access, and works in the pod's namespace (`--netns` its own).
+pub fn launcher_pod_in_cluster(vmi: &Value, suffix: &str, launch: &ClusterLaunch) -> Value {
+    let mut pod = launcher_pod(vmi, "", suffix);
+    let mut vmi_file = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": vmi["metadata"]["name"], "namespace": vmi["metadata"]["namespace"],
+            "uid": vmi["metadata"]["uid"],
+        },
+        "spec": vmi["spec"],
+    });
+    if let Some(labels) = vmi["metadata"]["labels"].as_object() {
+        vmi_file["metadata"]["labels"] = json!(labels);
+    }
+    pod["metadata"]["annotations"][VMI_ANNOTATION] = json!(vmi_file.to_string());
+    let guest = vmi["spec"]["domain"]["memory"]["guest"]
+        .as_str()
+        .or_else(|| s(vmi, &["spec", "domain", "resources", "requests", "memory"]))
+        .and_then(|m| oxivirt_api::Quantity::parse(m).ok())
+        .and_then(|q| q.value())
+        .unwrap_or(0);
+    let devices = json!({"devices.kubevirt.io/kvm": "1", "devices.kubevirt.io/tun": "1"});
+    let mut requests = devices.clone();
+    requests["memory"] = json!((guest + LAUNCHER_MEMORY_OVERHEAD).to_string());
+    requests["cpu"] = json!(format!("{}m", vcpus(vmi) * CPU_REQUEST_MILLI_PER_VCPU));
+    if let Some(spec) = pod["spec"].as_object_mut() {
+        spec.remove("nodeName");
+        spec.insert("automountServiceAccountToken".into(), json!(false));
+        spec.insert(
+            "volumes".into(),
+            json!([
+                {"name": "podinfo", "downwardAPI": {"items": [{"path": "vmi.json",
+                    "fieldRef": {"fieldPath": format!("metadata.annotations['{VMI_ANNOTATION}']")}}]}},
+                {"name": "state", "emptyDir": {}},
+            ]),
+        );
+    }
+    pod["spec"]["containers"][0] = json!({
+        "name": "compute",
+        "image": launch.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/usr/bin/oxivirt-launcher"],
+        "args": [
+            "--netns", "/proc/self/ns/net",
+            "--vmi", format!("{PODINFO_DIR}/vmi.json"),
+            "--state-dir", STATE_DIR,
+        ],
+        "resources": {"requests": requests, "limits": devices},
+        "securityContext": {
+            "privileged": false,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"]},
+        },
+        "volumeMounts": [
+            {"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": true},
+            {"name": "state", "mountPath": STATE_DIR},
+        ],
+    });
+    pod
 }

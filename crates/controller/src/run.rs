@@ -23,8 +23,8 @@ use crate::plan::{self, Event, VmAction, VmView, VmiAction};
 /// What the controllers need to know of where they run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The node launcher pods are bound to (one machine: this one).
-    pub node_name: String,
+    /// Where launcher pods go: this machine's node (oxivirtd), or the cluster's scheduler.
+    pub placement: plan::Placement,
 }
 
 fn resource(group: &str, kind: &str, plural: &str) -> ApiResource {
@@ -285,7 +285,7 @@ async fn reconcile_vmi(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action,
     let vmi = to_value(&obj);
     let uid = vmi["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let pod = launcher_pod(&ctx, &ns, &uid).await?;
-    let plan = plan::plan_vmi(&vmi, pod.as_ref(), &ctx.config.node_name, &suffix());
+    let plan = plan::plan_vmi_placed(&vmi, pod.as_ref(), &ctx.config.placement, &suffix());
     for a in &plan.actions {
         match a {
             VmiAction::AddFinalizer => {

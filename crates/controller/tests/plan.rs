@@ -303,3 +303,80 @@ fn a_paused_start_of_a_halted_vm() {
         .expect("a VMI");
     assert_eq!(new["spec"]["startStrategy"], "Paused");
 }
+
+/// The cluster's launcher pod: the scheduler places it, it asks for the guest's memory
+/// plus the launcher's measured overhead, 100m CPU per vCPU and the device plugin's
+/// `/dev/kvm` and `/dev/net/tun`, runs unprivileged with three capabilities, and reads the
+/// VMI from its own annotation through a downward API file the launcher can parse.
+#[test]
+fn the_cluster_launcher_pod_as_kubevirt_shapes_it() {
+    let launch = plan::ClusterLaunch {
+        image: "oxivirt:test".into(),
+    };
+    let mut vmi = seed_vmi();
+    vmi["spec"]["domain"]["cpu"] = json!({"cores": 2, "sockets": 1});
+    let pod = plan::launcher_pod_in_cluster(&vmi, "x7k2p", &launch);
+    insta::assert_json_snapshot!(pod);
+    assert!(pod["spec"].get("nodeName").is_none(), "{pod}");
+    let c = &pod["spec"]["containers"][0];
+    let guest = oxivirt_api::Quantity::parse(
+        vmi["spec"]["domain"]["memory"]["guest"]
+            .as_str()
+            .or_else(|| vmi["spec"]["domain"]["resources"]["requests"]["memory"].as_str())
+            .expect("the seed's memory"),
+    )
+    .expect("quantity")
+    .value()
+    .expect("bytes");
+    assert_eq!(
+        c["resources"]["requests"]["memory"],
+        json!((guest + plan::LAUNCHER_MEMORY_OVERHEAD).to_string())
+    );
+    assert_eq!(c["resources"]["requests"]["cpu"], "200m");
+    assert_eq!(c["resources"]["limits"]["devices.kubevirt.io/kvm"], "1");
+    assert_eq!(c["securityContext"]["privileged"], false);
+    // A Pod as Kubernetes' own types read it.
+    let typed: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(pod.clone()).expect("a v1 Pod");
+    assert_eq!(typed.spec.expect("spec").containers.len(), 1);
+    // The launcher's VMI: the pod's annotation, a VMI the API types parse and validate.
+    let text = pod["metadata"]["annotations"][plan::VMI_ANNOTATION]
+        .as_str()
+        .expect("the VMI annotation");
+    let parsed = oxivirt_api::parse_vmi("annotation", text).expect("a VMI");
+    assert_eq!(parsed.metadata.name.as_deref(), Some("testvm-2"));
+    assert_eq!(
+        serde_json::to_value(&parsed.spec).expect("spec"),
+        serde_json::to_value(
+            oxivirt_api::parse_vmi("vmi", &vmi.to_string())
+                .expect("the VMI")
+                .spec
+        )
+        .expect("spec")
+    );
+    // The downward API file is that annotation, where the launcher is told to read it.
+    let vol = &pod["spec"]["volumes"][0]["downwardAPI"]["items"][0];
+    assert_eq!(
+        vol["fieldRef"]["fieldPath"],
+        format!("metadata.annotations['{}']", plan::VMI_ANNOTATION)
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args
+        .windows(2)
+        .any(|w| w == ["--vmi", "/var/run/oxivirt/podinfo/vmi.json"]));
+    // The placement picks it; on one machine the pod stays bound to the node.
+    let placed = plan::plan_vmi_placed(&vmi, None, &plan::Placement::Cluster(launch), "x7k2p");
+    assert!(
+        placed
+            .actions
+            .iter()
+            .any(|a| matches!(a, VmiAction::CreatePod(p) if p == &pod)),
+        "{:?}",
+        placed.actions
+    );
+}

@@ -60,7 +60,13 @@ impl NetNs {
 
     /// Moves the calling thread into this namespace. Only for a thread made for the purpose
     /// (as [`Self::run`] does): it must run nothing unrelated afterwards.
+    ///
+    /// A thread already in it stays (no `setns`): a launcher inside its pod on a cluster is
+    /// given its own namespace and has no CAP_SYS_ADMIN to enter it again.
     pub fn enter_current_thread(&self) -> Result<()> {
+        if self.is_current_thread() {
+            return Ok(());
+        }
         // SAFETY: setns on a valid namespace fd; it only affects the calling thread.
         let rc = unsafe { libc::setns(self.raw_fd(), libc::CLONE_NEWNET) };
         if rc != 0 {
@@ -70,6 +76,19 @@ impl NetNs {
             });
         }
         Ok(())
+    }
+
+    /// Whether the calling thread is in this namespace (the same namespace file: device
+    /// and inode).
+    pub fn is_current_thread(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (
+            self.file.metadata(),
+            std::fs::metadata("/proc/thread-self/ns/net"),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
     }
 
     /// Runs `f` on the calling thread inside this namespace, then moves the thread back to
@@ -131,5 +150,29 @@ mod tests {
 
         let ns = NetNs::current().expect("our own namespace");
         assert_eq!(ns.path(), Path::new("/proc/thread-self/ns/net"));
+    }
+
+    #[test]
+    fn entering_the_namespace_a_thread_is_in_needs_no_setns() {
+        // Unprivileged tests too: no setns happens, so no CAP_SYS_ADMIN is needed.
+        let ns = NetNs::open("/proc/self/ns/net").expect("our own namespace");
+        assert!(ns.is_current_thread());
+        ns.enter_current_thread().expect("already there");
+        let v = ns.visit(&ns, || 7).expect("visit");
+        assert_eq!(v, 7);
+        // A namespace made on another thread is not this thread's (root only).
+        let other = std::thread::spawn(|| {
+            // SAFETY: unshare on this short-lived thread only, which ends right after.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return None;
+            }
+            NetNs::current().ok()
+        })
+        .join()
+        .expect("thread");
+        match other {
+            Some(o) => assert!(!o.is_current_thread()),
+            None => eprintln!("SKIP the other half: unshare(CLONE_NEWNET) needs root"),
+        }
     }
 }
