@@ -162,6 +162,32 @@ impl Pod {
         std::sync::Arc::new(std::sync::Mutex::new(s))
     }
 
+    /// The realistic mocked API service (RSA-2048 TLS, fsync'd writes to the log file it
+    /// returns) holding this pod and the multus-br NAD, and the meta plugin's config for it.
+    fn realistic_api(
+        &self,
+    ) -> (
+        std::sync::Arc<std::sync::Mutex<oxivirt_testkit::mock_kube::State>>,
+        Value,
+        String,
+    ) {
+        use base64::Engine;
+        let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate_rsa();
+        let state = self.mock_api("sa-token");
+        let wal = self.path("wal");
+        let port = oxivirt_testkit::mock_kube::start_realistic(
+            state.clone(),
+            &self.node.path(),
+            &tls,
+            Path::new(&wal),
+        );
+        let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
+        let conf = self.kube_conf(&format!(
+            "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
+        ));
+        (state, conf, wal)
+    }
+
     fn allocations(&self) -> Vec<String> {
         let mut out = Vec::new();
         for net in ["cluster", "multus-br", "macvlan-net"] {
@@ -510,20 +536,7 @@ fn conflist_delegate_and_failed_del_keeps_the_cache() {
 #[root_test(reference)]
 fn kubernetes_backend_against_the_realistic_mock() {
     let p = Pod::new();
-    use base64::Engine;
-    let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate_rsa();
-    let state = p.mock_api("sa-token");
-    let wal = p.path("wal");
-    let port = oxivirt_testkit::mock_kube::start_realistic(
-        state.clone(),
-        &p.node.path(),
-        &tls,
-        Path::new(&wal),
-    );
-    let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
-    let conf = p.kube_conf(&format!(
-        "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
-    ));
+    let (_state, conf, wal) = p.realistic_api();
     p.run("ADD", &conf).must("ADD");
     assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
     let log = std::fs::read_to_string(&wal).expect("the mock's log");
@@ -593,21 +606,8 @@ fn kubernetes_backend_over_tls_and_in_cluster() {
 /// again later).
 #[root_test(reference)]
 fn thick_plugin_shim_and_daemon_against_the_realistic_mock() {
-    use base64::Engine;
     let p = Pod::new();
-    let tls = oxivirt_testkit::mock_kube::TlsMaterial::generate_rsa();
-    let state = p.mock_api("sa-token");
-    let wal = p.path("wal");
-    let port = oxivirt_testkit::mock_kube::start_realistic(
-        state.clone(),
-        &p.node.path(),
-        &tls,
-        Path::new(&wal),
-    );
-    let ca64 = base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem);
-    let meta = p.kube_conf(&format!(
-        "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca64}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: sa-token\n"
-    ));
+    let (state, meta, wal) = p.realistic_api();
     std::fs::write(p.path("daemon-config.json"), meta.to_string()).expect("daemon config");
     std::os::unix::fs::symlink(common::our_multus_bin(), p.bin().join("multus-shim"))
         .expect("link");
