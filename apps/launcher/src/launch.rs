@@ -591,6 +591,8 @@ mod tests {
         powered_down: usize,
         killed: usize,
         written: Vec<Status>,
+        /// Told when QEMU is killed (the test's QEMU then ends).
+        on_kill: Option<mpsc::Sender<()>>,
     }
 
     impl Hands for Recorded {
@@ -599,6 +601,9 @@ mod tests {
         }
         fn kill(&mut self) {
             self.killed += 1;
+            if let Some(tx) = &self.on_kill {
+                let _ = tx.send(());
+            }
         }
         fn write_status(&mut self, status: &Status) -> anyhow::Result<()> {
             self.written.push(status.clone());
@@ -672,12 +677,18 @@ mod tests {
         tx.send(Msg::Stop(Duration::from_millis(50))).expect("send");
         tx.send(Msg::Stop(Duration::from_secs(600))).expect("send");
         let status = Mutex::new(Status::default());
-        let mut hands = Recorded::default();
+        let (killed_tx, killed_rx) = mpsc::channel();
+        let mut hands = Recorded {
+            on_kill: Some(killed_tx),
+            ..Recorded::default()
+        };
         std::thread::scope(|sc| {
             let tx = tx.clone();
             sc.spawn(move || {
-                // QEMU, killed, ends: its connection first, then the process.
-                std::thread::sleep(Duration::from_millis(200));
+                // QEMU ignores the power button; killed, it ends: its connection first,
+                // then the process.
+                // (Never killed: it ends anyway, and the count below says so.)
+                let _ = killed_rx.recv_timeout(Duration::from_secs(30));
                 let _ = tx.send(Msg::EventsEnded);
                 let _ = tx.send(Msg::Exited(std::process::ExitStatus::from_raw(9)));
             });
