@@ -25,7 +25,11 @@ pub fn shim(call: Call<'_>) -> Result<Option<String>> {
     let cfg = ShimConfig::parse(call.stdin)?;
     let socket = cfg.socket();
     let request = Request {
-        env: thick::cni_env(std::env::vars()),
+        // `vars_os`: a variable that is not UTF-8 is skipped, never a panic.
+        env: thick::cni_env(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        ),
         config: call.stdin.to_vec(),
     };
     match thick::post(&socket, &request)? {
@@ -193,9 +197,17 @@ fn serve(dir: &Path, overlay: Option<serde_json::Value>) -> std::result::Result<
         }
         std::fs::remove_file(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     }
-    let listener = UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    // Bound under another name, made root-only, then renamed into place: the socket never
+    // exists with other modes, and once it exists it is served.
+    let bound = dir.join(format!(".{}.tmp", thick::SOCKET_NAME));
+    let _ = std::fs::remove_file(&bound);
+    let listener = UnixListener::bind(&bound).map_err(|e| format!("{}: {e}", bound.display()))?;
+    std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&bound, &socket))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&bound);
+            format!("{}: {e}", socket.display())
+        })?;
     eprintln!("multus-daemon: serving {}", socket.display());
 
     let state = Arc::new(Daemon {
