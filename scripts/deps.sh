@@ -11,6 +11,8 @@ command -v dhclient >/dev/null || need+=(isc-dhcp-client)
 command -v curl >/dev/null || need+=(curl)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v docker-registry >/dev/null || need+=(docker-registry)
+# A gRPC implementation other than ours, for the kubelet's side of the device plugin test.
+/usr/bin/python3 -c 'import grpc' 2>/dev/null || need+=(python3-grpcio)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,8 +1,11 @@
 //! `oxivirt-node`: the node agent of Kubernetes mode (the DaemonSet in `deploy/`).
 //!
-//! Today: `install-cni`, which puts the CNI plugins, the Multus-compatible `00-multus.conf`
-//! and its kubeconfig on the node, keeps them current and removes the config on SIGTERM.
+//! `install-cni` puts the CNI plugins, the Multus-compatible `00-multus.conf` and its
+//! kubeconfig on the node, keeps them current and removes the config on SIGTERM;
+//! `device-plugin` serves `/dev/kvm` and `/dev/net/tun` to launcher pods through the
+//! kubelet's device plugin API (`devices.kubevirt.io/kvm`, `devices.kubevirt.io/tun`).
 
+mod device;
 mod install;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +24,9 @@ enum Command {
     /// 00-multus.conf around the default network with a kubeconfig from the service account,
     /// keep both current, and remove them on SIGTERM.
     InstallCni(install::Args),
+    /// Serve /dev/kvm and /dev/net/tun to launcher pods as devices.kubevirt.io/kvm and
+    /// devices.kubevirt.io/tun through the kubelet's device plugin API, until SIGTERM.
+    DevicePlugin(device::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +36,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("oxivirt-node install-cni: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::DevicePlugin(args) => match device::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxivirt-node device-plugin: {e:#}");
                 ExitCode::FAILURE
             }
         },

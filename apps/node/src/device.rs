@@ -1,0 +1,77 @@
+//! `oxivirt-node device-plugin`: `/dev/kvm` and `/dev/net/tun` for launcher pods, through
+//! the kubelet's device plugin API (crates/device-plugin), one plugin per device, until
+//! SIGTERM or SIGINT removes their sockets.
+
+use anyhow::{Context, Result};
+use oxivirt_device_plugin::{DeviceKind, DEFAULT_COUNT, KUBELET_DIR};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The kubelet's device plugin directory (with its kubelet.sock), as mounted here.
+    #[arg(long, default_value = KUBELET_DIR)]
+    dir: PathBuf,
+    /// How many devices each file is advertised as (VMs a node can run at once).
+    #[arg(long, default_value_t = DEFAULT_COUNT)]
+    count: usize,
+    /// The KVM device file.
+    #[arg(long, default_value = "/dev/kvm")]
+    kvm: PathBuf,
+    /// The TUN device file.
+    #[arg(long, default_value = "/dev/net/tun")]
+    tun: PathBuf,
+    /// How often the sockets and the devices' health are checked, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    poll_ms: u64,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if !args.dir.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory: is it the kubelet's device plugin directory, mounted?",
+            args.dir.display()
+        );
+    }
+    let kinds = [
+        DeviceKind {
+            path: args.kvm.clone(),
+            ..DeviceKind::kvm(args.count)
+        },
+        DeviceKind {
+            path: args.tun.clone(),
+            ..DeviceKind::tun(args.count)
+        },
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let poll = Duration::from_millis(args.poll_ms.max(10));
+        let tasks: Vec<_> = kinds
+            .iter()
+            .cloned()
+            .map(|k| {
+                tokio::spawn(oxivirt_device_plugin::run(args.dir.clone(), k, poll, |l| {
+                    eprintln!("oxivirt-node device-plugin: {l}")
+                }))
+            })
+            .collect();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        for t in &tasks {
+            t.abort();
+        }
+        // The kubelet stops offering the devices once their sockets are gone.
+        for k in &kinds {
+            let _ = std::fs::remove_file(args.dir.join(k.endpoint()));
+        }
+        eprintln!("oxivirt-node device-plugin: stopped");
+        Ok(())
+    })
+}
