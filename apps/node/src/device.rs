@@ -15,12 +15,15 @@ pub struct Args {
     /// How many devices each file is advertised as (VMs a node can run at once).
     #[arg(long, default_value_t = DEFAULT_COUNT)]
     count: usize,
-    /// The KVM device file.
+    /// The KVM device file (the host's path: containers get it there).
     #[arg(long, default_value = "/dev/kvm")]
     kvm: PathBuf,
-    /// The TUN device file.
+    /// The TUN device file (the host's path).
     #[arg(long, default_value = "/dev/net/tun")]
     tun: PathBuf,
+    /// Where the host's `/` is mounted here: the devices' health is checked under it.
+    #[arg(long, default_value = "/")]
+    host_root: PathBuf,
     /// How often the sockets and the devices' health are checked, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
@@ -37,11 +40,13 @@ pub fn run(args: &Args) -> Result<()> {
         DeviceKind {
             path: args.kvm.clone(),
             ..DeviceKind::kvm(args.count)
-        },
+        }
+        .seen_under(&args.host_root),
         DeviceKind {
             path: args.tun.clone(),
             ..DeviceKind::tun(args.count)
-        },
+        }
+        .seen_under(&args.host_root),
     ];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -122,3 +122,58 @@ fn both_devices_are_served_to_a_kubelet_and_go_on_sigterm() {
     assert!(!dir.join("oxivirt-kvm.sock").exists());
     assert!(!dir.join("oxivirt-tun.sock").exists());
 }
+
+/// The DaemonSet's `device-plugin` container: its arguments parse, and it mounts the
+/// kubelet's device plugin dir where it is told to serve and the host's `/dev` under the
+/// root it is told to look in.
+#[test]
+fn the_daemonset_device_plugin_command_line_is_accepted() {
+    let ds = oxivirt_deploy::manifests::node();
+    let c = ds["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == "device-plugin")
+        .expect("the device-plugin container")
+        .clone();
+    assert_eq!(c["command"], serde_json::json!(["/usr/bin/oxivirt-node"]));
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args.first(), Some(&"device-plugin"));
+    let out = Command::new(BIN)
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value_of = |flag: &str| {
+        args.windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].to_string())
+            .expect(flag)
+    };
+    let mounts: Vec<(String, bool)> = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .map(|m| {
+            (
+                m["mountPath"].as_str().unwrap_or_default().to_string(),
+                m["readOnly"] == true,
+            )
+        })
+        .collect();
+    assert!(mounts.contains(&(value_of("--dir"), false)), "{mounts:?}");
+    assert!(
+        mounts.contains(&(format!("{}/dev", value_of("--host-root")), true)),
+        "{mounts:?}"
+    );
+}

@@ -270,9 +270,10 @@ fn host_path(name: &str, path: &str) -> Value {
 
 /// The node agent on every node: `install-cni` (unprivileged, writing only the host's CNI
 /// bin and conf dirs) installs the plugins and keeps `00-multus.conf` and its kubeconfig
-/// current until SIGTERM removes them. The agent's other part (console relay, launcher
-/// status, the device plugin) joins this DaemonSet when it exists: a container for a
-/// binary that refuses its arguments would only crash-loop.
+/// current until SIGTERM removes them; `device-plugin` serves `/dev/kvm` and
+/// `/dev/net/tun` to launcher pods. The agent's other part (console relay, launcher
+/// status) joins this DaemonSet when it exists: a container for a binary that refuses its
+/// arguments would only crash-loop.
 pub fn node() -> Value {
     let name = "oxivirt-node";
     json!({
@@ -314,10 +315,36 @@ pub fn node() -> Value {
                             {"name": "cni-bin", "mountPath": "/host/opt/cni/bin"},
                             {"name": "cni-conf", "mountPath": "/host/etc/cni/net.d"},
                         ],
+                    }, {
+                        // /dev/kvm and /dev/net/tun for launcher pods through the kubelet's
+                        // device plugin API (devices.kubevirt.io/kvm and tun), so launcher
+                        // pods run unprivileged. It writes only its sockets into the
+                        // kubelet's device plugin dir and looks at the host's /dev (read
+                        // only) to report the devices' health.
+                        "name": "device-plugin",
+                        "image": IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/usr/bin/oxivirt-node"],
+                        "args": [
+                            "device-plugin",
+                            "--dir", "/var/lib/kubelet/device-plugins",
+                            "--host-root", "/host",
+                        ],
+                        "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"memory": "32Mi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]},
+                        },
+                        "volumeMounts": [
+                            {"name": "device-plugins", "mountPath": "/var/lib/kubelet/device-plugins"},
+                            {"name": "host-dev", "mountPath": "/host/dev", "readOnly": true},
+                        ],
                     }],
                     "volumes": [
                         host_path("cni-bin", "/opt/cni/bin"),
                         host_path("cni-conf", "/etc/cni/net.d"),
+                        {"name": "device-plugins", "hostPath": {"path": "/var/lib/kubelet/device-plugins", "type": "Directory"}},
+                        {"name": "host-dev", "hostPath": {"path": "/dev", "type": "Directory"}},
                     ],
                 },
             },

@@ -58,6 +58,9 @@ pub struct DeviceKind {
     pub resource: String,
     /// The device file, the same path on the host and in the container.
     pub path: PathBuf,
+    /// Where this process sees that file (the node agent in its container sees the
+    /// host's `/dev` elsewhere): its health is whether this exists.
+    pub probe: PathBuf,
     /// Cgroup permissions given with it.
     pub permissions: String,
     /// How many devices it is advertised as.
@@ -69,6 +72,7 @@ impl DeviceKind {
         Self {
             resource: "devices.kubevirt.io/kvm".into(),
             path: "/dev/kvm".into(),
+            probe: "/dev/kvm".into(),
             permissions: "rw".into(),
             count,
         }
@@ -78,6 +82,7 @@ impl DeviceKind {
         Self {
             resource: "devices.kubevirt.io/tun".into(),
             path: "/dev/net/tun".into(),
+            probe: "/dev/net/tun".into(),
             permissions: "rwm".into(),
             count,
         }
@@ -98,7 +103,13 @@ impl DeviceKind {
     }
 
     fn healthy(&self) -> bool {
-        self.path.exists()
+        self.probe.exists()
+    }
+
+    /// The same device seen under `root` (the host's `/` as mounted here).
+    pub fn seen_under(mut self, root: &Path) -> Self {
+        self.probe = root.join(self.path.strip_prefix("/").unwrap_or(&self.path));
+        self
     }
 
     /// The device list as ListAndWatch sends it.
@@ -364,6 +375,7 @@ mod tests {
         DeviceKind {
             resource: "devices.kubevirt.io/kvm".into(),
             path: path.to_path_buf(),
+            probe: path.to_path_buf(),
             permissions: "rw".into(),
             count: 3,
         }
@@ -424,5 +436,26 @@ mod tests {
             assert_eq!(c, code::INVALID_ARGUMENT, "{bad}");
             assert!(m.contains(bad), "{m}");
         }
+    }
+
+    #[test]
+    fn a_device_seen_under_another_root_is_probed_there_and_given_by_its_host_path() {
+        let root = tempfile::tempdir().expect("tmp");
+        let k = DeviceKind::kvm(1).seen_under(root.path());
+        assert_eq!(k.probe, root.path().join("dev/kvm"));
+        assert!(k
+            .devices()
+            .devices
+            .iter()
+            .all(|d| d.health == proto::UNHEALTHY));
+        std::fs::create_dir_all(root.path().join("dev")).expect("dev");
+        std::fs::write(root.path().join("dev/kvm"), "").expect("kvm");
+        let req = proto::AllocateRequest {
+            container_requests: vec![proto::ContainerAllocateRequest {
+                devices_ids: vec!["kvm0".into()],
+            }],
+        };
+        let a = k.allocate(&req).expect("allocate");
+        assert_eq!(a.container_responses[0].devices[0].host_path, "/dev/kvm");
     }
 }

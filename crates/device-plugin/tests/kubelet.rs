@@ -116,6 +116,7 @@ async fn registers_lists_allocates_and_registers_again_after_a_kubelet_restart()
     let mut registrations = kubelet(&dir, 1);
     let kind = DeviceKind {
         path: dev.clone(),
+        probe: dev.clone(),
         count: 4,
         ..DeviceKind::kvm(0)
     };
