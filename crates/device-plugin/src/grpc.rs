@@ -114,9 +114,18 @@ pub fn stream() -> (tokio::sync::mpsc::Sender<Bytes>, Response<Body>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let (ftx, frx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
-        while let Some(b) = rx.recv().await {
-            if ftx.send(Ok(Frame::data(b))).await.is_err() {
-                return;
+        loop {
+            tokio::select! {
+                b = rx.recv() => match b {
+                    Some(b) => {
+                        if ftx.send(Ok(Frame::data(b))).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => break,
+                },
+                // The peer went away: dropping `rx` tells the producer at once.
+                () = ftx.closed() => return,
             }
         }
         let _ = ftx.send(Ok(Frame::trailers(trailers(code::OK, "")))).await;
