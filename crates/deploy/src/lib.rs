@@ -2,9 +2,11 @@
 //! `kubevirt.io/v1` VirtualMachine and VirtualMachineInstance and of Multus's
 //! `k8s.cni.cncf.io/v1` NetworkAttachmentDefinition, generated from the one definition of
 //! the kinds (`oxivirt-api`'s types, serde + schemars) and made structural ([`structural`]),
-//! and the other manifests of `deploy/` ([`manifests`]).
+//! and the other manifests of `deploy/` ([`manifests`]); and the container image they name
+//! ([`image`]).
 
 pub mod crd;
+pub mod image;
 pub mod manifests;
 pub mod structural;
 
