@@ -433,6 +433,16 @@ fn default_route_moves_to_the_selected_network() {
     assert!(p.allocations().is_empty());
 }
 
+/// The network-status of the mocked API service's last PATCH.
+fn last_network_status(s: &oxivirt_testkit::mock_kube::State) -> Value {
+    let status = s.patches.last().expect("a PATCH")["metadata"]["annotations"]
+        ["k8s.v1.cni.cncf.io/network-status"]
+        .as_str()
+        .expect("status")
+        .to_string();
+    serde_json::from_str(&status).expect("status json")
+}
+
 /// The same pod through the Kubernetes backend, against the mocked API service.
 #[root_test(reference)]
 fn kubernetes_backend_against_a_mocked_api_service() {
@@ -452,12 +462,7 @@ fn kubernetes_backend_against_a_mocked_api_service() {
             "{:?}",
             s.requests
         );
-        let status = s.patches.last().expect("a PATCH")["metadata"]["annotations"]
-            ["k8s.v1.cni.cncf.io/network-status"]
-            .as_str()
-            .expect("status")
-            .to_string();
-        let st: Value = serde_json::from_str(&status).expect("status json");
+        let st = last_network_status(&s);
         assert_eq!(st[1]["name"], "default/multus-br");
         assert_eq!(st[1]["interface"], "net1");
     }
@@ -664,12 +669,7 @@ fn thick_plugin_shim_and_daemon_against_the_realistic_mock() {
     }
     {
         let s = state.lock().expect("lock");
-        let status = s.patches.last().expect("a PATCH")["metadata"]["annotations"]
-            ["k8s.v1.cni.cncf.io/network-status"]
-            .as_str()
-            .expect("status")
-            .to_string();
-        let st: Value = serde_json::from_str(&status).expect("status json");
+        let st = last_network_status(&s);
         assert_eq!(st[1]["name"], "default/multus-br");
         assert_eq!(s.patches.len(), 3, "one network-status per ADD");
         assert_eq!(

@@ -3,11 +3,13 @@
 //! runs on these machines): both devices registered, listed, allocated, a foreign id
 //! refused; SIGTERM takes the sockets away. The device files are the test's own.
 
+mod common;
+
+use common::BIN;
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_oxivirt-node");
 const PYTHON: &str = "/usr/bin/python3";
 
 fn have_grpcio() -> bool {
@@ -128,32 +130,7 @@ fn both_devices_are_served_to_a_kubelet_and_go_on_sigterm() {
 /// root it is told to look in.
 #[test]
 fn the_daemonset_device_plugin_command_line_is_accepted() {
-    let ds = oxivirt_deploy::manifests::node();
-    let c = ds["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .find(|c| c["name"] == "device-plugin")
-        .expect("the device-plugin container")
-        .clone();
-    assert_eq!(c["command"], serde_json::json!(["/usr/bin/oxivirt-node"]));
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(args.first(), Some(&"device-plugin"));
-    let out = Command::new(BIN)
-        .args(&args)
-        .arg("--help")
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (c, args) = common::daemonset_container("device-plugin", "device-plugin");
     let value_of = |flag: &str| {
         args.windows(2)
             .find(|w| w[0] == flag)

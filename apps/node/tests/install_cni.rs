@@ -4,6 +4,8 @@
 //! token and `ca.crt`, the `KUBERNETES_SERVICE_*` variables for the ones the kubelet sets,
 //! and two small files for the image's `oxivirt-cni` and `oxivirt-multus`.
 
+mod common;
+
 use oxivirt_testkit::cleanup::{self, TempDir};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_oxivirt-node");
+use common::BIN;
 const DEFAULT_NET: &str = r#"{"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel","delegate":{"isDefaultGateway":true}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
 /// Where the kubeconfig is as the host sees it (the config names this).
 const HOST_KUBECONFIG: &str = "/etc/cni/net.d/oxivirt.d/oxivirt.kubeconfig";
@@ -316,32 +318,7 @@ fn missing_service_account_is_named() {
 /// rejects an unknown argument before it reaches the trailing `--help`).
 #[test]
 fn the_daemonset_command_line_is_accepted() {
-    let ds = oxivirt_deploy::manifests::node();
-    let containers = ds["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .expect("containers");
-    let c = containers
-        .iter()
-        .find(|c| c["name"] == "install-cni")
-        .expect("the install-cni container");
-    assert_eq!(c["command"], json!(["/usr/bin/oxivirt-node"]));
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("a string"))
-        .collect();
-    assert_eq!(args.first(), Some(&"install-cni"));
-    let out = Command::new(BIN)
-        .args(&args)
-        .arg("--help")
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (c, _) = common::daemonset_container("install-cni", "install-cni");
     // It mounts what it writes.
     let mounts: Vec<&str> = c["volumeMounts"]
         .as_array()

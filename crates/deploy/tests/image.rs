@@ -72,7 +72,11 @@ fn the_image_is_an_oci_image_skopeo_copies_and_its_binary_runs() {
     );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        std::fs::metadata(&inside).expect("meta").permissions().mode() & 0o777,
+        std::fs::metadata(&inside)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
         0o755
     );
     // Static: it runs with nothing else of the image's root (there is nothing else).
@@ -82,7 +86,11 @@ fn the_image_is_an_oci_image_skopeo_copies_and_its_binary_runs() {
         .env("CNI_COMMAND", "VERSION")
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("VERSION JSON");
     assert!(v["supportedVersions"].is_array(), "{v}");
     assert!(!Path::new(&root.join("lib")).exists());
