@@ -3,10 +3,12 @@
 //! `install-cni` puts the CNI plugins, the Multus-compatible `00-multus.conf` and its
 //! kubeconfig on the node, keeps them current and removes the config on SIGTERM;
 //! `device-plugin` serves `/dev/kvm` and `/dev/net/tun` to launcher pods through the
-//! kubelet's device plugin API (`devices.kubevirt.io/kvm`, `devices.kubevirt.io/tun`).
+//! kubelet's device plugin API (`devices.kubevirt.io/kvm`, `devices.kubevirt.io/tun`);
+//! `launcher-status` reports the launchers of this node's pods into their VMIs.
 
 mod device;
 mod install;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +29,9 @@ enum Command {
     /// Serve /dev/kvm and /dev/net/tun to launcher pods as devices.kubevirt.io/kvm and
     /// devices.kubevirt.io/tun through the kubelet's device plugin API, until SIGTERM.
     DevicePlugin(device::Args),
+    /// Report the launchers of this node's pods into their VMIs' status (phase,
+    /// interfaces, Ready, Paused), until SIGTERM.
+    LauncherStatus(status::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +41,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("oxivirt-node install-cni: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::LauncherStatus(args) => match status::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxivirt-node launcher-status: {e:#}");
                 ExitCode::FAILURE
             }
         },

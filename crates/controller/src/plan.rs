@@ -611,6 +611,8 @@ pub struct ClusterLaunch {
 /// Where the launcher pod mounts the VMI file and keeps its state.
 const PODINFO_DIR: &str = "/var/run/oxivirt/podinfo";
 const STATE_DIR: &str = "/var/run/oxivirt/state";
+/// The host directory holding every launcher pod's state dir, `<pod uid>/`.
+pub const LAUNCHERS_HOST_DIR: &str = "/var/run/oxivirt/launchers";
 
 /// A VMI's vCPUs: cores × sockets × threads, each 1 when unset.
 fn vcpus(vmi: &Value) -> i64 {
@@ -662,7 +664,10 @@ pub fn launcher_pod_in_cluster(vmi: &Value, suffix: &str, launch: &ClusterLaunch
             json!([
                 {"name": "podinfo", "downwardAPI": {"items": [{"path": "vmi.json",
                     "fieldRef": {"fieldPath": format!("metadata.annotations['{VMI_ANNOTATION}']")}}]}},
-                {"name": "state", "emptyDir": {}},
+                // The node agent reads the launcher's status.json (and later its console)
+                // here: one directory per pod on the host, as KubeVirt shares virt-launcher's
+                // sockets with virt-handler.
+                {"name": "state", "hostPath": {"path": LAUNCHERS_HOST_DIR, "type": "DirectoryOrCreate"}},
             ]),
         );
     }
@@ -684,8 +689,9 @@ pub fn launcher_pod_in_cluster(vmi: &Value, suffix: &str, launch: &ClusterLaunch
         },
         "volumeMounts": [
             {"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": true},
-            {"name": "state", "mountPath": STATE_DIR},
+            {"name": "state", "mountPath": STATE_DIR, "subPathExpr": "$(POD_UID)"},
         ],
+        "env": [{"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}],
     });
     pod
 }

@@ -271,9 +271,9 @@ fn host_path(name: &str, path: &str) -> Value {
 /// The node agent on every node: `install-cni` (unprivileged, writing only the host's CNI
 /// bin and conf dirs) installs the plugins and keeps `00-multus.conf` and its kubeconfig
 /// current until SIGTERM removes them; `device-plugin` serves `/dev/kvm` and
-/// `/dev/net/tun` to launcher pods. The agent's other part (console relay, launcher
-/// status) joins this DaemonSet when it exists: a container for a binary that refuses its
-/// arguments would only crash-loop.
+/// `/dev/net/tun` to launcher pods; `launcher-status` reports the launchers into their
+/// VMIs. The console relay joins this DaemonSet when it exists: a container for a binary
+/// that refuses its arguments would only crash-loop.
 pub fn node() -> Value {
     let name = "oxivirt-node";
     json!({
@@ -339,12 +339,31 @@ pub fn node() -> Value {
                             {"name": "device-plugins", "mountPath": "/var/lib/kubelet/device-plugins"},
                             {"name": "host-dev", "mountPath": "/host/dev", "readOnly": true},
                         ],
+                    }, {
+                        // The launchers of this node's pods into their VMIs' status: it reads
+                        // each launcher's status.json from the host dir the launcher pods
+                        // keep their state in (read only) and patches VMI status.
+                        "name": "launcher-status",
+                        "image": IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/usr/bin/oxivirt-node"],
+                        "args": ["launcher-status", "--state-root", "/var/run/oxivirt/launchers"],
+                        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                        "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [
+                            {"name": "launchers", "mountPath": "/var/run/oxivirt/launchers", "readOnly": true},
+                        ],
                     }],
                     "volumes": [
                         host_path("cni-bin", "/opt/cni/bin"),
                         host_path("cni-conf", "/etc/cni/net.d"),
                         {"name": "device-plugins", "hostPath": {"path": "/var/lib/kubelet/device-plugins", "type": "Directory"}},
                         {"name": "host-dev", "hostPath": {"path": "/dev", "type": "Directory"}},
+                        host_path("launchers", "/var/run/oxivirt/launchers"),
                     ],
                 },
             },
