@@ -435,3 +435,95 @@ fn a_containerdisk_that_cannot_be_had_fails_the_launch_and_leaves_nothing() {
     }
     pod.finish();
 }
+
+/// The launcher as a cluster's launcher pod runs it (`launcher_pod_in_cluster`): inside
+/// the pod's namespace, given that namespace as its own (`--netns /proc/self/ns/net`),
+/// with only the pod's capabilities (NET_ADMIN, NET_RAW, NET_BIND_SERVICE: the bounding
+/// set of its container, as root). The containerDisk, named by digest, is already in the
+/// image cache (the pod cannot reach the node's loopback registry; on a cluster the pull
+/// goes through the pod's network). The VM runs on the bindings' taps and a stop puts the
+/// pod back.
+#[root_test(
+    "docker-registry",
+    "skopeo",
+    "qemu-system-x86_64",
+    "qemu-img",
+    "nft",
+    "nsenter",
+    "setpriv"
+)]
+fn the_launcher_runs_inside_its_pod_with_the_cluster_pods_capabilities() {
+    let pod = Pod::new();
+    let (env, tmp) = (&pod.env, &pod.tmp);
+    // First a run as on one machine, which pulls the image into the cache.
+    let vmi = seed_vmi(tmp.path(), 1);
+    let mut first = pod.launch(&vmi, &tmp.path().join("state-pull"), &mirror());
+    wait_running(&first);
+    // SAFETY: kill on the launcher's pid, our child, not yet reaped.
+    unsafe { libc::kill(first.child.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(wait_exit(&mut first.child.child, Duration::from_secs(30)).success());
+    pod.assert_restored();
+    let cache = tmp.path().join("cache");
+    let digest = oxivirt_image::Cache::open(&cache)
+        .expect("cache")
+        .read_ref("quay.io", "kubevirt/cirros-container-disk-demo", "latest")
+        .expect("the pulled image's digest");
+
+    // The VMI as the cluster pod's annotation carries it, its image pinned by digest.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&vmi).expect("vmi")).expect("json");
+    for vol in v["spec"]["volumes"].as_array_mut().expect("volumes") {
+        if vol.get("containerDisk").is_some() {
+            vol["containerDisk"]["image"] = json!(format!(
+                "quay.io/kubevirt/cirros-container-disk-demo@{digest}"
+            ));
+        }
+    }
+    let pinned = tmp.path().join("vmi-pinned.json");
+    std::fs::write(&pinned, v.to_string()).expect("vmi");
+    let state = tmp.path().join("state");
+    let caps = "-all,+net_admin,+net_raw,+net_bind_service";
+    let mut l = Launch {
+        child: cleanup::OwnedChild::spawn(
+            Command::new("nsenter")
+                .arg(format!("--net={}", env.pod.path().display()))
+                .args(["setpriv", "--bounding-set", caps, "--inh-caps", caps])
+                .arg(launcher_bin())
+                .args(["--netns", "/proc/self/ns/net", "--vmi"])
+                .arg(&pinned)
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--image-cache")
+                .arg(&cache)
+                .args(["--accel", "tcg"]),
+        )
+        .expect("launcher"),
+        state: state.clone(),
+    };
+    let s = wait_running(&l);
+    let pid = l.child.child.id();
+    let bounding = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|line| line.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .expect("CapBnd");
+    // CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_NET_RAW (13).
+    assert_eq!(
+        bounding,
+        format!("{:016x}", (1u64 << 10) | (1 << 12) | (1 << 13))
+    );
+    assert_eq!(s.interfaces.len(), 2);
+    assert_eq!(s.interfaces[0].ip_address.as_deref(), Some("10.0.2.2"));
+    let now = links(&env.pod);
+    for l in ["k6t-eth0", "tap0", "k6t-2df796c6902", "tap2df796c6902"] {
+        assert!(now.iter().any(|n| n == l), "{l} missing in {now:?}");
+    }
+    // SAFETY: kill on the launcher's pid, our child, not yet reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let exit = wait_exit(&mut l.child.child, Duration::from_secs(30));
+    assert!(exit.success(), "launcher: {exit}");
+    assert_eq!(status(&l.state).expect("final").phase, Phase::Succeeded);
+    pod.assert_restored();
+    Pod::assert_state_dir_empty(&l.state);
+    pod.finish();
+}
