@@ -29,25 +29,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(data: &Path) -> Daemon {
-        let mut child = OwnedChild::spawn(
-            Command::new(daemon_bin())
-                .arg("--data-dir")
-                .arg(data)
-                .args(["--listen", "127.0.0.1:0"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        )
-        .expect("start oxivirtd");
-        let stdout = child.child.stdout.take().expect("stdout");
-        // Its first line says it serves (and the kubeconfig is written).
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        assert!(line.contains("https://"), "{line}");
+        let d = oxivirt_testkit::oxivirtd::Oxivirtd::start(&daemon_bin(), data, "127.0.0.1:0", &[]);
         Daemon {
-            _child: child,
-            data: data.to_path_buf(),
+            _child: d.child,
+            data: d.data,
         }
     }
 

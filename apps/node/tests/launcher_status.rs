@@ -7,50 +7,26 @@
 mod common;
 
 use oxivirt_testkit::cleanup::{OwnedChild, TempDir};
+use oxivirt_testkit::oxivirtd::Oxivirtd;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-struct Api {
-    _child: OwnedChild,
-    url: String,
-    data: PathBuf,
-}
+struct Api(Oxivirtd);
 
 impl Api {
     fn start(data: &Path) -> Self {
-        let mut child = OwnedChild::spawn(
-            Command::new(oxivirt_testkit::built_binary(
-                "oxivirtd",
-                "oxivirt-app-daemon",
-            ))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--api-only"])
-            .stdout(Stdio::piped()),
-        )
-        .expect("oxivirtd");
-        let mut line = String::new();
-        BufReader::new(child.child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("https://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .trim_end_matches(';')
-            .to_string();
-        Self {
-            _child: child,
-            url,
-            data: data.to_path_buf(),
-        }
+        Self(Oxivirtd::start(
+            &oxivirt_testkit::built_binary("oxivirtd", "oxivirt-app-daemon"),
+            data,
+            "127.0.0.1:0",
+            &["--api-only"],
+        ))
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let pki = |f: &str| self.data.join("pki").join(f);
+        let pki = |f: &str| self.0.pki(f);
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
@@ -70,7 +46,7 @@ impl Api {
             cmd.args(["--data-binary", &b.to_string()]);
         }
         let out = cmd
-            .arg(format!("{}{path}", self.url))
+            .arg(format!("{}{path}", self.0.url))
             .output()
             .expect("curl");
         assert!(

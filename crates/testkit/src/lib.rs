@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod cni;
 pub mod cni_env;
 pub mod mock_kube;
+pub mod oxivirtd;
 pub mod registry;
 pub mod seed;
 

@@ -7,7 +7,7 @@ pub mod node;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -37,32 +37,17 @@ impl Daemon {
     }
 
     pub fn start_on(data: &Path, listen: &str) -> Daemon {
-        let mut child = OwnedChild::spawn(
-            Command::new(daemon_bin())
-                .args(["--data-dir"])
-                .arg(data)
-                .args(["--listen", listen])
-                // The API's contract alone: no controller writes to the objects.
-                .arg("--api-only")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        )
-        .expect("start oxivirtd");
-        let stdout = child.child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("https://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .trim_end_matches(';')
-            .to_string();
+        // The API's contract alone: no controller writes to the objects.
+        let d = oxivirt_testkit::oxivirtd::Oxivirtd::start(
+            &daemon_bin(),
+            data,
+            listen,
+            &["--api-only"],
+        );
         Daemon {
-            child,
-            url,
-            data: data.to_path_buf(),
+            child: d.child,
+            url: d.url,
+            data: d.data,
         }
     }
 
