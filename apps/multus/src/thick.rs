@@ -259,6 +259,8 @@ struct Daemon {
 
 impl Daemon {
     fn serve_connection(&self, conn: UnixStream) {
+        // A client that connects and says nothing does not hold a thread for good.
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
         let mut reader = BufReader::new(&conn);
         let (status, content_type, body) = match thick::read_request(&mut reader) {
             Err(e) => (e.status(), "text/plain", e.to_string().into_bytes()),
