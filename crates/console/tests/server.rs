@@ -218,6 +218,10 @@ fn a_client_that_stops_reading_does_not_stall_the_guest() {
     let (ours, mut port) = UnixStream::pair().expect("socketpair");
     let opts = oxivirt_console::Options {
         client_write_timeout: std::time::Duration::from_millis(200),
+        // A backlog that fits in a socket buffer: the next client's replay then never
+        // waits on its reader, which a loaded machine may stall past the 200 ms that are
+        // meant for the stuck client.
+        backlog: 4096,
         ..Default::default()
     };
     let _server = ConsoleServer::start_with(&path, ours, opts).expect("server");
