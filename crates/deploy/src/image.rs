@@ -1,9 +1,10 @@
 //! The container image `deploy/` names, written by our own code: an OCI image layout (a
 //! directory, or the same as a tar archive that `ctr images import`, `podman load` and
 //! `skopeo copy oci-archive:` take) with one layer holding the binaries under `/usr/bin`.
-//! The binaries are static (see `.cargo/config.toml`), so nothing else goes in. Everything
-//! is reproducible: owners 0, times 0, entries sorted, gzip without a timestamp; the same
-//! binaries give the same digests.
+//! The binaries are static (see `.cargo/config.toml`), so nothing else goes in for them;
+//! launcher pods also run QEMU, qemu-img and nft, which [`host_closure`] takes from the
+//! building host with their libraries and firmware. Everything is reproducible: owners 0,
+//! times 0, entries sorted, gzip without a timestamp; the same files give the same digests.
 
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -45,41 +46,236 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// The layer: `usr/`, `usr/bin/` and each file (mode 0755) as `usr/bin/<name>`.
-fn layer_tar(files: &[PathBuf]) -> Result<Vec<u8>, ImageError> {
+/// One entry of the layer, by its path in the image (no leading `/`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Entry {
+    /// A file copied from `src`, with `mode`.
+    File {
+        dest: String,
+        src: PathBuf,
+        mode: u32,
+    },
+    /// A symbolic link to `target`, as the host has it.
+    Symlink { dest: String, target: String },
+}
+
+impl Entry {
+    fn dest(&self) -> &str {
+        match self {
+            Entry::File { dest, .. } | Entry::Symlink { dest, .. } => dest,
+        }
+    }
+}
+
+/// Our binaries as image entries: `usr/bin/<name>`, mode 0755.
+pub fn binaries(files: &[PathBuf]) -> Vec<Entry> {
+    files
+        .iter()
+        .map(|f| Entry::File {
+            dest: format!(
+                "usr/bin/{}",
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            src: f.clone(),
+            mode: 0o755,
+        })
+        .collect()
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// The layer: every entry's parent directories (0755), then the entries, by path.
+fn layer_tar(entries: &[Entry]) -> Result<Vec<u8>, ImageError> {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.dest().cmp(b.dest()));
+    sorted.dedup_by(|a, b| a.dest() == b.dest());
+    let mut dirs = std::collections::BTreeSet::new();
+    for e in &sorted {
+        let mut p = Path::new(e.dest()).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(format!("{}/", d.display()));
+            p = d.parent();
+        }
+    }
     let mut b = tar::Builder::new(Vec::new());
-    let mut dir = |name: &str| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_size(0);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        b.append_data(&mut h, name, std::io::empty())
-    };
-    dir("usr/").map_err(io(Path::new("usr/"), "add to the layer"))?;
-    dir("usr/bin/").map_err(io(Path::new("usr/bin/"), "add to the layer"))?;
-    let mut sorted: Vec<&PathBuf> = files.iter().collect();
-    sorted.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
-    for f in sorted {
-        let data = std::fs::read(f).map_err(io(f, "read"))?;
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o755);
-        h.set_size(data.len() as u64);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        b.append_data(&mut h, format!("usr/bin/{name}"), data.as_slice())
-            .map_err(io(f, "add to the layer"))?;
+    for d in &dirs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        b.append_data(&mut h, d, std::io::empty())
+            .map_err(io(Path::new(d), "add to the layer"))?;
+    }
+    for e in sorted {
+        match e {
+            Entry::File { dest, src, mode } => {
+                let data = std::fs::read(src).map_err(io(src, "read"))?;
+                let mut h = header(tar::EntryType::Regular, *mode, data.len() as u64);
+                b.append_data(&mut h, dest, data.as_slice())
+                    .map_err(io(src, "add to the layer"))?;
+            }
+            Entry::Symlink { dest, target } => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                b.append_link(&mut h, dest, target)
+                    .map_err(io(Path::new(dest), "add to the layer"))?;
+            }
+        }
     }
     b.into_inner()
         .map_err(io(Path::new("layer"), "finish the tar"))
+}
+
+/// Host files as image entries at the same paths, with everything they need to be found
+/// there: every symbolic link on the way (`/lib` → `usr/lib` on a merged-/usr Debian) as a
+/// link, and for an ELF program or library what `ldd` lists (its interpreter included).
+/// `dirs` are taken whole (QEMU's firmware). For an image of host programs (QEMU, nft)
+/// beside ours.
+pub fn host_closure(programs: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<Entry>, ImageError> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo: Vec<PathBuf> = programs.to_vec();
+    for d in dirs {
+        walk(d, &mut todo)?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(p) = todo.pop() {
+        if !seen.insert(p.clone()) {
+            continue;
+        }
+        let real = resolve(&p, &mut out)?;
+        if is_elf(&real) {
+            todo.extend(ldd(&real)?);
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+fn walk(dir: &Path, into: &mut Vec<PathBuf>) -> Result<(), ImageError> {
+    for e in std::fs::read_dir(dir).map_err(io(dir, "list"))? {
+        let e = e.map_err(io(dir, "list"))?;
+        let p = e.path();
+        let t = e.file_type().map_err(io(&p, "stat"))?;
+        if t.is_dir() {
+            walk(&p, into)?;
+        } else {
+            into.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Records `path` (absolute) component by component: links as links, followed; the file
+/// it ends at as a file. Returns that file's host path.
+fn resolve(
+    path: &Path,
+    out: &mut std::collections::BTreeMap<String, Entry>,
+) -> Result<PathBuf, ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut cur = PathBuf::from("/");
+    let mut rest: Vec<std::ffi::OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .rev()
+        .collect();
+    let mut hops = 0;
+    while let Some(name) = rest.pop() {
+        let next = if name == ".." {
+            cur.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| "/".into())
+        } else {
+            cur.join(&name)
+        };
+        let meta = std::fs::symlink_metadata(&next).map_err(io(&next, "stat"))?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return Err(ImageError::Io {
+                    path: next,
+                    op: "follow links",
+                    source: std::io::Error::other("too many levels of symbolic links"),
+                });
+            }
+            let target = std::fs::read_link(&next).map_err(io(&next, "read the link"))?;
+            let dest = next
+                .display()
+                .to_string()
+                .trim_start_matches('/')
+                .to_string();
+            out.entry(dest.clone()).or_insert(Entry::Symlink {
+                dest,
+                target: target.display().to_string(),
+            });
+            // Go on from the link's target, then what was left of the path.
+            if target.is_absolute() {
+                cur = "/".into();
+            }
+            let mut more: Vec<std::ffi::OsString> = target
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.to_os_string()),
+                    std::path::Component::ParentDir => Some("..".into()),
+                    _ => None,
+                })
+                .collect();
+            more.reverse();
+            rest.extend(more);
+        } else {
+            cur = next;
+        }
+    }
+    let meta = std::fs::metadata(&cur).map_err(io(&cur, "stat"))?;
+    if meta.is_file() {
+        let dest = cur
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+            .to_string();
+        out.entry(dest.clone()).or_insert(Entry::File {
+            dest,
+            src: cur.clone(),
+            mode: meta.permissions().mode() & 0o7777,
+        });
+    }
+    Ok(cur)
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+/// The libraries (and interpreter) `ldd` says `elf` loads; none for a static one.
+fn ldd(elf: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let out = std::process::Command::new("ldd")
+        .arg(elf)
+        .output()
+        .map_err(io(elf, "run ldd on"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
 }
 
 fn gzip(bytes: &[u8]) -> Result<Vec<u8>, ImageError> {
@@ -115,6 +311,11 @@ pub struct Built {
 /// Writes the OCI layout of an image named `name` (`oxivirt:0.1.0`) holding `files` under
 /// `/usr/bin` into `dir` (made if missing; an earlier layout there is replaced).
 pub fn build(files: &[PathBuf], name: &str, dir: &Path) -> Result<Built, ImageError> {
+    build_entries(&binaries(files), name, dir)
+}
+
+/// [`build`] with any entries.
+pub fn build_entries(entries: &[Entry], name: &str, dir: &Path) -> Result<Built, ImageError> {
     let (_, tag) = name
         .rsplit_once(':')
         .filter(|(n, t)| !n.is_empty() && !t.is_empty() && !t.contains('/'))
@@ -125,13 +326,13 @@ pub fn build(files: &[PathBuf], name: &str, dir: &Path) -> Result<Built, ImageEr
     }
     std::fs::create_dir_all(&blobs).map_err(io(&blobs, "create"))?;
 
-    let tar = layer_tar(files)?;
+    let tar = layer_tar(entries)?;
     let diff_id = sha256(&tar);
     let layer = put_blob(dir, &gzip(&tar)?)?;
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/usr/bin"], "WorkingDir": "/"},
+        "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": "oxivirt-deploygen image", "comment": "the oxivirt binaries, static"}],
     });

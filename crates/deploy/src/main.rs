@@ -16,16 +16,35 @@ const BINARIES: [&str; 5] = [
     "oxivirt-launcher",
 ];
 
-const IMAGE_USAGE: &str = "usage: oxivirt-deploygen image --bin-dir DIR --out LAYOUT [--archive FILE] [--name NAME:TAG]\n\
-  DIR holds the built binaries (target/x86_64-unknown-linux-gnu/release)";
+const IMAGE_USAGE: &str = "usage: oxivirt-deploygen image --bin-dir DIR --out LAYOUT [--archive FILE] [--name NAME:TAG] [--qemu]\n\
+  DIR holds the built binaries (target/x86_64-unknown-linux-gnu/release); --qemu adds this host's\n\
+  QEMU, qemu-img and nft with their libraries and firmware (what launcher pods run)";
+
+/// What launcher pods run beside the launcher, from the building host (Debian's paths).
+const QEMU_PROGRAMS: [&str; 3] = [
+    "/usr/bin/qemu-system-x86_64",
+    "/usr/bin/qemu-img",
+    "/usr/sbin/nft",
+];
+/// QEMU's firmware: its own ROMs, SeaBIOS, the iPXE option ROMs of its NICs.
+const QEMU_DATA: [&str; 3] = [
+    "/usr/share/qemu",
+    "/usr/share/seabios",
+    "/usr/lib/ipxe/qemu",
+];
 
 fn image(args: Vec<String>) -> ExitCode {
     let mut bin_dir = None;
     let mut out = None;
     let mut archive = None;
     let mut name = oxivirt_deploy::manifests::IMAGE.to_string();
+    let mut qemu = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
+        if a == "--qemu" {
+            qemu = true;
+            continue;
+        }
         let Some(v) = it.next() else {
             eprintln!("oxivirt-deploygen image: {a} needs a value\n{IMAGE_USAGE}");
             return ExitCode::from(2);
@@ -46,7 +65,23 @@ fn image(args: Vec<String>) -> ExitCode {
         return ExitCode::from(2);
     };
     let files: Vec<PathBuf> = BINARIES.iter().map(|b| bin_dir.join(b)).collect();
-    let built = oxivirt_deploy::image::build(&files, &name, &out).and_then(|b| {
+    let mut entries = oxivirt_deploy::image::binaries(&files);
+    if qemu {
+        let programs: Vec<PathBuf> = QEMU_PROGRAMS.iter().map(PathBuf::from).collect();
+        let data: Vec<PathBuf> = QEMU_DATA
+            .iter()
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .collect();
+        match oxivirt_deploy::image::host_closure(&programs, &data) {
+            Ok(e) => entries.extend(e),
+            Err(e) => {
+                eprintln!("oxivirt-deploygen image: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let built = oxivirt_deploy::image::build_entries(&entries, &name, &out).and_then(|b| {
         if let Some(a) = &archive {
             oxivirt_deploy::image::archive(&out, a)?;
         }

@@ -95,3 +95,131 @@ fn the_image_is_an_oci_image_skopeo_copies_and_its_binary_runs() {
     assert!(v["supportedVersions"].is_array(), "{v}");
     assert!(!Path::new(&root.join("lib")).exists());
 }
+
+const QEMU_PROGRAMS: [&str; 3] = [
+    "/usr/bin/qemu-system-x86_64",
+    "/usr/bin/qemu-img",
+    "/usr/sbin/nft",
+];
+
+/// Unpacks the one layer of the layout at `layout` into `root` with the system's tar.
+fn unpack(layout: &Path, built: &oxivirt_deploy::image::Built, root: &Path) {
+    std::fs::create_dir_all(root).expect("root");
+    let layer = layout
+        .join("blobs/sha256")
+        .join(built.layer.digest.trim_start_matches("sha256:"));
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(root)
+        .status()
+        .expect("tar");
+    assert!(st.success());
+}
+
+/// `--qemu`: the host's QEMU, qemu-img and nft with what they load, and QEMU's firmware.
+/// In a chroot of the unpacked image (nothing of the host's root), QEMU starts a q35
+/// machine with a virtio NIC (its BIOS and the NIC's option ROM found), answers QMP and
+/// quits; qemu-img makes a disk; nft runs. The same image without the closure cannot even
+/// start QEMU.
+#[oxivirt_testkit::root_test("qemu-system-x86_64", "qemu-img", "nft", "chroot", "ldd")]
+fn the_image_with_qemu_runs_qemu_qemu_img_and_nft_in_its_own_root() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ours = oxivirt_deploy::image::binaries(&[oxivirt_testkit::built_binary(
+        "oxivirt-cni",
+        "oxivirt-app-cni",
+    )]);
+    let programs: Vec<std::path::PathBuf> =
+        QEMU_PROGRAMS.iter().map(std::path::PathBuf::from).collect();
+    let data: Vec<std::path::PathBuf> = [
+        "/usr/share/qemu",
+        "/usr/share/seabios",
+        "/usr/lib/ipxe/qemu",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .filter(|d| d.is_dir())
+    .collect();
+    let mut entries = ours.clone();
+    entries.extend(oxivirt_deploy::image::host_closure(&programs, &data).expect("closure"));
+
+    let layout = tmp.path().join("layout");
+    let built =
+        oxivirt_deploy::image::build_entries(&entries, "oxivirt:qemu", &layout).expect("build");
+    let root = tmp.path().join("root");
+    unpack(&layout, &built, &root);
+    std::fs::create_dir_all(root.join("tmp")).expect("tmp in the image");
+    let chroot = |args: &[&str]| {
+        Command::new("chroot")
+            .arg(&root)
+            .args(args)
+            .output()
+            .expect("chroot")
+    };
+
+    let qmp = "{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-status\"}\n{\"execute\":\"quit\"}\n";
+    let mut qemu = Command::new("chroot")
+        .arg(&root)
+        .args([
+            "/usr/bin/qemu-system-x86_64",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-machine",
+            "q35,accel=tcg",
+            "-m",
+            "64",
+            "-device",
+            "virtio-net-pci",
+            "-S",
+            "-qmp",
+            "stdio",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("QEMU in the image");
+    std::io::Write::write_all(&mut qemu.stdin.take().expect("stdin"), qmp.as_bytes()).expect("QMP");
+    let out = qemu.wait_with_output().expect("QEMU");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("\"prelaunch\"") && text.contains("host-qmp-quit"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = chroot(&[
+        "/usr/bin/qemu-img",
+        "create",
+        "-f",
+        "qcow2",
+        "/tmp/d.qcow2",
+        "1M",
+    ]);
+    assert!(
+        img.status.success(),
+        "{}",
+        String::from_utf8_lossy(&img.stderr)
+    );
+    assert!(root.join("tmp/d.qcow2").is_file());
+    let nft = chroot(&["/usr/sbin/nft", "--version"]);
+    assert!(
+        nft.status.success() && String::from_utf8_lossy(&nft.stdout).contains("nftables"),
+        "{}",
+        String::from_utf8_lossy(&nft.stderr)
+    );
+
+    // Our binaries alone: QEMU's program is not even there.
+    let bare_layout = tmp.path().join("bare");
+    let bare =
+        oxivirt_deploy::image::build_entries(&ours, "oxivirt:bare", &bare_layout).expect("build");
+    let bare_root = tmp.path().join("bare-root");
+    unpack(&bare_layout, &bare, &bare_root);
+    let out = Command::new("chroot")
+        .arg(&bare_root)
+        .args(["/usr/bin/qemu-system-x86_64", "--version"])
+        .output()
+        .expect("chroot");
+    assert!(!out.status.success());
+}
