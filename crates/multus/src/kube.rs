@@ -70,6 +70,17 @@ struct UserEntry {
     key_data: Option<String>,
 }
 
+/// Whether a request failed the way a pooled connection the server closed while it was
+/// idle fails (reset, broken pipe, EOF): worth one resend. A timeout or a refused
+/// connection is not: resending would only double the wait of an ADD with the API down.
+fn stale(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(e, ureq::Error::Io(io) if matches!(
+        io.kind(),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+    ))
+}
+
 /// How long an idle connection is kept for the next request.
 const IDLE_CONNECTION_AGE: Duration = Duration::from_secs(90);
 
@@ -78,9 +89,9 @@ pub struct KubeSource {
     server: String,
     token: Option<String>,
     agent: ureq::Agent,
-    /// Resend once after a transport error: a long-lived process's pooled connection may
-    /// have been closed by the server while idle (every request here is idempotent: GETs
-    /// and a merge patch of one annotation).
+    /// Resend once after a connection dropped under the request ([`stale`]): a
+    /// long-lived process's pooled connection may have been closed by the server while
+    /// idle (every request here is idempotent: GETs and a merge patch of one annotation).
     retry_stale: bool,
 }
 
@@ -297,7 +308,7 @@ impl KubeSource {
 
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
         match self.request_once(method, path, body) {
-            Err(Error::ApiUnreachable { .. }) if self.retry_stale => {
+            Err(Error::ApiUnreachable { source, .. }) if self.retry_stale && stale(&source) => {
                 self.request_once(method, path, body)
             }
             r => r,
@@ -566,6 +577,62 @@ mod tests {
 
     fn source(server: &str) -> KubeSource {
         KubeSource::new(server, None, None, None, false, Duration::from_secs(5)).expect("client")
+    }
+
+    /// A server that drops its first connection without an answer (as a server closing
+    /// an idle keep-alive connection does under a request), or with `hang` keeps it open
+    /// and silent; later connections get a pod. Counts the connections it accepted.
+    fn flaky_server(hang: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let n = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&n);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut c in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    if hang {
+                        held.push(c);
+                    }
+                    continue;
+                }
+                let body = r#"{"metadata":{"uid":"u1"}}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (format!("http://{addr}"), n)
+    }
+
+    #[test]
+    fn a_long_lived_client_resends_once_after_a_dropped_connection_but_not_after_a_timeout() {
+        use std::sync::atomic::Ordering;
+        let (url, accepted) = flaky_server(false);
+        let mut s = source(&url);
+        s.retry_stale = true;
+        let pod = s.pod("default", "p").expect("resent on a new connection");
+        assert_eq!(pod.uid, "u1");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // A process per call does not resend.
+        let (url, accepted) = flaky_server(false);
+        assert!(source(&url).pod("default", "p").is_err());
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        // A server that does not answer: the timeout is not doubled by a resend.
+        let (url, accepted) = flaky_server(true);
+        let mut s = KubeSource::new(&url, None, None, None, false, Duration::from_millis(300))
+            .expect("client");
+        s.retry_stale = true;
+        let e = s.pod("default", "p").expect_err("timed out");
+        assert!(is_unreachable(&e), "{e:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[test]
