@@ -103,6 +103,14 @@ impl Clients {
         client
     }
 
+    /// Drops the client of `kubeconfig`: the next call makes it again.
+    fn forget(&self, kubeconfig: &Option<PathBuf>) {
+        self.warm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(kubeconfig);
+    }
+
     fn source(&self, cfg: &Config) -> Arc<dyn ClusterSource> {
         use crate::multus::SourceKind;
         match crate::multus::source_kind(cfg) {
@@ -298,13 +306,28 @@ impl Daemon {
             let out = if env.command == Command::Version {
                 Ok(Some(Version::version_info_json()))
             } else {
-                crate::multus::handle_with(
+                let used = std::cell::RefCell::new(None);
+                let out = crate::multus::handle_with(
                     Call {
                         env: &env,
                         stdin: &config,
                     },
-                    &|cfg| self.clients.source(cfg),
-                )
+                    &|cfg| {
+                        if let crate::multus::SourceKind::Kube(k) = crate::multus::source_kind(cfg)
+                        {
+                            *used.borrow_mut() = Some(k);
+                        }
+                        self.clients.source(cfg)
+                    },
+                );
+                // Credentials the server no longer takes (a token rotated in a file we do
+                // not watch): the next call makes the client again.
+                if let (Err(e), Some(k)) = (&out, used.into_inner()) {
+                    if e.is_unauthorized() {
+                        self.clients.forget(&k);
+                    }
+                }
+                out
             };
             Ok((out, config))
         });

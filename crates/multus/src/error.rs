@@ -370,6 +370,18 @@ fn pod_prefix(pod: &Option<String>) -> String {
 
 impl Error {
     /// The error that decides the CNI code: under [`Error::Network`] (context) and
+    /// Whether the API server refused our credentials (401) anywhere in this error: a
+    /// long-lived owner of the client makes it again (a rotated token).
+    pub fn is_unauthorized(&self) -> bool {
+        match self {
+            Self::ApiStatus { status: 401, .. } => true,
+            Self::ApiClient(inner) => inner.is_unauthorized(),
+            Self::Network { source, .. } => source.is_unauthorized(),
+            Self::Cleanup(c) => c.error.is_unauthorized(),
+            _ => false,
+        }
+    }
+
     /// [`Error::Cleanup`] (the first failure).
     pub fn root(&self) -> &Error {
         match self {
@@ -394,6 +406,34 @@ pub fn with_cleanup(error: Error, also: Vec<Error>) -> Error {
 mod tests {
     use super::*;
     use oxivirt_cni_spec::error::chain;
+
+    #[test]
+    fn a_refused_credential_is_found_through_context_and_cleanup() {
+        let refused = || Error::ApiStatus {
+            server: "https://127.0.0.1:6443".into(),
+            what: "pod default/p".into(),
+            status: 401,
+            message: "Unauthorized".into(),
+        };
+        assert!(refused().is_unauthorized());
+        let wrapped = with_cleanup(
+            Error::Network {
+                pod: "default/p".into(),
+                network: "default/multus-br".into(),
+                source: Box::new(refused()),
+            },
+            vec![Error::NoClusterResult],
+        );
+        assert!(wrapped.is_unauthorized());
+        assert!(Error::ApiClient(Arc::new(refused())).is_unauthorized());
+        let unavailable = Error::ApiStatus {
+            server: "s".into(),
+            what: "w".into(),
+            status: 503,
+            message: String::new(),
+        };
+        assert!(!unavailable.is_unauthorized());
+    }
 
     #[test]
     fn errors_cross_threads() {
