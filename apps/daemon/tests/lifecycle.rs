@@ -280,15 +280,7 @@ fn has_kubectl(test: &str) -> bool {
 }
 
 /// Every run strategy in one daemon, one VM each, booted together.
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter",
-    "curl"
-)]
+#[root_test(vm, "curl")]
 fn run_strategies_on_power_off_and_on_a_killed_qemu() {
     if !has_kubectl("run_strategies_on_power_off_and_on_a_killed_qemu") {
         return;
@@ -447,15 +439,7 @@ fn run_strategies_on_power_off_and_on_a_killed_qemu() {
 
 /// pause/unpause, restart, and a forced stop, on the small disk that never boots (it
 /// ignores ACPI: only the forced stop ends it before its grace period).
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter",
-    "curl"
-)]
+#[root_test(vm, "curl")]
 fn pause_unpause_restart_and_force_stop() {
     if !has_kubectl("pause_unpause_restart_and_force_stop") {
         return;
@@ -544,15 +528,7 @@ fn pause_unpause_restart_and_force_stop() {
 /// `oxivirtd` killed while two VMs run: the launchers and QEMUs go on; the next daemon
 /// adopts them, nothing is lost and the consoles work. Then the console's clients: one
 /// killed mid-stream, a second taking over from a third, and a console of a stopped VM.
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter",
-    "curl"
-)]
+#[root_test(vm, "curl")]
 fn daemon_killed_vms_adopted_and_console_clients() {
     if !has_kubectl("daemon_killed_vms_adopted_and_console_clients") {
         return;
@@ -698,15 +674,7 @@ fn daemon_killed_vms_adopted_and_console_clients() {
 
 /// Ten VMs at once (the small disk): all run, no address is handed out twice, and all
 /// stopped at once leave nothing.
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter",
-    "curl"
-)]
+#[root_test(vm, "curl")]
 fn ten_vms_started_and_stopped_at_once() {
     if !has_kubectl("ten_vms_started_and_stopped_at_once") {
         return;

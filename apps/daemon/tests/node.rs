@@ -134,15 +134,7 @@ fn run_vm(node: &Node, vm: &str, pod_name: &str) -> (String, String) {
     (uid, netns)
 }
 
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter",
-    "curl"
-)]
+#[root_test(vm, "curl")]
 fn a_vm_that_ends_finishes_its_pod_and_a_crash_leftover_is_cleaned_up() {
     let s = setup();
     let _launchers = Launchers(s.data());
@@ -211,15 +203,7 @@ fn a_vm_that_ends_finishes_its_pod_and_a_crash_leftover_is_cleaned_up() {
     assert!(eventually(Duration::from_secs(10), || !record.exists()));
 }
 
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter",
-    "curl"
-)]
+#[root_test(vm, "curl")]
 fn a_launcher_pod_runs_survives_the_daemon_and_is_deleted_gracefully() {
     let s = setup();
     let _launchers = Launchers(s.data());

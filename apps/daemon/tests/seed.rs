@@ -20,16 +20,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter",
-    "curl",
-    "busybox"
-)]
+#[root_test(vm, "curl", "busybox")]
 fn the_seed_article_on_one_machine() {
     if common::kubectl().is_none() {
         eprintln!(

@@ -195,14 +195,7 @@ fn mirror() -> String {
     format!("quay.io=http://127.0.0.1:{PORT}")
 }
 
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter"
-)]
+#[root_test(vm)]
 fn the_seed_vm_runs_in_its_pod_and_a_stop_leaves_nothing() {
     let pod = Pod::new();
     let (env, tmp, ext) = (&pod.env, &pod.tmp, &pod.ext);
@@ -329,14 +322,7 @@ fn a_vmi_the_launcher_cannot_run_is_refused_before_anything_is_made() {
     assert!(!tmp.path().join("cache").exists(), "no image cache touched");
 }
 
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter"
-)]
+#[root_test(vm)]
 fn qemu_killed_is_failed_with_the_reason_and_everything_goes() {
     let pod = Pod::new();
     let state = pod.tmp.path().join("state");
@@ -443,15 +429,7 @@ fn a_containerdisk_that_cannot_be_had_fails_the_launch_and_leaves_nothing() {
 /// image cache (the pod cannot reach the node's loopback registry; on a cluster the pull
 /// goes through the pod's network). The VM runs on the bindings' taps and a stop puts the
 /// pod back.
-#[root_test(
-    "docker-registry",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "nft",
-    "nsenter",
-    "setpriv"
-)]
+#[root_test(vm, "setpriv")]
 fn the_launcher_runs_inside_its_pod_with_the_cluster_pods_capabilities() {
     let pod = Pod::new();
     let (env, tmp) = (&pod.env, &pod.tmp);

@@ -9,9 +9,11 @@ use proc_macro::{Delimiter, Group, Ident, Literal, Punct, Spacing, Span, TokenSt
 /// privileges says what it did not test instead of failing or hiding it.
 ///
 /// String arguments name further commands the test needs on `PATH`
-/// (`#[root_test("nft", "busybox")]`), and `reference` asks for Debian's reference CNI
-/// plugins (which the test then finds with `oxivirt_testkit::reference_plugins()`); a
-/// missing one skips the same way. A test returning `Result` skips with `Ok(())`.
+/// (`#[root_test("nft", "busybox")]`), `reference` asks for Debian's reference CNI
+/// plugins (which the test then finds with `oxivirt_testkit::reference_plugins()`), and
+/// `vm` for what a test that runs VMs needs (a registry for the containerDisk and skopeo
+/// to fill it, QEMU and qemu-img, nft, nsenter: [`VM_TOOLS`]); a missing one skips the
+/// same way. A test returning `Result` skips with `Ok(())`.
 #[proc_macro_attribute]
 pub fn root_test(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr, item) {
@@ -56,6 +58,16 @@ fn expand(attr: TokenStream, item: TokenStream) -> Result<TokenStream, String> {
     Ok(out)
 }
 
+/// What `vm` stands for.
+const VM_TOOLS: [&str; 6] = [
+    "docker-registry",
+    "skopeo",
+    "qemu-system-x86_64",
+    "qemu-img",
+    "nft",
+    "nsenter",
+];
+
 /// What the attribute asks for besides root and iproute2.
 struct Needs {
     /// Commands, as string literals in source form (quotes included).
@@ -75,10 +87,13 @@ impl Needs {
                     needs.tools.push(l.to_string())
                 }
                 TokenTree::Ident(i) if i.to_string() == "reference" => needs.reference = true,
+                TokenTree::Ident(i) if i.to_string() == "vm" => needs
+                    .tools
+                    .extend(VM_TOOLS.iter().map(|t| format!("{t:?}"))),
                 TokenTree::Punct(p) if p.as_char() == ',' => {}
                 other => {
                     return Err(format!(
-                        "#[root_test]: expected `reference` or command names as strings, \
+                        "#[root_test]: expected `reference`, `vm` or command names as strings, \
                          found `{other}`"
                     ))
                 }

@@ -21,3 +21,18 @@ fn the_body_runs_when_everything_is_there() {
 fn a_result_test_skips_with_ok() -> Result<(), String> {
     Err("the body ran without its tool".into())
 }
+
+/// `vm` stands for every tool a VM test needs: the body runs only when all are there.
+#[root_test(vm)]
+fn vm_asks_for_every_tool_a_vm_test_needs() {
+    for tool in [
+        "docker-registry",
+        "skopeo",
+        "qemu-system-x86_64",
+        "qemu-img",
+        "nft",
+        "nsenter",
+    ] {
+        assert!(oxivirt_testkit::which(tool).is_some(), "{tool}");
+    }
+}
