@@ -222,7 +222,6 @@ fn a_client_that_stops_reading_does_not_stall_the_guest() {
         // waits on its reader, which a loaded machine may stall past the 200 ms that are
         // meant for the stuck client.
         backlog: 4096,
-        ..Default::default()
     };
     let _server = ConsoleServer::start_with(&path, ours, opts).expect("server");
     let _stuck = client(&path); // never reads
