@@ -288,7 +288,6 @@ fn run_strategies_on_power_off_and_on_a_killed_qemu() {
     let image = guest_image();
     let mut s = setup_with(TempDir::new("lc-strategies").expect("tmp"), &image);
     s.controllers = true;
-    let _launchers = Launchers(s.data());
     let node = s.start();
     apply_nad(&s, &node);
     for (name, strategy) in [
@@ -446,7 +445,6 @@ fn pause_unpause_restart_and_force_stop() {
     }
     let mut s = setup();
     s.controllers = true;
-    let _launchers = Launchers(s.data());
     let node = s.start();
     apply_nad(&s, &node);
     node.create(VMS, &vm_spec("p", "Always", Some(1)));
@@ -536,7 +534,6 @@ fn daemon_killed_vms_adopted_and_console_clients() {
     let image = guest_image();
     let mut s = setup_with(TempDir::new("lc-adopt").expect("tmp"), &image);
     s.controllers = true;
-    let _launchers = Launchers(s.data());
     let mut node = s.start();
     apply_nad(&s, &node);
     node.create(VMS, &vm_spec("x", "Always", Some(5)));
@@ -681,7 +678,6 @@ fn ten_vms_started_and_stopped_at_once() {
     }
     let mut s = setup();
     s.controllers = true;
-    let _launchers = Launchers(s.data());
     let node = s.start();
     apply_nad(&s, &node);
     let names: Vec<String> = (0..10).map(|i| format!("vm-{i}")).collect();

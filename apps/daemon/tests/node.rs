@@ -137,7 +137,6 @@ fn run_vm(node: &Node, vm: &str, pod_name: &str) -> (String, String) {
 #[root_test(vm, "curl")]
 fn a_vm_that_ends_finishes_its_pod_and_a_crash_leftover_is_cleaned_up() {
     let s = setup();
-    let _launchers = Launchers(s.data());
     let mut node = s.start();
     apply_nad(&s, &node);
 
@@ -206,7 +205,6 @@ fn a_vm_that_ends_finishes_its_pod_and_a_crash_leftover_is_cleaned_up() {
 #[root_test(vm, "curl")]
 fn a_launcher_pod_runs_survives_the_daemon_and_is_deleted_gracefully() {
     let s = setup();
-    let _launchers = Launchers(s.data());
     let mut node = s.start();
     // The seed's NAD, with its IPAM store in the test's data dir.
     let nad = json!({
@@ -363,7 +361,6 @@ fn a_launcher_pod_runs_survives_the_daemon_and_is_deleted_gracefully() {
 #[root_test("docker-registry", "skopeo", "qemu-img", "nft", "nsenter", "curl")]
 fn an_image_that_does_not_exist_is_err_image_pull_then_back_off() {
     let s = setup();
-    let _launchers = Launchers(s.data());
     let node = s.start();
     let v = node.create(
         "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances",

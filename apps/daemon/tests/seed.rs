@@ -33,7 +33,6 @@ fn the_seed_article_on_one_machine() {
     s.controllers = true;
     let outside = outside_world(&s.env);
     let node = s.start();
-    let _launchers = Launchers(s.data());
 
     // The seed's NAD (its quote closed; IPAM kept in the test's dir) and vm-2.yaml verbatim.
     let nad = s.tmp.path().join("multus-bridge.yaml");

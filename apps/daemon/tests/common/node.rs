@@ -28,6 +28,9 @@ pub struct Node {
 }
 
 pub struct Setup {
+    /// First, so dropped first: the launchers (which outlive any one daemon, by design)
+    /// go before the namespaces and the dir they use.
+    _launchers: Launchers,
     pub env: Env,
     pub tmp: TempDir,
     _reg: Registry,
@@ -199,6 +202,7 @@ pub fn setup_with(tmp: TempDir, image: &Path) -> Setup {
     reg.push(image, "kubevirt/cirros-container-disk-demo", "latest", None);
     std::fs::create_dir_all(tmp.path().join("net.d")).expect("net.d");
     Setup {
+        _launchers: Launchers(tmp.path().join("data")),
         env,
         tmp,
         _reg: reg,
