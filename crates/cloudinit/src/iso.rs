@@ -616,16 +616,8 @@ impl Timestamp {
     fn from_unix(secs: u64) -> Result<Self, IsoError> {
         let days = i64::try_from(secs / 86_400).map_err(|_| IsoError::TimestampOutOfRange(secs))?;
         let rem = secs % 86_400;
-        // Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day) = oxivirt_api::time::civil_from_days(days);
+        let (month, day) = (month as u8, day as u8);
         if year > MAX_YEAR {
             return Err(IsoError::TimestampOutOfRange(secs));
         }

@@ -26,26 +26,13 @@ pub struct PodRef<'a> {
     pub uid: &'a str,
 }
 
-/// The config files of `dir` a runtime considers, by name.
+/// The config files of `dir` a runtime considers, by name (the meta plugin's own rule).
 fn config_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
+    oxivirt_multus_core::delegate::config_files(dir).map_err(|source| Error::Io {
         what: "read the CNI config dir",
         path: dir.to_path_buf(),
         source,
-    })?;
-    let mut files: Vec<PathBuf> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("conf" | "conflist" | "json")
-                )
-        })
-        .collect();
-    files.sort();
-    Ok(files)
+    })
 }
 
 /// The network config a runtime would use: the first file by name.
