@@ -160,6 +160,16 @@ enum Got {
     Empty,
 }
 
+impl From<std::result::Result<Arc<Event>, RecvError>> for Got {
+    fn from(r: std::result::Result<Arc<Event>, RecvError>) -> Self {
+        match r {
+            Ok(event) => Got::Event(event),
+            Err(RecvError::Lagged(_)) => Got::Lagged,
+            Err(RecvError::Closed) => Got::Closed,
+        }
+    }
+}
+
 impl Watch {
     pub(crate) fn new(
         hub: Arc<Hub>,
@@ -233,22 +243,24 @@ impl Watch {
         None
     }
 
+    /// What the watch answers before asking the live feed: the end once it is done, then
+    /// the replayed history.
+    fn before_live(&mut self) -> Option<Option<Result<Arc<Event>>>> {
+        if self.done {
+            return Some(None);
+        }
+        self.next_replayed().map(|event| Some(Ok(event)))
+    }
+
     /// The next event, waiting for it.
     pub async fn next(&mut self) -> Option<Result<Arc<Event>>> {
         loop {
-            if self.done {
-                return None;
-            }
-            if let Some(event) = self.next_replayed() {
-                return Some(Ok(event));
+            if let Some(answer) = self.before_live() {
+                return answer;
             }
             let got = match &mut self.live {
                 None => Got::Closed,
-                Some(live) => match live.recv().await {
-                    Ok(event) => Got::Event(event),
-                    Err(RecvError::Lagged(_)) => Got::Lagged,
-                    Err(RecvError::Closed) => Got::Closed,
-                },
+                Some(live) => Got::from(live.recv().await),
             };
             if let Some(answer) = self.handle(got) {
                 return answer;
@@ -259,19 +271,12 @@ impl Watch {
     /// The next event, blocking the thread (not for use inside an async runtime).
     pub fn blocking_next(&mut self) -> Option<Result<Arc<Event>>> {
         loop {
-            if self.done {
-                return None;
-            }
-            if let Some(event) = self.next_replayed() {
-                return Some(Ok(event));
+            if let Some(answer) = self.before_live() {
+                return answer;
             }
             let got = match &mut self.live {
                 None => Got::Closed,
-                Some(live) => match live.blocking_recv() {
-                    Ok(event) => Got::Event(event),
-                    Err(RecvError::Lagged(_)) => Got::Lagged,
-                    Err(RecvError::Closed) => Got::Closed,
-                },
+                Some(live) => Got::from(live.blocking_recv()),
             };
             if let Some(answer) = self.handle(got) {
                 return answer;
@@ -283,11 +288,8 @@ impl Watch {
     /// ended).
     pub fn try_next(&mut self) -> Option<Result<Arc<Event>>> {
         loop {
-            if self.done {
-                return None;
-            }
-            if let Some(event) = self.next_replayed() {
-                return Some(Ok(event));
+            if let Some(answer) = self.before_live() {
+                return answer;
             }
             let got = match &mut self.live {
                 None => Got::Closed,
