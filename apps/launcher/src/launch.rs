@@ -567,10 +567,7 @@ fn fetch_disks(
         out.push(Disk {
             id: d.name.clone(),
             path: file.path,
-            format: match file.format {
-                oxivirt_image::DiskFormat::Raw => oxivirt_qemu::DiskFormat::Raw,
-                oxivirt_image::DiskFormat::Qcow2 => oxivirt_qemu::DiskFormat::Qcow2,
-            },
+            format: file.format,
             bus: d.bus,
             cdrom: d.cdrom,
             readonly: d.readonly,

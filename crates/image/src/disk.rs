@@ -17,21 +17,8 @@ const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskFormat {
-    Raw,
-    Qcow2,
-}
-
-impl DiskFormat {
-    /// As `qemu-img -f` / `-F` spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiskFormat::Raw => "raw",
-            DiskFormat::Qcow2 => "qcow2",
-        }
-    }
-}
+/// A disk's format, as QEMU and `qemu-img -f` / `-F` name it: the hypervisor crate's.
+pub use oxivirt_qemu::DiskFormat;
 
 /// A disk image file ready for QEMU.
 #[derive(Debug, Clone, PartialEq, Eq)]
