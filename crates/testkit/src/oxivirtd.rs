@@ -7,6 +7,15 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The URL in oxivirtd's first line (`… serving https://127.0.0.1:<port>; …`).
+pub fn served_url(line: &str) -> String {
+    line.split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .trim_end_matches(';')
+        .to_string()
+}
+
 pub struct Oxivirtd {
     pub child: OwnedChild,
     /// `https://127.0.0.1:<port>`, from its ready line.
@@ -33,12 +42,7 @@ impl Oxivirtd {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("ready line");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("https://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .trim_end_matches(';')
-            .to_string();
+        let url = served_url(&line);
         Self {
             child,
             url,

@@ -77,12 +77,7 @@ impl Setup {
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         reader.read_line(&mut line).expect("ready line");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("https://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .trim_end_matches(';')
-            .to_string();
+        let url = oxivirt_testkit::oxivirtd::served_url(&line);
         // The rest of its log goes to the test's output.
         std::thread::spawn(move || {
             for l in reader.lines().map_while(Result::ok) {
