@@ -15,17 +15,13 @@ mod common;
 
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{split_status, text, tmp, Daemon};
-use oxivirt_app_launcher::control::{ControlServer, Vm};
-use oxivirt_app_launcher::state::{Phase, Status};
-use oxivirt_console::ConsoleServer;
+use oxivirt_app_launcher::fake::FakeLauncher;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -360,86 +356,8 @@ fn the_cli_verbs_print_what_virtctl_prints() {
     );
 }
 
-// ---- the fake launcher -------------------------------------------------------------------
-
-#[derive(Default)]
-struct FakeVm {
-    paused: AtomicBool,
-    calls: Mutex<Vec<String>>,
-}
-
-impl Vm for FakeVm {
-    fn status(&self) -> Status {
-        Status {
-            phase: Phase::Running,
-            paused: self.paused.load(Ordering::SeqCst),
-            ..Default::default()
-        }
-    }
-    fn stop(&self, grace: Duration) -> Result<(), String> {
-        self.record(format!("stop {}", grace.as_secs()))
-    }
-    fn pause(&self) -> Result<(), String> {
-        self.paused.store(true, Ordering::SeqCst);
-        self.record("pause".into())
-    }
-    fn unpause(&self) -> Result<(), String> {
-        self.paused.store(false, Ordering::SeqCst);
-        self.record("unpause".into())
-    }
-    fn reset(&self) -> Result<(), String> {
-        self.record("reset".into())
-    }
-}
-
-impl FakeVm {
-    fn record(&self, c: String) -> Result<(), String> {
-        self.calls.lock().expect("calls").push(c);
-        Ok(())
-    }
-}
-
-struct FakeLauncher {
-    vm: Arc<FakeVm>,
-    _control: ControlServer,
-    _console: ConsoleServer,
-    /// The guest's side of its serial port.
-    guest: UnixStream,
-}
-
 fn fake_launcher(data: &Path) -> FakeLauncher {
-    let state = data.join("launchers/default/testvm-2");
-    std::fs::create_dir_all(&state).expect("state dir");
-    let vm = Arc::new(FakeVm::default());
-    let control = ControlServer::start(&state.join("control.sock"), vm.clone()).expect("control");
-    let (guest, serial) = UnixStream::pair().expect("pair");
-    let console = ConsoleServer::start(state.join("console.sock"), serial).expect("console");
-    guest
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    FakeLauncher {
-        vm,
-        _control: control,
-        _console: console,
-        guest,
-    }
-}
-
-/// Reads the guest's side until `want` has come.
-fn guest_reads(guest: &mut UnixStream, want: &[u8]) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.windows(want.len()).any(|w| w == want) {
-        let n = guest.read(&mut buf).unwrap_or_else(|e| {
-            panic!(
-                "guest waiting for {:?}, got {:?}: {e}",
-                String::from_utf8_lossy(want),
-                String::from_utf8_lossy(&got)
-            )
-        });
-        assert!(n > 0, "guest stream ended");
-        got.extend_from_slice(&buf[..n]);
-    }
+    FakeLauncher::start(&data.join("launchers/default/testvm-2")).expect("fake launcher")
 }
 
 #[test]
@@ -502,7 +420,7 @@ fn pause_and_unpause_reach_the_launcher() {
         200
     );
     assert_eq!(
-        *launcher.vm.calls.lock().expect("calls"),
+        launcher.vm.calls(),
         ["pause", "unpause", "pause", "unpause"]
     );
 }
@@ -621,7 +539,7 @@ fn the_console_websocket_bridges_the_launcher_console() {
     ws_reads(&mut a, b"boot banner");
     a.send(Message::Binary(b"root\r".to_vec().into()))
         .expect("send");
-    guest_reads(&mut launcher.guest, b"root\r");
+    launcher.guest_reads(b"root\r").expect("guest");
     launcher.guest.write_all(b"login ok\r\n").expect("guest");
     ws_reads(&mut a, b"login ok");
 
@@ -639,7 +557,7 @@ fn the_console_websocket_bridges_the_launcher_console() {
     assert_eq!(code, Some(CloseCode::Normal));
     b.send(Message::Binary(b"uname\r".to_vec().into()))
         .expect("send");
-    guest_reads(&mut launcher.guest, b"uname\r");
+    launcher.guest_reads(b"uname\r").expect("guest");
     b.close(None).expect("close");
     let _ = b.flush();
 
@@ -666,7 +584,7 @@ fn the_console_websocket_bridges_the_launcher_console() {
     });
     stdin.write_all(b"hello").expect("type");
     stdin.flush().expect("flush");
-    guest_reads(&mut launcher.guest, b"hello");
+    launcher.guest_reads(b"hello").expect("guest");
     launcher
         .guest
         .write_all(b"guest says hi\r\n")

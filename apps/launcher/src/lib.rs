@@ -4,6 +4,8 @@
 
 pub mod args;
 pub mod control;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod launch;
 pub mod network;
 pub mod plan;

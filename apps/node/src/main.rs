@@ -4,10 +4,12 @@
 //! kubeconfig on the node, keeps them current and removes the config on SIGTERM;
 //! `device-plugin` serves `/dev/kvm` and `/dev/net/tun` to launcher pods through the
 //! kubelet's device plugin API (`devices.kubevirt.io/kvm`, `devices.kubevirt.io/tun`);
-//! `launcher-status` reports the launchers of this node's pods into their VMIs.
+//! `launcher-status` reports the launchers of this node's pods into their VMIs; `relay`
+//! carries oxivirt-api's pause, unpause and console to them.
 
 mod device;
 mod install;
+mod relay;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,9 @@ enum Command {
     /// Report the launchers of this node's pods into their VMIs' status (phase,
     /// interfaces, Ready, Paused), until SIGTERM.
     LauncherStatus(status::Args),
+    /// Relay oxivirt-api's launcher control requests and consoles to this node's
+    /// launchers (mutual TLS), until SIGTERM.
+    Relay(relay::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("oxivirt-node launcher-status: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Relay(args) => match relay::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxivirt-node relay: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -68,10 +68,12 @@ pub fn dns1123_label(name: &str) -> Option<String> {
 
 /// Checks the object's name against its kind's rules.
 pub fn check_name(r: &'static Resource, name: &str) -> Result<(), ApiError> {
-    let why = if r.namespaced {
-        dns1123_subdomain(name)
-    } else {
+    // Namespaces are labels (they become DNS labels of Services); every other kind
+    // here, APIServices (`v1.group`) among them, takes a subdomain.
+    let why = if r.kind == "Namespace" {
         dns1123_label(name)
+    } else {
+        dns1123_subdomain(name)
     };
     match why {
         Some(w) => Err(invalid(

@@ -9,6 +9,7 @@ pub mod handler;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod relay;
 pub mod resources;
 pub mod selector;
 pub mod server;

@@ -203,3 +203,170 @@ impl Pki {
         )
     }
 }
+
+/// A CA kept outside this process (a cluster Secret) that issues the certificates of a
+/// cluster's oxivirt components: the aggregated API server's serving certificate, the
+/// node relays' serving certificate and the API server's client certificate to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ca {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// What an issued certificate is for (its extended key usage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Server,
+    Client,
+}
+
+/// A certificate and its key, PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Ca {
+    /// A new CA named `common_name`, valid ten years.
+    pub fn generate(common_name: &str) -> Result<Self, PkiError> {
+        let key = rcgen::KeyPair::generate().map_err(gen("CA key"))?;
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen("CA"))?;
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        ca.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let cert = ca.self_signed(&key).map_err(gen("CA certificate"))?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A certificate signed by this CA: CN `common_name`, the SANs `names` (DNS names or
+    /// IPs; none for a client).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[String],
+        usage: Usage,
+    ) -> Result<Issued, PkiError> {
+        let ca_key = rcgen::KeyPair::from_pem(&self.key_pem).map_err(gen("the CA's key"))?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)
+            .map_err(gen("the CA's certificate"))?;
+        let key = rcgen::KeyPair::generate().map_err(gen("key"))?;
+        let mut p = rcgen::CertificateParams::new(names.to_vec()).map_err(gen("names"))?;
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        p.extended_key_usages = vec![match usage {
+            Usage::Server => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            Usage::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let cert = p.signed_by(&key, &issuer).map_err(gen("certificate"))?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn bad_pem(what: &str) -> PkiError {
+    PkiError::Io {
+        path: PathBuf::from(what),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "bad PEM"),
+    }
+}
+
+/// The roots of `ca_pem` (one or more PEM certificates).
+pub fn roots(ca_pem: &str, what: &str) -> Result<rustls::RootCertStore, PkiError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|_| bad_pem(what))?)
+            .map_err(PkiError::Tls)?;
+    }
+    if roots.is_empty() {
+        return Err(bad_pem(what));
+    }
+    Ok(roots)
+}
+
+fn cert_and_key(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<
+    (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    PkiError,
+> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad_pem("certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| bad_pem("key"))?;
+    Ok((certs, key))
+}
+
+/// A TLS server presenting `cert`; client certificates are checked against `client_ca`:
+/// required at the handshake with `require`, else only verified when sent.
+pub fn tls_server(
+    cert: &Issued,
+    client_ca: &str,
+    require: bool,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = roots(client_ca, "client CA")?;
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    let verifier = if require {
+        builder.build()
+    } else {
+        builder.allow_unauthenticated().build()
+    }
+    .map_err(PkiError::Verifier)?;
+    let (certs, key) = cert_and_key(&cert.cert_pem, &cert.key_pem)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(PkiError::Tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(PkiError::Tls)?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+/// A TLS client that trusts only `server_ca` and presents `cert`.
+pub fn tls_client(server_ca: &str, cert: &Issued) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = roots(server_ca, "server CA")?;
+    let (certs, key) = cert_and_key(&cert.cert_pem, &cert.key_pem)?;
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(PkiError::Tls)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(PkiError::Tls)?;
+    Ok(Arc::new(cfg))
+}
+
+/// The subject common name of a DER certificate (what `requestheader-allowed-names`
+/// lists).
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}

@@ -149,11 +149,61 @@ pub const LEASE: Resource = Resource {
     status_subresource: false,
 };
 
+/// What a cluster's oxivirt components keep their certificates in (oxivirt-api makes them
+/// on first start); served here so oxivirtd stands in for a cluster's API in their tests.
+pub const SECRET: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "Secret",
+    plural: "secrets",
+    singular: "secret",
+    short_names: &[],
+    namespaced: true,
+    categories: &[],
+    status_subresource: false,
+};
+
+/// `kube-system/extension-apiserver-authentication` tells an aggregated API server whom
+/// to trust as the front proxy; served for the same reason as [`SECRET`].
+pub const CONFIGMAP: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "ConfigMap",
+    plural: "configmaps",
+    singular: "configmap",
+    short_names: &["cm"],
+    namespaced: true,
+    categories: &[],
+    status_subresource: false,
+};
+
+/// `apiregistration.k8s.io/v1` APIService: the registration of an aggregated API, whose
+/// CA bundle oxivirt-api keeps current; stored, not acted on (oxivirtd serves virtctl's
+/// group itself).
+pub const APISERVICE: Resource = Resource {
+    group: "apiregistration.k8s.io",
+    version: "v1",
+    kind: "APIService",
+    plural: "apiservices",
+    singular: "apiservice",
+    short_names: &[],
+    namespaced: false,
+    categories: &["api-extensions"],
+    status_subresource: true,
+};
+
 /// Every resource served, core group first.
-pub const ALL: &[Resource] = &[NAMESPACE, POD, EVENT, LEASE, NAD, VM, VMI];
+pub const ALL: &[Resource] = &[
+    NAMESPACE, POD, EVENT, SECRET, CONFIGMAP, APISERVICE, LEASE, NAD, VM, VMI,
+];
 
 /// The API groups besides the core one, in discovery order.
-pub const GROUPS: &[&str] = &["coordination.k8s.io", "k8s.cni.cncf.io", "kubevirt.io"];
+pub const GROUPS: &[&str] = &[
+    "apiregistration.k8s.io",
+    "coordination.k8s.io",
+    "k8s.cni.cncf.io",
+    "kubevirt.io",
+];
 
 /// The resource at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

@@ -92,6 +92,15 @@ async fn serve_request(
             },
         );
     }
+    let request = match read_request(path, req).await {
+        Ok(r) => r,
+        Err(e) => return Ok(to_response(Reply::error(&e))),
+    };
+    Ok(to_response(api.handle(request).await))
+}
+
+/// The handler's view of a request: its method, path, query, media types and body.
+async fn read_request(path: String, req: hyper::Request<Incoming>) -> Result<Request, ApiError> {
     let header = |n: hyper::header::HeaderName| {
         req.headers()
             .get(n)
@@ -104,22 +113,16 @@ async fn serve_request(
         header(hyper::header::CONTENT_TYPE),
     );
     let method = req.method().as_str().to_string();
-    let q = query(req.uri().query());
-    let body = match read_body(req.into_body()).await {
-        Ok(b) => b,
-        Err(e) => return Ok(to_response(Reply::error(&e))),
-    };
-    let reply = api
-        .handle(Request {
-            method,
-            path,
-            query: q,
-            accept,
-            content_type,
-            body,
-        })
-        .await;
-    Ok(to_response(reply))
+    let query = query(req.uri().query());
+    let body = read_body(req.into_body()).await?;
+    Ok(Request {
+        method,
+        path,
+        query,
+        accept,
+        content_type,
+        body,
+    })
 }
 
 /// How much of a too-large body is read and dropped so the client, still sending, gets
@@ -189,33 +192,140 @@ fn to_response(reply: Reply) -> Response<Body> {
     }
 }
 
-/// Serves `api` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Api) {
+/// The client certificate a connection presented (verified by the TLS configuration's
+/// client verifier), if any.
+type Peer = Option<Arc<rustls::pki_types::CertificateDer<'static>>>;
+
+/// Accepts TLS connections on `listener` and serves each request with `handle`, which
+/// learns the connection's client certificate; HTTP/1.1 and HTTP/2, upgrades allowed.
+async fn accept_loop<H, F>(listener: TcpListener, tls: Arc<rustls::ServerConfig>, handle: H)
+where
+    H: Fn(Peer, hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let api = api.clone();
+        let (acceptor, handle) = (acceptor.clone(), handle.clone());
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
             };
-            let authenticated = stream
+            let peer: Peer = stream
                 .get_ref()
                 .1
                 .peer_certificates()
-                .is_some_and(|c| !c.is_empty());
-            let service = hyper::service::service_fn(move |req| {
-                serve_request(api.clone(), authenticated, req)
-            });
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(c.clone().into_owned()));
+            let service = hyper::service::service_fn(move |req| handle(peer.clone(), req));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+/// Serves `api` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: Api) {
+    accept_loop(listener, tls, move |peer: Peer, req| {
+        serve_request(api.clone(), peer.is_some(), req)
+    })
+    .await
+}
+
+/// Who an aggregated API server takes requests from: the front proxy (the cluster's API
+/// server), known by its client certificate, speaking for the user it names in a header.
+/// The configuration of `kube-system/extension-apiserver-authentication`.
+#[derive(Debug, Clone)]
+pub struct FrontProxy {
+    /// The common names a front-proxy certificate may have; empty takes any the
+    /// requestheader CA signed (the TLS configuration verifies the chain).
+    pub allowed_names: Vec<String>,
+    /// The headers that carry the user's name (`X-Remote-User`).
+    pub username_headers: Vec<String>,
+}
+
+impl FrontProxy {
+    /// The user a request speaks for, when it came through the front proxy.
+    fn user(&self, peer: &Peer, req: &hyper::Request<Incoming>) -> Option<String> {
+        let cert = peer.as_ref()?;
+        if !self.allowed_names.is_empty() {
+            let cn = crate::pki::common_name(cert)?;
+            if !self.allowed_names.contains(&cn) {
+                return None;
+            }
+        }
+        self.username_headers.iter().find_map(|h| {
+            req.headers()
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        })
+    }
+}
+
+/// Serves virtctl's `subresources.kubevirt.io` group through `backend`, as an aggregated
+/// API server behind the cluster's (an APIService): every request but the health checks
+/// must come through the front proxy. The cluster's API server authorized the user for
+/// the subresource before proxying it; the front-proxy certificate proves it did.
+pub async fn serve_aggregated<B>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    backend: Arc<B>,
+    front: Arc<FrontProxy>,
+) where
+    B: crate::subresources::Backend + 'static,
+{
+    accept_loop(listener, tls, move |peer: Peer, req| {
+        let (backend, front) = (backend.clone(), front.clone());
+        async move {
+            let path = req.uri().path().to_string();
+            if HEALTH.contains(&path.as_str()) {
+                return Ok(full(200, b"ok".to_vec(), &[]));
+            }
+            if front.user(&peer, &req).is_none() {
+                return Ok(to_response(Reply::error(&ApiError::Unauthorized)));
+            }
+            if let Some((ns, name)) = crate::subresources::console_target(&path) {
+                return Ok(
+                    match crate::subresources::console(&*backend, &ns, &name, req).await {
+                        Ok(switching) => switching.map(|()| Full::new(Bytes::new()).boxed()),
+                        Err(reply) => to_response(reply),
+                    },
+                );
+            }
+            let request = match read_request(path.clone(), req).await {
+                Ok(r) => r,
+                Err(e) => return Ok(to_response(Reply::error(&e))),
+            };
+            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            let reply = match segs.as_slice() {
+                // The aggregator's discovery of this server: its one group.
+                ["apis"] if request.method == "GET" => {
+                    let mut g = crate::subresources::group_entry();
+                    g["kind"] = serde_json::json!("APIGroup");
+                    g["apiVersion"] = serde_json::json!("v1");
+                    Reply::Json {
+                        status: 200,
+                        body: serde_json::to_vec(&serde_json::json!({
+                            "kind": "APIGroupList", "apiVersion": "v1", "groups": [g],
+                        }))
+                        .unwrap_or_default(),
+                        warnings: Vec::new(),
+                    }
+                }
+                _ => crate::subresources::route(&*backend, &request, &segs)
+                    .await
+                    .unwrap_or_else(|| Reply::error(&ApiError::NoRoute)),
+            };
+            Ok(to_response(reply))
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -15,25 +15,29 @@
 //! e.g. `Operation cannot be fulfilled on virtualmachine.kubevirt.io "vm": VM is already
 //! running`: KubeVirt names the resource in the singular there, unlike the API server.
 //!
-//! The launcher of VMI `ns/name` is found at `<launchers_root>/<ns>/<name>/` (see
-//! docs/lifecycle.md).
+//! Everything here goes through a [`Backend`]: the objects and the launchers as this
+//! process reaches them. oxivirtd's [`crate::Api`] is one (its own store, and the launcher of VMI
+//! `ns/name` at `<launchers_root>/<ns>/<name>/`, see docs/lifecycle.md); on a cluster,
+//! [`cluster::Cluster`] is the other (the cluster's API, and the launcher through the relay
+//! of the node agent on the VMI's node).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use oxivirt_app_launcher::control;
-use oxivirt_store::Key;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::ApiError;
-use crate::handler::{Api, Reply, Request};
+use crate::handler::{Reply, Request};
 use crate::resources::{self, Resource};
+
+pub mod cluster;
+mod local;
 
 pub const GROUP: &str = "subresources.kubevirt.io";
 pub const VERSION: &str = "v1";
@@ -109,23 +113,93 @@ pub fn version() -> Value {
 
 // ---- Status objects in KubeVirt's words ----------------------------------------------
 
-#[derive(Debug, Clone, Copy)]
-enum Res {
+/// The two kinds the subresources act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
     Vm,
     Vmi,
 }
 
-impl Res {
+impl Kind {
     /// KubeVirt's `v1.Resource(...)`: singular, as its errors name it.
     fn name(self) -> &'static str {
         match self {
-            Res::Vm => "virtualmachine",
-            Res::Vmi => "virtualmachineinstance",
+            Kind::Vm => "virtualmachine",
+            Kind::Vmi => "virtualmachineinstance",
+        }
+    }
+
+    /// The served resource of this kind.
+    pub fn resource(self) -> &'static Resource {
+        match self {
+            Kind::Vm => &resources::VM,
+            Kind::Vmi => &resources::VMI,
         }
     }
 }
 
-fn status(code: u16, reason: &str, message: String, details: Option<Value>) -> Reply {
+/// A byte stream to a launcher's serial console.
+pub trait ConsoleStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ConsoleStream for T {}
+
+/// How a write through the API went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Done,
+    /// Another writer got there first: read again and decide again.
+    Raced,
+}
+
+/// What the subresources act through: the API's VMs, VMIs and launcher pods, and the
+/// launchers themselves. Errors are the replies the caller gets (`Status` objects).
+pub trait Backend: Send + Sync {
+    /// The object of `kind` named `ns/name`, if there is one.
+    fn get<'a>(
+        &'a self,
+        kind: Kind,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, Reply>>;
+
+    /// Replaces the object (or, with `status_only`, its status) with `obj`, whose
+    /// `resourceVersion` is the precondition: [`Put::Raced`] when it is stale.
+    fn put<'a>(
+        &'a self,
+        kind: Kind,
+        ns: &'a str,
+        name: &'a str,
+        obj: &'a Value,
+        status_only: bool,
+    ) -> BoxFuture<'a, Result<Put, Reply>>;
+
+    /// Deletes the running launcher Pod of `vmi` (labels `kubevirt.io: virt-launcher`,
+    /// `kubevirt.io/created-by: <vmi uid>`) with a 1 s grace period; none is no error.
+    fn delete_launcher_pod<'a>(
+        &'a self,
+        ns: &'a str,
+        vmi: &'a Value,
+    ) -> BoxFuture<'a, Result<(), Reply>>;
+
+    /// One request to the launcher of the running VMI `vmi` (`ns/name`).
+    fn launcher_control<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        vmi: &'a Value,
+        req: control::Request,
+    ) -> BoxFuture<'a, Result<control::Response, Reply>>;
+
+    /// A stream to the serial console of the launcher of the running VMI `vmi`. Dialling
+    /// takes the console over from whoever has it.
+    fn launcher_console<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        vmi: &'a Value,
+    ) -> BoxFuture<'a, Result<Box<dyn ConsoleStream>, Reply>>;
+}
+
+pub(crate) fn status(code: u16, reason: &str, message: String, details: Option<Value>) -> Reply {
     let mut s = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code,
@@ -140,7 +214,7 @@ fn status(code: u16, reason: &str, message: String, details: Option<Value>) -> R
     }
 }
 
-fn conflict(r: Res, name: &str, why: &str) -> Reply {
+fn conflict(r: Kind, name: &str, why: &str) -> Reply {
     status(
         409,
         "Conflict",
@@ -152,7 +226,7 @@ fn conflict(r: Res, name: &str, why: &str) -> Reply {
     )
 }
 
-fn not_found(r: Res, name: &str) -> Reply {
+fn not_found(r: Kind, name: &str) -> Reply {
     status(
         404,
         "NotFound",
@@ -161,25 +235,16 @@ fn not_found(r: Res, name: &str) -> Reply {
     )
 }
 
-fn bad_request(message: String) -> Reply {
+pub(crate) fn bad_request(message: String) -> Reply {
     status(400, "BadRequest", message, None)
 }
 
-fn internal(message: String) -> Reply {
+pub(crate) fn internal(message: String) -> Reply {
     status(
         500,
         "InternalError",
         format!("Internal error occurred: {message}"),
         Some(json!({"causes": [{"message": message}]})),
-    )
-}
-
-fn no_launchers() -> Reply {
-    status(
-        503,
-        "ServiceUnavailable",
-        "this API server was started without a launcher directory: pause, unpause and console are unavailable".into(),
-        None,
     )
 }
 
@@ -195,7 +260,7 @@ fn accepted() -> Reply {
 // ---- routing --------------------------------------------------------------------------
 
 /// Answers a request under `/apis/subresources.kubevirt.io`; `None` for any other path.
-pub(crate) async fn route(api: &Api, req: &Request, segs: &[&str]) -> Option<Reply> {
+pub async fn route<B: Backend + ?Sized>(api: &B, req: &Request, segs: &[&str]) -> Option<Reply> {
     let ["apis", GROUP, rest @ ..] = segs else {
         return None;
     };
@@ -246,15 +311,6 @@ pub(crate) async fn route(api: &Api, req: &Request, segs: &[&str]) -> Option<Rep
 
 // ---- reading and writing the VM and VMI ---------------------------------------------
 
-/// The object of `r` named `name` in `ns`, if any.
-fn read(api: &Api, r: &Resource, ns: &str, name: &str) -> Result<Option<Value>, Reply> {
-    let key = Key::namespaced(&r.store_key(), ns, name);
-    match api.store().get(&key).map_err(ApiError::from)? {
-        None => Ok(None),
-        Some(o) => Ok(Some(o.value().map_err(ApiError::from)?)),
-    }
-}
-
 /// KubeVirt's `vm.RunStrategy()`: `runStrategy`, else the deprecated `running`
 /// (`true` is Always; `false` or neither is Halted).
 fn run_strategy(vm: &Value) -> String {
@@ -281,52 +337,9 @@ fn uid(o: &Value) -> Value {
     o["metadata"]["uid"].clone()
 }
 
-/// How a write through the API went.
-enum Put {
-    Done,
-    /// Another writer got there first: read again and decide again.
-    Raced,
-}
-
-/// Replaces the object (or its status) through the API's own update, with the
-/// `resourceVersion` it was read at as the precondition.
-async fn put(
-    api: &Api,
-    r: &Resource,
-    ns: &str,
-    name: &str,
-    obj: &Value,
-    status_only: bool,
-) -> Result<Put, Reply> {
-    let path = format!(
-        "/apis/{}/namespaces/{ns}/{}/{name}{}",
-        r.api_version(),
-        r.plural,
-        if status_only { "/status" } else { "" }
-    );
-    let req = Request {
-        method: "PUT".into(),
-        path,
-        query: HashMap::new(),
-        accept: "application/json".into(),
-        content_type: "application/json".into(),
-        body: Bytes::from(serde_json::to_vec(obj).unwrap_or_default()),
-    };
-    // Boxed: this is a request inside a request (the handler's future contains ours).
-    match Box::pin(api.handle(req)).await {
-        Reply::Json { status: 200, .. } => Ok(Put::Done),
-        Reply::Json {
-            status: 409, body, ..
-        } if serde_json::from_slice::<Value>(&body).is_ok_and(|s| s["reason"] == "Conflict") => {
-            Ok(Put::Raced)
-        }
-        other => Err(other),
-    }
-}
-
 fn raced_too_often(name: &str) -> Reply {
     conflict(
-        Res::Vm,
+        Kind::Vm,
         name,
         "the object has been modified; please apply your changes to the latest version and try again",
     )
@@ -425,24 +438,32 @@ enum Change {
     Nothing,
 }
 
-async fn apply(api: &Api, ns: &str, name: &str, change: &Change) -> Result<Put, Reply> {
+async fn apply<B: Backend + ?Sized>(
+    api: &B,
+    ns: &str,
+    name: &str,
+    change: &Change,
+) -> Result<Put, Reply> {
     match change {
-        Change::Spec(vm) => put(api, &resources::VM, ns, name, vm, false).await,
-        Change::Status(vm) => put(api, &resources::VM, ns, name, vm, true).await,
+        Change::Spec(vm) => api.put(Kind::Vm, ns, name, vm, false).await,
+        Change::Status(vm) => api.put(Kind::Vm, ns, name, vm, true).await,
         Change::Nothing => Ok(Put::Done),
     }
 }
 
 // ---- start / stop / restart -----------------------------------------------------------
 
-async fn start(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
+async fn start<B: Backend + ?Sized>(api: &B, req: &Request, ns: &str, name: &str) -> Answer {
     let opts: StartOptions = options(req)?;
     for _ in 0..RETRIES {
-        let vm = read(api, &resources::VM, ns, name)?.ok_or_else(|| not_found(Res::Vm, name))?;
-        let vmi = read(api, &resources::VMI, ns, name)?;
+        let vm = api
+            .get(Kind::Vm, ns, name)
+            .await?
+            .ok_or_else(|| not_found(Kind::Vm, name))?;
+        let vmi = api.get(Kind::Vmi, ns, name).await?;
         if let Some(vmi) = &vmi {
             if !is_final(vmi) && !matches!(phase(vmi), "" | "Unknown") {
-                return Err(conflict(Res::Vm, name, "VM is already running"));
+                return Err(conflict(Kind::Vm, name, "VM is already running"));
             }
         }
         // KubeVirt's start request data: the controller starts the VMI paused.
@@ -466,7 +487,7 @@ async fn start(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
                 let rerun = strategy == "RerunOnFailure";
                 if rerun && vmi.as_ref().is_some_and(|v| phase(v) == "Failed") {
                     return Err(conflict(
-                        Res::Vm,
+                        Kind::Vm,
                         name,
                         "RerunOnFailure does not support starting VM from failed state",
                     ));
@@ -485,7 +506,7 @@ async fn start(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
             }
             "Always" | "Once" => {
                 return Err(conflict(
-                    Res::Vm,
+                    Kind::Vm,
                     name,
                     &format!("{strategy} does not support manual start requests"),
                 ))
@@ -504,20 +525,23 @@ async fn start(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
     Err(raced_too_often(name))
 }
 
-async fn stop(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
+async fn stop<B: Backend + ?Sized>(api: &B, req: &Request, ns: &str, name: &str) -> Answer {
     let opts: StopOptions = options(req)?;
     let dry = dry_run(&opts.dry_run);
     let mut grace_recorded = false;
     for _ in 0..RETRIES {
-        let vm = read(api, &resources::VM, ns, name)?.ok_or_else(|| not_found(Res::Vm, name))?;
-        let vmi = read(api, &resources::VMI, ns, name)?;
+        let vm = api
+            .get(Kind::Vm, ns, name)
+            .await?
+            .ok_or_else(|| not_found(Kind::Vm, name))?;
+        let vmi = api.get(Kind::Vmi, ns, name).await?;
         let live = vmi.as_ref().filter(|v| !is_final(v));
         let old_grace = live.and_then(|v| v["spec"]["terminationGracePeriodSeconds"].as_i64());
         let strategy = run_strategy(&vm);
         let change = match strategy.as_str() {
             "Halted" => {
                 let Some(v) = live else {
-                    return Err(conflict(Res::Vm, name, "VM is not running"));
+                    return Err(conflict(Kind::Vm, name, "VM is not running"));
                 };
                 // Halted with a VMI left is a stop under way: only a shorter grace period
                 // (a force stop) adds anything.
@@ -528,7 +552,7 @@ async fn stop(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
                 };
                 if !shorter {
                     return Err(conflict(
-                        Res::Vm,
+                        Kind::Vm,
                         name,
                         "Halted only supports manual stop requests with a shorter graceperiod",
                     ));
@@ -540,7 +564,7 @@ async fn stop(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
             }
             "RerunOnFailure" | "Manual" => {
                 let Some(v) = live else {
-                    return Err(conflict(Res::Vm, name, "VM is not running"));
+                    return Err(conflict(Kind::Vm, name, "VM is not running"));
                 };
                 // The controller stops it and the strategy stays as it is.
                 Change::Status(with_change_requests(
@@ -558,7 +582,7 @@ async fn stop(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
         if let (Some(g), Some(v), false) = (opts.grace_period, live, grace_recorded) {
             let mut new = v.clone();
             new["spec"]["terminationGracePeriodSeconds"] = json!(g);
-            match put(api, &resources::VMI, ns, name, &new, false).await? {
+            match api.put(Kind::Vmi, ns, name, &new, false).await? {
                 Put::Done => grace_recorded = true,
                 Put::Raced => continue,
             }
@@ -571,7 +595,7 @@ async fn stop(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
     Err(raced_too_often(name))
 }
 
-async fn restart(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
+async fn restart<B: Backend + ?Sized>(api: &B, req: &Request, ns: &str, name: &str) -> Answer {
     let opts: RestartOptions = options(req)?;
     match opts.grace_period_seconds {
         Some(g) if g > 0 => {
@@ -587,18 +611,21 @@ async fn restart(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
         _ => {}
     }
     for _ in 0..RETRIES {
-        let vm = read(api, &resources::VM, ns, name)?.ok_or_else(|| not_found(Res::Vm, name))?;
+        let vm = api
+            .get(Kind::Vm, ns, name)
+            .await?
+            .ok_or_else(|| not_found(Kind::Vm, name))?;
         let strategy = run_strategy(&vm);
         if strategy == "Halted" || strategy == "Once" {
             // "RunStategy" [sic]: virt-api's message, which virtctl users see.
             return Err(conflict(
-                Res::Vm,
+                Kind::Vm,
                 name,
                 &format!("RunStategy {strategy} does not support manual restart requests"),
             ));
         }
-        let Some(vmi) = read(api, &resources::VMI, ns, name)? else {
-            return Err(conflict(Res::Vm, name, "VM is not running: Halted"));
+        let Some(vmi) = api.get(Kind::Vmi, ns, name).await? else {
+            return Err(conflict(Kind::Vm, name, "VM is not running: Halted"));
         };
         let change = Change::Status(with_change_requests(
             &vm,
@@ -615,91 +642,27 @@ async fn restart(api: &Api, req: &Request, ns: &str, name: &str) -> Answer {
             Put::Done => {}
         }
         if opts.grace_period_seconds == Some(0) {
-            force_launcher_down(api, ns, &vmi).await?;
+            api.delete_launcher_pod(ns, &vmi).await?;
         }
         return Ok(accepted());
     }
     Err(raced_too_often(name))
 }
 
-/// A force restart deletes the VMI's running launcher Pod with the shortest safe grace
-/// period (1 s, as virt-api), so the controller's restart does not wait for a guest
-/// shutdown.
-async fn force_launcher_down(api: &Api, ns: &str, vmi: &Value) -> Result<(), Reply> {
-    let Some(vmi_uid) = vmi["metadata"]["uid"].as_str() else {
-        return Ok(());
-    };
-    let (pods, _) = api
-        .store()
-        .list(&resources::POD.store_key(), Some(ns))
-        .map_err(ApiError::from)?;
-    for pod in pods {
-        let Ok(p) = pod.value() else { continue };
-        let labels = &p["metadata"]["labels"];
-        if labels["kubevirt.io"] != "virt-launcher"
-            || labels["kubevirt.io/created-by"] != vmi_uid
-            || p["status"]["phase"] != "Running"
-        {
-            continue;
-        }
-        let req = Request {
-            method: "DELETE".into(),
-            path: format!("/api/v1/namespaces/{ns}/pods/{}", pod.key.name),
-            query: HashMap::new(),
-            accept: "application/json".into(),
-            content_type: "application/json".into(),
-            body: Bytes::from_static(br#"{"gracePeriodSeconds":1}"#),
-        };
-        match Box::pin(api.handle(req)).await {
-            Reply::Json {
-                status: 200 | 202 | 404,
-                ..
-            } => {}
-            other => return Err(other),
-        }
-        break;
-    }
-    Ok(())
-}
+// ---- pause / unpause (any backend) -------------------------------------------------------
 
-// ---- pause / unpause ------------------------------------------------------------------
-
-/// The launcher state directory of VMI `ns/name`.
-fn launcher_dir(api: &Api, ns: &str, name: &str) -> Result<PathBuf, Reply> {
-    // A name from the URL becomes a path: only a plain name may.
-    let plain = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains('/');
-    if !plain(ns) || !plain(name) {
-        return Err(bad_request(format!("invalid name {ns}/{name}")));
-    }
-    let root = api.launchers_root().ok_or_else(no_launchers)?;
-    Ok(root.join(ns).join(name))
-}
-
-/// One request on the launcher's control socket (a blocking client, off the runtime).
-async fn control(sock: PathBuf, req: control::Request) -> Result<control::Response, Reply> {
-    let what = sock.clone();
-    let answer = tokio::task::spawn_blocking(move || control::request(&sock, &req))
-        .await
-        .map_err(|e| internal(format!("the launcher request did not finish: {e}")))?;
-    let resp = answer.map_err(|e| {
-        internal(format!(
-            "cannot reach the launcher at {}: {e}",
-            what.display()
-        ))
-    })?;
-    if resp.ok {
-        Ok(resp)
-    } else {
-        Err(internal(format!(
-            "the launcher refused: {}",
-            resp.error.as_deref().unwrap_or("no reason given")
-        )))
-    }
-}
-
-async fn pause(api: &Api, req: &Request, ns: &str, name: &str, pausing: bool) -> Answer {
+async fn pause<B: Backend + ?Sized>(
+    api: &B,
+    req: &Request,
+    ns: &str,
+    name: &str,
+    pausing: bool,
+) -> Answer {
     let opts: PauseOptions = options(req)?;
-    let vmi = read(api, &resources::VMI, ns, name)?.ok_or_else(|| not_found(Res::Vmi, name))?;
+    let vmi = api
+        .get(Kind::Vmi, ns, name)
+        .await?
+        .ok_or_else(|| not_found(Kind::Vmi, name))?;
     if phase(&vmi) != "Running" {
         // virt-api's words differ between the two verbs.
         let why = if pausing {
@@ -707,16 +670,17 @@ async fn pause(api: &Api, req: &Request, ns: &str, name: &str, pausing: bool) ->
         } else {
             "VMI is not running"
         };
-        return Err(conflict(Res::Vmi, name, why));
+        return Err(conflict(Kind::Vmi, name, why));
     }
-    let sock = launcher_dir(api, ns, name)?.join("control.sock");
     // The launcher knows whether the guest is paused now; the VMI's Paused condition
     // follows it a moment later, so it is asked first.
-    let now = control(sock.clone(), control::Request::Status).await?;
+    let now = api
+        .launcher_control(ns, name, &vmi, control::Request::Status)
+        .await?;
     let paused = now.status.is_some_and(|s| s.paused);
     match (pausing, paused) {
-        (true, true) => return Err(conflict(Res::Vmi, name, "VMI is already paused")),
-        (false, false) => return Err(conflict(Res::Vmi, name, "VMI is not paused")),
+        (true, true) => return Err(conflict(Kind::Vmi, name, "VMI is already paused")),
+        (false, false) => return Err(conflict(Kind::Vmi, name, "VMI is not paused")),
         _ => {}
     }
     if dry_run(&opts.dry_run) {
@@ -727,7 +691,7 @@ async fn pause(api: &Api, req: &Request, ns: &str, name: &str, pausing: bool) ->
     } else {
         control::Request::Unpause
     };
-    control(sock, op).await?;
+    api.launcher_control(ns, name, &vmi, op).await?;
     Ok(ok_empty())
 }
 
@@ -767,8 +731,8 @@ fn header<'a>(req: &'a hyper::Request<Incoming>, name: &str) -> &'a str {
 /// Serves `virtctl console`: checks the VMI as virt-api does (found, Running), dials the
 /// launcher's console, then switches the connection to a websocket bridged to it. The
 /// refusals come back as `Status` replies before any upgrade (virtctl prints them).
-pub async fn console(
-    api: &Api,
+pub async fn console<B: Backend + ?Sized>(
+    api: &B,
     ns: &str,
     name: &str,
     req: hyper::Request<Incoming>,
@@ -776,7 +740,10 @@ pub async fn console(
     if req.method() != hyper::Method::GET {
         return Err(ApiError::MethodNotAllowed.into());
     }
-    let vmi = read(api, &resources::VMI, ns, name)?.ok_or_else(|| not_found(Res::Vmi, name))?;
+    let vmi = api
+        .get(Kind::Vmi, ns, name)
+        .await?
+        .ok_or_else(|| not_found(Kind::Vmi, name))?;
     if phase(&vmi) != "Running" {
         let p = match phase(&vmi) {
             "" => "Pending",
@@ -801,13 +768,7 @@ pub async fn console(
     }
     // Dialled only now: a connection takes the console over from whoever has it, so a
     // request that cannot become a websocket must not get this far.
-    let sock = launcher_dir(api, ns, name)?.join("console.sock");
-    let launcher = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
-        internal(format!(
-            "dialing the launcher's console {}: {e}",
-            sock.display()
-        ))
-    })?;
+    let launcher = api.launcher_console(ns, name, &vmi).await?;
     let plain = header(&req, "sec-websocket-protocol")
         .split(',')
         .any(|p| p.trim() == PLAIN_PROTOCOL);
@@ -900,7 +861,7 @@ mod tests {
     #[test]
     fn refusals_read_like_virt_api() {
         let Reply::Json { status, body, .. } =
-            conflict(Res::Vm, "testvm-2", "VM is already running")
+            conflict(Kind::Vm, "testvm-2", "VM is already running")
         else {
             panic!("not JSON")
         };

@@ -8,13 +8,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The binaries the image holds: what the manifests run, and the launcher.
-const BINARIES: [&str; 5] = [
+const BINARIES: [&str; 6] = [
     "oxivirt-cni",
     "oxivirt-multus",
     "oxivirt-controller",
+    "oxivirt-api",
     "oxivirt-node",
     "oxivirt-launcher",
 ];
+
+const USAGE: &str = concat!(
+    "usage: oxivirt-deploygen [DIR]      writes the deploy/ manifests into DIR (default deploy)\n",
+    "       oxivirt-deploygen image ...  builds the image they name (image --help)",
+);
 
 const IMAGE_USAGE: &str = "usage: oxivirt-deploygen image --bin-dir DIR --out LAYOUT [--archive FILE] [--name NAME:TAG] [--qemu]\n\
   DIR holds the built binaries (target/x86_64-unknown-linux-gnu/release); --qemu adds this host's\n\
@@ -44,6 +50,10 @@ fn image(args: Vec<String>) -> ExitCode {
         if a == "--qemu" {
             qemu = true;
             continue;
+        }
+        if a == "-h" || a == "--help" {
+            println!("{IMAGE_USAGE}");
+            return ExitCode::SUCCESS;
         }
         let Some(v) = it.next() else {
             eprintln!("oxivirt-deploygen image: {a} needs a value\n{IMAGE_USAGE}");
@@ -108,8 +118,18 @@ fn image(args: Vec<String>) -> ExitCode {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let first = args.next();
-    if first.as_deref() == Some("image") {
-        return image(args.collect());
+    match first.as_deref() {
+        Some("image") => return image(args.collect()),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        // Not a directory to write `--help/00-namespace.yaml` … into.
+        Some(flag) if flag.starts_with('-') => {
+            eprintln!("oxivirt-deploygen: unknown argument {flag:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        _ => {}
     }
     let dir = first.map_or_else(|| PathBuf::from("deploy"), PathBuf::from);
     if let Err(e) = std::fs::create_dir_all(&dir) {

@@ -7,11 +7,15 @@
 //!   and their status and finalizers, launcher Pods (create, delete, list, watch), Events,
 //!   and the Lease in its own namespace;
 //! - `oxivirt-node` (DaemonSet, host network): Pods (get, list, watch, status), VMI status,
-//!   NetworkAttachmentDefinitions (get, list), Events; privileged only in the container
-//!   that makes network namespaces and runs CNI plugins;
-//! - `oxivirt-api` (`subresources.kubevirt.io/v1` through an APIService): VMs (get,
-//!   patch: start, stop, restart), VMIs (get), and what an aggregated API server needs to
-//!   authenticate and authorize its callers.
+//!   NetworkAttachmentDefinitions (get, list), Events; no container privileged, each with
+//!   only the capabilities it needs; its `relay` container serves the launchers' control
+//!   and console sockets to `oxivirt-api` over mutual TLS (port 8186, named `relay`);
+//! - `oxivirt-api` (Deployment, 2 replicas, serving `subresources.kubevirt.io/v1` through
+//!   an APIService): VMs and their status (get, update: start, stop, restart), VMIs (get,
+//!   update), Pods (get, list; delete: a forced restart deletes the launcher pod), its two
+//!   Secrets in its own namespace (create; get by name), the APIService's `caBundle` (get,
+//!   patch by name), and what an aggregated API server needs to authenticate and authorize
+//!   its callers.
 
 use serde_json::{json, Value};
 
@@ -20,6 +24,21 @@ pub const NAMESPACE: &str = "oxivirt";
 
 /// The image with the binaries (built and loaded by the image build; see the README).
 pub const IMAGE: &str = concat!("oxivirt:", env!("CARGO_PKG_VERSION"));
+
+/// The APIService of virtctl's subresources (`oxivirt-api --apiservice`'s default).
+pub const API_SERVICE: &str = "v1.subresources.kubevirt.io";
+
+/// The Secret `oxivirt-api` keeps its CA in (`--pki-secret`'s default), made on its first
+/// start and read by the other replica.
+pub const API_PKI_SECRET: &str = "oxivirt-api-pki";
+
+/// The Secret with the relay's serving certificate (`tls.crt`, `tls.key`, `ca.crt`), made by
+/// `oxivirt-api` (`--relay-secret`'s default) and mounted by the node DaemonSet.
+pub const RELAY_TLS_SECRET: &str = "oxivirt-node-relay-tls";
+
+/// Where the relay listens on each node (host network): `oxivirt-api` dials the node agent
+/// pod's IP at its container port named `relay`.
+pub const RELAY_PORT: u16 = 8186;
 
 /// Every file of `deploy/`: (name, YAML text), in `kubectl apply -f deploy/` order.
 pub fn files() -> Vec<(&'static str, String)> {
@@ -81,6 +100,13 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
 }
 
+/// [`rule`] for the objects named `names` only.
+fn named_rule(groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]) -> Value {
+    let mut r = rule(groups, resources, verbs);
+    r["resourceNames"] = json!(names);
+    r
+}
+
 const READ: &[&str] = &["get", "list", "watch"];
 
 fn service_account(name: &str) -> Value {
@@ -90,6 +116,12 @@ fn service_account(name: &str) -> Value {
 fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": meta(name, name, false), "rules": rules})
+}
+
+/// A Role in oxivirt's namespace.
+fn role(name: &str, component: &str, rules: Vec<Value>) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": meta(name, component, true), "rules": rules})
 }
 
 fn binding(
@@ -151,9 +183,15 @@ pub fn rbac() -> Vec<Value> {
         ),
         binding("ClusterRoleBinding", ctl, None, "ClusterRole", ctl, ctl),
         // Leader election: the Lease in oxivirt's namespace only.
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": meta(&format!("{ctl}-leader-election"), ctl, true),
-            "rules": [rule(&["coordination.k8s.io"], &["leases"], &["get", "create", "update"])]}),
+        role(
+            &format!("{ctl}-leader-election"),
+            ctl,
+            vec![rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "create", "update"],
+            )],
+        ),
         binding(
             "RoleBinding",
             &format!("{ctl}-leader-election"),
@@ -187,12 +225,46 @@ pub fn rbac() -> Vec<Value> {
         cluster_role(
             api,
             vec![
-                rule(kv, &["virtualmachines"], &["get", "patch"]),
-                rule(kv, &["virtualmachineinstances"], &["get"]),
-                rule(&[""], &["pods"], &["get", "list"]),
+                rule(
+                    kv,
+                    &[
+                        "virtualmachines",
+                        "virtualmachines/status",
+                        "virtualmachineinstances",
+                    ],
+                    &["get", "update"],
+                ),
+                // Launcher pods and the node agent's pod on their node; a forced restart
+                // deletes the launcher pod.
+                rule(&[""], &["pods"], &["get", "list", "delete"]),
+                // At start it puts its CA into the APIService, which names no other.
+                named_rule(
+                    &["apiregistration.k8s.io"],
+                    &["apiservices"],
+                    &["get", "patch"],
+                    &[API_SERVICE],
+                ),
             ],
         ),
         binding("ClusterRoleBinding", api, None, "ClusterRole", api, api),
+        // Its CA and the relay's certificate. RBAC cannot restrict `create` by name, so
+        // it may create any Secret in its own namespace but read only its two, and
+        // update only the relay's (made again when the CA was).
+        role(
+            api,
+            api,
+            vec![
+                rule(&[""], &["secrets"], &["create"]),
+                named_rule(
+                    &[""],
+                    &["secrets"],
+                    &["get"],
+                    &[API_PKI_SECRET, RELAY_TLS_SECRET],
+                ),
+                named_rule(&[""], &["secrets"], &["update"], &[RELAY_TLS_SECRET]),
+            ],
+        ),
+        binding("RoleBinding", api, Some(NAMESPACE), "Role", api, api),
         // An aggregated API server checks its callers with the cluster's authn/authz.
         binding(
             "ClusterRoleBinding",
@@ -226,6 +298,15 @@ fn field_env(name: &str, path: &str) -> Value {
     json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
 }
 
+/// Replicas of `component` on different nodes when there are: both on one node would not
+/// survive the node.
+fn spread(component: &str) -> Value {
+    json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100,
+        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": labels(component)}},
+    }]}})
+}
+
 /// The controller: two replicas, one acting (the Lease's holder).
 pub fn controller() -> Value {
     let name = "oxivirt-controller";
@@ -253,11 +334,7 @@ pub fn controller() -> Value {
                         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
                         "securityContext": restricted(),
                     }],
-                    // Both replicas on one node would not survive the node.
-                    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-                        "weight": 100,
-                        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": labels(name)}},
-                    }]}},
+                    "affinity": spread(name),
                 },
             },
         },
@@ -272,8 +349,8 @@ fn host_path(name: &str, path: &str) -> Value {
 /// bin and conf dirs) installs the plugins and keeps `00-multus.conf` and its kubeconfig
 /// current until SIGTERM removes them; `device-plugin` serves `/dev/kvm` and
 /// `/dev/net/tun` to launcher pods; `launcher-status` reports the launchers into their
-/// VMIs. The console relay joins this DaemonSet when it exists: a container for a binary
-/// that refuses its arguments would only crash-loop.
+/// VMIs; `relay` serves the launchers' control and console sockets to `oxivirt-api` (pause,
+/// unpause, console) over mutual TLS with the certificate `oxivirt-api` issues it.
 pub fn node() -> Value {
     let name = "oxivirt-node";
     json!({
@@ -357,6 +434,33 @@ pub fn node() -> Value {
                         "volumeMounts": [
                             {"name": "launchers", "mountPath": "/var/run/oxivirt/launchers", "readOnly": true},
                         ],
+                    }, {
+                        // oxivirt-api's way to a launcher on this node: it accepts only
+                        // client certificates of oxivirt-api's CA and connects to the
+                        // launcher's control.sock / console.sock. Connecting to a socket
+                        // needs write permission on it, and the launchers' are root's 0600
+                        // in 0700 dirs: DAC_OVERRIDE, nothing else. A socket on a read-only
+                        // mount can still be connected to.
+                        "name": "relay",
+                        "image": IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/usr/bin/oxivirt-node"],
+                        "args": [
+                            "relay",
+                            "--listen", format!("0.0.0.0:{RELAY_PORT}"),
+                            "--tls-dir", "/etc/oxivirt/relay",
+                            "--state-root", "/var/run/oxivirt/launchers",
+                        ],
+                        "ports": [{"name": "relay", "containerPort": RELAY_PORT, "protocol": "TCP"}],
+                        "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"memory": "32Mi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]},
+                        },
+                        "volumeMounts": [
+                            {"name": "launchers", "mountPath": "/var/run/oxivirt/launchers", "readOnly": true},
+                            {"name": "relay-tls", "mountPath": "/etc/oxivirt/relay", "readOnly": true},
+                        ],
                     }],
                     "volumes": [
                         host_path("cni-bin", "/opt/cni/bin"),
@@ -364,6 +468,10 @@ pub fn node() -> Value {
                         {"name": "device-plugins", "hostPath": {"path": "/var/lib/kubelet/device-plugins", "type": "Directory"}},
                         {"name": "host-dev", "hostPath": {"path": "/dev", "type": "Directory"}},
                         host_path("launchers", "/var/run/oxivirt/launchers"),
+                        // Optional: nodes start before oxivirt-api has made the Secret; the
+                        // kubelet fills the volume once it exists and the relay waits for
+                        // the files.
+                        {"name": "relay-tls", "secret": {"secretName": RELAY_TLS_SECRET, "optional": true}},
                     ],
                 },
             },
@@ -372,11 +480,44 @@ pub fn node() -> Value {
 }
 
 /// `subresources.kubevirt.io/v1` (virtctl's start, stop, restart, pause, unpause,
-/// console): its Service and APIService (the server behind it is a later step of the
-/// issue; until it runs, the APIService reports itself unavailable).
+/// console): the `oxivirt-api` Deployment, its Service and the APIService. The APIService
+/// carries no `caBundle`: `oxivirt-api` makes its own CA and patches it in at start, and
+/// `kubectl apply` leaves a field it never applied alone.
 pub fn api() -> Vec<Value> {
     let name = "oxivirt-api";
+    let probe = json!({"httpGet": {"path": "/healthz", "port": 8443, "scheme": "HTTPS"}});
     vec![
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": meta(name, name, true),
+            "spec": {
+                // Stateless (its CA is in a Secret): both serve, so one node's loss
+                // leaves virtctl working.
+                "replicas": 2,
+                "selector": {"matchLabels": labels(name)},
+                "template": {
+                    "metadata": {"labels": labels(name)},
+                    "spec": {
+                        "serviceAccountName": name,
+                        "containers": [{
+                            "name": "api",
+                            "image": IMAGE,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["/usr/bin/oxivirt-api"],
+                            "args": ["--listen", "0.0.0.0:8443"],
+                            // Its Secrets' namespace and its serving certificate's name.
+                            "env": [field_env("POD_NAMESPACE", "metadata.namespace")],
+                            "ports": [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
+                            "readinessProbe": probe,
+                            "livenessProbe": probe,
+                            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+                            "securityContext": restricted(),
+                        }],
+                        "affinity": spread(name),
+                    },
+                },
+            },
+        }),
         json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": meta(name, name, true),
@@ -384,13 +525,11 @@ pub fn api() -> Vec<Value> {
         }),
         json!({
             "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-            "metadata": {"name": "v1.subresources.kubevirt.io", "labels": labels(name)},
+            "metadata": {"name": API_SERVICE, "labels": labels(name)},
             "spec": {
                 "group": "subresources.kubevirt.io", "version": "v1",
                 "service": {"namespace": NAMESPACE, "name": name, "port": 443},
                 "groupPriorityMinimum": 1000, "versionPriority": 15,
-                // The serving certificate is the API server's own (no CA bundle yet).
-                "insecureSkipTLSVerify": true,
             },
         }),
     ]

@@ -1,0 +1,70 @@
+//! `oxivirt-node relay`: the console and control relay of this node's launchers for
+//! oxivirt-api (`oxivirt_apiserver::relay`), over mutual TLS with the certificate
+//! oxivirt-api writes into the Secret the DaemonSet mounts. The node may start before that
+//! Secret exists: the relay waits for its files.
+
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to serve (HTTPS, mutual TLS).
+    #[arg(long, default_value = "0.0.0.0:8186")]
+    listen: SocketAddr,
+    /// The mounted Secret: tls.crt, tls.key and ca.crt (the CA of allowed clients).
+    #[arg(long, default_value = "/etc/oxivirt/relay")]
+    tls_dir: PathBuf,
+    /// The host dir of the launchers' state dirs, as mounted here.
+    #[arg(long, default_value = "/var/run/oxivirt/launchers")]
+    state_root: PathBuf,
+}
+
+/// The relay's certificate, once all three files are there.
+fn read_tls(dir: &Path) -> Option<(oxivirt_apiserver::pki::Issued, String)> {
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).ok();
+    let (cert_pem, key_pem, ca) = (read("tls.crt")?, read("tls.key")?, read("ca.crt")?);
+    Some((oxivirt_apiserver::pki::Issued { cert_pem, key_pem }, ca))
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let work = async {
+            let mut waited = false;
+            let (cert, ca) = loop {
+                if let Some(t) = read_tls(&args.tls_dir) {
+                    break t;
+                }
+                if !waited {
+                    eprintln!(
+                        "oxivirt-node relay: waiting for tls.crt, tls.key and ca.crt in {} (oxivirt-api makes them)",
+                        args.tls_dir.display()
+                    );
+                    waited = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            };
+            let tls = oxivirt_apiserver::pki::tls_server(&cert, &ca, true, &[b"http/1.1"])
+                .with_context(|| format!("the certificate in {}", args.tls_dir.display()))?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("listen on {}", args.listen))?;
+            let addr = listener.local_addr().context("the listening address")?;
+            println!("oxivirt-node relay: serving on {addr}");
+            oxivirt_apiserver::relay::serve(listener, tls, args.state_root.clone()).await;
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = work => r,
+            _ = term.recv() => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
