@@ -12,7 +12,14 @@
 //! - its resident memory with the 100 VMs, VMIs and Pods in its caches;
 //! - optionally (when the release `oxivirt-node` is beside this binary) the node agent's
 //!   long-running `install-cni` (temporary host dirs and a fake service-account dir, as
-//!   `apps/node/tests/install_cni.rs` does) once it has installed.
+//!   `apps/node/tests/install_cni.rs` does) once it has installed; its `launcher-status`
+//!   with the 100 launcher pods on its node (each pod's `status.json` written as a running
+//!   launcher writes it; the pods bound to the node by a patch, as a scheduler binds
+//!   them): the time until all 100 VMIs are Running, and its memory then; its `relay`
+//!   idle (the certificate made as oxivirt-api makes it); and the controller's memory
+//!   with the 100 VMIs Running;
+//! - optionally (when the release `oxivirt-api` is beside this binary) `oxivirt-api`
+//!   idle, once it serves.
 //!
 //! No leader election (`--leader-elect` is off): one replica, acting from the start.
 //! Every process and directory is registered with testkit's cleanup.
@@ -76,6 +83,18 @@ pub struct Report {
     creates: Duration,
     pending: usize,
     node: Option<Mem>,
+    agent: Option<Agent>,
+    api: Option<Mem>,
+}
+
+/// The node agent's VMI work and the aggregated API server.
+pub struct Agent {
+    /// `launcher-status` started → the 100 VMIs Running.
+    to_running: Duration,
+    status_mem: Mem,
+    relay_mem: Mem,
+    /// The controller with the 100 VMIs Running.
+    controller_mem: Mem,
 }
 
 /// A child killed when dropped (its cleanup registration goes with it).
@@ -209,12 +228,25 @@ pub fn bench() -> Result<Report> {
     std::thread::sleep(SETTLE);
     ctl.alive("oxivirt-controller", &log)?;
     let settled = Mem::of(ctl.child.id())?;
-    drop(ctl);
 
-    let node = match beside("oxivirt-node", "oxivirt-app-node") {
-        Ok(bin) => Some(install_cni(&bin, &data)?),
+    let (node, agent) = match beside("oxivirt-node", "oxivirt-app-node") {
+        Ok(bin) => {
+            let cni = install_cni(&bin, &data)?;
+            let mut agent = node_agent(&bin, &a, &base, &data)?;
+            ctl.alive("oxivirt-controller", &log)?;
+            agent.controller_mem = Mem::of(ctl.child.id())?;
+            (Some(cni), Some(agent))
+        }
         Err(e) => {
             eprintln!("node agent skipped: {e}");
+            (None, None)
+        }
+    };
+    drop(ctl);
+    let api = match beside("oxivirt-api", "oxivirt-app-api") {
+        Ok(bin) => Some(aggregated_api(&bin, &a, &base, &data)?),
+        Err(e) => {
+            eprintln!("oxivirt-api skipped: {e}");
             None
         }
     };
@@ -228,7 +260,173 @@ pub fn bench() -> Result<Report> {
         creates,
         pending,
         node,
+        agent,
+        api,
     })
+}
+
+fn send(a: &ureq::Agent, method: &str, url: &str, content_type: &str, body: &Value) -> Result<()> {
+    let bytes = serde_json::to_vec(body)?;
+    let req = match method {
+        "PATCH" => a.patch(url),
+        _ => a.post(url),
+    };
+    let resp = req.header("Content-Type", content_type).send(&bytes[..])?;
+    let code = resp.status().as_u16();
+    let mut text = Vec::new();
+    resp.into_body().into_reader().read_to_end(&mut text)?;
+    if !(200..300).contains(&code) && code != 409 {
+        bail!("{method} {url}: {code} {}", String::from_utf8_lossy(&text));
+    }
+    Ok(())
+}
+
+fn items(a: &ureq::Agent, url: &str) -> Result<Vec<Value>> {
+    let (code, body) = get(a, url)?;
+    if code != 200 {
+        bail!("list {url}: {code} {}", String::from_utf8_lossy(&body));
+    }
+    let v: Value = serde_json::from_slice(&body)?;
+    Ok(v["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// The node agent's `launcher-status` with the 100 launcher pods on its node, and its
+/// `relay` idle.
+fn node_agent(bin: &Path, a: &ureq::Agent, base: &str, data: &Path) -> Result<Agent> {
+    const NODE: &str = "bench-node";
+    let root = TempDir::new("bench-agent")?;
+    let launchers = root.path().join("launchers");
+    for pod in items(a, &format!("{base}{PODS}"))? {
+        let (Some(uid), Some(name)) = (
+            pod["metadata"]["uid"].as_str(),
+            pod["metadata"]["name"].as_str(),
+        ) else {
+            continue;
+        };
+        let dir = launchers.join(uid);
+        std::fs::create_dir_all(&dir)?;
+        // What a running launcher writes (apps/launcher/src/state.rs).
+        let status = serde_json::json!({"phase": "Running", "paused": false, "accelerator": "kvm",
+            "interfaces": [{"name": "default", "mac": "02:00:00:00:00:01", "ipAddress": "10.0.2.2",
+                "ipAddresses": ["10.0.2.2"], "interfaceName": "eth0", "infoSource": "domain"}]});
+        std::fs::write(dir.join("status.json"), serde_json::to_vec(&status)?)?;
+        send(
+            a,
+            "PATCH",
+            &format!("{base}{PODS}/{name}"),
+            "application/merge-patch+json",
+            &serde_json::json!({"spec": {"nodeName": NODE}}),
+        )?;
+    }
+    let log = root.path().join("status.log");
+    let t0 = Instant::now();
+    let mut status = Proc::spawn(
+        Command::new(bin)
+            .args(["launcher-status", "--node-name", NODE])
+            .arg("--state-root")
+            .arg(&launchers)
+            .arg("--kubeconfig")
+            .arg(data.join("kubeconfig"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?),
+    )?;
+    let deadline = t0 + Duration::from_secs(60);
+    let to_running = loop {
+        status.alive("oxivirt-node launcher-status", &log)?;
+        let running = items(a, &format!("{base}{VMIS}"))?
+            .iter()
+            .filter(|v| v["status"]["phase"] == "Running")
+            .count();
+        if running >= COUNT {
+            break t0.elapsed();
+        }
+        if Instant::now() > deadline {
+            bail!("after 60 s {running} of {COUNT} VMIs Running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(SETTLE);
+    status.alive("oxivirt-node launcher-status", &log)?;
+    let status_mem = Mem::of(status.child.id())?;
+    drop(status);
+
+    // The relay, with the certificate oxivirt-api would put into its Secret.
+    use oxivirt_apiserver::pki::{Ca, Usage};
+    let ca = Ca::generate("bench-ca")?;
+    let cert = ca.issue(
+        oxivirt_apiserver::relay::SERVER_NAME,
+        &[oxivirt_apiserver::relay::SERVER_NAME.to_string()],
+        Usage::Server,
+    )?;
+    let tls = root.path().join("relay-tls");
+    std::fs::create_dir_all(&tls)?;
+    std::fs::write(tls.join("tls.crt"), &cert.cert_pem)?;
+    std::fs::write(tls.join("tls.key"), &cert.key_pem)?;
+    std::fs::write(tls.join("ca.crt"), &ca.cert_pem)?;
+    let rlog = root.path().join("relay.log");
+    let mut relay = Proc::spawn(
+        Command::new(bin)
+            .args(["relay", "--listen", "127.0.0.1:0"])
+            .arg("--tls-dir")
+            .arg(&tls)
+            .arg("--state-root")
+            .arg(&launchers)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&rlog)?),
+    )?;
+    std::thread::sleep(SETTLE);
+    relay.alive("oxivirt-node relay", &rlog)?;
+    let relay_mem = Mem::of(relay.child.id())?;
+    Ok(Agent {
+        to_running,
+        status_mem,
+        relay_mem,
+        controller_mem: status_mem,
+    })
+}
+
+/// `oxivirt-api` once it serves (its Secrets made, the front proxy's CA from a file).
+fn aggregated_api(bin: &Path, a: &ureq::Agent, base: &str, data: &Path) -> Result<Mem> {
+    send(
+        a,
+        "POST",
+        &format!("{base}/api/v1/namespaces"),
+        "application/json",
+        &serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "oxivirt"}}),
+    )?;
+    let root = TempDir::new("bench-api")?;
+    let front = oxivirt_apiserver::pki::Ca::generate("bench-front-proxy")?;
+    let ca_file = root.path().join("front-proxy-ca.crt");
+    std::fs::write(&ca_file, &front.cert_pem)?;
+    let log = root.path().join("api.log");
+    let mut api = Proc::spawn(
+        Command::new(bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--namespace",
+                "oxivirt",
+                "--apiservice",
+                "",
+            ])
+            .arg("--requestheader-client-ca-file")
+            .arg(&ca_file)
+            .arg("--kubeconfig")
+            .arg(data.join("kubeconfig"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?),
+    )?;
+    let mut line = String::new();
+    if let Some(out) = api.child.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+    }
+    if !line.contains("serving") {
+        api.alive("oxivirt-api", &log)?;
+        bail!("oxivirt-api did not serve: {line:?}");
+    }
+    std::thread::sleep(SETTLE);
+    api.alive("oxivirt-api", &log)?;
+    Mem::of(api.child.id())
 }
 
 /// `oxivirt-node install-cni` (long-running) over temporary host dirs: its memory once it
@@ -322,6 +520,32 @@ impl Report {
                 m.show()
             ),
             None => println!("| node agent `oxivirt-node install-cni` | not built | ≤ 30 MiB | — |"),
+        }
+        if let Some(g) = &self.agent {
+            println!(
+                "| node agent `oxivirt-node launcher-status`: start → {COUNT} VMIs Running (their launchers' status reported) | {} | — | — |",
+                s(g.to_running)
+            );
+            println!(
+                "| node agent `oxivirt-node launcher-status`, {COUNT} VMIs on its node, {} s later | {} | ≤ 30 MiB | virt-handler: hundreds of MiB |",
+                SETTLE.as_secs(),
+                g.status_mem.show()
+            );
+            println!(
+                "| node agent `oxivirt-node relay`, idle ({COUNT} launcher dirs) | {} | ≤ 30 MiB | — |",
+                g.relay_mem.show()
+            );
+            println!(
+                "| oxivirt-controller with the {COUNT} VMIs Running | {} | ≤ 30 MiB | — |",
+                g.controller_mem.show()
+            );
+        }
+        match self.api {
+            Some(m) => println!(
+                "| `oxivirt-api` (virtctl's subresources), serving, idle | {} | — | virt-api: hundreds of MiB |",
+                m.show()
+            ),
+            None => println!("| `oxivirt-api` | not built | — | — |"),
         }
     }
 }
