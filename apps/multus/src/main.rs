@@ -4,7 +4,6 @@
 
 #![no_main]
 
-mod error;
 mod multus;
 mod thick;
 

@@ -1,6 +1,6 @@
 //! The `multus` meta plugin entry: picks the object source and runs the command.
 
-use crate::error::to_cni;
+use oxivirt_app_multus::error::to_cni;
 use oxivirt_cni_spec::plugin::{require_check_support, Call};
 use oxivirt_cni_spec::Command;
 use oxivirt_ipam::plugin::valid_attachments;

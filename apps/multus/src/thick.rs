@@ -3,7 +3,7 @@
 //! the meta plugin with API connections kept warm between pods. Multus's protocol on both
 //! sides (see [`oxivirt_multus_core::thick`]), so either half works with Multus's other.
 
-use crate::error::to_cni;
+use oxivirt_app_multus::error::to_cni;
 use oxivirt_cni_spec::plugin::Call;
 use oxivirt_cni_spec::{CniError, Command, Environment, ErrorCode, Version};
 use oxivirt_multus_core::config::Config;
