@@ -5,6 +5,8 @@
 #![no_main]
 
 mod multus;
+
+use oxivirt_app_multus::error;
 mod thick;
 
 use oxivirt_cni_spec::plugin;
