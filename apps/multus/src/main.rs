@@ -5,10 +5,9 @@
 #![no_main]
 
 mod multus;
-
-use oxivirt_app_multus::error;
 mod thick;
 
+use oxivirt_app_multus::error;
 use oxivirt_cni_spec::plugin;
 use oxivirt_cni_spec::process::{called_as, finish, start_up};
 
