@@ -21,11 +21,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # The test guest (scripts/guest.sh) and booting it: kernel source and build tools, busybox,
-# dhcpcd (the guest's DHCPv6 client), disk tools, a registry and skopeo to serve it, QEMU.
+# dhcpcd (the guest's DHCPv6 client), disk tools, a registry and skopeo to serve it, QEMU;
+# runc, to run the launcher pod's container as a container runtime does.
 need=()
 [ -f /usr/src/linux-source-6.1.tar.xz ] || need+=(linux-source-6.1)
 for p in build-essential bc bison flex libelf-dev libssl-dev busybox-static dhcpcd-base mtools \
-  syslinux syslinux-common dosfstools fdisk cpio xz-utils lz4 skopeo docker-registry genisoimage; do
+  syslinux syslinux-common dosfstools fdisk cpio xz-utils lz4 skopeo docker-registry genisoimage runc; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -141,6 +141,37 @@ impl Pod {
         )
     }
 
+    /// The seed VMI as a cluster launcher pod gets it: its containerDisk pinned by digest
+    /// and already in the image cache (a first run, as on one machine, pulls it there;
+    /// the pod cannot reach the node's loopback registry). Returns the VMI file and cache.
+    fn pinned_vmi(&self) -> (PathBuf, PathBuf) {
+        let tmp = &self.tmp;
+        let vmi = seed_vmi(tmp.path(), 1);
+        let mut first = self.launch(&vmi, &tmp.path().join("state-pull"), &mirror());
+        wait_running(&first);
+        // SAFETY: kill on the launcher's pid, our child, not yet reaped.
+        unsafe { libc::kill(first.child.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert!(wait_exit(&mut first.child.child, Duration::from_secs(30)).success());
+        self.assert_restored();
+        let cache = tmp.path().join("cache");
+        let digest = oxivirt_image::Cache::open(&cache)
+            .expect("cache")
+            .read_ref("quay.io", "kubevirt/cirros-container-disk-demo", "latest")
+            .expect("the pulled image's digest");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&vmi).expect("vmi")).expect("json");
+        for vol in v["spec"]["volumes"].as_array_mut().expect("volumes") {
+            if vol.get("containerDisk").is_some() {
+                vol["containerDisk"]["image"] = json!(format!(
+                    "quay.io/kubevirt/cirros-container-disk-demo@{digest}"
+                ));
+            }
+        }
+        let pinned = tmp.path().join("vmi-pinned.json");
+        std::fs::write(&pinned, v.to_string()).expect("vmi");
+        (pinned, cache)
+    }
+
     /// The pod is as CNI left it: no taps, k6t bridges or nat tables.
     fn assert_restored(&self) {
         assert!(
@@ -433,32 +464,7 @@ fn a_containerdisk_that_cannot_be_had_fails_the_launch_and_leaves_nothing() {
 fn the_launcher_runs_inside_its_pod_with_the_cluster_pods_capabilities() {
     let pod = Pod::new();
     let (env, tmp) = (&pod.env, &pod.tmp);
-    // First a run as on one machine, which pulls the image into the cache.
-    let vmi = seed_vmi(tmp.path(), 1);
-    let mut first = pod.launch(&vmi, &tmp.path().join("state-pull"), &mirror());
-    wait_running(&first);
-    // SAFETY: kill on the launcher's pid, our child, not yet reaped.
-    unsafe { libc::kill(first.child.child.id() as libc::pid_t, libc::SIGTERM) };
-    assert!(wait_exit(&mut first.child.child, Duration::from_secs(30)).success());
-    pod.assert_restored();
-    let cache = tmp.path().join("cache");
-    let digest = oxivirt_image::Cache::open(&cache)
-        .expect("cache")
-        .read_ref("quay.io", "kubevirt/cirros-container-disk-demo", "latest")
-        .expect("the pulled image's digest");
-
-    // The VMI as the cluster pod's annotation carries it, its image pinned by digest.
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&vmi).expect("vmi")).expect("json");
-    for vol in v["spec"]["volumes"].as_array_mut().expect("volumes") {
-        if vol.get("containerDisk").is_some() {
-            vol["containerDisk"]["image"] = json!(format!(
-                "quay.io/kubevirt/cirros-container-disk-demo@{digest}"
-            ));
-        }
-    }
-    let pinned = tmp.path().join("vmi-pinned.json");
-    std::fs::write(&pinned, v.to_string()).expect("vmi");
+    let (pinned, cache) = pod.pinned_vmi();
     let state = tmp.path().join("state");
     let caps = "-all,+net_admin,+net_raw,+net_bind_service";
     let mut l = Launch {
@@ -503,5 +509,397 @@ fn the_launcher_runs_inside_its_pod_with_the_cluster_pods_capabilities() {
     assert_eq!(status(&l.state).expect("final").phase, Phase::Succeeded);
     pod.assert_restored();
     Pod::assert_state_dir_empty(&l.state);
+    pod.finish();
+}
+
+// ---- under a container runtime -------------------------------------------------------------
+
+/// QEMU, qemu-img and nft with what they load, and QEMU's firmware: the image's `--qemu`.
+fn image_root(dir: &Path) -> PathBuf {
+    use oxivirt_deploy::image;
+    let mut entries = image::binaries(&[launcher_bin()]);
+    let programs: Vec<PathBuf> = [
+        "/usr/bin/qemu-system-x86_64",
+        "/usr/bin/qemu-img",
+        "/usr/sbin/nft",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    let data: Vec<PathBuf> = [
+        "/usr/share/qemu",
+        "/usr/share/seabios",
+        "/usr/lib/ipxe/qemu",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|d| d.is_dir())
+    .collect();
+    entries.extend(image::host_closure(&programs, &data).expect("QEMU's closure"));
+    let layout = dir.join("image");
+    let built = image::build_entries(&entries, "oxivirt:test", &layout).expect("image");
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(&root).expect("rootfs");
+    let layer = layout
+        .join("blobs/sha256")
+        .join(built.layer.digest.trim_start_matches("sha256:"));
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(&root)
+        .status()
+        .expect("tar");
+    assert!(st.success(), "unpacking the image's layer");
+    root
+}
+
+/// A device file's cgroup entry: (type, major, minor).
+fn device_numbers(path: &str) -> (&'static str, u64, u64) {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let kind = if m.file_type().is_block_device() {
+        "b"
+    } else {
+        "c"
+    };
+    let rdev = m.rdev();
+    (kind, libc::major(rdev) as u64, libc::minor(rdev) as u64)
+}
+
+/// The OCI runtime config a CRI runtime makes of the launcher pod's one container (as
+/// containerd does for a non-privileged container): its command and args, its env with
+/// the downward API's POD_UID, the capabilities of its securityContext and nothing else,
+/// no new privileges, its volumes as bind mounts, the pod's network namespace, and in its
+/// device cgroup the runtime's defaults plus exactly the devices the device plugin
+/// allocated.
+fn oci_config(
+    container: &serde_json::Value,
+    extra_args: &[&str],
+    pod_uid: &str,
+    rootfs: &Path,
+    netns: &Path,
+    binds: &[(PathBuf, &str, bool)],
+    devices: &[oxivirt_device_plugin::proto::DeviceSpec],
+) -> serde_json::Value {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut args = strings(&container["command"]);
+    args.extend(strings(&container["args"]));
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    let sc = &container["securityContext"];
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    let caps: Vec<String> = strings(&sc["capabilities"]["add"])
+        .iter()
+        .map(|c| format!("CAP_{c}"))
+        .collect();
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}),
+    ];
+    for (source, dest, ro) in binds {
+        let mut options = vec!["rbind", "rprivate"];
+        if *ro {
+            options.push("ro");
+        }
+        mounts.push(
+            json!({"destination": dest, "type": "bind", "source": source, "options": options}),
+        );
+    }
+    // containerd's default device allowances: every mknod, the standard character devices
+    // and ptys; everything else is denied.
+    let mut allowed = vec![
+        json!({"allow": false, "access": "rwm"}),
+        json!({"allow": true, "type": "c", "access": "m"}),
+        json!({"allow": true, "type": "b", "access": "m"}),
+    ];
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
+        allowed.push(
+            json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"}),
+        );
+    }
+    allowed.push(json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}));
+    let mut linux_devices = Vec::new();
+    for d in devices {
+        let (kind, major, minor) = device_numbers(&d.host_path);
+        linux_devices.push(json!({"path": d.container_path, "type": kind, "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0}));
+        allowed.push(json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": d.permissions}));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", format!("POD_UID={pod_uid}")],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": sc["allowPrivilegeEscalation"] == false,
+        },
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": "virt-launcher",
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                {"type": "network", "path": netns},
+            ],
+            "devices": linux_devices,
+            "resources": {"devices": allowed},
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    })
+}
+
+/// `runc` on a container id; the container is force-deleted when this is dropped.
+struct Runc {
+    id: String,
+    bundle: PathBuf,
+}
+
+impl Runc {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("runc")
+            .args(args)
+            .current_dir(&self.bundle)
+            .output()
+            .expect("runc")
+    }
+
+    fn state(&self) -> Option<serde_json::Value> {
+        let out = self.cmd(&["state", &self.id]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["delete", "--force", &self.id]);
+    }
+}
+
+/// The cluster's launcher pod as a container runtime runs it: the controller's pod spec
+/// (`launcher_pod_in_cluster`) turned into an OCI runtime config as a CRI runtime turns
+/// it, run by `runc` from the image the image build makes (the launcher, QEMU, qemu-img,
+/// nft and firmware, nothing of the host's root) in the pod's network namespace, with the
+/// devices the device plugin's Allocate answers and in its device cgroup nothing else;
+/// `/proc/sys` read-only, so the pod's sysctls are the meta plugin's (as on a cluster).
+/// Differences from a cluster, said: the containerDisk comes from the cache mounted in
+/// (`--image-cache`; the pod cannot reach the node's loopback registry) and the guest runs
+/// under TCG (`--accel tcg`, as the other launcher tests); no kubelet or CRI daemon (runc
+/// is what containerd and CRI-O run containers with).
+#[root_test(vm, "runc", "qemu-system-x86_64", "qemu-img", "nft", "ldd", "tar")]
+fn the_launcher_pod_runs_under_runc_with_only_what_its_spec_grants() {
+    let pod = Pod::new();
+    let (env, tmp) = (&pod.env, &pod.tmp);
+    // What the meta plugin does after a launcher pod's ADD (the harness attaches the
+    // pod's networks with the plugins themselves): the sysctls the container cannot set.
+    oxivirt_multus_core::launcher::prepare(&env.pod.path(), false)
+        .expect("the launcher pod's sysctls");
+    let (pinned, cache) = pod.pinned_vmi();
+
+    // The pod the controller makes on a cluster for this VMI.
+    let mut vmi: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pinned).expect("vmi")).expect("json");
+    vmi["metadata"]["namespace"] = json!("default");
+    vmi["metadata"]["uid"] = json!("0b5c7f3e-1b2a-4c4d-9e8f-0123456789ab");
+    let spec = oxivirt_controller::plan::launcher_pod_in_cluster(
+        &vmi,
+        "abcde",
+        &oxivirt_controller::plan::ClusterLaunch {
+            image: "oxivirt:test".into(),
+        },
+    );
+    let container = &spec["spec"]["containers"][0];
+    let pod_uid = "6f1d2c3b-4a59-4e68-8f70-9a8b7c6d5e4f";
+
+    // Its volumes: the downward API's VMI file and the host state dir at subPath <uid>.
+    let podinfo = tmp.path().join("podinfo");
+    std::fs::create_dir_all(&podinfo).expect("podinfo");
+    let annotation = spec["metadata"]["annotations"]["oxivirt.io/vmi"]
+        .as_str()
+        .expect("the VMI annotation");
+    std::fs::write(podinfo.join("vmi.json"), annotation).expect("vmi.json");
+    let host_state = tmp.path().join("launchers").join(pod_uid);
+    std::fs::create_dir_all(&host_state).expect("state");
+    let mount_of = |volume: &str| -> String {
+        container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == volume)
+            .and_then(|m| m["mountPath"].as_str())
+            .unwrap_or_else(|| panic!("no mount of {volume}"))
+            .to_string()
+    };
+    let (podinfo_at, state_at) = (mount_of("podinfo"), mount_of("state"));
+
+    // What the device plugin allocates for its two device requests.
+    let mut devices = Vec::new();
+    for kind in [
+        oxivirt_device_plugin::DeviceKind::kvm(1),
+        oxivirt_device_plugin::DeviceKind::tun(1),
+    ] {
+        if !kind.path.exists() {
+            eprintln!("{} is missing here: not allocated", kind.path.display());
+            continue;
+        }
+        let short = kind
+            .resource
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let req = oxivirt_device_plugin::proto::AllocateRequest {
+            container_requests: vec![oxivirt_device_plugin::proto::ContainerAllocateRequest {
+                devices_ids: vec![format!("{short}0")],
+            }],
+        };
+        let resp = kind.allocate(&req).expect("allocate");
+        devices.extend(resp.container_responses[0].devices.clone());
+    }
+    assert!(
+        devices.iter().any(|d| d.container_path == "/dev/net/tun"),
+        "tun allocated: {devices:?}"
+    );
+
+    let bundle = tmp.path().join("bundle");
+    std::fs::create_dir_all(&bundle).expect("bundle");
+    let rootfs = image_root(&bundle);
+    let config = oci_config(
+        container,
+        &["--image-cache", "/var/lib/oxivirt/images", "--accel", "tcg"],
+        pod_uid,
+        &rootfs,
+        &env.pod.path(),
+        &[
+            (podinfo.clone(), &podinfo_at, true),
+            (host_state.clone(), &state_at, false),
+            (cache.clone(), "/var/lib/oxivirt/images", false),
+        ],
+        &devices,
+    );
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config).expect("config"),
+    )
+    .expect("config.json");
+
+    let runc = Runc {
+        id: oxivirt_testkit::unique("oxv-launcher"),
+        bundle: bundle.clone(),
+    };
+    let log = tmp.path().join("container.log");
+    let st = Command::new("runc")
+        .args(["run", "--detach", "--pid-file"])
+        .arg(tmp.path().join("container.pid"))
+        .arg(&runc.id)
+        .current_dir(&bundle)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::fs::File::create(tmp.path().join("runc.err")).expect("log"))
+        .status()
+        .expect("runc run");
+    assert!(
+        st.success(),
+        "runc run: {}",
+        std::fs::read_to_string(tmp.path().join("runc.err")).unwrap_or_default()
+    );
+    let l = Launch {
+        // Nothing to spawn: the container is runc's. A no-op child keeps the type.
+        child: cleanup::OwnedChild::spawn(&mut Command::new("true")).expect("true"),
+        state: host_state.clone(),
+    };
+    let s = wait_running(&l);
+    assert_eq!(s.interfaces.len(), 2, "{s:?}");
+    assert_eq!(s.interfaces[0].ip_address.as_deref(), Some("10.0.2.2"));
+    let now = links(&env.pod);
+    for l in ["k6t-eth0", "tap0", "k6t-2df796c6902", "tap2df796c6902"] {
+        assert!(now.iter().any(|n| n == l), "{l} missing in {now:?}");
+    }
+    // The container's process has exactly the pod's capabilities and no new privileges.
+    let pid: i32 = runc.state().expect("runc state")["pid"]
+        .as_i64()
+        .expect("pid") as i32;
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |k: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("{k} in {proc_status}"))
+    };
+    // CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_NET_RAW (13).
+    let three = format!("{:016x}", (1u64 << 10) | (1 << 12) | (1 << 13));
+    assert_eq!(field("CapBnd:"), three);
+    assert_eq!(field("CapEff:"), three);
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // Its device cgroup allows what the device plugin allocated and nothing else: device
+    // nodes made in its root (from outside) for tun and for a loop device; opening the
+    // first gets past the cgroup, the second is refused with EPERM.
+    let node = |name: &str, (kind, major, minor): (&str, u64, u64)| {
+        let path = rootfs.join(name);
+        let mode = if kind == "b" {
+            libc::S_IFBLK
+        } else {
+            libc::S_IFCHR
+        } | 0o600;
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: mknod on a NUL-terminated path we own; the numbers are plain integers.
+        let rc =
+            unsafe { libc::mknod(c.as_ptr(), mode, libc::makedev(major as u32, minor as u32)) };
+        assert_eq!(rc, 0, "mknod {}", path.display());
+        format!("/{name}")
+    };
+    let open_inside = |path: &str| {
+        let out = runc.cmd(&["exec", &runc.id, "/usr/bin/qemu-img", "info", path]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let tun = open_inside(&node("probe-tun", device_numbers("/dev/net/tun")));
+    assert!(
+        !tun.contains("Operation not permitted"),
+        "tun refused: {tun}"
+    );
+    let loop0 = open_inside(&node("probe-loop", ("b", 7, 0)));
+    assert!(
+        loop0.contains("Operation not permitted"),
+        "a device the plugin did not allocate was opened: {loop0}"
+    );
+
+    // A stop as the kubelet makes it: SIGTERM to the container.
+    let kill = runc.cmd(&["kill", &runc.id, "TERM"]);
+    assert!(kill.status.success(), "runc kill");
+    let stopped = eventually(Duration::from_secs(30), || {
+        runc.state().is_none_or(|s| s["status"] == "stopped")
+    });
+    assert!(stopped, "the container did not stop: {:?}", runc.state());
+    assert_eq!(status(&host_state).expect("final").phase, Phase::Succeeded);
+    pod.assert_restored();
+    Pod::assert_state_dir_empty(&host_state);
+    drop(runc);
     pod.finish();
 }

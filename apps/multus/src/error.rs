@@ -57,9 +57,11 @@ pub fn code(e: &Error) -> ErrorCode {
         | E::NotReady { .. } => ErrorCode::TryAgainLater,
         E::ApiResponse { .. } | E::DaemonProtocol { .. } => ErrorCode::DecodingFailure,
         E::NotAvailable { .. } => ErrorCode::PluginNotAvailable,
-        E::ConfDir { .. } | E::ConfWrite { .. } | E::Cache { .. } | E::CacheJson { .. } => {
-            ErrorCode::IoFailure
-        }
+        E::ConfDir { .. }
+        | E::ConfWrite { .. }
+        | E::Cache { .. }
+        | E::CacheJson { .. }
+        | E::LauncherPod { .. } => ErrorCode::IoFailure,
         E::Netlink { .. } | E::NoInterface { .. } => ErrorCode::Plugin(codes::NETLINK),
         E::NoClusterResult | E::NetworkStatus { .. } => ErrorCode::Plugin(codes::DELEGATE),
         E::NotCached { .. } => ErrorCode::Plugin(codes::CHECK_MISMATCH),

@@ -278,6 +278,45 @@ fn pod_with_cluster_network_and_two_secondaries() {
     assert!(!Path::new(&p.path("cache/c0ffee")).exists());
 }
 
+/// A launcher pod (label `kubevirt.io: virt-launcher`) gets, in its namespace, the
+/// sysctls its launcher needs and cannot set in an unprivileged container (`/proc/sys` is
+/// read-only there); any other pod's namespace is left as the kernel made it.
+#[root_test(reference)]
+fn a_launcher_pods_namespace_gets_the_sysctls_its_launcher_cannot_set() {
+    let p = Pod::new();
+    let sysctl = |key: &str| {
+        p.pod
+            .sh(&["cat", &format!("/proc/sys/{key}")])
+            .trim()
+            .to_string()
+    };
+    let keys = [
+        "net/ipv4/ip_forward",
+        "net/ipv4/conf/default/route_localnet",
+        "net/ipv4/conf/default/arp_ignore",
+    ];
+    p.put_pod("multus-br");
+    p.run("ADD", &p.conf()).must("ADD");
+    for k in keys {
+        assert_eq!(sysctl(k), "0", "{k} of a pod that is not a launcher");
+    }
+    p.run("DEL", &p.conf()).must("DEL");
+
+    let mut pod: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path("store/pods/default/virt-launcher-testvm-2.json"))
+            .expect("the pod"),
+    )
+    .expect("pod JSON");
+    pod["metadata"]["labels"] = json!({"kubevirt.io": "virt-launcher"});
+    p.store().put(&pod).expect("pod");
+    p.run("ADD", &p.conf()).must("ADD");
+    for k in keys {
+        assert_eq!(sysctl(k), "1", "{k} of a launcher pod");
+    }
+    p.run("DEL", &p.conf()).must("DEL");
+    p.assert_empty();
+}
+
 #[root_test(reference)]
 fn failing_delegate_rolls_back_the_others() {
     let p = Pod::new();

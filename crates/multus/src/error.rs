@@ -326,6 +326,14 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The sysctls a launcher pod's namespace needs could not be set. CNI: I/O failure (5).
+    #[error("setting the launcher pod's sysctls in {netns}")]
+    LauncherPod {
+        netns: String,
+        #[source]
+        source: oxivirt_netlink::Error,
+    },
+
     // The cache.
     /// Reading, writing or removing a cache entry failed. CNI: I/O failure (5).
     #[error("failed to {op} cache {}", path.display())]

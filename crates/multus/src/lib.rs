@@ -11,6 +11,7 @@ pub mod default_route;
 pub mod delegate;
 pub mod error;
 pub mod kube;
+pub mod launcher;
 pub mod meta;
 pub mod source;
 pub mod status;

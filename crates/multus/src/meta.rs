@@ -588,6 +588,19 @@ impl Meta<'_> {
             return Err(error::with_cleanup(e, Self::teardown(&runner, &done)));
         }
         mark("multus: delegates done");
+        // A launcher pod's namespace gets what its launcher cannot set in its container.
+        let is_launcher = pod.as_ref().is_some_and(|p| {
+            p.labels.get(crate::launcher::LABEL.0).map(String::as_str)
+                == Some(crate::launcher::LABEL.1)
+        });
+        if let (true, Some(netns)) = (is_launcher, self.env.netns.as_deref()) {
+            let v6 = results
+                .iter()
+                .any(|(_, r)| r.ips.iter().any(|ip| ip.address.addr().is_ipv6()));
+            if let Err(e) = crate::launcher::prepare(netns, v6) {
+                return Err(error::with_cleanup(e, Self::teardown(&runner, &done)));
+            }
+        }
         let entry = Entry {
             container_id: self.env.container_id.clone(),
             ifname: self.env.ifname.clone(),
@@ -880,6 +893,7 @@ mod tests {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                ..Pod::default()
             };
             meta.plan(Some((&r, &pod)))
         }
@@ -1361,6 +1375,7 @@ mod tests {
             name: "p1".into(),
             uid: "u".into(),
             annotations: [(annotation::NETWORKS.to_string(), networks.to_string())].into(),
+            ..Pod::default()
         };
         for list_fails in [false, true] {
             let src = Listing {

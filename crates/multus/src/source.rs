@@ -16,24 +16,27 @@ pub struct Pod {
     pub name: String,
     pub uid: String,
     pub annotations: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Pod {
     /// The fields we use from a Pod object (API or store), whatever else it holds.
     pub fn from_object(namespace: &str, name: &str, v: &Value) -> Self {
-        let annotations = v["metadata"]["annotations"]
-            .as_object()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let strings = |m: &Value| -> BTreeMap<String, String> {
+            m.as_object()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         Self {
             namespace: namespace.into(),
             name: name.into(),
             uid: v["metadata"]["uid"].as_str().unwrap_or_default().into(),
-            annotations,
+            annotations: strings(&v["metadata"]["annotations"]),
+            labels: strings(&v["metadata"]["labels"]),
         }
     }
 }

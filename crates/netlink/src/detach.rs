@@ -15,6 +15,13 @@
 use std::ffi::CString;
 use std::os::fd::RawFd;
 
+/// Whether a detached process would outlive this one. Not when this is the first process
+/// of its PID namespace (a container's init, as the launcher is in its pod): when it
+/// exits, the kernel kills everything else in the namespace, a grandchild mid-way too.
+pub fn outlives_us() -> bool {
+    std::process::id() != 1
+}
+
 /// A program the detached process runs after its request (see
 /// [`crate::Handle::retire_links`]), resolved up front because the child may not allocate.
 #[derive(Debug, Clone)]
@@ -24,6 +31,18 @@ pub struct Detached {
 }
 
 impl Detached {
+    /// Runs the program here and waits for it (where nothing detached outlives us).
+    pub fn run_here(&self) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let path = std::ffi::OsStr::from_bytes(self.path.as_bytes());
+        let args = self
+            .argv
+            .iter()
+            .skip(1)
+            .map(|a| std::ffi::OsStr::from_bytes(a.as_bytes()));
+        std::process::Command::new(path).args(args).status()
+    }
+
     /// `program` found in PATH now (not after fork), with `args`.
     pub fn program(program: &str, args: &[&str]) -> Option<Self> {
         let path = std::env::var_os("PATH").and_then(|p| {

@@ -40,6 +40,26 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The program that follows a link deletion (run here where nothing detached would
+    /// survive) could not run or failed.
+    #[error("running {program} after deleting links")]
+    Program {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A sysctl that must change where `/proc/sys` is read-only: an unprivileged
+    /// container's, where a container runtime mounts it so.
+    #[error(
+        "sysctl {key} is {found}, {wanted} is needed, and /proc/sys is read-only here (an \
+         unprivileged container): the pod's CNI meta plugin (oxivirt-multus) sets it for \
+         KubeVirt launcher pods"
+    )]
+    SysctlReadOnly {
+        key: String,
+        found: String,
+        wanted: String,
+    },
 }
 
 impl Error {
@@ -49,7 +69,9 @@ impl Error {
             Error::Kernel { source, .. }
             | Error::Netns { source, .. }
             | Error::NetnsReturn { source, .. }
-            | Error::Sysctl { source, .. } => source.raw_os_error(),
+            | Error::Sysctl { source, .. }
+            | Error::Program { source, .. } => source.raw_os_error(),
+            Error::SysctlReadOnly { .. } => Some(libc::EROFS),
             Error::Decode { .. } => None,
         }
     }

@@ -301,6 +301,24 @@ impl Handle {
             [one] => Some(del_link(*one)),
             _ => Some(del_link_group(self.group_links(indices)?)),
         };
+        if !detach::outlives_us() {
+            // Nothing detached survives this process: the same work, here and now.
+            self.del_links(indices)?;
+            if let Some(t) = then {
+                let program = || t.path.to_string_lossy().into_owned();
+                let status = t.run_here().map_err(|source| Error::Program {
+                    program: program(),
+                    source,
+                })?;
+                if !status.success() {
+                    return Err(Error::Program {
+                        program: program(),
+                        source: std::io::Error::other(format!("ended with {status}")),
+                    });
+                }
+            }
+            return Ok(());
+        }
         let buf = req.map_or_else(Vec::new, |r| self.encode(r.msg, r.flags));
         if detach::spawn(self.raw_fd(), &buf, then).is_err() {
             return self.del_links(indices);

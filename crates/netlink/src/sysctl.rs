@@ -43,6 +43,26 @@ pub fn write_to(mut sysctl: Sysctl, value: &str) -> Result<()> {
     })
 }
 
+/// Makes a sysctl `value`: written only when it is not that already, so a key another
+/// party set beforehand (the CNI meta plugin, for a launcher pod whose container sees
+/// `/proc/sys` read-only) needs no write.
+pub fn ensure(key: &[&str], value: &str) -> Result<()> {
+    let found = read(key)?;
+    if found == value {
+        return Ok(());
+    }
+    match write(key, value) {
+        Err(Error::Sysctl { key, source }) if source.raw_os_error() == Some(libc::EROFS) => {
+            Err(Error::SysctlReadOnly {
+                key,
+                found,
+                wanted: value.to_string(),
+            })
+        }
+        other => other,
+    }
+}
+
 pub fn read(key: &[&str]) -> Result<String> {
     let path = path_of(key);
     std::fs::read_to_string(&path)

@@ -123,7 +123,7 @@ pub fn setup(nl: &mut Handle, spec: &BridgeSpec, state_dir: &Path) -> Result<Bri
         source,
     })?;
     links::add_address(nl, br.index, link_local)?;
-    sysctl::write(&["net", "ipv4", "conf", &n.bridge, "arp_ignore"], "1")?;
+    sysctl::ensure(&["net", "ipv4", "conf", &n.bridge, "arp_ignore"], "1")?;
 
     // The pod interface becomes the bridge's uplink port.
     if nl.link_by_name(&n.nic)?.is_none() {

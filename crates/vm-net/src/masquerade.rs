@@ -183,7 +183,7 @@ fn disable_bridge_nf(spec: &MasqueradeSpec, state_dir: &Path) -> Result<()> {
             })?;
     }
     for (key, _) in found {
-        sysctl::write(&["net", "bridge", key], "0")?;
+        sysctl::ensure(&["net", "bridge", key], "0")?;
     }
     Ok(())
 }
@@ -270,7 +270,7 @@ pub fn begin(
     if spec.v6.is_some() {
         // Only the VM is on this bridge: no duplicate to detect, and router
         // advertisements need the link-local address usable at once.
-        sysctl::write(&["net", "ipv6", "conf", &n.bridge, "accept_dad"], "0")?;
+        sysctl::ensure(&["net", "ipv6", "conf", &n.bridge, "accept_dad"], "0")?;
     }
     let mut addrs = vec![IpNet::V4(
         Ipv4Net::new(spec.gateway4(), spec.v4.prefix_len()).map_err(|source| Error::Network {
@@ -291,10 +291,10 @@ pub fn begin(
     }
     nl.set_up(br.index, true)?;
     links::tap_on_bridge(nl, &n.tap, spec.multiqueue, eth0.mtu, br.index)?;
-    sysctl::write(&["net", "ipv4", "ip_forward"], "1")?;
-    sysctl::write(&["net", "ipv4", "conf", &n.bridge, "route_localnet"], "1")?;
+    sysctl::ensure(&["net", "ipv4", "ip_forward"], "1")?;
+    sysctl::ensure(&["net", "ipv4", "conf", &n.bridge, "route_localnet"], "1")?;
     if spec.v6.is_some() {
-        sysctl::write(&["net", "ipv6", "conf", "all", "forwarding"], "1")?;
+        sysctl::ensure(&["net", "ipv6", "conf", "all", "forwarding"], "1")?;
     }
     disable_bridge_nf(spec, state_dir)?;
     Ok(rules)
