@@ -250,7 +250,7 @@ pub struct FrontProxy {
 
 impl FrontProxy {
     /// The user a request speaks for, when it came through the front proxy.
-    fn user(&self, peer: &Peer, req: &hyper::Request<Incoming>) -> Option<String> {
+    fn user(&self, peer: &Peer, headers: &hyper::HeaderMap) -> Option<String> {
         let cert = peer.as_ref()?;
         if !self.allowed_names.is_empty() {
             let cn = crate::pki::common_name(cert)?;
@@ -259,7 +259,7 @@ impl FrontProxy {
             }
         }
         self.username_headers.iter().find_map(|h| {
-            req.headers()
+            headers
                 .get(h.as_str())
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
@@ -287,7 +287,7 @@ pub async fn serve_aggregated<B>(
             if HEALTH.contains(&path.as_str()) {
                 return Ok(full(200, b"ok".to_vec(), &[]));
             }
-            if front.user(&peer, &req).is_none() {
+            if front.user(&peer, req.headers()).is_none() {
                 return Ok(to_response(Reply::error(&ApiError::Unauthorized)));
             }
             if let Some((ns, name)) = crate::subresources::console_target(&path) {
@@ -331,6 +331,44 @@ pub async fn serve_aggregated<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_front_proxy_is_its_certificate_and_names_the_user() {
+        let ca = crate::pki::Ca::generate("front-proxy-ca").expect("CA");
+        let der = |cn: &str| -> Peer {
+            use rustls::pki_types::pem::PemObject as _;
+            let pem = ca
+                .issue(cn, &[], crate::pki::Usage::Client)
+                .expect("cert")
+                .cert_pem;
+            Some(Arc::new(
+                rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("DER"),
+            ))
+        };
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-remote-user", "alice".parse().expect("header"));
+        let front = FrontProxy {
+            allowed_names: vec!["front-proxy-client".into()],
+            username_headers: vec!["X-Remote-User".into()],
+        };
+        let proxy = der("front-proxy-client");
+        assert_eq!(front.user(&proxy, &headers).as_deref(), Some("alice"));
+        assert_eq!(front.user(&der("someone-else"), &headers), None);
+        assert_eq!(front.user(&None, &headers), None);
+        assert_eq!(front.user(&proxy, &hyper::HeaderMap::new()), None);
+        let mut empty = hyper::HeaderMap::new();
+        empty.insert("x-remote-user", "".parse().expect("header"));
+        assert_eq!(front.user(&proxy, &empty), None);
+        // No allowed names: any certificate the TLS layer verified.
+        let any = FrontProxy {
+            allowed_names: Vec::new(),
+            ..front
+        };
+        assert_eq!(
+            any.user(&der("someone-else"), &headers).as_deref(),
+            Some("alice")
+        );
+    }
 
     #[test]
     fn query_decoding() {
