@@ -32,43 +32,6 @@ const SERVICE_NAME: &str = "oxivirt-api.oxivirt.svc";
 const SUB: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default";
 const FRONT_PROXY_CN: &str = "front-proxy-client";
 
-/// The cluster's API (oxivirtd), called as its admin.
-struct Cluster(Oxivirtd);
-
-impl Cluster {
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let pki = |f: &str| self.0.pki(f);
-        let content_type = if method == "PATCH" {
-            "Content-Type: application/merge-patch+json"
-        } else {
-            "Content-Type: application/json"
-        };
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method])
-            .args(["-H", content_type])
-            .arg("--cacert")
-            .arg(pki("ca.crt"))
-            .arg("--cert")
-            .arg(pki("admin.crt"))
-            .arg("--key")
-            .arg(pki("admin.key"));
-        if let Some(b) = body {
-            cmd.args(["--data-binary", &b.to_string()]);
-        }
-        let out = cmd
-            .arg(format!("{}{path}", self.0.url))
-            .output()
-            .expect("curl");
-        split(&out.stdout)
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let (code, v) = self.call(method, path, body);
-        assert!((200..300).contains(&code), "{method} {path}: {code} {v}");
-        v
-    }
-}
-
 /// curl's `-w "\n%{http_code}"` output: (status, JSON body or Null).
 fn split(out: &[u8]) -> (u16, Value) {
     let text = String::from_utf8_lossy(out);
@@ -249,12 +212,13 @@ fn virtctl_through_the_front_proxy_reaches_the_vm_and_its_launcher_on_its_node()
     std::fs::create_dir_all(&state_root).expect("state root");
 
     // The cluster's API and what a cluster would hold.
-    let cluster = Cluster(Oxivirtd::start(
+    // The cluster's API (oxivirtd), called as its admin.
+    let cluster = Oxivirtd::start(
         &oxivirt_testkit::built_binary("oxivirtd", "oxivirt-app-daemon"),
         &tmp.path().join("api"),
         "127.0.0.1:0",
         &["--api-only"],
-    ));
+    );
     for ns in ["kube-system", "oxivirt"] {
         let (code, v) = cluster.call(
             "POST",
@@ -303,7 +267,7 @@ fn virtctl_through_the_front_proxy_reaches_the_vm_and_its_launcher_on_its_node()
             Command::new(&api_bin)
                 .args(["--listen", "127.0.0.1:0", "--namespace", "oxivirt"])
                 .arg("--kubeconfig")
-                .arg(cluster.0.kubeconfig()),
+                .arg(cluster.kubeconfig()),
         )
     };
     let (_api, server) = start_api();
@@ -642,12 +606,13 @@ fn without_the_front_proxys_configuration_it_refuses_to_start() {
         return;
     }
     let tmp = TempDir::new("aggregated-noauth").expect("tmp");
-    let cluster = Cluster(Oxivirtd::start(
+    // The cluster's API (oxivirtd), called as its admin.
+    let cluster = Oxivirtd::start(
         &oxivirt_testkit::built_binary("oxivirtd", "oxivirt-app-daemon"),
         &tmp.path().join("api"),
         "127.0.0.1:0",
         &["--api-only"],
-    ));
+    );
     cluster.ok(
         "POST",
         "/api/v1/namespaces",
@@ -656,7 +621,7 @@ fn without_the_front_proxys_configuration_it_refuses_to_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_oxivirt-api"))
         .args(["--listen", "127.0.0.1:0", "--namespace", "oxivirt"])
         .arg("--kubeconfig")
-        .arg(cluster.0.kubeconfig())
+        .arg(cluster.kubeconfig())
         .stdin(Stdio::null())
         .output()
         .expect("run oxivirt-api");

@@ -518,24 +518,7 @@ fn the_launcher_runs_inside_its_pod_with_the_cluster_pods_capabilities() {
 fn image_root(dir: &Path) -> PathBuf {
     use oxivirt_deploy::image;
     let mut entries = image::binaries(&[launcher_bin()]);
-    let programs: Vec<PathBuf> = [
-        "/usr/bin/qemu-system-x86_64",
-        "/usr/bin/qemu-img",
-        "/usr/sbin/nft",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .collect();
-    let data: Vec<PathBuf> = [
-        "/usr/share/qemu",
-        "/usr/share/seabios",
-        "/usr/lib/ipxe/qemu",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .filter(|d| d.is_dir())
-    .collect();
-    entries.extend(image::host_closure(&programs, &data).expect("QEMU's closure"));
+    entries.extend(image::qemu_closure().expect("QEMU's closure"));
     let layout = dir.join("image");
     let built = image::build_entries(&entries, "oxivirt:test", &layout).expect("image");
     let root = dir.join("rootfs");

@@ -26,35 +26,7 @@ impl Api {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let pki = |f: &str| self.0.pki(f);
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-sS",
-            "-f",
-            "-X",
-            method,
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .arg("--cacert")
-        .arg(pki("ca.crt"))
-        .arg("--cert")
-        .arg(pki("admin.crt"))
-        .arg("--key")
-        .arg(pki("admin.key"));
-        if let Some(b) = body {
-            cmd.args(["--data-binary", &b.to_string()]);
-        }
-        let out = cmd
-            .arg(format!("{}{path}", self.0.url))
-            .output()
-            .expect("curl");
-        assert!(
-            out.status.success(),
-            "{method} {path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON")
+        self.0.ok(method, path, body)
     }
 }
 

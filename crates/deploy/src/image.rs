@@ -300,6 +300,32 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> Result<Blob, ImageError> {
     })
 }
 
+/// What launcher pods run beside the launcher, from the building host (Debian's paths).
+pub const QEMU_PROGRAMS: [&str; 3] = [
+    "/usr/bin/qemu-system-x86_64",
+    "/usr/bin/qemu-img",
+    "/usr/sbin/nft",
+];
+
+/// QEMU's firmware: its own ROMs, SeaBIOS, the iPXE option ROMs of its NICs.
+pub const QEMU_DATA: [&str; 3] = [
+    "/usr/share/qemu",
+    "/usr/share/seabios",
+    "/usr/lib/ipxe/qemu",
+];
+
+/// The image's `--qemu` part: [`QEMU_PROGRAMS`] with what they load, and the
+/// [`QEMU_DATA`] directories this host has.
+pub fn qemu_closure() -> Result<Vec<Entry>, ImageError> {
+    let programs: Vec<PathBuf> = QEMU_PROGRAMS.iter().map(PathBuf::from).collect();
+    let data: Vec<PathBuf> = QEMU_DATA
+        .iter()
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .collect();
+    host_closure(&programs, &data)
+}
+
 /// The image as built: its manifest's digest (what a registry or containerd will call it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {

@@ -26,19 +26,6 @@ const IMAGE_USAGE: &str = "usage: oxivirt-deploygen image --bin-dir DIR --out LA
   DIR holds the built binaries (target/x86_64-unknown-linux-gnu/release); --qemu adds this host's\n\
   QEMU, qemu-img and nft with their libraries and firmware (what launcher pods run)";
 
-/// What launcher pods run beside the launcher, from the building host (Debian's paths).
-const QEMU_PROGRAMS: [&str; 3] = [
-    "/usr/bin/qemu-system-x86_64",
-    "/usr/bin/qemu-img",
-    "/usr/sbin/nft",
-];
-/// QEMU's firmware: its own ROMs, SeaBIOS, the iPXE option ROMs of its NICs.
-const QEMU_DATA: [&str; 3] = [
-    "/usr/share/qemu",
-    "/usr/share/seabios",
-    "/usr/lib/ipxe/qemu",
-];
-
 fn image(args: Vec<String>) -> ExitCode {
     let mut bin_dir = None;
     let mut out = None;
@@ -77,13 +64,7 @@ fn image(args: Vec<String>) -> ExitCode {
     let files: Vec<PathBuf> = BINARIES.iter().map(|b| bin_dir.join(b)).collect();
     let mut entries = oxivirt_deploy::image::binaries(&files);
     if qemu {
-        let programs: Vec<PathBuf> = QEMU_PROGRAMS.iter().map(PathBuf::from).collect();
-        let data: Vec<PathBuf> = QEMU_DATA
-            .iter()
-            .map(PathBuf::from)
-            .filter(|d| d.is_dir())
-            .collect();
-        match oxivirt_deploy::image::host_closure(&programs, &data) {
+        match oxivirt_deploy::image::qemu_closure() {
             Ok(e) => entries.extend(e),
             Err(e) => {
                 eprintln!("oxivirt-deploygen image: {e}");

@@ -96,12 +96,6 @@ fn the_image_is_an_oci_image_skopeo_copies_and_its_binary_runs() {
     assert!(!Path::new(&root.join("lib")).exists());
 }
 
-const QEMU_PROGRAMS: [&str; 3] = [
-    "/usr/bin/qemu-system-x86_64",
-    "/usr/bin/qemu-img",
-    "/usr/sbin/nft",
-];
-
 /// Unpacks the one layer of the layout at `layout` into `root` with the system's tar.
 fn unpack(layout: &Path, built: &oxivirt_deploy::image::Built, root: &Path) {
     std::fs::create_dir_all(root).expect("root");
@@ -130,19 +124,8 @@ fn the_image_with_qemu_runs_qemu_qemu_img_and_nft_in_its_own_root() {
         "oxivirt-cni",
         "oxivirt-app-cni",
     )]);
-    let programs: Vec<std::path::PathBuf> =
-        QEMU_PROGRAMS.iter().map(std::path::PathBuf::from).collect();
-    let data: Vec<std::path::PathBuf> = [
-        "/usr/share/qemu",
-        "/usr/share/seabios",
-        "/usr/lib/ipxe/qemu",
-    ]
-    .iter()
-    .map(std::path::PathBuf::from)
-    .filter(|d| d.is_dir())
-    .collect();
     let mut entries = ours.clone();
-    entries.extend(oxivirt_deploy::image::host_closure(&programs, &data).expect("closure"));
+    entries.extend(oxivirt_deploy::image::qemu_closure().expect("closure"));
 
     let layout = tmp.path().join("layout");
     let built =

@@ -59,4 +59,53 @@ impl Oxivirtd {
     pub fn pki(&self, file: &str) -> PathBuf {
         self.data.join("pki").join(file)
     }
+
+    /// A request as its admin (curl with its certificates): the status and the JSON body
+    /// (Null when there is none). PATCH bodies are merge patches.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let content_type = if method == "PATCH" {
+            "Content-Type: application/merge-patch+json"
+        } else {
+            "Content-Type: application/json"
+        };
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+            .args(["-H", content_type])
+            .arg("--cacert")
+            .arg(self.pki("ca.crt"))
+            .arg("--cert")
+            .arg(self.pki("admin.crt"))
+            .arg("--key")
+            .arg(self.pki("admin.key"));
+        if let Some(b) = body {
+            cmd.args(["--data-binary", &b.to_string()]);
+        }
+        let out = cmd
+            .arg(format!("{}{path}", self.url))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// [`Self::call`] that must succeed (2xx): its JSON body.
+    pub fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
+        let (code, v) = self.call(method, path, body);
+        assert!((200..300).contains(&code), "{method} {path}: {code} {v}");
+        v
+    }
 }
