@@ -63,24 +63,8 @@ struct Args {
     relay_selector: String,
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("kubeconfig {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", p.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no in-cluster config and no kubeconfig")?,
-    };
-    kube::Client::try_from(config).context("API client")
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let client = oxivirt_controller::client::client(args.kubeconfig.as_deref()).await?;
     let ns = &args.namespace;
     let ca = certs::cluster_ca(&client, ns, &args.pki_secret).await?;
     certs::relay_secret(&client, ns, &args.relay_secret, &ca).await?;

@@ -69,24 +69,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     Ok(args)
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("kubeconfig {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", p.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no in-cluster config and no kubeconfig")?,
-    };
-    kube::Client::try_from(config).context("API client")
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let client = oxivirt_controller::client::client(args.kubeconfig.as_deref()).await?;
     use oxivirt_controller::plan::{ClusterLaunch, Placement};
     let placement = if args.node_name.is_empty() {
         Placement::Cluster(ClusterLaunch {

@@ -17,6 +17,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A kubeconfig that cannot be read or used.
+    #[error("kubeconfig {path}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no in-cluster config and no kubeconfig")]
+    NoConfig(#[source] kube::config::InferConfigError),
 }
 
 pub fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {

@@ -5,6 +5,7 @@
 //! (create, delete, status) from what exists; [`run`] watches the API and carries the
 //! plans out.
 
+pub mod client;
 pub mod error;
 pub mod leader;
 pub mod plan;
