@@ -692,10 +692,11 @@ impl Drop for Runc {
 /// nft and firmware, nothing of the host's root) in the pod's network namespace, with the
 /// devices the device plugin's Allocate answers and in its device cgroup nothing else;
 /// `/proc/sys` read-only, so the pod's sysctls are the meta plugin's (as on a cluster).
-/// Differences from a cluster, said: the containerDisk comes from the cache mounted in
-/// (`--image-cache`; the pod cannot reach the node's loopback registry) and the guest runs
-/// under TCG (`--accel tcg`, as the other launcher tests); no kubelet or CRI daemon (runc
-/// is what containerd and CRI-O run containers with).
+/// The containerDisk is pulled inside the container through the pod's network (the
+/// test's registry made reachable at the pod network's gateway). Differences from a
+/// cluster, said: the registry is named by `--registry-mirror` (a cluster reaches quay.io
+/// by name) and the guest runs under TCG (`--accel tcg`, as the other launcher tests); no
+/// kubelet or CRI daemon (runc is what containerd and CRI-O run containers with).
 #[root_test(vm, "runc", "qemu-system-x86_64", "qemu-img", "nft", "ldd", "tar")]
 fn the_launcher_pod_runs_under_runc_with_only_what_its_spec_grants() {
     let pod = Pod::new();
@@ -704,11 +705,27 @@ fn the_launcher_pod_runs_under_runc_with_only_what_its_spec_grants() {
     // pod's networks with the plugins themselves): the sysctls the container cannot set.
     oxivirt_multus_core::launcher::prepare(&env.pod.path(), false)
         .expect("the launcher pod's sysctls");
-    let (pinned, cache) = pod.pinned_vmi();
+    // The registry (on the node's loopback) reachable from the pod, at the pod network's
+    // gateway: the containerDisk is pulled through the pod's network, as on a cluster.
+    env.node
+        .sh(&["sysctl", "-qw", "net.ipv4.conf.cni0.route_localnet=1"]);
+    env.node.sh(&[
+        "nft",
+        &format!(
+            "add table ip oxv-registry; add chain ip oxv-registry pre {{ type nat hook prerouting priority -100; }}; \
+             add rule ip oxv-registry pre iifname cni0 tcp dport {PORT} dnat to 127.0.0.1:{PORT}"
+        ),
+    ]);
+    let gateway = pod.pod_net.result["ips"][0]["gateway"]
+        .as_str()
+        .expect("the pod network's gateway")
+        .to_string();
+    let mirror_in_pod = format!("quay.io=http://{gateway}:{PORT}");
+    let vmi_file = seed_vmi(tmp.path(), 1);
 
     // The pod the controller makes on a cluster for this VMI.
     let mut vmi: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&pinned).expect("vmi")).expect("json");
+        serde_json::from_slice(&std::fs::read(&vmi_file).expect("vmi")).expect("json");
     vmi["metadata"]["namespace"] = json!("default");
     vmi["metadata"]["uid"] = json!("0b5c7f3e-1b2a-4c4d-9e8f-0123456789ab");
     let spec = oxivirt_controller::plan::launcher_pod_in_cluster(
@@ -776,14 +793,13 @@ fn the_launcher_pod_runs_under_runc_with_only_what_its_spec_grants() {
     let rootfs = image_root(&bundle);
     let config = oci_config(
         container,
-        &["--image-cache", "/var/lib/oxivirt/images", "--accel", "tcg"],
+        &["--registry-mirror", &mirror_in_pod, "--accel", "tcg"],
         pod_uid,
         &rootfs,
         &env.pod.path(),
         &[
             (podinfo.clone(), &podinfo_at, true),
             (host_state.clone(), &state_at, false),
-            (cache.clone(), "/var/lib/oxivirt/images", false),
         ],
         &devices,
     );
@@ -825,6 +841,13 @@ fn the_launcher_pod_runs_under_runc_with_only_what_its_spec_grants() {
     for l in ["k6t-eth0", "tap0", "k6t-2df796c6902", "tap2df796c6902"] {
         assert!(now.iter().any(|n| n == l), "{l} missing in {now:?}");
     }
+    // The containerDisk's layer came in through the pod's network, into the container's
+    // own image cache.
+    let pulled = rootfs
+        .join(oxivirt_app_launcher::args::DEFAULT_IMAGE_CACHE.trim_start_matches('/'))
+        .join("blobs/sha256")
+        .join(pod.layer.trim_start_matches("sha256:"));
+    assert!(pulled.is_file(), "{} was not pulled", pulled.display());
     // The container's process has exactly the pod's capabilities and no new privileges.
     let pid: i32 = runc.state().expect("runc state")["pid"]
         .as_i64()
