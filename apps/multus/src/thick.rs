@@ -129,14 +129,18 @@ fn service_account_token() -> PathBuf {
 }
 
 const DAEMON_USAGE: &str =
-    "usage: oxivirt-multus multus-daemon [--socket-dir DIR] [--config FILE]\n\
+    "usage: oxivirt-multus multus-daemon [--socket-dir DIR] [--config FILE] [--chroot ROOT]\n\
      Serves multus-shim's calls on DIR/multus.sock (default /run/multus). FILE (JSON) holds \
-     meta plugin fields that win over the shim's config (kubeconfig, clusterNetwork, …).";
+     meta plugin fields that win over the shim's config (kubeconfig, clusterNetwork, …). \
+     ROOT: the host's root as mounted in this container; the daemon reads FILE, then \
+     changes its root to ROOT, so DIR, the delegates, their state and the pods' namespaces \
+     are the host's, as the thin plugin sees them.";
 
 /// `oxivirt-multus multus-daemon …`. Returns the exit code.
 pub fn daemon_command(args: Vec<String>) -> i32 {
     let mut socket_dir = PathBuf::from(thick::DEFAULT_SOCKET_DIR);
     let mut config_file = None;
+    let mut root = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -147,6 +151,7 @@ pub fn daemon_command(args: Vec<String>) -> i32 {
         let r = match a.as_str() {
             "--socket-dir" => value("--socket-dir").map(|v| socket_dir = v),
             "--config" => value("--config").map(|v| config_file = Some(v)),
+            "--chroot" => value("--chroot").map(|v| root = Some(v)),
             "-h" | "--help" => {
                 println!("{DAEMON_USAGE}");
                 return 0;
@@ -165,6 +170,18 @@ pub fn daemon_command(args: Vec<String>) -> i32 {
             return 2;
         }
     };
+    if let Some(root) = &root {
+        // Everything after this is the host's view: the socket, the delegates and their
+        // state, the kubeconfig the shim's config names, the pods' namespaces.
+        let entered = std::os::unix::fs::chroot(root).and_then(|()| std::env::set_current_dir("/"));
+        if let Err(e) = entered {
+            eprintln!(
+                "multus-daemon: cannot change the root to {}: {e}",
+                root.display()
+            );
+            return 1;
+        }
+    }
     match serve(&socket_dir, overlay) {
         Ok(()) => 0,
         Err(e) => {

@@ -750,3 +750,72 @@ fn thick_plugin_shim_and_daemon_against_the_realistic_mock() {
     assert!(out.stdout.contains("multus.sock"), "{}", out.stdout);
     assert_eq!(common::links(&p.pod), ["lo"]);
 }
+
+/// The thick daemon as the node DaemonSet runs it: in a mount namespace of its own (a
+/// container's) with the host's root mounted at a path of its own, changing its root to it
+/// (`--chroot`) after reading its config, so the socket, the delegates, their state and
+/// the pods' namespaces are the host's. A pod's ADD and DEL through the shim then work as
+/// with a daemon on the host; a root that is not there stops it with the reason.
+#[root_test(reference, "unshare")]
+fn the_thick_daemon_in_the_hosts_root_as_its_container_runs_it() {
+    let p = Pod::new();
+    let (_state, meta, _wal) = p.realistic_api();
+    std::fs::write(p.path("daemon-config.json"), meta.to_string()).expect("daemon config");
+    std::os::unix::fs::symlink(common::our_multus_bin(), p.bin().join("multus-shim"))
+        .expect("link");
+    let sockets = p.path("run/multus");
+    let hostroot = p.path("hostroot");
+    std::fs::create_dir_all(&hostroot).expect("hostroot");
+    let script = format!(
+        "mount --rbind / {hostroot} && exec nsenter --net={node} {bin} multus-daemon \
+         --chroot {hostroot} --socket-dir {sockets} --config {config}",
+        node = p.node.path().display(),
+        bin = common::our_multus_bin().display(),
+        config = p.path("daemon-config.json"),
+    );
+    let daemon = oxivirt_testkit::cleanup::OwnedChild::spawn(
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env("OXIVIRT_IPAM_INDEX_DIR", p.path("index")),
+    )
+    .expect("start the daemon");
+    let socket = Path::new(&sockets).join("multus.sock");
+    assert!(
+        eventually(Duration::from_secs(10), || socket.exists()),
+        "the chrooted daemon did not make {}",
+        socket.display()
+    );
+    // Its root is the mounted host root (unshare, sh and nsenter exec'd into it).
+    let root = std::fs::read_link(format!("/proc/{}/root", daemon.child.id())).expect("root");
+    assert_eq!(root, Path::new(&hostroot));
+    let shim_conf = json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
+        "socketDir": sockets});
+    let shim = |cmd: &str| {
+        Cni::new(&p.bin(), "multus-shim")
+            .in_node(&p.node)
+            .netns(p.pod.path())
+            .container("c0ffee")
+            .args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-testvm-2;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1")
+            .run(cmd, &shim_conf)
+    };
+    let out = shim("ADD").must("ADD through the chrooted daemon");
+    let result: Value = serde_json::from_str(&out.stdout).expect("result JSON");
+    assert!(result["ips"][0]["address"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("10.244.0.")));
+    assert_eq!(common::links(&p.pod), ["eth0", "lo", "net1"]);
+    shim("DEL").must("DEL through the chrooted daemon");
+    p.assert_empty();
+
+    let out = std::process::Command::new(common::our_multus_bin())
+        .args(["multus-daemon", "--chroot", &p.path("no-such-root")])
+        .args(["--socket-dir", &p.path("run/other")])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot change the root to") && err.contains("no-such-root"),
+        "{err}"
+    );
+}

@@ -45,6 +45,8 @@ use std::time::Duration;
 const BINARIES: [&str; 2] = ["oxivirt-cni", "oxivirt-multus"];
 /// The meta plugin's name for the runtime, a link to `oxivirt-multus`.
 const MULTUS_LINK: &str = "multus";
+/// The thick plugin's shim (Multus's name for it), a link to `oxivirt-multus` too.
+const SHIM_LINK: &str = "multus-shim";
 const MULTUS_TARGET: &str = "oxivirt-multus";
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +75,11 @@ pub struct Args {
     /// The meta plugin's cache dir on the host.
     #[arg(long, default_value = "/var/lib/cni/multus")]
     cni_dir: PathBuf,
+    /// Write the thick plugin's config: the runtime runs `multus-shim`, which hands each
+    /// call to `oxivirt-multus multus-daemon` on DIR/multus.sock (DIR as the host sees
+    /// it). Without it, the thin plugin's (`multus`, one process per call).
+    #[arg(long)]
+    thick_socket_dir: Option<PathBuf>,
     /// Install once and exit (no watching, nothing removed).
     #[arg(long)]
     once: bool,
@@ -176,13 +183,16 @@ fn sync_multus_conf(paths: &Paths<'_>) -> Result<()> {
         }
         Err(e) => return Err(e).context("reading the default network"),
     };
-    let out = autoconf::wrap(
+    let mut out = autoconf::wrap(
         &conf,
         &Backend::Kubeconfig(paths.host_kubeconfig.clone()),
         &args.host_conf_dir,
         &args.cni_dir,
         &args.host_bin_dir,
     );
+    if let Some(dir) = &args.thick_socket_dir {
+        autoconf::thick(&mut out, dir);
+    }
     // As `autoconf::write` writes it.
     if ours.as_deref() == Some(format!("{out:#}").as_bytes()) {
         return Ok(());
@@ -226,20 +236,8 @@ fn check_multus_conf(paths: &Paths<'_>) -> Result<Option<Vec<u8>>> {
 /// Copies the plugins in (each a temporary file renamed into place: a plugin being run is
 /// never half-written) and links `multus`.
 fn install_binaries(args: &Args) -> Result<()> {
-    let link = args.bin_dir.join(MULTUS_LINK);
-    let ours = match fs::read_link(&link) {
-        Ok(target) => target == Path::new(MULTUS_TARGET),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        // Not a link: a binary (Multus's).
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => false,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", link.display())),
-    };
-    if !ours {
-        return Err(Foreign {
-            path: link,
-            why: format!("not a link to {MULTUS_TARGET}"),
-        }
-        .into());
+    for name in [MULTUS_LINK, SHIM_LINK] {
+        check_link(&args.bin_dir.join(name))?;
     }
     fs::create_dir_all(&args.bin_dir)
         .with_context(|| format!("creating {}", args.bin_dir.display()))?;
@@ -253,17 +251,46 @@ fn install_binaries(args: &Args) -> Result<()> {
             );
         }
     }
-    if fs::symlink_metadata(&link).is_err() {
-        let tmp = args.bin_dir.join(format!(".{MULTUS_LINK}.oxivirt-tmp"));
-        remove_file(&tmp)?;
-        std::os::unix::fs::symlink(MULTUS_TARGET, &tmp)
-            .with_context(|| format!("linking {}", tmp.display()))?;
-        fs::rename(&tmp, &link).with_context(|| format!("renaming into {}", link.display()))?;
-        eprintln!(
-            "oxivirt-node install-cni: linked {} -> {MULTUS_TARGET}",
-            link.display()
-        );
+    for name in [MULTUS_LINK, SHIM_LINK] {
+        link_if_missing(&args.bin_dir, name)?;
     }
+    Ok(())
+}
+
+/// Fails when `link` is something of another agent (Multus's binary of that name).
+fn check_link(link: &Path) -> Result<()> {
+    let ours = match fs::read_link(link) {
+        Ok(target) => target == Path::new(MULTUS_TARGET),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        // Not a link: a binary (Multus's).
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => false,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", link.display())),
+    };
+    if !ours {
+        return Err(Foreign {
+            path: link.to_path_buf(),
+            why: format!("not a link to {MULTUS_TARGET}"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Links `<bin_dir>/<name>` to `oxivirt-multus` unless it is there.
+fn link_if_missing(bin_dir: &Path, name: &str) -> Result<()> {
+    let link = bin_dir.join(name);
+    if fs::symlink_metadata(&link).is_ok() {
+        return Ok(());
+    }
+    let tmp = bin_dir.join(format!(".{name}.oxivirt-tmp"));
+    remove_file(&tmp)?;
+    std::os::unix::fs::symlink(MULTUS_TARGET, &tmp)
+        .with_context(|| format!("linking {}", tmp.display()))?;
+    fs::rename(&tmp, &link).with_context(|| format!("renaming into {}", link.display()))?;
+    eprintln!(
+        "oxivirt-node install-cni: linked {} -> {MULTUS_TARGET}",
+        link.display()
+    );
     Ok(())
 }
 

@@ -196,6 +196,58 @@ fn installs_plugins_kubeconfig_and_multus_conf() {
     assert!(stray.is_empty(), "temporary files left: {stray:?}");
 }
 
+/// `--thick-socket-dir`: the thick plugin's config (the runtime runs `multus-shim`, which
+/// hands the call to the daemon on the socket), its link beside `multus`, and a config the
+/// shim loads; a foreign `multus-shim` (Multus's binary) is left alone and fatal.
+#[test]
+fn the_thick_plugins_config_and_shim() {
+    let node = Node::new();
+    std::fs::write(node.conf.join("10-flannel.conflist"), DEFAULT_NET).expect("w");
+    ok(&node
+        .command(&["--once", "--thick-socket-dir", "/run/multus"])
+        .output()
+        .expect("run"));
+    for link in ["multus", "multus-shim"] {
+        assert_eq!(
+            std::fs::read_link(node.bin.join(link)).expect("link"),
+            Path::new("oxivirt-multus"),
+            "{link}"
+        );
+    }
+    let conf = node.read_conf();
+    assert_eq!(conf["type"], "multus-shim");
+    assert_eq!(conf["socketDir"], "/run/multus");
+    assert_eq!(conf["kubeconfig"], HOST_KUBECONFIG);
+    assert_eq!(conf["delegates"][0]["name"], "cbr0");
+    let shim = oxivirt_multus_core::thick::ShimConfig::parse(
+        &std::fs::read(node.multus_conf()).expect("r"),
+    )
+    .expect("the shim loads its config");
+    assert_eq!(shim.socket_dir.as_deref(), Some(Path::new("/run/multus")));
+
+    // Back to thin: the same agent without the flag rewrites it.
+    ok(&node.once());
+    assert_eq!(node.read_conf()["type"], "multus");
+
+    let other = Node::new();
+    std::fs::write(other.conf.join("10-flannel.conflist"), DEFAULT_NET).expect("w");
+    std::fs::write(other.bin.join("multus-shim"), b"Multus's shim").expect("w");
+    let out = other
+        .command(&["--once", "--thick-socket-dir", "/run/multus"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("multus-shim: not a link to oxivirt-multus"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(other.bin.join("multus-shim")).expect("r"),
+        b"Multus's shim"
+    );
+}
+
 #[test]
 fn follows_token_rotation_and_default_network_then_uninstalls_on_sigterm() {
     let node = Node::new();

@@ -7,8 +7,9 @@
 //!   and their status and finalizers, launcher Pods (create, delete, list, watch), Events,
 //!   and the Lease in its own namespace;
 //! - `oxivirt-node` (DaemonSet, host network): Pods (get, list, watch, status), VMI status,
-//!   NetworkAttachmentDefinitions (get, list), Events; no container privileged, each with
-//!   only the capabilities it needs; its `relay` container serves the launchers' control
+//!   NetworkAttachmentDefinitions (get, list), Events; only `multus-daemon` privileged (as
+//!   Multus's thick daemon), every other container with only the capabilities it needs;
+//!   its `relay` container serves the launchers' control
 //!   and console sockets to `oxivirt-api` over mutual TLS (port 8186, named `relay`);
 //! - `oxivirt-api` (Deployment, 2 replicas, serving `subresources.kubevirt.io/v1` through
 //!   an APIService): VMs and their status (get, update: start, stop, restart), VMIs (get,
@@ -18,6 +19,9 @@
 //!   its callers.
 
 use serde_json::{json, Value};
+
+/// Where the thick meta plugin's socket is, on the host (Multus's `/run/multus`).
+pub const MULTUS_SOCKET_DIR: &str = "/run/multus";
 
 /// The namespace everything of oxivirt runs in.
 pub const NAMESPACE: &str = "oxivirt";
@@ -350,7 +354,9 @@ fn host_path(name: &str, path: &str) -> Value {
 /// current until SIGTERM removes them; `device-plugin` serves `/dev/kvm` and
 /// `/dev/net/tun` to launcher pods; `launcher-status` reports the launchers into their
 /// VMIs; `relay` serves the launchers' control and console sockets to `oxivirt-api` (pause,
-/// unpause, console) over mutual TLS with the certificate `oxivirt-api` issues it.
+/// unpause, console) over mutual TLS with the certificate `oxivirt-api` issues it;
+/// `multus-daemon` is the thick meta plugin the runtime's `multus-shim` calls hand over to
+/// (one warm API client per node instead of one per pod), in the host's root.
 pub fn node() -> Value {
     let name = "oxivirt-node";
     json!({
@@ -382,6 +388,9 @@ pub fn node() -> Value {
                             "--bin-dir", "/host/opt/cni/bin",
                             "--conf-dir", "/host/etc/cni/net.d",
                             "--source-dir", "/usr/bin",
+                            // The thick plugin: the runtime runs `multus-shim`, which hands
+                            // each call to `multus-daemon` below (a host path).
+                            "--thick-socket-dir", MULTUS_SOCKET_DIR,
                         ],
                         "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"memory": "32Mi"}},
                         "securityContext": {
@@ -461,6 +470,30 @@ pub fn node() -> Value {
                             {"name": "launchers", "mountPath": "/var/run/oxivirt/launchers", "readOnly": true},
                             {"name": "relay-tls", "mountPath": "/etc/oxivirt/relay", "readOnly": true},
                         ],
+                    }, {
+                        // The meta plugin for the runtime's `multus-shim` calls, as Multus's
+                        // thick daemon: it changes its root to the host's (mounted below)
+                        // and serves <socket dir>/multus.sock there, so the delegates, their
+                        // state, the kubeconfig and the pods' namespaces are the host's, as
+                        // for the thin plugin the runtime would run. Privileged, as Multus's:
+                        // it enters pods' network namespaces, runs the node's CNI plugins
+                        // (whatever they need) and sets launcher pods' sysctls. Delegates
+                        // it executes count against its memory limit.
+                        "name": "multus-daemon",
+                        "image": IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/usr/bin/oxivirt-multus"],
+                        "args": [
+                            "multus-daemon",
+                            "--chroot", "/hostroot",
+                            "--socket-dir", MULTUS_SOCKET_DIR,
+                        ],
+                        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "512Mi"}},
+                        "securityContext": {"privileged": true},
+                        "volumeMounts": [
+                            // New pod namespaces (bind mounts under /run/netns) show inside.
+                            {"name": "hostroot", "mountPath": "/hostroot", "mountPropagation": "HostToContainer"},
+                        ],
                     }],
                     "volumes": [
                         host_path("cni-bin", "/opt/cni/bin"),
@@ -472,6 +505,7 @@ pub fn node() -> Value {
                         // kubelet fills the volume once it exists and the relay waits for
                         // the files.
                         {"name": "relay-tls", "secret": {"secretName": RELAY_TLS_SECRET, "optional": true}},
+                        {"name": "hostroot", "hostPath": {"path": "/", "type": "Directory"}},
                     ],
                 },
             },

@@ -272,12 +272,58 @@ fn oxivirt_api_finds_the_relay_on_each_node() {
         .expect("the launchers' volume");
     assert_eq!(launchers["hostPath"]["path"], "/var/run/oxivirt/launchers");
 
-    // No container of the DaemonSet is privileged.
+    // Only the thick meta plugin's daemon is privileged (as Multus's).
     for c in containers {
-        assert!(
-            c["securityContext"].get("privileged").is_none(),
+        assert_eq!(
+            c["securityContext"].get("privileged").is_some(),
+            c["name"] == "multus-daemon",
             "{}",
             c["name"]
         );
     }
+}
+
+/// The thick meta plugin: install-cni writes the shim's config for the socket dir the
+/// daemon serves, and the daemon changes its root to the host's, mounted so that new pod
+/// namespaces show inside.
+#[test]
+fn the_thick_daemon_serves_where_the_shims_config_points() {
+    let ds = node();
+    let spec = &ds["spec"]["template"]["spec"];
+    let containers = spec["containers"].as_array().expect("containers");
+    let arg_after = |c: &Value, flag: &str| -> String {
+        let args = c["args"].as_array().expect("args");
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{flag} in {}", c["name"]))
+            .to_string()
+    };
+    let by_name = |n: &str| {
+        containers
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap_or_else(|| panic!("container {n}"))
+    };
+    let (install, daemon) = (by_name("install-cni"), by_name("multus-daemon"));
+    assert_eq!(
+        arg_after(install, "--thick-socket-dir"),
+        arg_after(daemon, "--socket-dir")
+    );
+    let root = arg_after(daemon, "--chroot");
+    let mount = daemon["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == root.as_str())
+        .expect("the host root is mounted where the daemon changes its root to");
+    assert_eq!(mount["mountPropagation"], "HostToContainer");
+    let volume = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("volume");
+    assert_eq!(volume["hostPath"]["path"], "/");
 }
