@@ -209,29 +209,56 @@ pub async fn front_proxy(
     })
 }
 
-/// Puts `ca_pem` into the APIService `name`'s caBundle, so the cluster's API server
-/// verifies this server. A failure is reported, not fatal: the rest of the API works and
-/// the next start tries again.
-pub async fn publish_ca_bundle(client: &kube::Client, name: &str, ca_pem: &str) {
+/// Keeps `ca_pem` in the APIService `name`'s caBundle (with insecureSkipTLSVerify off), so
+/// the cluster's API server verifies this server: set at start, and again whenever it is
+/// missing or another (the APIService applied after this server started, or made again),
+/// checked every `every`. Failures are reported once until it works again: the rest of
+/// the API works, and virtctl's subresources only wait for the bundle.
+pub async fn keep_ca_bundle(
+    client: kube::Client,
+    name: String,
+    ca_pem: String,
+    every: std::time::Duration,
+) {
     let b64 = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
-    let patch = serde_json::json!({"spec": {"caBundle": b64, "insecureSkipTLSVerify": false}});
-    let req = http::Request::patch(format!(
-        "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
-    ))
-    .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
-    .body(serde_json::to_vec(&patch).unwrap_or_default());
-    let result = match req {
-        Ok(req) => client
-            .request::<serde_json::Value>(req)
-            .await
-            .map_err(anyhow::Error::from),
-        Err(e) => Err(anyhow::Error::from(e)),
-    };
-    if let Err(e) = result {
-        eprintln!(
-            "oxivirt-api: WARNING: could not set the caBundle of APIService {name}: {e:#} \
-             (until it is set, the cluster's API server cannot verify this server and \
-             virtctl's subresources are unavailable)"
-        );
+    let path = format!("/apis/apiregistration.k8s.io/v1/apiservices/{name}");
+    let mut reported = false;
+    loop {
+        match sync_ca_bundle(&client, &path, &b64).await {
+            Ok(changed) => {
+                if changed {
+                    eprintln!("oxivirt-api: set the caBundle of APIService {name}");
+                }
+                reported = false;
+            }
+            Err(e) if !reported => {
+                eprintln!(
+                    "oxivirt-api: WARNING: could not set the caBundle of APIService {name}: \
+                     {e:#} (until it is set, the cluster's API server cannot verify this \
+                     server and virtctl's subresources are unavailable; trying again every \
+                     {} s)",
+                    every.as_secs()
+                );
+                reported = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(every).await;
     }
+}
+
+/// One check: whether it had to patch.
+async fn sync_ca_bundle(client: &kube::Client, path: &str, b64: &str) -> anyhow::Result<bool> {
+    let get = http::Request::get(path).body(Vec::new())?;
+    let current: serde_json::Value = client.request(get).await?;
+    let spec = &current["spec"];
+    if spec["caBundle"] == b64 && spec["insecureSkipTLSVerify"] != true {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({"spec": {"caBundle": b64, "insecureSkipTLSVerify": false}});
+    let req = http::Request::patch(path)
+        .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+        .body(serde_json::to_vec(&patch)?)?;
+    client.request::<serde_json::Value>(req).await?;
+    Ok(true)
 }

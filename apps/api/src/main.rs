@@ -48,6 +48,10 @@ struct Args {
     /// --requestheader-client-ca-file; empty takes any the CA signed).
     #[arg(long, value_delimiter = ',')]
     requestheader_allowed_names: Vec<String>,
+    /// How often the APIService's caBundle is checked (and set again when missing), in
+    /// milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    resync_ms: u64,
     /// The Secret (in --namespace) that keeps this server's CA; made on first start.
     #[arg(long, default_value = "oxivirt-api-pki")]
     pki_secret: String,
@@ -99,7 +103,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     if !args.apiservice.is_empty() {
-        certs::publish_ca_bundle(&client, &args.apiservice, &ca.cert_pem).await;
+        tokio::spawn(certs::keep_ca_bundle(
+            client.clone(),
+            args.apiservice.clone(),
+            ca.cert_pem.clone(),
+            std::time::Duration::from_millis(args.resync_ms.max(100)),
+        ));
     }
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -266,6 +266,7 @@ fn virtctl_through_the_front_proxy_reaches_the_vm_and_its_launcher_on_its_node()
         start_serving(
             Command::new(&api_bin)
                 .args(["--listen", "127.0.0.1:0", "--namespace", "oxivirt"])
+                .args(["--resync-ms", "200"])
                 .arg("--kubeconfig")
                 .arg(cluster.kubeconfig()),
         )
@@ -286,20 +287,21 @@ fn virtctl_through_the_front_proxy_reaches_the_vm_and_its_launcher_on_its_node()
     );
     assert_eq!(relay_secret["type"], "kubernetes.io/tls");
     assert_eq!(secret_text(&relay_secret, "ca.crt"), ca_pem);
-    let registered = cluster.ok(
-        "GET",
-        "/apis/apiregistration.k8s.io/v1/apiservices/v1.subresources.kubevirt.io",
-        None,
+    let apiservice_path = "/apis/apiregistration.k8s.io/v1/apiservices/v1.subresources.kubevirt.io";
+    // The bundle it keeps in the APIService, once it is there.
+    let published = || -> Option<Vec<u8>> {
+        let registered = cluster.ok("GET", apiservice_path, None);
+        let b64 = registered["spec"]["caBundle"].as_str()?;
+        (registered["spec"]["insecureSkipTLSVerify"] == false)
+            .then(|| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .flatten()
+    };
+    assert!(
+        oxivirt_testkit::eventually(Duration::from_secs(10), || published().is_some()),
+        "no caBundle in the APIService"
     );
-    let bundle = base64::engine::general_purpose::STANDARD
-        .decode(
-            registered["spec"]["caBundle"]
-                .as_str()
-                .expect("caBundle set"),
-        )
-        .expect("base64");
+    let bundle = published().expect("caBundle");
     assert_eq!(String::from_utf8_lossy(&bundle), ca_pem);
-    assert_eq!(registered["spec"]["insecureSkipTLSVerify"], false);
     // The caller verifies the server with exactly the APIService's bundle.
     let bundle_file = write_pem(&files, "bundle.crt", &String::from_utf8_lossy(&bundle));
     let front_crt = write_pem(&files, "front.crt", &front.cert_pem);
@@ -593,6 +595,19 @@ fn virtctl_through_the_front_proxy_reaches_the_vm_and_its_launcher_on_its_node()
     assert_eq!(
         v["gitVersion"],
         oxivirt_apiserver::subresources::KUBEVIRT_VERSION
+    );
+
+    // The APIService made again (deleted and applied anew): the bundle comes back.
+    cluster.ok("DELETE", apiservice_path, None);
+    cluster.ok(
+        "POST",
+        "/apis/apiregistration.k8s.io/v1/apiservices",
+        Some(&apiservice),
+    );
+    assert!(
+        oxivirt_testkit::eventually(Duration::from_secs(10), || published().as_deref()
+            == Some(&bundle[..])),
+        "the caBundle did not come back"
     );
 }
 

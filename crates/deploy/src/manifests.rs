@@ -515,7 +515,7 @@ pub fn node() -> Value {
 
 /// `subresources.kubevirt.io/v1` (virtctl's start, stop, restart, pause, unpause,
 /// console): the `oxivirt-api` Deployment, its Service and the APIService. The APIService
-/// carries no `caBundle`: `oxivirt-api` makes its own CA and patches it in at start, and
+/// carries no `caBundle`: `oxivirt-api` makes its own CA and keeps it patched in, and
 /// `kubectl apply` leaves a field it never applied alone.
 pub fn api() -> Vec<Value> {
     let name = "oxivirt-api";
