@@ -103,16 +103,21 @@ fn pod_dir(root: &Path, uid: &str) -> Option<PathBuf> {
     ok.then(|| root.join(uid))
 }
 
-/// Serves the relay on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state_root: PathBuf) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+/// Serves the relay on `listener` until the task is dropped. Each connection is accepted
+/// with the TLS configuration `tls` holds then (its certificate renewed without a restart).
+pub async fn serve(
+    listener: TcpListener,
+    tls: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
+    state_root: PathBuf,
+) {
     let root = Arc::new(state_root);
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, root) = (acceptor.clone(), root.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().clone());
+        let root = root.clone();
         tokio::spawn(async move {
             // The verifier requires a client certificate: no handshake, no request.
             let Ok(stream) = acceptor.accept(tcp).await else {
