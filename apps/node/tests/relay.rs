@@ -115,3 +115,28 @@ fn waits_for_its_certificate_and_takes_a_renewed_one() {
     );
     assert!(!healthy(&files, port, &first, &client_of(&first), "c"));
 }
+
+/// The DaemonSet's `relay` container: a command line this binary takes, the certificate
+/// from where the Secret is mounted, the launchers' dir from where it is mounted.
+#[test]
+fn the_daemonset_command_line_is_accepted() {
+    let (c, args) = common::daemonset_container("relay", "relay");
+    let after = |flag: &str| -> String {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| panic!("{flag} in {args:?}"))
+    };
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert!(mounts.contains(&after("--tls-dir").as_str()), "{mounts:?}");
+    assert!(
+        mounts.contains(&after("--state-root").as_str()),
+        "{mounts:?}"
+    );
+}
