@@ -2,7 +2,7 @@
 //! the kubelet's device plugin API (crates/device-plugin), one plugin per device, until
 //! SIGTERM or SIGINT removes their sockets.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use oxivirt_device_plugin::{DeviceKind, DEFAULT_COUNT, KUBELET_DIR};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,35 +48,20 @@ pub fn run(args: &Args) -> Result<()> {
         }
         .seen_under(&args.host_root),
     ];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        let poll = Duration::from_millis(args.poll_ms.max(10));
-        let tasks: Vec<_> = kinds
-            .iter()
-            .cloned()
-            .map(|k| {
-                tokio::spawn(oxivirt_device_plugin::run(args.dir.clone(), k, poll, |l| {
-                    eprintln!("oxivirt-node device-plugin: {l}")
-                }))
-            })
-            .collect();
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    let poll = Duration::from_millis(args.poll_ms.max(10));
+    crate::until_stopped(async {
+        for k in kinds.iter().cloned() {
+            tokio::spawn(oxivirt_device_plugin::run(args.dir.clone(), k, poll, |l| {
+                eprintln!("oxivirt-node device-plugin: {l}")
+            }));
         }
-        for t in &tasks {
-            t.abort();
-        }
-        // The kubelet stops offering the devices once their sockets are gone.
-        for k in &kinds {
-            let _ = std::fs::remove_file(args.dir.join(k.endpoint()));
-        }
-        eprintln!("oxivirt-node device-plugin: stopped");
-        Ok(())
-    })
+        // They serve until the stop, which ends the runtime and cancels them.
+        std::future::pending::<anyhow::Result<()>>().await
+    })?;
+    // The kubelet stops offering the devices once their sockets are gone.
+    for k in &kinds {
+        let _ = std::fs::remove_file(args.dir.join(k.endpoint()));
+    }
+    eprintln!("oxivirt-node device-plugin: stopped");
+    Ok(())
 }

@@ -12,8 +12,29 @@ mod install;
 mod relay;
 mod status;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+/// Runs `work` on a single-threaded runtime until it ends or SIGTERM or SIGINT comes (then
+/// `Ok`: a stop is how a DaemonSet's container ends).
+fn until_stopped(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        tokio::select! {
+            r = work => r,
+            _ = term.recv() => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "oxivirt-node", version, about)]

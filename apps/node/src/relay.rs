@@ -42,50 +42,43 @@ fn read_tls(dir: &Path) -> Option<(oxivirt_apiserver::pki::Issued, String)> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        let work = async {
-            let mut waited = false;
-            let (mut files, cert, ca) = loop {
-                if let Some((cert, ca)) = read_tls(&args.tls_dir) {
-                    break (tls_files(&args.tls_dir), cert, ca);
-                }
-                if !waited {
-                    eprintln!(
+    crate::until_stopped(async {
+        let mut waited = false;
+        let (mut files, cert, ca) = loop {
+            if let Some((cert, ca)) = read_tls(&args.tls_dir) {
+                break (tls_files(&args.tls_dir), cert, ca);
+            }
+            if !waited {
+                eprintln!(
                         "oxivirt-node relay: waiting for tls.crt, tls.key and ca.crt in {} (oxivirt-api makes them)",
                         args.tls_dir.display()
                     );
-                    waited = true;
-                }
+                waited = true;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let config = |cert: &oxivirt_apiserver::pki::Issued, ca: &str| {
+            oxivirt_apiserver::pki::tls_server(cert, ca, true, &[b"http/1.1"])
+                .with_context(|| format!("the certificate in {}", args.tls_dir.display()))
+        };
+        let (tx, rx) = tokio::sync::watch::channel(config(&cert, &ca)?);
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listen on {}", args.listen))?;
+        let addr = listener.local_addr().context("the listening address")?;
+        println!("oxivirt-node relay: serving on {addr}");
+        let serve = oxivirt_apiserver::relay::serve(listener, rx, args.state_root.clone());
+        // The mounted Secret changes when oxivirt-api renews it (its CA made again):
+        // new connections take the new certificate.
+        let reload = async {
+            loop {
                 tokio::time::sleep(POLL).await;
-            };
-            let config = |cert: &oxivirt_apiserver::pki::Issued, ca: &str| {
-                oxivirt_apiserver::pki::tls_server(cert, ca, true, &[b"http/1.1"])
-                    .with_context(|| format!("the certificate in {}", args.tls_dir.display()))
-            };
-            let (tx, rx) = tokio::sync::watch::channel(config(&cert, &ca)?);
-            let listener = tokio::net::TcpListener::bind(args.listen)
-                .await
-                .with_context(|| format!("listen on {}", args.listen))?;
-            let addr = listener.local_addr().context("the listening address")?;
-            println!("oxivirt-node relay: serving on {addr}");
-            let serve = oxivirt_apiserver::relay::serve(listener, rx, args.state_root.clone());
-            // The mounted Secret changes when oxivirt-api renews it (its CA made again):
-            // new connections take the new certificate.
-            let reload = async {
-                loop {
-                    tokio::time::sleep(POLL).await;
-                    let now = tls_files(&args.tls_dir);
-                    if now == files {
-                        continue;
-                    }
-                    files = now;
-                    match read_tls(&args.tls_dir).map(|(c, ca)| config(&c, &ca)) {
+                let now = tls_files(&args.tls_dir);
+                if now == files {
+                    continue;
+                }
+                files = now;
+                match read_tls(&args.tls_dir).map(|(c, ca)| config(&c, &ca)) {
                         Some(Ok(cfg)) => {
                             let _ = tx.send(cfg);
                             eprintln!("oxivirt-node relay: took the renewed certificate");
@@ -95,18 +88,12 @@ pub fn run(args: &Args) -> Result<()> {
                         ),
                         None => {}
                     }
-                }
-            };
-            tokio::select! {
-                () = serve => {}
-                () = reload => {}
             }
-            anyhow::Ok(())
         };
         tokio::select! {
-            r = work => r,
-            _ = term.recv() => Ok(()),
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            () = serve => {}
+            () = reload => {}
         }
+        anyhow::Ok(())
     })
 }

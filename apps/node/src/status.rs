@@ -30,11 +30,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    rt.block_on(async {
+    crate::until_stopped(async {
         let client = match &args.kubeconfig {
             Some(k) => oxivirt_pod_runtime::client_from_kubeconfig(k)
                 .await
@@ -44,13 +40,7 @@ pub fn run(args: &Args) -> Result<()> {
                 .await
                 .context("no in-cluster config and no kubeconfig")?,
         };
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        tokio::select! {
-            r = report(client, args) => r,
-            _ = term.recv() => Ok(()),
-            _ = tokio::signal::ctrl_c() => Ok(()),
-        }
+        report(client, args).await
     })
 }
 
