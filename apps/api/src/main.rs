@@ -145,22 +145,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("oxivirt-api: start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("oxivirt-api: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    oxivirt_controller::client::run_to_exit("oxivirt-api", run(args))
 }

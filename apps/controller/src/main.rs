@@ -112,24 +112,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("oxivirt-controller: start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("oxivirt-controller: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    oxivirt_controller::client::run_to_exit("oxivirt-controller", run(args))
 }
 
 #[cfg(test)]

@@ -104,24 +104,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("oxivirtd: start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("oxivirtd: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    oxivirt_controller::client::run_to_exit("oxivirtd", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
