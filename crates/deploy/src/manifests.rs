@@ -311,38 +311,51 @@ fn spread(component: &str) -> Value {
     }]}})
 }
 
-/// The controller: two replicas, one acting (the Lease's holder).
-pub fn controller() -> Value {
-    let name = "oxivirt-controller";
+/// A Deployment of two replicas of `container` (in `component`'s service account, with the
+/// image and pull policy of every component and no privilege), spread over nodes.
+fn two_replicas(component: &str, mut container: Value) -> Value {
+    if let Some(c) = container.as_object_mut() {
+        c.insert("image".into(), json!(IMAGE));
+        c.insert("imagePullPolicy".into(), json!("IfNotPresent"));
+        c.insert(
+            "resources".into(),
+            json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}),
+        );
+        c.insert("securityContext".into(), restricted());
+    }
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": meta(name, name, true),
+        "metadata": meta(component, component, true),
         "spec": {
             "replicas": 2,
-            "selector": {"matchLabels": labels(name)},
+            "selector": {"matchLabels": labels(component)},
             "template": {
-                "metadata": {"labels": labels(name)},
+                "metadata": {"labels": labels(component)},
                 "spec": {
-                    "serviceAccountName": name,
-                    "containers": [{
-                        "name": "controller",
-                        "image": IMAGE,
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["/usr/bin/oxivirt-controller"],
-                        "args": ["--leader-elect", "--lease-namespace", NAMESPACE],
-                        // The candidate's identity and the Lease's namespace.
-                        "env": [
-                            field_env("POD_NAME", "metadata.name"),
-                            field_env("POD_NAMESPACE", "metadata.namespace"),
-                        ],
-                        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-                        "securityContext": restricted(),
-                    }],
-                    "affinity": spread(name),
+                    "serviceAccountName": component,
+                    "containers": [container],
+                    "affinity": spread(component),
                 },
             },
         },
     })
+}
+
+/// The controller: two replicas, one acting (the Lease's holder).
+pub fn controller() -> Value {
+    two_replicas(
+        "oxivirt-controller",
+        json!({
+            "name": "controller",
+            "command": ["/usr/bin/oxivirt-controller"],
+            "args": ["--leader-elect", "--lease-namespace", NAMESPACE],
+            // The candidate's identity and the Lease's namespace.
+            "env": [
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+            ],
+        }),
+    )
 }
 
 fn host_path(name: &str, path: &str) -> Value {
@@ -521,37 +534,21 @@ pub fn api() -> Vec<Value> {
     let name = "oxivirt-api";
     let probe = json!({"httpGet": {"path": "/healthz", "port": 8443, "scheme": "HTTPS"}});
     vec![
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": meta(name, name, true),
-            "spec": {
-                // Stateless (its CA is in a Secret): both serve, so one node's loss
-                // leaves virtctl working.
-                "replicas": 2,
-                "selector": {"matchLabels": labels(name)},
-                "template": {
-                    "metadata": {"labels": labels(name)},
-                    "spec": {
-                        "serviceAccountName": name,
-                        "containers": [{
-                            "name": "api",
-                            "image": IMAGE,
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": ["/usr/bin/oxivirt-api"],
-                            "args": ["--listen", "0.0.0.0:8443"],
-                            // Its Secrets' namespace and its serving certificate's name.
-                            "env": [field_env("POD_NAMESPACE", "metadata.namespace")],
-                            "ports": [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
-                            "readinessProbe": probe,
-                            "livenessProbe": probe,
-                            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-                            "securityContext": restricted(),
-                        }],
-                        "affinity": spread(name),
-                    },
-                },
-            },
-        }),
+        // Stateless (its CA is in a Secret): both replicas serve, so one node's loss
+        // leaves virtctl working.
+        two_replicas(
+            name,
+            json!({
+                "name": "api",
+                "command": ["/usr/bin/oxivirt-api"],
+                "args": ["--listen", "0.0.0.0:8443"],
+                // Its Secrets' namespace and its serving certificate's name.
+                "env": [field_env("POD_NAMESPACE", "metadata.namespace")],
+                "ports": [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
+                "readinessProbe": probe,
+                "livenessProbe": probe,
+            }),
+        ),
         json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": meta(name, name, true),
