@@ -372,13 +372,10 @@ fn missing_service_account_is_named() {
 fn the_daemonset_command_line_is_accepted() {
     let (c, _) = common::daemonset_container("install-cni", "install-cni");
     // It mounts what it writes.
-    let mounts: Vec<&str> = c["volumeMounts"]
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .filter_map(|m| m["mountPath"].as_str())
-        .collect();
-    assert_eq!(mounts, ["/host/opt/cni/bin", "/host/etc/cni/net.d"]);
+    assert_eq!(
+        common::mount_paths(&c),
+        ["/host/opt/cni/bin", "/host/etc/cni/net.d"]
+    );
 }
 
 /// An IPv6 service address is bracketed in the server URL; without the service variables

@@ -128,15 +128,7 @@ fn the_daemonset_command_line_is_accepted() {
             .cloned()
             .unwrap_or_else(|| panic!("{flag} in {args:?}"))
     };
-    let mounts: Vec<&str> = c["volumeMounts"]
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .filter_map(|m| m["mountPath"].as_str())
-        .collect();
-    assert!(mounts.contains(&after("--tls-dir").as_str()), "{mounts:?}");
-    assert!(
-        mounts.contains(&after("--state-root").as_str()),
-        "{mounts:?}"
-    );
+    let mounts = common::mount_paths(&c);
+    assert!(mounts.contains(&after("--tls-dir")), "{mounts:?}");
+    assert!(mounts.contains(&after("--state-root")), "{mounts:?}");
 }

@@ -37,3 +37,16 @@ pub fn daemonset_container(name: &str, subcommand: &str) -> (Value, Vec<String>)
     );
     (c, args)
 }
+
+/// Where a container mounts its volumes.
+#[allow(dead_code)] // Not every test binary of this directory asks.
+pub fn mount_paths(c: &Value) -> Vec<String> {
+    c["volumeMounts"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["mountPath"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
