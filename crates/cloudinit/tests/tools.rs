@@ -201,13 +201,7 @@ fn xorriso_reads_the_rock_ridge_tree() {
         "/",
         &to.to_string_lossy(),
     ]);
-    for (name, data) in seed().files() {
-        assert_eq!(
-            std::fs::read(to.join(name)).expect("extracted"),
-            data,
-            "{name}"
-        );
-    }
+    assert_extracted(&to);
 }
 
 /// libarchive's reader (Rock Ridge preferred) extracts the real names and contents.
@@ -227,13 +221,7 @@ fn bsdtar_extracts_the_files() {
     let to = dir.path().join("x");
     std::fs::create_dir(&to).expect("mkdir");
     oxivirt_testkit::sh(&["bsdtar", "-xf", &iso, "-C", &to.to_string_lossy()]);
-    for (name, data) in seed().files() {
-        assert_eq!(
-            std::fs::read(to.join(name)).expect("extracted"),
-            data,
-            "{name}"
-        );
-    }
+    assert_extracted(&to);
 }
 
 /// Forty files spill both directories over more than one sector; every reader still sees
@@ -267,4 +255,15 @@ fn a_directory_over_several_sectors_lists_completely() {
         oxivirt_testkit::sh(&["isoinfo", "-R", "-x", "/file-number-39", "-i", &iso]),
         "file-number-39"
     );
+}
+
+/// Every file of the seed, extracted into `to` by another tool, holds what we wrote.
+fn assert_extracted(to: &std::path::Path) {
+    for (name, data) in seed().files() {
+        assert_eq!(
+            std::fs::read(to.join(name)).expect("extracted"),
+            data,
+            "{name}"
+        );
+    }
 }

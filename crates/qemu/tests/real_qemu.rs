@@ -306,11 +306,7 @@ fn the_seed_devices_are_accepted_and_placed() {
         s.qmp.query_status().expect("status").status,
         RunState::Running
     );
-    s.qmp.quit().expect("quit");
-    assert!(oxivirt_testkit::eventually(T, || matches!(
-        s.child.try_wait(),
-        Ok(Some(_))
-    )));
+    quit_and_wait(&mut s);
 }
 
 /// The EFI variant of the argv: OVMF's code read-only, a private copy of its variables.
@@ -341,11 +337,7 @@ fn efi_firmware_starts() {
         s.qmp.query_status().expect("status").status,
         RunState::Running
     );
-    s.qmp.quit().expect("quit");
-    assert!(oxivirt_testkit::eventually(T, || matches!(
-        s.child.try_wait(),
-        Ok(Some(_))
-    )));
+    quit_and_wait(&mut s);
 }
 
 /// A 64 KiB flash image whose reset vector (its last 16 bytes, at 0xfffffff0) runs
@@ -430,11 +422,7 @@ fn a_guest_reset_is_reported() {
             reason: "guest-reset".into()
         }
     );
-    s.qmp.quit().expect("quit");
-    assert!(oxivirt_testkit::eventually(T, || matches!(
-        s.child.try_wait(),
-        Ok(Some(_))
-    )));
+    quit_and_wait(&mut s);
 }
 
 /// The chosen console design for real: QEMU's serial port on one end of a socketpair the
@@ -473,11 +461,7 @@ fn guest_serial_output_arrives_on_the_passed_socket() {
         got.extend_from_slice(&buf[..n]);
     }
     assert_eq!(got, b"hello from the guest\n");
-    s.qmp.quit().expect("quit");
-    assert!(oxivirt_testkit::eventually(T, || matches!(
-        s.child.try_wait(),
-        Ok(Some(_))
-    )));
+    quit_and_wait(&mut s);
 }
 
 fn start_qemu(cfg: &LaunchConfig) -> (Started, Registration) {
@@ -488,4 +472,13 @@ fn start_qemu(cfg: &LaunchConfig) -> (Started, Registration) {
 #[allow(dead_code)]
 fn qmp_is_shareable(q: Qmp) -> impl Send + Sync {
     q
+}
+
+/// QMP `quit`, then QEMU's exit within [`T`].
+fn quit_and_wait(s: &mut Started) {
+    s.qmp.quit().expect("quit");
+    assert!(oxivirt_testkit::eventually(T, || matches!(
+        s.child.try_wait(),
+        Ok(Some(_))
+    )));
 }
